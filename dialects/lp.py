@@ -1,0 +1,130 @@
+"""The `lp` dialect: low-precision element types and quantization formats.
+
+Element types reuse MLIR's builtin types where they exist (si4/ui4 and the other narrow
+integers, f8E4M3FN, f8E5M2, f6E3M2FN, f6E2M3FN, f4E2M1FN, f8E8M0FNU); `lp` adds `!lp.nf4`
+and the quantization format attribute
+
+    #lp.quant<si4, group 128, scale f16>
+    #lp.quant<ui4, group 64, scale bf16, zero quantized>
+    #lp.quant<f4E2M1FN, group 32, scale f8E8M0FNU>          (mxfp4)
+    #lp.quant<si8, group channel, scale f32>
+
+Their exact numerics live in `ir.numerics`.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import (
+    BFloat16Type,
+    Float4E2M1FNType,
+    Float6E2M3FNType,
+    Float6E3M2FNType,
+    Float8E4M3FNType,
+    Float8E5M2Type,
+    Float8E8M0FNUType,
+    Float16Type,
+    Float32Type,
+    IntAttr,
+    IntegerType,
+    Signedness,
+    StringAttr,
+)
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, TypeAttribute
+from xdsl.irdl import irdl_attr_definition
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from ir.numerics import FormatError, QuantFormat
+
+
+@irdl_attr_definition
+class NF4Type(ParametrizedAttribute, TypeAttribute):
+    """4-bit NormalFloat (QLoRA): 16 quantiles of N(0, 1) scaled to [-1, 1]."""
+
+    name = "lp.nf4"
+
+
+_FLOAT_FORMATS = {
+    Float8E4M3FNType: "e4m3",
+    Float8E5M2Type: "e5m2",
+    Float6E3M2FNType: "e3m2",
+    Float6E2M3FNType: "e2m3",
+    Float4E2M1FNType: "e2m1",
+    Float8E8M0FNUType: "e8m0",
+    NF4Type: "nf4",
+}
+_SCALE_TYPES = {Float16Type: "f16", BFloat16Type: "bf16", Float32Type: "f32", Float8E8M0FNUType: "e8m0"}
+
+
+def format_name(t: Attribute) -> str | None:
+    """The `ir.numerics` format of a low-precision element type, None for other types."""
+    if isinstance(t, IntegerType):
+        if t.width.data in (1, 2, 3, 4, 8) and t.signedness.data != Signedness.SIGNLESS:
+            return ("int" if t.signedness.data == Signedness.SIGNED else "uint") + str(t.width.data)
+        return None
+    return _FLOAT_FORMATS.get(type(t))
+
+
+def is_low_precision(t: Attribute) -> bool:
+    return format_name(t) is not None
+
+
+@irdl_attr_definition
+class QuantAttr(ParametrizedAttribute):
+    """A weight quantization format: element type, group size along the reduction axis
+    (0 = one group per output channel), scale type and zero-point mode."""
+
+    name = "lp.quant"
+
+    element: Attribute
+    group: IntAttr
+    scale: Attribute
+    zero: StringAttr
+
+    def __init__(self, element: Attribute, group: int | None, scale: Attribute, zero: str = "none"):
+        super().__init__(element, IntAttr(group or 0), scale, StringAttr(zero))
+
+    @property
+    def format(self) -> QuantFormat:
+        fmt = format_name(self.element)
+        if fmt is None:
+            raise FormatError(f"{self.element} is not a low-precision element type (use e.g. si4, ui4, f8E4M3FN, !lp.nf4)")
+        scale = _SCALE_TYPES.get(type(self.scale))
+        if scale is None:
+            raise FormatError(f"scale type must be f16, bf16, f32 or f8E8M0FNU, got {self.scale}")
+        return QuantFormat(fmt, self.group.data or None, scale, self.zero.data)
+
+    def verify(self) -> None:
+        try:
+            self.format
+        except FormatError as e:
+            raise VerifyException(str(e)) from None
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_attribute(self.element)
+            printer.print_string(", group " + (str(self.group.data) if self.group.data else "channel"))
+            printer.print_string(", scale ")
+            printer.print_attribute(self.scale)
+            if self.zero.data != "none":
+                printer.print_string(", zero " + self.zero.data)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            element = parser.parse_type()
+            parser.parse_punctuation(",")
+            parser.parse_keyword("group")
+            group = 0 if parser.parse_optional_keyword("channel") else parser.parse_integer(allow_boolean=False)
+            parser.parse_punctuation(",")
+            parser.parse_keyword("scale")
+            scale = parser.parse_type()
+            zero = "none"
+            if parser.parse_optional_punctuation(","):
+                parser.parse_keyword("zero")
+                zero = parser.parse_identifier()
+        return (element, IntAttr(group), scale, StringAttr(zero))
+
+
+LP = Dialect("lp", [], [NF4Type, QuantAttr])

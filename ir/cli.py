@@ -1,0 +1,127 @@
+"""The command-line tools: `rung-opt` (parse, run passes, print) and `rung-run` (execute).
+
+Both print any error as one line (`file:line:col: message` for IR text) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ir.errors import RungError
+
+
+def _read(path: str | None) -> tuple[str, str]:
+    if path in (None, "-"):
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(), path
+    except OSError as e:
+        raise RungError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _fail(tool: str, e: Exception) -> int:
+    print(f"{tool}: error: {e}", file=sys.stderr)
+    return 1
+
+
+def opt_main(argv: list[str] | None = None) -> int:
+    from ir.context import DIALECTS, make_context, parse_ir, print_ir, verify
+    from ir.passes import PASSES, pass_summary, run_pipeline
+
+    p = argparse.ArgumentParser(prog="rung-opt", description="Parse Rung IR, run a pass pipeline, print the result.")
+    p.add_argument("input", nargs="?", help="IR file (default: stdin)")
+    p.add_argument("-p", "--passes", default="", help="pass pipeline, e.g. 'decompose-graph,cse'")
+    p.add_argument("-o", "--output", help="write the IR here instead of stdout")
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (to stderr)")
+    p.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    p.add_argument("--list-dialects", action="store_true", help="list the loaded dialects and exit")
+    args = p.parse_args(argv)
+    if args.list_passes:
+        for name in sorted(PASSES):
+            print(f"{name:20} {pass_summary(name)}")
+        return 0
+    if args.list_dialects:
+        for name, d in DIALECTS.items():
+            print(f"{name:10} {len(list(d.operations))} ops, {len(list(d.attributes))} types/attributes")
+        return 0
+    try:
+        text, name = _read(args.input)
+        ctx = make_context()
+        module = parse_ir(text, name, ctx)
+
+        def after_each(prev, mod, _next):
+            if prev is not None:
+                verify(mod, filename=f"after {prev.name}")
+                if args.print_ir_after_all:
+                    print(f"// -----// IR after {prev.name} //----- //\n{print_ir(mod)}", file=sys.stderr)
+
+        run_pipeline(module, args.passes, ctx, after_each)
+        out = print_ir(module)
+        if args.output:
+            Path(args.output).write_text(out)
+        else:
+            sys.stdout.write(out)
+    except RungError as e:
+        return _fail("rung-opt", e)
+    return 0
+
+
+def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
+    """Inputs for tensor types: floats ~ N(0, 1), integers uniform in [0, int_high), i1 fair coins."""
+    from ir.dtypes import is_bool, is_float, storage_dtype, to_storage
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in types:
+        shape, elem = t.get_shape(), t.element_type
+        if is_float(elem):
+            v = rng.standard_normal(shape)
+        elif is_bool(elem):
+            v = rng.random(shape) < 0.5
+        else:
+            v = rng.integers(0, int_high, shape)
+        out.append(to_storage(np.asarray(v).astype(storage_dtype(elem)) if not is_float(elem) else v, t))
+    return out
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    from ir.context import parse_ir
+    from ir.interpreter import find_function, run
+
+    p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter.")
+    p.add_argument("input", help="IR file")
+    p.add_argument("-f", "--function", default="main", help="function to run (default: main)")
+    p.add_argument("-i", "--inputs", nargs="*", default=None, help=".npy files, one per argument (default: random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random inputs")
+    p.add_argument("--int-high", type=int, default=8, help="random integer inputs are drawn from [0, INT_HIGH)")
+    p.add_argument("-o", "--output-dir", help="save result i as result<i>.npy here")
+    args = p.parse_args(argv)
+    try:
+        text, name = _read(args.input)
+        module = parse_ir(text, name)
+        fn = find_function(module, args.function)
+        types = [a.type for a in fn.body.block.args]
+        if args.inputs is None:
+            inputs = random_inputs(types, args.seed, args.int_high)
+        else:
+            inputs = []
+            for f in args.inputs:
+                try:
+                    inputs.append(np.load(f))
+                except (OSError, ValueError) as e:
+                    raise RungError(f"cannot load {f}: {e}") from None
+        results = run(module, inputs, args.function)
+        for i, r in enumerate(results):
+            if args.output_dir:
+                Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+                np.save(Path(args.output_dir) / f"result{i}.npy", r)
+                print(f"result {i}: {list(r.shape)} {r.dtype} -> {Path(args.output_dir) / f'result{i}.npy'}")
+            else:
+                print(f"result {i}: {list(r.shape)} {r.dtype}\n{np.array2string(r, threshold=64)}")
+    except RungError as e:
+        return _fail("rung-run", e)
+    return 0

@@ -1,0 +1,80 @@
+"""The xDSL context with every Rung dialect, and parsing that reports file:line:col."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.ir import Dialect, Operation
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
+from xdsl.utils.lexer import Span
+
+from dialects.graph import GRAPH
+from dialects.lp import LP
+from ir.errors import RungError
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH)}
+
+
+def make_context() -> Context:
+    ctx = Context()
+    for d in DIALECTS.values():
+        ctx.load_dialect(d)
+    return ctx
+
+
+def print_ir(module: Operation) -> str:
+    """The IR text of `module`, as rung-opt prints it."""
+    out = StringIO()
+    Printer(stream=out).print_op(module)
+    return out.getvalue() + "\n"
+
+
+def _line_col(span: Span) -> tuple[int, int]:
+    text = span.input.content[: span.start]
+    line = text.count("\n") + 1
+    return line, span.start - (text.rfind("\n") + 1) + 1
+
+
+class _LocatingParser(Parser):
+    """A parser that remembers where each operation starts, for verifier messages."""
+
+    def __init__(self, ctx: Context, text: str, name: str):
+        super().__init__(ctx, text, name)
+        self.starts: dict[int, Span] = {}
+
+    def parse_operation(self) -> Operation:
+        start = self._current_token.span
+        op = super().parse_operation()
+        self.starts[id(op)] = start
+        return op
+
+
+def parse_ir(text: str, filename: str = "<stdin>", ctx: Context | None = None) -> ModuleOp:
+    """Parse and verify IR text; any problem is a RungError `file:line:col: message`."""
+    parser = _LocatingParser(ctx or make_context(), text, filename)
+    try:
+        module = parser.parse_module()
+    except ParseError as e:
+        line, col = _line_col(e.span)
+        raise RungError(f"{filename}:{line}:{col}: {e.msg}") from None
+    except (VerifyException, DiagnosticException, ValueError, TypeError) as e:
+        raise RungError(f"{filename}: {str(e).strip().splitlines()[-1]}") from None
+    verify(module, lambda op: parser.starts.get(id(op)), filename)
+    return module
+
+
+def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> None:
+    """Verify every op; the first failure is a RungError naming the op (and its position if known)."""
+    for op in module.walk():
+        try:
+            op.verify(verify_nested_ops=False)
+        except (VerifyException, DiagnosticException, ValueError) as e:
+            span = where(op)
+            loc = f"{filename}:{':'.join(map(str, _line_col(span)))}" if span is not None else filename
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RungError(f"{loc}: '{op.name}' op {msg}") from None

@@ -1,0 +1,112 @@
+"""Element types as the interpreter stores them in numpy, and their conversions.
+
+f16 and bf16 are stored as themselves (bf16 through ml_dtypes) and computed in f32;
+low-precision floats (fp8, fp6, fp4, nf4, e8m0) are stored as float32 holding exactly
+representable values; narrow integers as int8/uint8 holding in-range values. Every value
+written to a tensor goes through `to_storage`, which rounds and saturates as the element
+format defines (ir.numerics).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from xdsl.dialects.builtin import (
+    AnyFloat,
+    BFloat16Type,
+    Float16Type,
+    Float32Type,
+    Float64Type,
+    IndexType,
+    IntegerType,
+    Signedness,
+    TensorType,
+    bf16,
+    f16,
+    f32,
+    f64,
+    i1,
+    i32,
+    i64,
+)
+from xdsl.ir import Attribute
+
+from dialects.lp import NF4Type, format_name
+from ir.numerics import element_format
+
+_NATIVE_FLOATS = {Float16Type: np.float16, BFloat16Type: ml_dtypes.bfloat16, Float32Type: np.float32, Float64Type: np.float64}
+
+
+def is_float(t: Attribute) -> bool:
+    return isinstance(t, AnyFloat | NF4Type)
+
+
+def is_bool(t: Attribute) -> bool:
+    return isinstance(t, IntegerType) and t.width.data == 1 and t.signedness.data == Signedness.SIGNLESS
+
+
+def is_integer(t: Attribute) -> bool:
+    return isinstance(t, IntegerType | IndexType) and not is_bool(t)
+
+
+def storage_dtype(t: Attribute) -> np.dtype:
+    """The numpy dtype that holds tensors of element type `t`."""
+    if type(t) in _NATIVE_FLOATS:
+        return np.dtype(_NATIVE_FLOATS[type(t)])
+    if is_float(t):
+        return np.dtype(np.float32)
+    if is_bool(t):
+        return np.dtype(np.bool_)
+    if isinstance(t, IndexType):
+        return np.dtype(np.int64)
+    if isinstance(t, IntegerType):
+        width = max(8, 1 << (t.width.data - 1).bit_length())
+        if width > 64:
+            raise TypeError(f"integers of {t.width.data} bits are not supported")
+        unsigned = t.signedness.data == Signedness.UNSIGNED
+        return np.dtype(f"{'u' if unsigned else ''}int{width}")
+    raise TypeError(f"{t} is not a tensor element type Rung can execute")
+
+
+def to_storage(value, t: TensorType) -> np.ndarray:
+    """`value` converted to the storage of tensor type `t` (rounded for low-precision types)."""
+    elem = t.element_type
+    arr = np.asarray(value)
+    fmt = format_name(elem)
+    if fmt is not None:
+        if is_float(elem):
+            arr = element_format(fmt).round(arr)
+        else:
+            f = element_format(fmt)
+            arr = np.clip(np.rint(arr) if arr.dtype.kind == "f" else arr, f.min, f.max)
+    elif is_integer(elem) and arr.dtype.kind == "f":
+        arr = np.trunc(arr)  # float to integer conversion truncates, as in torch and C
+    out = arr.astype(storage_dtype(elem), copy=False)
+    return np.broadcast_to(out, t.get_shape()) if out.shape != tuple(t.get_shape()) else out
+
+
+def compute_view(arr: np.ndarray) -> np.ndarray:
+    """What ops compute on: f16 and bf16 widened to f32."""
+    if arr.dtype in (np.float16, ml_dtypes.bfloat16):
+        return arr.astype(np.float32)
+    return arr
+
+
+_FROM_NUMPY = {
+    np.dtype(np.float32): f32, np.dtype(np.float64): f64, np.dtype(np.float16): f16,
+    np.dtype(ml_dtypes.bfloat16): bf16, np.dtype(np.bool_): i1, np.dtype(np.int64): i64,
+    np.dtype(np.int32): i32, np.dtype(np.int8): IntegerType(8), np.dtype(np.uint8): IntegerType(8, Signedness.UNSIGNED),
+    np.dtype(np.int16): IntegerType(16),
+}
+
+
+def element_type_of(dtype) -> Attribute:
+    """The IR element type of a numpy dtype."""
+    try:
+        return _FROM_NUMPY[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no Rung element type for numpy dtype {np.dtype(dtype)}") from None
+
+
+def tensor_type(shape, elem: Attribute) -> TensorType:
+    return TensorType(elem, list(shape))

@@ -1,0 +1,69 @@
+"""One interpreter for every level: it walks a function and runs each op's `execute` on numpy.
+
+Values are numpy arrays in the storage of their tensor type (ir.dtypes); ops compute on
+`compute_view`s of them and every result is rounded to its element type by `to_storage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import SSAValue
+
+from ir.dtypes import compute_view, storage_dtype, to_storage
+from ir.errors import RungError
+
+
+def find_function(module: ModuleOp, name: str) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == name:
+            return op
+    names = [op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)]
+    raise RungError(f"no function @{name} in the module (functions: {', '.join('@' + n for n in names) or 'none'})")
+
+
+def _check_input(i: int, value, t) -> np.ndarray:
+    arr = np.asarray(value)
+    if not isinstance(t, TensorType):
+        raise RungError(f"argument {i} has type {t}; only tensor arguments can be passed")
+    if arr.shape != tuple(t.get_shape()):
+        raise RungError(f"argument {i}: expected shape {list(t.get_shape())} ({t}), got {list(arr.shape)}")
+    want = storage_dtype(t.element_type)
+    if arr.dtype != want and not np.can_cast(arr.dtype, want, "same_kind"):
+        raise RungError(f"argument {i}: expected {t.element_type} elements, got numpy {arr.dtype}")
+    return to_storage(arr, t)
+
+
+def run_function(fn: func.FuncOp, inputs: Sequence, module: ModuleOp | None = None) -> list[np.ndarray]:
+    args = fn.body.block.args
+    if len(inputs) != len(args):
+        raise RungError(f"@{fn.sym_name.data} takes {len(args)} arguments, got {len(inputs)}")
+    env: dict[SSAValue, np.ndarray] = {a: _check_input(i, v, a.type) for i, (a, v) in enumerate(zip(args, inputs))}
+    for op in fn.body.block.ops:
+        vals = [env[o] for o in op.operands]
+        if isinstance(op, func.ReturnOp):
+            return vals
+        if isinstance(op, func.CallOp):
+            if module is None:
+                raise RungError("func.call needs the enclosing module")
+            outs = run_function(find_function(module, op.callee.root_reference.data), vals, module)
+        elif hasattr(op, "execute"):
+            try:
+                outs = op.execute(*map(compute_view, vals))
+            except (IndexError, FloatingPointError, ValueError) as e:
+                raise RungError(f"'{op.name}' failed at run time: {e}") from None
+            outs = outs if isinstance(outs, tuple) else (outs,)
+        else:
+            raise RungError(f"the interpreter cannot execute '{op.name}'")
+        for r, v in zip(op.results, outs):
+            env[r] = to_storage(v, r.type)
+    raise RungError(f"@{fn.sym_name.data} has no func.return")
+
+
+def run(module: ModuleOp, inputs: Sequence, name: str = "main") -> list[np.ndarray]:
+    """Execute function @name of `module` on numpy inputs; returns its results."""
+    with np.errstate(all="ignore"):
+        return run_function(find_function(module, name), inputs, module)

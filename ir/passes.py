@@ -1,0 +1,71 @@
+"""The pass registry: every pass Rung runs is registered here once, by name.
+
+A pipeline is written as in mlir-opt: `pass-a,pass-b{option=value other=1}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.utils.exceptions import ArgSpecParseError
+
+from ir.errors import RungError
+
+
+def _cse():
+    from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
+
+    return CommonSubexpressionElimination
+
+
+def _dce():
+    from xdsl.transforms.dead_code_elimination import DeadCodeElimination
+
+    return DeadCodeElimination
+
+
+def _decompose_graph():
+    from lowering.decompose_graph import DecomposeGraph
+
+    return DecomposeGraph
+
+
+# name -> loader of the pass class (loaded lazily: a pipeline imports only what it runs)
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "cse": _cse,
+    "dce": _dce,
+    "decompose-graph": _decompose_graph,
+}
+_SUMMARIES = {"cse": "Eliminate common subexpressions (xDSL).", "dce": "Remove unused pure ops (xDSL)."}
+
+
+def pass_summary(name: str) -> str:
+    if name in _SUMMARIES:
+        return _SUMMARIES[name]
+    return (PASSES[name]().__doc__ or "").strip().splitlines()[0]
+
+
+def build_pipeline(spec: str, callback=None) -> PassPipeline:
+    """The pipeline of a `-p` spec; unknown passes or options are a RungError."""
+    try:
+        specs = list(parse_pipeline(spec))
+    except (ArgSpecParseError, ValueError) as e:
+        raise RungError(f"bad pass pipeline '{spec}': {str(e).strip().splitlines()[-1]}") from None
+    passes = []
+    for s in specs:
+        if s.name not in PASSES:
+            raise RungError(f"unknown pass '{s.name}' (see --list-passes)")
+        try:
+            passes.append(PASSES[s.name]().from_pass_spec(s))
+        except Exception as e:  # xDSL reports bad options with several exception types
+            raise RungError(f"pass '{s.name}': {str(e).strip().splitlines()[-1]}") from None
+    return PassPipeline(tuple(passes), callback)
+
+
+def run_pipeline(module: ModuleOp, spec: str, ctx: Context, callback=None) -> None:
+    if spec:
+        build_pipeline(spec, callback).apply(ctx, module)
