@@ -899,6 +899,33 @@ class IndexSelectOp(GraphOp):
         return np.take(x, np.where(idx < 0, idx + x.shape[d], idx), axis=d)
 
 
+@irdl_op_definition
+class IndexOp(GraphOp):
+    """Advanced indexing of x's leading dims: x[i0, i1, ...] with integer index tensors that
+    broadcast together; the result is broadcast(index shapes) + x's remaining dims."""
+
+    name = "graph.index"
+    x = operand_def(TensorType)
+    indices = var_operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def infer(self):
+        x = shape_of(self.x.type)
+        if not 1 <= len(self.indices) <= len(x):
+            _fail(f"index takes 1 to {len(x)} index tensors for {self.x.type}, got {len(self.indices)}")
+        for o in self.indices:
+            if not is_integer(o.type.element_type):
+                _fail(f"index tensors must hold integers, got {o.type}")
+        lead = broadcast_shapes(*(shape_of(o.type) for o in self.indices))
+        return TensorType(self.x.type.element_type, (*lead, *x[len(self.indices):]))
+
+    def execute(self, x, *idx):
+        for i, n in zip(idx, x.shape):
+            if i.size and (i.min() < -n or i.max() >= n):
+                raise IndexError(f"index out of range for a dim of size {n}")
+        return x[tuple(idx)]
+
+
 # --- convolution and pooling ----------------------------------------------------------------------------
 
 
@@ -1070,6 +1097,6 @@ GRAPH = Dialect("graph", [
     GeluOp, LogicalNotOp, AddOp, SubOp, MulOp, DivOp, PowOp, MaximumOp, MinimumOp, RemOp,
     LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp, MatmulOp, LinearOp, QLinearOp,
     SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp, RopeOp, SdpaOp,
-    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp,
+    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp,
     Conv2dOp, MaxPool2dOp, AvgPool2dOp, ConstantOp, ArangeOp, FullOp,
 ], [])
