@@ -71,8 +71,11 @@ def opt_main(argv: list[str] | None = None) -> int:
 
 
 def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
-    """Inputs for tensor types: floats ~ N(0, 1), integers uniform in [0, int_high), i1 fair coins."""
+    """Inputs for tensor types: floats ~ N(0, 1), integers uniform in [0, int_high) (low-precision
+    integers over their whole range), i1 fair coins."""
+    from dialects.lp import format_name
     from ir.dtypes import is_bool, is_float, storage_dtype, to_storage
+    from ir.numerics import element_format
 
     rng = np.random.default_rng(seed)
     out = []
@@ -82,6 +85,9 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
             v = rng.standard_normal(shape)
         elif is_bool(elem):
             v = rng.random(shape) < 0.5
+        elif format_name(elem):
+            fmt = element_format(format_name(elem))
+            v = rng.integers(int(fmt.min), int(fmt.max) + 1, shape)
         else:
             v = rng.integers(0, int_high, shape)
         out.append(to_storage(np.asarray(v).astype(storage_dtype(elem)) if not is_float(elem) else v, t))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 from xdsl.context import Context
@@ -61,6 +62,10 @@ def parse_ir(text: str, filename: str = "<stdin>", ctx: Context | None = None) -
         module = parser.parse_module()
     except ParseError as e:
         line, col = _line_col(e.span)
+        undefined = re.match(r"values used but not defined: \[(%[^\],]+)", e.msg)
+        use = undefined and re.search(rf"(?<![\w.$-]){re.escape(undefined.group(1))}(?![\w.$-])", text)
+        if use:  # xDSL reports undefined values at the end of the region: point at the first use
+            line, col = text.count("\n", 0, use.start()) + 1, use.start() - text.rfind("\n", 0, use.start())
         raise RungError(f"{filename}:{line}:{col}: {e.msg}") from None
     except (VerifyException, DiagnosticException, ValueError, TypeError) as e:
         raise RungError(f"{filename}: {str(e).strip().splitlines()[-1]}") from None

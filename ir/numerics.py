@@ -279,6 +279,8 @@ class QuantFormat:
             q = fmt.round(grouped / s[..., None])
             return q.reshape(w.shape), s, None
         lo, hi = grouped.min(axis=-1), grouped.max(axis=-1)
+        if self.zero == "quantized":  # the range must hold 0 for the zero point to be representable
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         s = round_scale(np.where(hi > lo, (hi - lo) / (fmt.max - fmt.min), 1.0), self.scale)
         s = np.where(s > 0, s, 1.0).astype(np.float32)
         if self.zero == "original":
