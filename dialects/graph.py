@@ -254,8 +254,8 @@ def _sigmoid(x):
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
-NegOp = _unary("neg", np.negative, "-x.", float_only=False)
-AbsOp = _unary("abs", np.abs, "|x|.", float_only=False)
+NegOp = _unary("neg", np.negative, "Negation.", float_only=False)
+AbsOp = _unary("abs", np.abs, "Absolute value.", float_only=False)
 ExpOp = _unary("exp", np.exp, "e^x.")
 LogOp = _unary("log", np.log, "Natural logarithm.")
 SqrtOp = _unary("sqrt", np.sqrt, "Square root.")

@@ -242,7 +242,7 @@ class Converter:
             return None
         handler = _HANDLERS.get(name)
         if handler is None:
-            raise RungError(f"{_source_line(node)}: unsupported op aten.{name} (docs/torch2ir.md lists the supported ops)")
+            raise RungError(f"{_source_line(node)}: unsupported op aten.{name} (docs/reference.md lists the supported ops)")
         try:
             return handler(self, node, *node.args, **node.kwargs)
         except RungError:

@@ -1,0 +1,91 @@
+"""rung-opt and rung-run as users run them: real processes, exit codes, one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ir.passes import PASSES
+
+GEMM = """func.func @main(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) -> tensor<4x16xf32> {
+  %y = graph.linear %x, %w, %b : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<4x16xf32>
+  %z = graph.silu %y : (tensor<4x16xf32>) -> tensor<4x16xf32>
+  func.return %z : tensor<4x16xf32>
+}
+"""
+
+
+def cli(tool, *args, stdin=None):
+    code = f"import sys; from ir.cli import {tool}; sys.exit({tool}(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, text=True)
+
+
+def test_opt_runs_a_pipeline_and_prints_every_level(tmp_path):
+    f = tmp_path / "gemm.mlir"
+    f.write_text(GEMM)
+    r = cli("opt_main", str(f), "-p", "decompose-graph,cse", "--print-ir-after-all")
+    assert r.returncode == 0, r.stderr
+    assert "graph.matmul" in r.stdout and "graph.linear" not in r.stdout
+    assert "IR after decompose-graph" in r.stderr and "IR after cse" in r.stderr
+
+
+def test_opt_reads_stdin_and_round_trips():
+    r = cli("opt_main", stdin=GEMM)
+    assert r.returncode == 0 and r.stdout == "builtin.module {\n" + "".join("  " + line + "\n" for line in GEMM.splitlines()) + "}\n"
+
+
+def test_opt_lists():
+    assert all(name in cli("opt_main", "--list-passes").stdout for name in PASSES)
+    assert "graph" in cli("opt_main", "--list-dialects").stdout
+
+
+@pytest.mark.parametrize("text, args, message", [
+    (GEMM.replace("tensor<4x16xf32> {", "tensor<4x16xf32> {\n  %q = graph.nope %x : (tensor<4x8xf32>) -> tensor<4x8xf32>"), [],
+     "x.mlir:2:"),
+    (GEMM.replace("-> tensor<4x16xf32>\n  %z", "-> tensor<4x15xf32>\n  %z").replace("%y : (tensor<4x16xf32>) -> tensor<4x16xf32>", "%y : (tensor<4x15xf32>) -> tensor<4x16xf32>"),
+     [], "x.mlir:2:3: 'graph.linear' op result type must be tensor<4x16xf32>, got tensor<4x15xf32>"),
+    (GEMM, ["-p", "no-such-pass"], "unknown pass 'no-such-pass'"),
+    (GEMM, ["-p", "decompose-graph{"], "bad pass pipeline"),
+    (GEMM, ["-p", "decompose-graph{bogus=1}"], "pass 'decompose-graph'"),
+])
+def test_opt_errors_are_one_line_with_exit_1(tmp_path, text, args, message):
+    f = tmp_path / "x.mlir"
+    f.write_text(text)
+    r = cli("opt_main", str(f), *args)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_opt_missing_file():
+    r = cli("opt_main", "/nonexistent.mlir")
+    assert r.returncode == 1 and "cannot read /nonexistent.mlir" in r.stderr
+
+
+def test_run_with_npy_inputs_and_outputs(tmp_path):
+    f = tmp_path / "gemm.mlir"
+    f.write_text(GEMM)
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((4, 8), (16, 8), (16,))]
+    paths = []
+    for i, a in enumerate(arrays):
+        paths.append(str(tmp_path / f"in{i}.npy"))
+        np.save(paths[-1], a)
+    r = cli("run_main", str(f), "-i", *paths, "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    y = arrays[0] @ arrays[1].T + arrays[2]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "result0.npy"), y / (1 + np.exp(-y)), rtol=1e-5, atol=1e-6)
+
+
+def test_run_random_inputs_and_errors(tmp_path):
+    f = tmp_path / "gemm.mlir"
+    f.write_text(GEMM)
+    r = cli("run_main", str(f), "--seed", "3")
+    assert r.returncode == 0 and "result 0: [4, 16] float32" in r.stdout
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 2), np.float32))
+    r = cli("run_main", str(f), "-i", str(bad), str(bad), str(bad))
+    assert r.returncode == 1 and "argument 0: expected shape [4, 8]" in r.stderr and "Traceback" not in r.stderr
+    r = cli("run_main", str(f), "-f", "other")
+    assert r.returncode == 1 and "no function @other" in r.stderr
