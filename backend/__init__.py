@@ -1,0 +1,3 @@
+"""Rung's GPU backend: PTX printing, the cuda-python JIT, and the Python API (`import backend as rung`)."""
+
+from backend.gemm import compile, linear  # noqa: F401

@@ -67,3 +67,140 @@ def run(module: ModuleOp, inputs: Sequence, name: str = "main") -> list[np.ndarr
     """Execute function @name of `module` on numpy inputs; returns its results."""
     with np.errstate(all="ignore"):
         return run_function(find_function(module, name), inputs, module)
+
+
+# --- kernels: a thread block at a time, every thread in lockstep -------------------------------------------
+
+
+class DeviceMemory:
+    """Global memory for kernel interpretation: numpy buffers at distinct, aligned addresses."""
+
+    BASE = 1 << 32
+
+    def __init__(self):
+        self.buffers: list[tuple[int, np.ndarray]] = []
+        self._next = self.BASE
+
+    def alloc(self, array: np.ndarray) -> int:
+        """Copy `array` in; returns its address."""
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).copy()
+        addr = self._next
+        self.buffers.append((addr, data))
+        self._next += (data.size + 255) // 256 * 256 + 256  # a gap: overruns hit no buffer
+        return addr
+
+    def read(self, addr: int, like: np.ndarray) -> np.ndarray:
+        for base, data in self.buffers:
+            if base == addr:
+                return data.view(like.dtype).reshape(like.shape).copy()
+        raise KeyError(addr)
+
+    def _locate(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(buffer index, offset) of each address; raises on addresses outside every buffer."""
+        starts = np.array([b for b, _ in self.buffers], np.int64)
+        which = np.searchsorted(starts, addrs, side="right") - 1
+        sizes = np.array([d.size for _, d in self.buffers], np.int64)
+        bad = (which < 0) | (addrs - starts[np.maximum(which, 0)] >= sizes[np.maximum(which, 0)])
+        if bad.any():
+            raise RungError(f"out-of-bounds global access at address {int(addrs[bad][0]):#x}")
+        return which, addrs - starts[which]
+
+    def gather(self, addrs: np.ndarray) -> np.ndarray:
+        out = np.zeros(addrs.shape, np.uint8)
+        if addrs.size:
+            which, off = self._locate(addrs.reshape(-1))
+            flat = out.reshape(-1)
+            for i, (_, data) in enumerate(self.buffers):
+                sel = which == i
+                flat[sel] = data[off[sel]]
+        return out
+
+    def scatter(self, addrs: np.ndarray, values: np.ndarray) -> None:
+        if addrs.size:
+            which, off = self._locate(addrs.reshape(-1))
+            for i, (_, data) in enumerate(self.buffers):
+                sel = which == i
+                data[off[sel]] = values.reshape(-1)[sel]
+
+
+class ThreadBlock:
+    """The state of one thread block as the ptx ops' `execute` sees it."""
+
+    def __init__(self, threads: int, ctaid: tuple[int, int, int], memory: DeviceMemory, shared_bytes: int):
+        self.threads, self.ctaid, self.memory = threads, ctaid, memory
+        self.shared = np.zeros(shared_bytes, np.uint8)
+
+    def special(self, name: str) -> np.ndarray:
+        tid = np.arange(self.threads, dtype=np.uint32)
+        values = {"tid.x": tid, "laneid": tid % 32, "ntid.x": np.full(self.threads, self.threads, np.uint32),
+                  "ctaid.x": self.ctaid[0], "ctaid.y": self.ctaid[1], "ctaid.z": self.ctaid[2]}
+        return np.broadcast_to(np.asarray(values[name], np.uint32), (self.threads,)).copy()
+
+    def read_shared(self, addrs: np.ndarray) -> np.ndarray:
+        if addrs.size and (addrs.min() < 0 or addrs.max() >= self.shared.size):
+            raise RungError(f"out-of-bounds shared access at offset {int(addrs.max())}")
+        return self.shared[addrs]
+
+    def load(self, space: str, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None) -> np.ndarray:
+        idx = addrs[:, None] + np.arange(nbytes)
+        active = np.ones(idx.shape, bool) if pred is None else np.broadcast_to(np.asarray(pred)[:, None], idx.shape)
+        if valid_bytes is not None:
+            active = active & (np.arange(nbytes) < np.asarray(valid_bytes)[:, None])
+        out = np.zeros(idx.shape, np.uint8)
+        if space == "shared":
+            out[active] = self.read_shared(idx[active])
+        else:
+            out[active] = self.memory.gather(idx[active])
+        return out
+
+    def store(self, space: str, addrs: np.ndarray, data: np.ndarray, pred) -> None:
+        idx = addrs[:, None] + np.arange(data.shape[1])
+        active = np.ones(idx.shape, bool) if pred is None else np.broadcast_to(np.asarray(pred)[:, None], idx.shape)
+        if space == "shared":
+            self.read_shared(idx[active])  # bounds check
+            self.shared[idx[active]] = data[active]
+        else:
+            self.memory.scatter(idx[active], data[active])
+
+
+def _run_block(block, env: dict, cta: ThreadBlock) -> None:
+    from dialects.ptx import ForOp, YieldOp
+
+    for op in block.ops:
+        if isinstance(op, YieldOp):
+            return
+        args = [env[v] for v in op.operands]
+        if isinstance(op, ForOp):
+            lb, ub, step = (int(a[0]) for a in args[:3])
+            if any((a != a[0]).any() for a in args[:3]):
+                raise RungError("ptx.for bounds differ between threads (the loop must be uniform)")
+            iv, *carried = op.body.block.args
+            values = args[3:]
+            for i in range(lb, ub, step):
+                env[iv] = np.full(cta.threads, i, np.uint32)
+                env.update(zip(carried, values))
+                _run_block(op.body.block, env, cta)
+                values = [env[v] for v in op.body.block.last_op.values]
+            env.update(zip(op.results, values))
+            continue
+        outs = op.execute(cta, *args)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        env.update(zip(op.results, outs))
+
+
+def run_kernel(kernel, grid: tuple[int, ...], params: list, memory: DeviceMemory) -> None:
+    """Execute a ptx.kernel over `grid` thread blocks; `params` are ints (addresses from `memory`)."""
+    from dialects.ptx import KINDS, kind_of
+
+    args = kernel.body.block.args
+    if len(params) != len(args):
+        raise RungError(f"kernel @{kernel.sym_name.data} takes {len(args)} parameters, got {len(params)}")
+    threads = kernel.threads.value.data
+    gx, gy, gz = (*grid, 1, 1)[:3]
+    with np.errstate(all="ignore"):
+        for z in range(gz):
+            for y in range(gy):
+                for x in range(gx):
+                    cta = ThreadBlock(threads, (x, y, z), memory, kernel.shared_bytes.value.data)
+                    env = {a: np.full(threads, p, KINDS[kind_of(a)]) for a, p in zip(args, params)}
+                    _run_block(kernel.body.block, env, cta)

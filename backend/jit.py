@@ -1,0 +1,146 @@
+"""Load PTX with the CUDA driver API (cuda-python) and launch kernels on torch tensors.
+
+The driver is imported lazily: everything but launching works without cuda-python or a GPU.
+Modules are cached in memory by the SHA-256 of (PTX, device, Rung version); the driver keeps
+its own cache of the machine code it JIT-compiles from the PTX. Launches go to the current
+torch stream of the tensors' device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+from ir.errors import RungError
+
+log = logging.getLogger("rung.jit")
+
+try:
+    RUNG_VERSION = version("rung")
+except PackageNotFoundError:  # running from a source tree
+    RUNG_VERSION = "dev"
+
+
+def _driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        raise RungError("cuda-python is not installed: pip install 'rung[cuda]' (cuda-bindings)") from None
+    return driver
+
+
+def _check(result, what: str):
+    """Unpack a driver call's (status, *values); raise RungError naming the call on failure."""
+    driver = _driver()
+    status, *values = result if isinstance(result, tuple) else (result,)
+    if status != driver.CUresult.CUDA_SUCCESS:
+        _, name = driver.cuGetErrorName(status)
+        _, text = driver.cuGetErrorString(status)
+        raise RungError(f"{what} failed: {name.decode() if name else status} ({text.decode() if text else ''})")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True)
+class Device:
+    ordinal: int
+    name: str
+    capability: tuple[int, int]
+
+    @property
+    def target(self) -> str:
+        major, minor = self.capability
+        return f"sm_{major}{minor}"
+
+
+@lru_cache(maxsize=None)
+def device(ordinal: int = 0) -> Device:
+    """The GPU and its compute capability, from the driver (never from nvidia-smi)."""
+    driver = _driver()
+    try:
+        _check(driver.cuInit(0), "cuInit")
+    except RungError:
+        raise
+    except Exception as e:  # the bindings raise when no driver library is present
+        raise RungError(f"no CUDA driver: {str(e).splitlines()[0]}") from None
+    count = _check(driver.cuDeviceGetCount(), "cuDeviceGetCount")
+    if ordinal >= count:
+        raise RungError(f"no GPU {ordinal}: the driver sees {count}")
+    dev = _check(driver.cuDeviceGet(ordinal), "cuDeviceGet")
+    attr = driver.CUdevice_attribute
+    major = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute")
+    minor = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute")
+    name = _check(driver.cuDeviceGetName(256, dev), "cuDeviceGetName")
+    return Device(ordinal, name.split(b"\0")[0].decode(), (major, minor))
+
+
+def _use_primary_context(ordinal: int) -> None:
+    driver = _driver()
+    ctx = _check(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    if not int(ctx):
+        dev = _check(driver.cuDeviceGet(ordinal), "cuDeviceGet")
+        ctx = _check(driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+        _check(driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+
+
+_LOG_BYTES = 16384
+
+
+def load_module(ptx: str, ordinal: int = 0):
+    """cuModuleLoadData on PTX; a rejection raises RungError with the driver's JIT error log."""
+    driver = _driver()
+    _use_primary_context(ordinal)
+    opts = [driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER, driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]
+    buf = ctypes.create_string_buffer(_LOG_BYTES)
+    status, module = driver.cuModuleLoadDataEx(ptx.encode() + b"\0", len(opts), opts, [ctypes.addressof(buf), _LOG_BYTES])
+    if status != driver.CUresult.CUDA_SUCCESS:
+        _, name = driver.cuGetErrorName(status)
+        log_text = buf.value.decode(errors="replace").strip()
+        raise RungError(f"the driver rejected the PTX ({name.decode() if name else status}): {log_text or 'no log'}")
+    return module
+
+
+@dataclass
+class Kernel:
+    """A loaded kernel: `kernel(grid, *args, stream=...)` launches it."""
+
+    name: str
+    ptx: str
+    threads: int
+    param_kinds: tuple[str, ...]
+    path: str  # which code path this is (shown by `describe` and logged at launch when enabled)
+    ordinal: int = 0
+    _function: object = field(default=None, repr=False)
+
+    def _load(self):
+        if self._function is None:
+            module = _module_cache(self.ptx, self.ordinal)
+            self._function = _check(_driver().cuModuleGetFunction(module, self.name.encode()), "cuModuleGetFunction")
+        return self._function
+
+    def launch(self, grid: tuple[int, int, int], args: tuple, stream: int) -> None:
+        driver = _driver()
+        function = self._load()
+        if log.isEnabledFor(logging.INFO):
+            log.info("launch %s grid=%s path=%s", self.name, grid, self.path)
+        types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
+        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, 0, stream, (args, types), 0), f"launching {self.name}")
+
+
+_MODULES: dict[str, object] = {}
+
+
+def _module_cache(ptx: str, ordinal: int):
+    dev = device(ordinal)
+    key = hashlib.sha256(f"{RUNG_VERSION}\0{dev.name}\0{dev.capability}\0{ptx}".encode()).hexdigest()
+    if key not in _MODULES:
+        _MODULES[key] = load_module(ptx, ordinal)
+    return _MODULES[key]
+
+
+def cache_dir() -> str:
+    return os.environ.get("RUNG_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rung"))

@@ -1,0 +1,141 @@
+"""A small builder that appends ptx ops to a block, so kernel generators read like the kernel."""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, UnitAttr, i64
+from xdsl.ir import Block, SSAValue
+
+from dialects import ptx
+from dialects.ptx import reg
+
+
+class PtxBuilder:
+    def __init__(self, block: Block):
+        self.block = block
+        self._imms: dict[tuple[int, str], SSAValue] = {}
+
+    def _add(self, op):
+        self.block.add_op(op)
+        return op.results[0] if len(op.results) == 1 else tuple(op.results)
+
+    def imm(self, value: int, kind: str = "u32") -> SSAValue:
+        key = (value, kind)
+        if key not in self._imms:
+            self._imms[key] = self._add(ptx.ImmOp.get(value, kind))
+        return self._imms[key]
+
+    def _v(self, x, kind):
+        return self.imm(x, kind) if isinstance(x, int) else x
+
+    def sreg(self, name: str) -> SSAValue:
+        return self._add(ptx.SpecialRegOp.create(result_types=[reg("u32")], properties={"reg": StringAttr(name)}))
+
+    def shared_base(self) -> SSAValue:
+        return self._add(ptx.SharedBaseOp.create(result_types=[reg("u32")]))
+
+    def binary(self, cls, a, b) -> SSAValue:
+        kind = ptx.kind_of(a) if not isinstance(a, int) else ptx.kind_of(b)
+        a, b = self._v(a, kind), self._v(b, kind if cls not in (ptx.ShlOp, ptx.ShrOp) else "u32")
+        if cls in (ptx.ShlOp, ptx.ShrOp) and ptx.kind_of(b) != kind:
+            b = self.cvt(b, kind)
+        return self._add(cls.create(operands=[a, b], result_types=[reg(kind)]))
+
+    def add(self, a, b):
+        return self.binary(ptx.AddOp, a, b)
+
+    def sub(self, a, b):
+        return self.binary(ptx.SubOp, a, b)
+
+    def mul(self, a, b):
+        return self.binary(ptx.MulOp, a, b)
+
+    def and_(self, a, b):
+        return self.binary(ptx.AndOp, a, b)
+
+    def xor(self, a, b):
+        return self.binary(ptx.XorOp, a, b)
+
+    def shl(self, a, b):
+        return self.binary(ptx.ShlOp, a, b)
+
+    def shr(self, a, b):
+        return self.binary(ptx.ShrOp, a, b)
+
+    def min(self, a, b):
+        return self.binary(ptx.MinOp, a, b)
+
+    def max(self, a, b):
+        return self.binary(ptx.MaxOp, a, b)
+
+    def mad(self, a, b, c):
+        kind = ptx.kind_of(a)
+        return self._add(ptx.MadOp.create(operands=[a, self._v(b, kind), self._v(c, kind)], result_types=[reg(kind)]))
+
+    def cvt(self, x, kind: str) -> SSAValue:
+        return self._add(ptx.CvtOp.create(operands=[x], result_types=[reg(kind)]))
+
+    def setp(self, cmp: str, a, b) -> SSAValue:
+        kind = ptx.kind_of(a)
+        return self._add(ptx.SetpOp.create(operands=[a, self._v(b, kind)], result_types=[reg("pred")],
+                                           properties={"cmp": StringAttr(cmp)}))
+
+    def and_pred(self, a, b) -> SSAValue:
+        return self._add(ptx.AndPredOp.create(operands=[a, b], result_types=[reg("pred")]))
+
+    def selp(self, a, b, p, kind: str = "u32") -> SSAValue:
+        kind = ptx.kind_of(a) if not isinstance(a, int) else ptx.kind_of(b) if not isinstance(b, int) else kind
+        return self._add(ptx.SelpOp.create(operands=[self._v(a, kind), self._v(b, kind), p], result_types=[reg(kind)]))
+
+    def ld(self, space: str, addr, kind: str, n: int = 1, offset: int = 0, pred=None):
+        props = {"space": StringAttr(space)}
+        if offset:
+            props["offset"] = IntegerAttr(offset, i64)
+        return self._add(ptx.LoadOp.create(operands=[addr] + ([pred] if pred is not None else []),
+                                           result_types=[reg(kind)] * n, properties=props))
+
+    def st(self, space: str, addr, values, offset: int = 0, pred=None) -> None:
+        props = {"space": StringAttr(space)}
+        if offset:
+            props["offset"] = IntegerAttr(offset, i64)
+        if pred is not None:
+            props["guarded"] = UnitAttr()
+        self.block.add_op(ptx.StoreOp.create(operands=[addr, *values] + ([pred] if pred is not None else []), properties=props))
+
+    def cp_async(self, dst, src, src_size) -> None:
+        self.block.add_op(ptx.CpAsyncOp.create(operands=[dst, src, src_size]))
+
+    def commit(self) -> None:
+        self.block.add_op(ptx.CpAsyncCommitOp.create())
+
+    def wait(self, pending: int) -> None:
+        self.block.add_op(ptx.CpAsyncWaitOp.create(properties={"pending": IntegerAttr(pending, i64)}))
+
+    def barrier(self) -> None:
+        self.block.add_op(ptx.BarSyncOp.create())
+
+    def ldmatrix(self, addr, n: int = 4, trans: bool = False):
+        props = {"trans": UnitAttr()} if trans else {}
+        out = self._add(ptx.LdmatrixOp.create(operands=[addr], result_types=[reg("b32")] * n, properties=props))
+        return out if isinstance(out, tuple) else (out,)
+
+    def mma(self, a, b, c, dtype: str):
+        return self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=[reg("f32")] * 4,
+                                          properties={"dtype": StringAttr(dtype)}))
+
+    def cvt_pack(self, hi, lo, dtype: str) -> SSAValue:
+        return self._add(ptx.CvtPackOp.create(operands=[hi, lo], result_types=[reg("b32")], properties={"dtype": StringAttr(dtype)}))
+
+    def cvt_half(self, x, dtype: str) -> SSAValue:
+        return self._add(ptx.CvtHalfOp.create(operands=[x], result_types=[reg("b16")], properties={"dtype": StringAttr(dtype)}))
+
+    def for_(self, lb, ub, step, inits):
+        """A ptx.for; returns (op, builder of its body, induction variable, carried values)."""
+        op = ptx.ForOp.get(self._v(lb, "u32"), self._v(ub, "u32"), self._v(step, "u32"), inits)
+        self.block.add_op(op)
+        body = PtxBuilder(op.body.block)
+        body._imms = dict(self._imms)  # constants defined before the loop dominate its body
+        iv, *carried = op.body.block.args
+        return op, body, iv, carried
+
+    def yield_(self, values) -> None:
+        self.block.add_op(ptx.YieldOp.create(operands=list(values)))

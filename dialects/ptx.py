@@ -1,0 +1,575 @@
+"""The `ptx` dialect: one op per PTX instruction, over typed virtual registers.
+
+Values are `!ptx.reg<kind>` (kind: pred, b16, b32, u32, s32, f32, b64, u64). A kernel is a
+`ptx.kernel` whose entry block arguments are its parameters; `ptx.for` is a uniform counted
+loop with loop-carried registers (printed as a branch back, with moves for the carried values).
+`backend.ptx_text` prints a module; each op's `execute` gives its meaning for all threads of a
+thread block at once (numpy arrays over threads), which `ir.interpreter.run_kernel` drives.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, SymbolNameConstraint, UnitAttr, i64
+from xdsl.ir import Block, Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+    operand_def,
+    result_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.traits import IsTerminator, NoTerminator
+from xdsl.utils.exceptions import VerifyException
+
+KINDS = {"pred": np.bool_, "b16": np.uint16, "b32": np.uint32, "u32": np.uint32, "s32": np.int32,
+         "f32": np.float32, "b64": np.uint64, "u64": np.uint64}
+
+
+@irdl_attr_definition
+class RegType(ParametrizedAttribute, TypeAttribute):
+    """A virtual register of one PTX type: `!ptx.reg<u32>`."""
+
+    name = "ptx.reg"
+    kind: StringAttr
+
+    def verify(self):
+        if self.kind.data not in KINDS:
+            raise VerifyException(f"register kind must be one of {', '.join(KINDS)}, got {self.kind.data}")
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.kind.data}>")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            return (StringAttr(parser.parse_identifier()),)
+
+
+def reg(kind: str) -> RegType:
+    return RegType(StringAttr(kind))
+
+
+def kind_of(v: SSAValue) -> str:
+    return v.type.kind.data
+
+
+class PtxOp(IRDLOperation):
+    """Base of ptx ops: `text(names)` is the instruction, `execute(cta, *values)` its meaning."""
+
+    def text(self, r) -> str:
+        raise NotImplementedError
+
+    def execute(self, cta, *args):
+        raise NotImplementedError
+
+
+# --- constants, special registers, arithmetic -----------------------------------------------------------
+
+
+@irdl_op_definition
+class ImmOp(PtxOp):
+    """mov.<kind> dst, value."""
+
+    name = "ptx.imm"
+    result = result_def(RegType)
+    value = prop_def(IntegerAttr)
+
+    @staticmethod
+    def get(value: int, kind: str = "u32") -> "ImmOp":
+        return ImmOp.create(result_types=[reg(kind)], properties={"value": IntegerAttr(value, i64)})
+
+    def text(self, r):
+        k = kind_of(self.result)
+        v = self.value.value.data
+        if k == "f32":
+            return f"mov.b32 {r(self.result)}, {v & 0xFFFFFFFF:#010x};"
+        return f"mov.{k} {r(self.result)}, {v};"
+
+    def execute(self, cta):
+        k = kind_of(self.result)
+        v = self.value.value.data
+        if k == "f32":
+            return np.full(cta.threads, v & 0xFFFFFFFF, np.uint32).view(np.float32)
+        return np.full(cta.threads, v, KINDS[k])
+
+
+SPECIAL = ("tid.x", "ntid.x", "ctaid.x", "ctaid.y", "ctaid.z", "laneid")
+
+
+@irdl_op_definition
+class SpecialRegOp(PtxOp):
+    """mov.u32 dst, %<reg>: thread and block ids."""
+
+    name = "ptx.sreg"
+    result = result_def(RegType)
+    reg = prop_def(StringAttr)
+
+    def verify_(self):
+        if self.reg.data not in SPECIAL:
+            raise VerifyException(f"special register must be one of {', '.join(SPECIAL)}")
+
+    def text(self, r):
+        return f"mov.u32 {r(self.result)}, %{self.reg.data};"
+
+    def execute(self, cta):
+        return cta.special(self.reg.data)
+
+
+@irdl_op_definition
+class SharedBaseOp(PtxOp):
+    """mov.u32 dst, <kernel>_smem: the address of the kernel's static shared memory."""
+
+    name = "ptx.shared_base"
+    result = result_def(RegType)
+
+    def text(self, r):
+        kernel = self.parent_op()
+        while not isinstance(kernel, KernelOp):
+            kernel = kernel.parent_op()
+        return f"mov.u32 {r(self.result)}, {kernel.sym_name.data}_smem;"
+
+    def execute(self, cta):
+        return np.zeros(cta.threads, np.uint32)  # shared addresses are offsets into the block's shared memory
+
+
+class BinaryOp(PtxOp):
+    """<op>.<kind> dst, a, b: both operands and the result of one kind."""
+
+    lhs = operand_def(RegType)
+    rhs = operand_def(RegType)
+    result = result_def(RegType)
+    MNEMONIC: ClassVar[str] = ""
+
+    def verify_(self):
+        if not (self.lhs.type == self.result.type == self.rhs.type or self.MNEMONIC in ("shl", "shr")):
+            raise VerifyException(f"{self.name} needs operands and result of one type")
+
+    def text(self, r):
+        k = kind_of(self.result)
+        m = {"mul": "mul.lo" if k not in ("f32",) else "mul", "shl": "shl", "shr": "shr"}.get(self.MNEMONIC, self.MNEMONIC)
+        if m in ("and", "or", "xor", "shl"):
+            k = {"u32": "b32", "s32": "b32", "u64": "b64"}.get(k, k)
+        elif m == "shr" and k.startswith("b"):
+            k = "u" + k[1:]
+        return f"{m}.{k} {r(self.result)}, {r(self.lhs)}, {r(self.rhs)};"
+
+    def execute(self, cta, a, b):
+        with np.errstate(over="ignore"):
+            out = _BIN[self.MNEMONIC](a, b.astype(a.dtype) if self.MNEMONIC in ("shl", "shr") else b)
+        return out.astype(a.dtype)
+
+
+_BIN = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "and": np.bitwise_and, "or": np.bitwise_or,
+        "xor": np.bitwise_xor, "shl": np.left_shift, "shr": np.right_shift, "min": np.minimum, "max": np.maximum}
+
+
+def _binary(mnemonic: str):
+    return irdl_op_definition(type(mnemonic.title() + "Op", (BinaryOp,), {
+        "name": f"ptx.{mnemonic}", "MNEMONIC": mnemonic, "__doc__": f"{mnemonic}.<kind> dst, a, b.", "__module__": __name__,
+        "__annotations__": {"MNEMONIC": ClassVar[str]},
+    }))
+
+
+AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp = (
+    _binary(m) for m in ("add", "sub", "mul", "and", "or", "xor", "shl", "shr", "min", "max"))
+
+
+@irdl_op_definition
+class MadOp(PtxOp):
+    """mad.lo.<kind> dst, a, b, c: a * b + c."""
+
+    name = "ptx.mad"
+    a = operand_def(RegType)
+    b = operand_def(RegType)
+    c = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"mad.lo.{kind_of(self.result)} {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)};"
+
+    def execute(self, cta, a, b, c):
+        with np.errstate(over="ignore"):
+            return (a * b + c).astype(a.dtype)
+
+
+@irdl_op_definition
+class CvtOp(PtxOp):
+    """cvt.<dst kind>.<src kind> dst, src (integer widening and narrowing)."""
+
+    name = "ptx.cvt"
+    x = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"cvt.{kind_of(self.result)}.{kind_of(self.x)} {r(self.result)}, {r(self.x)};"
+
+    def execute(self, cta, x):
+        return x.astype(KINDS[kind_of(self.result)])
+
+
+@irdl_op_definition
+class SetpOp(PtxOp):
+    """setp.<cmp>.<kind> p, a, b."""
+
+    name = "ptx.setp"
+    lhs = operand_def(RegType)
+    rhs = operand_def(RegType)
+    result = result_def(RegType)
+    cmp = prop_def(StringAttr)
+    CMPS: ClassVar[dict] = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}
+
+    def verify_(self):
+        if self.cmp.data not in self.CMPS or kind_of(self.result) != "pred":
+            raise VerifyException(f"setp compares with one of {', '.join(self.CMPS)} into a pred")
+
+    def text(self, r):
+        return f"setp.{self.cmp.data}.{kind_of(self.lhs)} {r(self.result)}, {r(self.lhs)}, {r(self.rhs)};"
+
+    def execute(self, cta, a, b):
+        return self.CMPS[self.cmp.data](a, b)
+
+
+@irdl_op_definition
+class AndPredOp(PtxOp):
+    """and.pred p, a, b."""
+
+    name = "ptx.and_pred"
+    lhs = operand_def(RegType)
+    rhs = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"and.pred {r(self.result)}, {r(self.lhs)}, {r(self.rhs)};"
+
+    def execute(self, cta, a, b):
+        return a & b
+
+
+@irdl_op_definition
+class SelpOp(PtxOp):
+    """selp.<kind> dst, a, b, p: p ? a : b."""
+
+    name = "ptx.selp"
+    a = operand_def(RegType)
+    b = operand_def(RegType)
+    pred = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"selp.{kind_of(self.result)} {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.pred)};"
+
+    def execute(self, cta, a, b, p):
+        return np.where(p, a, b)
+
+
+# --- memory -----------------------------------------------------------------------------------------------
+
+
+def _guard(pred, r) -> str:
+    return f"@{r(pred)} " if pred is not None else ""
+
+
+@irdl_op_definition
+class LoadOp(PtxOp):
+    """[@p] ld.<space>[.v2/.v4].<kind> {dst...}, [addr + offset]: global (u64 address) or shared (u32)."""
+
+    name = "ptx.ld"
+    addr = operand_def(RegType)
+    pred = opt_operand_def(RegType)
+    results_ = var_result_def(RegType)
+    space = prop_def(StringAttr)
+    offset = opt_prop_def(IntegerAttr)
+
+    def text(self, r):
+        k = kind_of(self.results_[0])
+        vec = f".v{len(self.results_)}" if len(self.results_) > 1 else ""
+        dst = ", ".join(r(v) for v in self.results_)
+        dst = f"{{{dst}}}" if vec else dst
+        off = self.offset.value.data if self.offset else 0
+        return f"{_guard(self.pred, r)}ld.{self.space.data}{vec}.{k} {dst}, [{r(self.addr)}+{off}];"
+
+    def execute(self, cta, addr, pred=None):
+        k = kind_of(self.results_[0])
+        width = np.dtype(KINDS[k]).itemsize
+        off = self.offset.value.data if self.offset else 0
+        data = cta.load(self.space.data, addr.astype(np.int64) + off, width * len(self.results_), pred)
+        vals = data.view(KINDS[k]).reshape(cta.threads, len(self.results_))
+        return tuple(vals[:, i].copy() for i in range(len(self.results_)))
+
+
+@irdl_op_definition
+class StoreOp(PtxOp):
+    """[@p] st.<space>[.v2/.v4].<kind> [addr + offset], {values...}."""
+
+    name = "ptx.st"
+    addr = operand_def(RegType)
+    values = var_operand_def(RegType)
+    space = prop_def(StringAttr)
+    offset = opt_prop_def(IntegerAttr)
+    guarded = opt_prop_def(UnitAttr)
+
+    def _split(self):
+        vals = list(self.values)
+        pred = vals.pop() if self.guarded else None
+        return vals, pred
+
+    def text(self, r):
+        vals, pred = self._split()
+        k = kind_of(vals[0])
+        vec = f".v{len(vals)}" if len(vals) > 1 else ""
+        src = ", ".join(r(v) for v in vals)
+        src = f"{{{src}}}" if vec else src
+        off = self.offset.value.data if self.offset else 0
+        return f"{_guard(pred, r)}st.{self.space.data}{vec}.{k} [{r(self.addr)}+{off}], {src};"
+
+    def execute(self, cta, addr, *values):
+        pred = values[-1] if self.guarded else None
+        vals = values[:-1] if self.guarded else values
+        data = np.stack([np.ascontiguousarray(v) for v in vals], axis=1)
+        off = self.offset.value.data if self.offset else 0
+        cta.store(self.space.data, addr.astype(np.int64) + off, data.view(np.uint8).reshape(cta.threads, -1), pred)
+        return ()
+
+
+@irdl_op_definition
+class CpAsyncOp(PtxOp):
+    """cp.async.cg.shared.global [dst], [src], 16, src_size: copies src_size bytes, zero-fills the rest."""
+
+    name = "ptx.cp_async"
+    dst = operand_def(RegType)
+    src = operand_def(RegType)
+    src_size = operand_def(RegType)
+
+    def text(self, r):
+        return f"cp.async.cg.shared.global [{r(self.dst)}], [{r(self.src)}], 16, {r(self.src_size)};"
+
+    def execute(self, cta, dst, src, size):
+        data = cta.load("global", src.astype(np.int64), 16, None, valid_bytes=size)
+        cta.store("shared", dst.astype(np.int64), data, None)
+        return ()
+
+
+class _Marker(PtxOp):
+    def execute(self, cta, *args):
+        return ()  # the interpreter runs threads in lockstep: copies complete and barriers hold at once
+
+
+@irdl_op_definition
+class CpAsyncCommitOp(_Marker):
+    """cp.async.commit_group."""
+
+    name = "ptx.cp_async_commit"
+
+    def text(self, r):
+        return "cp.async.commit_group;"
+
+
+@irdl_op_definition
+class CpAsyncWaitOp(_Marker):
+    """cp.async.wait_group n."""
+
+    name = "ptx.cp_async_wait"
+    pending = prop_def(IntegerAttr)
+
+    def text(self, r):
+        return f"cp.async.wait_group {self.pending.value.data};"
+
+
+@irdl_op_definition
+class BarSyncOp(_Marker):
+    """bar.sync 0."""
+
+    name = "ptx.bar_sync"
+
+    def text(self, r):
+        return "bar.sync 0;"
+
+
+# --- tensor cores -------------------------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class LdmatrixOp(PtxOp):
+    """ldmatrix.sync.aligned.m8n8.x<n>[.trans].shared.b16: lanes 8i..8i+7 give the row addresses of
+    matrix i; lane l receives, of each matrix, row l/4's halves 2(l%4) and 2(l%4)+1 (columns if trans)."""
+
+    name = "ptx.ldmatrix"
+    addr = operand_def(RegType)
+    results_ = var_result_def(RegType)
+    trans = opt_prop_def(UnitAttr)
+
+    def verify_(self):
+        if len(self.results_) not in (1, 2, 4):
+            raise VerifyException("ldmatrix loads 1, 2 or 4 matrices")
+
+    def text(self, r):
+        n = len(self.results_)
+        t = ".trans" if self.trans else ""
+        return f"ldmatrix.sync.aligned.m8n8.x{n}{t}.shared.b16 {{{', '.join(r(v) for v in self.results_)}}}, [{r(self.addr)}];"
+
+    def execute(self, cta, addr):
+        n = len(self.results_)
+        warps = addr.astype(np.int64).reshape(-1, 32)
+        out = []
+        lane = np.arange(32)
+        for i in range(n):
+            rows = warps[:, 8 * i: 8 * i + 8]  # [warps, 8] row addresses
+            mats = cta.read_shared(rows[..., None] + np.arange(16)).view(np.uint16).reshape(-1, 8, 8)
+            if self.trans:
+                mats = mats.transpose(0, 2, 1)
+            pairs = mats[:, lane // 4, :].reshape(-1, 32, 8)
+            lo = pairs[:, np.arange(32), 2 * (lane % 4)]
+            hi = pairs[:, np.arange(32), 2 * (lane % 4) + 1]
+            out.append((lo.astype(np.uint32) | (hi.astype(np.uint32) << 16)).reshape(-1))
+        return tuple(out)
+
+
+@irdl_op_definition
+class MmaOp(PtxOp):
+    """mma.sync.aligned.m16n8k16.row.col.f32.<t>.<t>.f32 {d0..d3}, {a0..a3}, {b0, b1}, {c0..c3}
+    with t = f16 or bf16 (two per b32 register, the lower index in the low half)."""
+
+    name = "ptx.mma"
+    a = var_operand_def(RegType)
+    results_ = var_result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def verify_(self):
+        if len(self.a) != 10 or len(self.results_) != 4 or self.dtype.data not in ("f16", "bf16"):
+            raise VerifyException("mma m16n8k16 takes 4 A, 2 B and 4 C registers (f16 or bf16) and gives 4")
+
+    def text(self, r):
+        regs = [r(v) for v in self.a]
+        t = self.dtype.data
+        return (f"mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32 {{{', '.join(r(v) for v in self.results_)}}}, "
+                f"{{{', '.join(regs[:4])}}}, {{{', '.join(regs[4:6])}}}, {{{', '.join(regs[6:])}}};")
+
+    def execute(self, cta, *regs):
+        from ir.layout import mma_m16n8k16
+
+        def halves(words):
+            w = np.stack(words, axis=1).astype(np.uint32).reshape(-1, 32, len(words))
+            pair = np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16).reshape(w.shape[0], 32, -1)
+            return unpack_halves(pair, self.dtype.data)
+
+        a, b = halves(regs[:4]), halves(regs[4:6])
+        c = np.stack(regs[6:], axis=1).reshape(-1, 32, 4).astype(np.float64)
+        d = np.stack([mma_m16n8k16(a[w], b[w], c[w]) for w in range(a.shape[0])])
+        d = d.astype(np.float32).reshape(-1, 4)
+        return tuple(d[:, i].copy() for i in range(4))
+
+
+def unpack_halves(bits: np.ndarray, dtype: str) -> np.ndarray:
+    import ml_dtypes
+
+    return bits.view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)
+
+
+@irdl_op_definition
+class CvtPackOp(PtxOp):
+    """cvt.rn.<t>x2.f32 d, hi, lo: two f32 rounded to f16 or bf16, `lo` in the low half."""
+
+    name = "ptx.cvt_pack"
+    hi = operand_def(RegType)
+    lo = operand_def(RegType)
+    result = result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def text(self, r):
+        return f"cvt.rn.{self.dtype.data}x2.f32 {r(self.result)}, {r(self.hi)}, {r(self.lo)};"
+
+    def execute(self, cta, hi, lo):
+        import ml_dtypes
+
+        t = np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16
+        return lo.astype(t).view(np.uint16).astype(np.uint32) | (hi.astype(t).view(np.uint16).astype(np.uint32) << 16)
+
+
+@irdl_op_definition
+class CvtHalfOp(PtxOp):
+    """cvt.rn.<t>.f32 d, x: one f32 rounded to f16 or bf16 (in a b16 register)."""
+
+    name = "ptx.cvt_half"
+    x = operand_def(RegType)
+    result = result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def text(self, r):
+        return f"cvt.rn.{self.dtype.data}.f32 {r(self.result)}, {r(self.x)};"
+
+    def execute(self, cta, x):
+        import ml_dtypes
+
+        return x.astype(np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16).view(np.uint16)
+
+
+# --- structure ----------------------------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class YieldOp(PtxOp):
+    """The values a ptx.for iteration carries to the next."""
+
+    name = "ptx.yield"
+    values = var_operand_def(RegType)
+    traits = traits_def(IsTerminator())
+
+
+@irdl_op_definition
+class ForOp(PtxOp):
+    """for (iv = lb; iv < ub; iv += step) with loop-carried registers; lb, ub, step are u32 and uniform."""
+
+    name = "ptx.for"
+    lb = operand_def(RegType)
+    ub = operand_def(RegType)
+    step = operand_def(RegType)
+    inits = var_operand_def(RegType)
+    results_ = var_result_def(RegType)
+    body = region_def("single_block")
+
+    @staticmethod
+    def get(lb, ub, step, inits) -> "ForOp":
+        block = Block(arg_types=[reg("u32")] + [v.type for v in inits])
+        return ForOp.create(operands=[lb, ub, step, *inits], result_types=[v.type for v in inits], regions=[Region(block)])
+
+    def verify_(self):
+        term = self.body.block.last_op
+        if not isinstance(term, YieldOp) or [v.type for v in term.values] != [v.type for v in self.inits]:
+            raise VerifyException("ptx.for must end in a ptx.yield of its carried types")
+
+
+@irdl_op_definition
+class KernelOp(IRDLOperation):
+    """A kernel entry: parameters are the entry block's arguments (u64 pointers or 32-bit values)."""
+
+    name = "ptx.kernel"
+    sym_name = prop_def(SymbolNameConstraint())
+    threads = prop_def(IntegerAttr)
+    shared_bytes = prop_def(IntegerAttr)
+    body = region_def("single_block")
+    traits = traits_def(NoTerminator())
+
+    @staticmethod
+    def get(name: str, param_kinds: list[str], threads: int, shared_bytes: int = 0) -> "KernelOp":
+        return KernelOp.create(
+            properties={"sym_name": StringAttr(name), "threads": IntegerAttr(threads, i64), "shared_bytes": IntegerAttr(shared_bytes, i64)},
+            regions=[Region(Block(arg_types=[reg(k) for k in param_kinds]))])
+
+
+PTX = Dialect("ptx", [
+    ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, MadOp, CvtOp, SetpOp,
+    AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
+    CvtPackOp, CvtHalfOp, YieldOp, ForOp, KernelOp,
+], [RegType])

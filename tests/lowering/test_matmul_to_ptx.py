@@ -1,0 +1,73 @@
+"""matmul-to-ptx: the GEMM kernel, interpreted lane by lane on the CPU and assembled by ptxas."""
+
+import shutil
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.ptx_text import module_text
+from ir.interpreter import DeviceMemory, run_kernel
+from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
+
+CONFIGS = [
+    GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
+    GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),
+    GemmConfig("f16", bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4),
+    GemmConfig("bf16", bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3),
+]
+
+
+def interpret_gemm(cfg, a, b):
+    m, n, k = a.shape[0], b.shape[0], a.shape[1]
+    mem = DeviceMemory()
+    pa, pb = mem.alloc(a), mem.alloc(b)
+    pc = mem.alloc(np.full((m, n), np.nan, a.dtype))  # poisoned: every element must be written
+    run_kernel(gemm_kernel(cfg), ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), [pa, pb, pc, m, n, k], mem)
+    return mem.read(pc, np.empty((m, n), a.dtype))
+
+
+@settings(max_examples=max(10, settings().max_examples // 4))  # each example interprets whole thread blocks
+@given(st.sampled_from(CONFIGS), st.integers(1, 140), st.integers(1, 140), st.integers(1, 12), st.integers(0, 2**31))
+def test_gemm_kernel_computes_the_product_exactly(cfg, m, n, k8, seed):
+    k = 8 * k8
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    a = rng.integers(-4, 5, (m, k)).astype(dt)  # small integers: every partial sum is exact
+    b = rng.integers(-4, 5, (n, k)).astype(dt)
+    out = interpret_gemm(cfg, a, b)
+    exact = a.astype(np.float32) @ b.astype(np.float32).T  # f32 accumulation of small integers is exact
+    assert np.array_equal(out.astype(np.float32), exact.astype(dt).astype(np.float32))  # one rounding, to the output type
+
+
+def test_gemm_rounds_like_f32_accumulation():
+    cfg = CONFIGS[2]
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((70, 96)).astype(np.float16)
+    b = rng.standard_normal((33, 96)).astype(np.float16)
+    out = interpret_gemm(cfg, a, b).astype(np.float32)
+    ref = (a.astype(np.float32) @ b.astype(np.float32).T)
+    np.testing.assert_allclose(out, ref, rtol=2e-3, atol=2e-3)
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="f16 or bf16"):
+        GemmConfig("f32")
+    with pytest.raises(ValueError, match="warp tile"):
+        GemmConfig(bm=48, warps_m=2)
+    with pytest.raises(ValueError, match="exceed the 48 KiB"):
+        GemmConfig(bm=128, bn=128, bk=64, stages=3)
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
+    src = tmp_path / "gemm.ptx"
+    src.write_text(module_text(gemm_kernel(cfg), arch))
+    r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "gemm.cubin")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "0 bytes spill stores" in r.stderr, r.stderr
