@@ -1,0 +1,161 @@
+"""GEMM benchmark: Rung's mma.sync kernel against cuBLAS (torch.matmul) in one run.
+
+    python -m backend.bench_gemm [--out DIR] [--quick]
+    python -m backend.bench_gemm --sanitize        # one small and one large GEMM, for compute-sanitizer
+
+GPU time per call comes from a CUDA graph of 20 calls that cycle through copies of the weight
+(more than 2x the L2 cache in all), so every call reads its weight from DRAM. Host overhead is
+the wall time of eager calls with a tiny shape. Writes bench_gemm.md (and .png when matplotlib is
+there) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import time
+from pathlib import Path
+
+SHAPES = [(4096, 4096), (11008, 4096), (28672, 8192)]  # N x K
+MS = [1, 16, 256, 4096]
+CALLS = 20
+
+
+def gpu_time_us(fn_for_copy, copies: int) -> float:
+    """Median GPU microseconds per call of a CUDA graph of CALLS calls cycling over weight copies."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for i in range(3):  # warm up and load kernels outside the capture
+            fn_for_copy(i % copies)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for i in range(CALLS):
+            fn_for_copy(i % copies)
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / CALLS)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_shape(m: int, n: int, k: int, dtype) -> dict:
+    import torch
+
+    import backend as rung
+
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    weight_bytes = n * k * 2
+    copies = max(1, math.ceil(2 * l2 / weight_bytes))
+    ws = [torch.randn(n, k, device="cuda", dtype=dtype) for _ in range(copies)]
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    out = torch.empty(m, n, device="cuda", dtype=dtype)
+    rung_us = gpu_time_us(lambda i: rung.linear(x, ws[i], out), copies)
+    cublas_us = gpu_time_us(lambda i: torch.matmul(x, ws[i].T, out=out), copies)
+    flops = 2 * m * n * k
+    return {"m": m, "n": n, "k": k, "rung_us": rung_us, "cublas_us": cublas_us,
+            "rung_tflops": flops / rung_us / 1e6, "cublas_tflops": flops / cublas_us / 1e6}
+
+
+def host_overhead_us() -> tuple[float, float]:
+    """Wall microseconds per eager call (tiny shape, so the GPU is never the bottleneck)."""
+    import torch
+
+    import backend as rung
+
+    x = torch.randn(16, 64, device="cuda", dtype=torch.float16)
+    w = torch.randn(64, 64, device="cuda", dtype=torch.float16)
+    out = torch.empty(16, 64, device="cuda", dtype=torch.float16)
+    result = []
+    for fn in (lambda: rung.linear(x, w, out), lambda: torch.matmul(x, w.T, out=out)):
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            fn()
+        torch.cuda.synchronize()
+        result.append((time.perf_counter() - t0) / 2000 * 1e6)
+    return result[0], result[1]
+
+
+def sanitize() -> None:
+    """One small and one large GEMM, checked, for running under compute-sanitizer."""
+    import torch
+
+    import backend as rung
+
+    for m, n, k in ((17, 72, 40), (512, 384, 256)):
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.float16)
+        y = rung.linear(x, w)
+        torch.cuda.synchronize()
+        err = (y.float() - x.float() @ w.float().T).abs().max().item()
+        print(f"sanitize {m}x{n}x{k}: max abs error {err:.3g}")
+
+
+def main(argv=None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m backend.bench_gemm")
+    p.add_argument("--out", default=".", help="folder for bench_gemm.md (and .png)")
+    p.add_argument("--quick", action="store_true", help="one shape per M")
+    p.add_argument("--sanitize", action="store_true", help="run one small and one large GEMM and exit")
+    args = p.parse_args(argv)
+    if args.sanitize:
+        sanitize()
+        return 0
+    dev = torch.cuda.get_device_name(0)
+    date = datetime.date.today().isoformat()
+    rows = []
+    cases = [(4096, 4096, 4096)] + [(m, n, k) for n, k in (SHAPES[:1] if args.quick else SHAPES) for m in MS]
+    for m, n, k in cases:
+        r = bench_shape(m, n, k, torch.float16)
+        rows.append(r)
+        print(f"M={m:5} N={n:6} K={k:5}  rung {r['rung_us']:9.1f} us {r['rung_tflops']:7.1f} TFLOP/s   "
+              f"cuBLAS {r['cublas_us']:9.1f} us {r['cublas_tflops']:7.1f} TFLOP/s   rung/cuBLAS throughput "
+              f"{r['cublas_us'] / r['rung_us']:.2f}", flush=True)
+    ours, theirs = host_overhead_us()
+    lines = [f"# GEMM: Rung mma.sync vs cuBLAS (fp16, f32 accumulate)", "",
+             f"{dev}, {date}. GPU time per call from CUDA graphs of {CALLS} calls over weight copies larger than L2.", "",
+             "| M | N | K | Rung us | cuBLAS us | Rung TFLOP/s | cuBLAS TFLOP/s | Rung / cuBLAS throughput |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['rung_us']:.1f} | {r['cublas_us']:.1f} | {r['rung_tflops']:.1f} | "
+                     f"{r['cublas_tflops']:.1f} | {r['cublas_us'] / r['rung_us']:.2f} |")
+    lines += ["", f"Host overhead per eager call: Rung {ours:.1f} us, torch.matmul {theirs:.1f} us.", ""]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_gemm.md").write_text("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        labels = [f"{r['m']}x{r['n']}x{r['k']}" for r in rows]
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["rung_tflops"] for r in rows], 0.4, label="Rung mma.sync")
+        ax.bar([x + 0.2 for x in xs], [r["cublas_tflops"] for r in rows], 0.4, label="cuBLAS")
+        ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("TFLOP/s")
+        ax.set_title(f"fp16 GEMM, {dev}, {date}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "bench_gemm.png", dpi=120)
+    except ImportError:
+        pass
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

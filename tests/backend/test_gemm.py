@@ -1,0 +1,84 @@
+"""The tensor-core GEMM through the Python API: argument checks on the CPU, results on the GPU."""
+
+import pytest
+import torch
+
+import backend as rung
+from ir.errors import RungError
+
+GPU = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not GPU, reason="needs an NVIDIA GPU")
+
+IR = """func.func @main(%x: tensor<{m}x{k}x{t}>, %w: tensor<{n}x{k}x{t}>) -> tensor<{m}x{n}x{t}> {{
+  %y = graph.linear %x, %w : (tensor<{m}x{k}x{t}>, tensor<{n}x{k}x{t}>) -> tensor<{m}x{n}x{t}>
+  func.return %y : tensor<{m}x{n}x{t}>
+}}
+"""
+
+
+def test_cpu_tensors_are_refused_with_the_reason():
+    x, w = torch.zeros(4, 64, dtype=torch.float16), torch.zeros(8, 64, dtype=torch.float16)
+    with pytest.raises(RungError, match="x is on cpu; Rung kernels take CUDA tensors"):
+        rung.linear(x, w)
+
+
+def test_compile_takes_a_linear_and_refuses_the_rest():
+    k = rung.compile(IR.format(m=4, n=8, k=64, t="f16"))
+    assert (k.m, k.n, k.k, k.dtype) == (4, 8, 64, "f16")
+    with pytest.raises(RungError, match="the GEMM takes 2-D f16 or bf16 operands"):
+        rung.compile(IR.format(m=4, n=8, k=64, t="f32"))
+    with pytest.raises(RungError, match="one graph.linear without bias so far; got graph.silu"):
+        rung.compile("func.func @main(%x: tensor<4xf16>) -> tensor<4xf16> {\n"
+                     "  %y = graph.silu %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n")
+
+
+def reference(x, w):
+    return (x.float() @ w.float().T)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m", [1, 3, 17, 64, 4096])
+@pytest.mark.parametrize("n, k", [(128, 64), (127, 72), (333, 1032), (4096, 4096)])
+def test_linear_matches_torch(dtype, m, n, k):
+    torch.manual_seed(m * 7 + n + k)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    w = torch.randn(n, k, device="cuda", dtype=dtype)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned: every element must be written
+    rung.linear(x, w, out)
+    torch.cuda.synchronize()
+    ref = reference(x, w)
+    tol = (2e-2 if dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
+    assert not out.isnan().any()
+    assert (out.float() - ref).abs().max().item() <= tol
+
+
+@gpu
+@pytest.mark.gpu
+def test_compiled_kernel_reports_its_path_and_checks_shapes():
+    k = rung.compile(IR.format(m=17, n=256, k=128, t="bf16"))
+    assert k.path.startswith("mma.sync m16n8k16 bf16")
+    x = torch.randn(17, 128, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(256, 128, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(17, 256, device="cuda", dtype=torch.bfloat16)
+    k(x, w, out)
+    torch.cuda.synchronize()
+    assert (out.float() - reference(x, w)).abs().max().item() < 0.5
+    with pytest.raises(RungError, match="compiled for"):
+        k(x[:16], w, out[:16])
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("make, message", [
+    (lambda: (torch.randn(8, 64, device="cuda", dtype=torch.float16).t(), torch.randn(8, 64, device="cuda", dtype=torch.float16)), "not contiguous"),
+    (lambda: (torch.randn(8, 64, device="cuda", dtype=torch.float32), torch.randn(8, 64, device="cuda", dtype=torch.float32)), "float16 or bfloat16"),
+    (lambda: (torch.randn(8, 60, device="cuda", dtype=torch.float16), torch.randn(8, 60, device="cuda", dtype=torch.float16)), "not a multiple of 8"),
+    (lambda: (torch.randn(8 * 64 + 1, device="cuda", dtype=torch.float16)[1:].view(8, 64), torch.randn(8, 64, device="cuda", dtype=torch.float16)), "16-byte aligned"),
+    (lambda: (torch.randn(8, 64, device="cuda", dtype=torch.float16), torch.randn(8, 72, device="cuda", dtype=torch.float16)), "K dims differ"),
+])
+def test_bad_gpu_operands(make, message):
+    x, w = make()
+    with pytest.raises(RungError, match=message):
+        rung.linear(x, w)
