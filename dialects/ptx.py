@@ -356,29 +356,28 @@ class CpAsyncOp(PtxOp):
         return f"cp.async.cg.shared.global [{r(self.dst)}], [{r(self.src)}], 16, {r(self.src_size)};"
 
     def execute(self, cta, dst, src, size):
-        data = cta.load("global", src.astype(np.int64), 16, None, valid_bytes=size)
-        cta.store("shared", dst.astype(np.int64), data, None)
+        data = cta.load("global", src.astype(np.int64), 16, None, valid_bytes=size)  # the rest is zero-filled
+        cta.store("shared", dst.astype(np.int64), data, None, asynchronous=True)
         return ()
 
 
-class _Marker(PtxOp):
-    def execute(self, cta, *args):
-        return ()  # the interpreter runs threads in lockstep: copies complete and barriers hold at once
-
-
 @irdl_op_definition
-class CpAsyncCommitOp(_Marker):
-    """cp.async.commit_group."""
+class CpAsyncCommitOp(PtxOp):
+    """cp.async.commit_group: the copies issued since the last commit form a group."""
 
     name = "ptx.cp_async_commit"
 
     def text(self, r):
         return "cp.async.commit_group;"
 
+    def execute(self, cta):
+        cta.shared.commit()
+        return ()
+
 
 @irdl_op_definition
-class CpAsyncWaitOp(_Marker):
-    """cp.async.wait_group n."""
+class CpAsyncWaitOp(PtxOp):
+    """cp.async.wait_group n: wait until at most the n newest committed groups are in flight."""
 
     name = "ptx.cp_async_wait"
     pending = prop_def(IntegerAttr)
@@ -386,15 +385,23 @@ class CpAsyncWaitOp(_Marker):
     def text(self, r):
         return f"cp.async.wait_group {self.pending.value.data};"
 
+    def execute(self, cta):
+        cta.shared.wait(self.pending.value.data)
+        return ()
+
 
 @irdl_op_definition
-class BarSyncOp(_Marker):
-    """bar.sync 0."""
+class BarSyncOp(PtxOp):
+    """bar.sync 0: every thread of the block arrives before any goes on."""
 
     name = "ptx.bar_sync"
 
     def text(self, r):
         return "bar.sync 0;"
+
+    def execute(self, cta):
+        cta.shared.barrier()
+        return ()
 
 
 # --- tensor cores -------------------------------------------------------------------------------------------
@@ -426,7 +433,9 @@ class LdmatrixOp(PtxOp):
         lane = np.arange(32)
         for i in range(n):
             rows = warps[:, 8 * i: 8 * i + 8]  # [warps, 8] row addresses
-            mats = cta.read_shared(rows[..., None] + np.arange(16)).view(np.uint16).reshape(-1, 8, 8)
+            readers = cta.tids.reshape(-1, 32)[:, 8 * i: 8 * i + 8]  # the lanes that give the row addresses
+            idx = rows[..., None] + np.arange(16)
+            mats = cta.shared.read(idx, np.broadcast_to(readers[..., None], idx.shape)).view(np.uint16).reshape(-1, 8, 8)
             if self.trans:
                 mats = mats.transpose(0, 2, 1)
             pairs = mats[:, lane // 4, :].reshape(-1, 32, 8)

@@ -123,12 +123,105 @@ class DeviceMemory:
                 data[off[sel]] = values.reshape(-1)[sel]
 
 
+class SharedMemory:
+    """A thread block's shared memory, with the hazards a GPU would not forgive made errors:
+
+    - a race: a byte written by one thread and read or written by another with no bar.sync between;
+    - reading a byte that a cp.async has not completed (no cp.async.wait_group covering it yet).
+
+    cp.async copies stay pending until a wait_group completes their group, so a pipeline that
+    waits too little reads stale bytes on the CPU exactly as it would on the GPU.
+    """
+
+    NONE, MANY = -1, -2
+
+    def __init__(self, nbytes: int):
+        self.data = np.zeros(nbytes, np.uint8)
+        self.epoch = 0
+        self.writer = np.full(nbytes, self.NONE, np.int64)
+        self.write_epoch = np.full(nbytes, -1, np.int64)
+        self.reader = np.full(nbytes, self.NONE, np.int64)
+        self.read_epoch = np.full(nbytes, -1, np.int64)
+        self.pending = np.zeros(nbytes, bool)
+        self.open_group: list = []
+        self.groups: list[list] = []
+
+    def _bounds(self, idx: np.ndarray) -> None:
+        if idx.size and (idx.min() < 0 or idx.max() >= self.data.size):
+            raise RungError(f"out-of-bounds shared access at offset {int(idx.max() if idx.max() >= self.data.size else idx.min())} "
+                            f"(the block has {self.data.size} bytes)")
+
+    def read(self, idx: np.ndarray, tids: np.ndarray) -> np.ndarray:
+        """Bytes at `idx`, read by threads `tids` (same shape)."""
+        self._bounds(idx)
+        idx, tids = idx.reshape(-1), np.broadcast_to(tids, idx.shape).reshape(-1)
+        if self.pending[idx].any():
+            raise RungError(f"thread {int(tids[self.pending[idx]][0])} reads shared offset {int(idx[self.pending[idx]][0])} "
+                            "before the cp.async that writes it completed (missing cp.async.wait_group?)")
+        race = (self.write_epoch[idx] == self.epoch) & (self.writer[idx] != tids)
+        if race.any():
+            i = np.flatnonzero(race)[0]
+            raise RungError(f"shared-memory race: thread {int(tids[i])} reads offset {int(idx[i])}, written by thread "
+                            f"{int(self.writer[idx[i]])} since the last bar.sync")
+        fresh = self.read_epoch[idx] != self.epoch
+        prior = np.where(fresh, self.NONE, self.reader[idx])
+        same = (prior == self.NONE) | (prior == tids)
+        self.reader[idx] = np.where(same, tids, self.MANY)
+        # several threads reading one byte in this access
+        order = np.argsort(idx, kind="stable")
+        dup = np.zeros(idx.size, bool)
+        dup[order[1:]] = (idx[order[1:]] == idx[order[:-1]]) & (tids[order[1:]] != tids[order[:-1]])
+        self.reader[idx[dup]] = self.MANY
+        self.read_epoch[idx] = self.epoch
+        return self.data[idx]
+
+    def write(self, idx: np.ndarray, values: np.ndarray, tids: np.ndarray) -> None:
+        self._bounds(idx)
+        idx, tids, values = idx.reshape(-1), np.broadcast_to(tids, idx.shape).reshape(-1), values.reshape(-1)
+        waw = (self.write_epoch[idx] == self.epoch) & (self.writer[idx] != tids)
+        war = (self.read_epoch[idx] == self.epoch) & (self.reader[idx] != self.NONE) & (self.reader[idx] != tids)
+        for kind, bad in (("written", waw), ("read", war)):
+            if bad.any():
+                i = np.flatnonzero(bad)[0]
+                other = self.writer[idx[i]] if kind == "written" else self.reader[idx[i]]
+                who = "several threads" if other == self.MANY else f"thread {int(other)}"
+                raise RungError(f"shared-memory race: thread {int(tids[i])} writes offset {int(idx[i])}, {kind} by {who} "
+                                "since the last bar.sync")
+        self.data[idx] = values
+        self.writer[idx] = tids
+        self.write_epoch[idx] = self.epoch
+
+    def copy_async(self, idx: np.ndarray, values: np.ndarray, tids: np.ndarray) -> None:
+        self._bounds(idx)
+        self.open_group.append((idx, values, np.broadcast_to(tids, idx.shape)))
+        self.pending[idx.reshape(-1)] = True
+
+    def commit(self) -> None:
+        self.groups.append(self.open_group)
+        self.open_group = []
+
+    def wait(self, newest_pending: int) -> None:
+        done = self.groups[: max(len(self.groups) - newest_pending, 0)]
+        self.groups = self.groups[len(done):]
+        for group in done:
+            for idx, values, tids in group:
+                self.pending[idx.reshape(-1)] = False
+                self.write(idx, values, tids)
+        still = [c for g in self.groups for c in g] + self.open_group
+        for idx, _, _ in still:
+            self.pending[idx.reshape(-1)] = True
+
+    def barrier(self) -> None:
+        self.epoch += 1
+
+
 class ThreadBlock:
     """The state of one thread block as the ptx ops' `execute` sees it."""
 
     def __init__(self, threads: int, ctaid: tuple[int, int, int], memory: DeviceMemory, shared_bytes: int):
         self.threads, self.ctaid, self.memory = threads, ctaid, memory
-        self.shared = np.zeros(shared_bytes, np.uint8)
+        self.shared = SharedMemory(shared_bytes)
+        self.tids = np.arange(threads)
 
     def special(self, name: str) -> np.ndarray:
         tid = np.arange(self.threads, dtype=np.uint32)
@@ -136,31 +229,31 @@ class ThreadBlock:
                   "ctaid.x": self.ctaid[0], "ctaid.y": self.ctaid[1], "ctaid.z": self.ctaid[2]}
         return np.broadcast_to(np.asarray(values[name], np.uint32), (self.threads,)).copy()
 
-    def read_shared(self, addrs: np.ndarray) -> np.ndarray:
-        if addrs.size and (addrs.min() < 0 or addrs.max() >= self.shared.size):
-            raise RungError(f"out-of-bounds shared access at offset {int(addrs.max())}")
-        return self.shared[addrs]
-
-    def load(self, space: str, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None) -> np.ndarray:
+    def _bytes(self, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None):
         idx = addrs[:, None] + np.arange(nbytes)
         active = np.ones(idx.shape, bool) if pred is None else np.broadcast_to(np.asarray(pred)[:, None], idx.shape)
         if valid_bytes is not None:
             active = active & (np.arange(nbytes) < np.asarray(valid_bytes)[:, None])
+        tids = np.broadcast_to(self.tids[:, None], idx.shape)
+        return idx, active, tids
+
+    def load(self, space: str, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None) -> np.ndarray:
+        idx, active, tids = self._bytes(addrs, nbytes, pred, valid_bytes)
         out = np.zeros(idx.shape, np.uint8)
         if space == "shared":
-            out[active] = self.read_shared(idx[active])
+            out[active] = self.shared.read(idx[active], tids[active])
         else:
             out[active] = self.memory.gather(idx[active])
         return out
 
-    def store(self, space: str, addrs: np.ndarray, data: np.ndarray, pred) -> None:
-        idx = addrs[:, None] + np.arange(data.shape[1])
-        active = np.ones(idx.shape, bool) if pred is None else np.broadcast_to(np.asarray(pred)[:, None], idx.shape)
-        if space == "shared":
-            self.read_shared(idx[active])  # bounds check
-            self.shared[idx[active]] = data[active]
-        else:
+    def store(self, space: str, addrs: np.ndarray, data: np.ndarray, pred, asynchronous: bool = False) -> None:
+        idx, active, tids = self._bytes(addrs, data.shape[1], pred)
+        if space == "global":
             self.memory.scatter(idx[active], data[active])
+        elif asynchronous:
+            self.shared.copy_async(idx, data, tids)
+        else:
+            self.shared.write(idx[active], data[active], tids[active])
 
 
 def _run_block(block, env: dict, cta: ThreadBlock) -> None:

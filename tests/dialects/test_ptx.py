@@ -31,7 +31,7 @@ def test_ldmatrix_gives_each_lane_its_row_pair(trans):
     op = regs[0].owner
     cta = ThreadBlock(32, (0, 0, 0), DeviceMemory(), 1024)
     halves = np.arange(512, dtype=np.uint16)  # matrix i, row r, column c holds 64 i + 8 r + c
-    cta.shared[:] = halves.view(np.uint8)
+    cta.shared.data[:] = halves.view(np.uint8)
     lane = np.arange(32, dtype=np.int64)
     out = op.execute(cta, (lane * 16).astype(np.uint32))  # lane 8i + r points at matrix i's row r
     for i, word in enumerate(out):

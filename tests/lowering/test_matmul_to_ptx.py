@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
 from ir.interpreter import DeviceMemory, run_kernel
+from ir.errors import RungError
 from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
 
 CONFIGS = [
@@ -71,3 +72,47 @@ def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "gemm.cubin")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "0 bytes spill stores" in r.stderr, r.stderr
+
+
+def _broken(cfg, mutate):
+    kernel = gemm_kernel(cfg)
+    for op in list(kernel.walk()):
+        mutate(op)
+    return kernel
+
+
+def _run(kernel, cfg, m=40, n=40, k=128):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k)).astype(np.float16), rng.standard_normal((n, k)).astype(np.float16)
+    mem = DeviceMemory()
+    args = [mem.alloc(a), mem.alloc(b), mem.alloc(np.zeros((m, n), np.float16)), m, n, k]
+    run_kernel(kernel, ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), args, mem)
+
+
+def test_the_interpreter_catches_a_missing_barrier():
+    from dialects.ptx import BarSyncOp
+
+    def drop_barrier(op):
+        if isinstance(op, BarSyncOp):
+            op.detach()
+            op.erase()
+
+    cfg = CONFIGS[0]
+    kernel = _broken(cfg, drop_barrier)
+    with pytest.raises(RungError, match="shared-memory race"):
+        _run(kernel, cfg)
+
+
+def test_the_interpreter_catches_a_pipeline_that_waits_too_little():
+    from xdsl.dialects.builtin import IntegerAttr, i64
+
+    from dialects.ptx import CpAsyncWaitOp
+
+    cfg = CONFIGS[2]
+
+    def wait_less(op):
+        if isinstance(op, CpAsyncWaitOp) and op.pending.value.data:
+            op.properties["pending"] = IntegerAttr(cfg.stages - 1, i64)
+
+    with pytest.raises(RungError, match="before the cp.async that writes it completed"):
+        _run(_broken(cfg, wait_less), cfg)
