@@ -2,8 +2,8 @@
 
     import backend as rung
     y = rung.linear(x, w)                      # f16/bf16, x [M, K], w [N, K] -> [M, N]
-    kernel = rung.compile(ir_text)             # @main holding one graph.linear (no bias)
-    kernel(x, w, out)
+    fn = rung.compile(ir_text)                 # @main lowered by graph-to-tile, tile-to-ptx
+    y = fn(x, w)                               # fn.path says which kernels run
 
 Every call checks devices, dtypes, shapes, contiguity and 16-byte alignment first. The
 kernel path (`kernel.path`) says what runs; nothing falls back silently to another path.
@@ -16,17 +16,12 @@ from functools import lru_cache
 
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
+from dialects.tile import GemmConfig
 from ir.errors import RungError
-from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
+from lowering.graph_to_tile import choose_config
+from lowering.matmul_to_ptx import gemm_kernel
 
 _DTYPES = {"float16": "f16", "bfloat16": "bf16"}
-
-
-def choose_config(m: int, n: int, k: int, dtype: str) -> GemmConfig:
-    """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU."""
-    if m <= 64:
-        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4)
-    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3)
 
 
 @lru_cache(maxsize=None)
@@ -70,31 +65,6 @@ def _check_operands(x, w, out):
     return m, n, k
 
 
-@dataclass
-class CompiledLinear:
-    """A compiled `graph.linear`: call it as kernel(x, weight, out)."""
-
-    m: int
-    n: int
-    k: int
-    dtype: str
-
-    def kernel(self, ordinal: int = 0) -> Kernel:
-        return _kernel(choose_config(self.m, self.n, self.k, self.dtype), ordinal)
-
-    @property
-    def path(self) -> str:
-        return self.kernel().path
-
-    def __call__(self, x, w, out):
-        m, n, k = _check_operands(x, w, out)
-        if (m, n, k) != (self.m, self.n, self.k) or _DTYPES[str(x.dtype).removeprefix("torch.")] != self.dtype:
-            raise RungError(f"compiled for [{self.m}, {self.k}] x [{self.n}, {self.k}] {self.dtype}, called with "
-                            f"[{m}, {k}] x [{n}, {k}] {x.dtype}")
-        launch(x, w, out, m, n, k)
-        return out
-
-
 def launch(x, w, out, m, n, k) -> None:
     import torch
 
@@ -117,26 +87,89 @@ def linear(x, weight, out=None):
     return out
 
 
-def compile(module_or_text, target: str | None = None) -> CompiledLinear:
-    """Compile @main of a graph module whose body is one graph.linear without bias (for now)."""
+@dataclass
+class CompiledFunction:
+    """@main of a module lowered to kernel launches; call it on torch CUDA tensors."""
+
+    steps: list  # (op, Kernel or None) in program order
+    arg_types: list
+    results: list
+
+    @property
+    def path(self) -> str:
+        return "; ".join(k.path for _, k in self.steps if k is not None)
+
+    def __call__(self, *args):
+        import torch
+
+        from dialects.ptx import LaunchOp
+
+        if len(args) != len(self.arg_types):
+            raise RungError(f"@main takes {len(self.arg_types)} tensors, got {len(args)}")
+        env = {}
+        for i, (value, t) in enumerate(zip(args, self.arg_types)):
+            want = _torch_dtype(str(t.type.element_type))
+            if not isinstance(value, torch.Tensor) or not value.is_cuda:
+                raise RungError(f"argument {i} must be a CUDA tensor")
+            if list(value.shape) != list(t.type.get_shape()) or value.dtype != want:
+                raise RungError(f"argument {i}: expected {t.type}, got {list(value.shape)} {value.dtype}")
+            if not value.is_contiguous():
+                raise RungError(f"argument {i} is not contiguous")
+            env[t] = value
+        for op, kernel in self.steps:
+            vals = [env[o] for o in op.operands]
+            if isinstance(op, LaunchOp):
+                out = torch.empty(op.result.type.get_shape(), dtype=vals[0].dtype, device=vals[0].device)
+                stream = torch.cuda.current_stream(out.device).cuda_stream
+                kernel.launch(tuple(op.grid.get_values()), tuple(v.data_ptr() for v in (*vals, out)) + tuple(op.dims.get_values()), stream)
+                env[op.result] = out
+            else:  # graph.reshape: a view
+                env[op.results[0]] = vals[0].view(op.results[0].type.get_shape())
+        return tuple(env[r] for r in self.results) if len(self.results) != 1 else env[self.results[0]]
+
+
+def _torch_dtype(elem: str):
+    import torch
+
+    if elem not in ("f16", "bf16"):
+        raise RungError(f"element type {elem} has no GPU path yet (f16 and bf16 do)")
+    return torch.float16 if elem == "f16" else torch.bfloat16
+
+
+def compile(module_or_text, target: str | None = None) -> CompiledFunction:
+    """Lower @main (graph-to-tile, tile-to-ptx) and prepare its kernels for the GPU.
+
+    Every op of @main must become a kernel launch (or a reshape); anything else is an error
+    naming the op, never a silent fallback."""
     from xdsl.dialects import func
 
     from dialects import graph as g
-    from ir.context import parse_ir
+    from dialects.ptx import LaunchOp
+    from ir.context import make_context, parse_ir
+    from ir.interpreter import find_function
+    from ir.passes import run_pipeline
 
-    module = parse_ir(module_or_text, "<rung.compile>") if isinstance(module_or_text, str) else module_or_text
-    fn = next((op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main"), None)
-    if fn is None:
-        raise RungError("rung.compile needs a function @main")
-    ops = [op for op in fn.body.block.ops if not isinstance(op, func.ReturnOp)]
-    if len(ops) != 1 or not isinstance(ops[0], g.LinearOp) or ops[0].bias is not None:
-        raise RungError("rung.compile lowers one graph.linear without bias so far; got "
-                        + ", ".join(op.name for op in ops))
-    op = ops[0]
-    (m, k), (n, _) = op.x.type.get_shape(), op.weight.type.get_shape()
-    dtype = str(op.x.type.element_type)
-    if dtype not in ("f16", "bf16") or len(op.x.type.get_shape()) != 2:
-        raise RungError(f"the GEMM takes 2-D f16 or bf16 operands, got {op.x.type}")
-    if target is not None and target not in ("sm_80", "sm_90", "sm_90a"):
+    ctx = make_context()
+    module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
+    run_pipeline(module, "graph-to-tile,tile-to-ptx", ctx)
+    fn = find_function(module, "main")
+    if target is None:
+        dev = device(0)
+        target = "sm_90a" if dev.capability >= (9, 0) else "sm_80"
+    if target not in ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"):
         raise RungError(f"unknown target {target}")
-    return CompiledLinear(m, n, k, dtype)
+    steps, results = [], []
+    for op in fn.body.block.ops:
+        if isinstance(op, func.ReturnOp):
+            results = list(op.operands)
+        elif isinstance(op, LaunchOp):
+            kernel_op = op.kernel_op()
+            cfg_path = f"{kernel_op.sym_name.data} via mma.sync m16n8k16 ({target})"
+            ptx = module_text(kernel_op, target)
+            steps.append((op, Kernel(kernel_op.sym_name.data, ptx, kernel_op.threads.value.data,
+                                     tuple(str(a.type.kind.data) for a in kernel_op.body.block.args), cfg_path)))
+        elif isinstance(op, g.ReshapeOp):
+            steps.append((op, None))
+        else:
+            raise RungError(f"'{op.name}' has no GPU kernel yet (so far graph.linear on f16/bf16 with K % 8 == 0 lowers)")
+    return CompiledFunction(steps, list(fn.body.block.args), results)

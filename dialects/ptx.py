@@ -12,11 +12,22 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, StringAttr, SymbolNameConstraint, UnitAttr, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    SymbolNameConstraint,
+    SymbolRefAttr,
+    TensorType,
+    UnitAttr,
+    i64,
+)
 from xdsl.ir import Block, Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
+    ParsePropInAttrDict,
     irdl_op_definition,
     opt_operand_def,
     opt_prop_def,
@@ -577,8 +588,58 @@ class KernelOp(IRDLOperation):
             regions=[Region(Block(arg_types=[reg(k) for k in param_kinds]))])
 
 
+@irdl_op_definition
+class LaunchOp(IRDLOperation):
+    """A kernel launch on tensors: the kernel's pointer parameters are the operands then the
+    result; its 32-bit parameters are `dims`; `grid` thread blocks of the kernel's threads."""
+
+    name = "ptx.launch"
+    inputs = var_operand_def(TensorType)
+    result = result_def(TensorType)
+    kernel = prop_def(SymbolRefAttr)
+    grid = prop_def(DenseArrayBase)
+    dims = prop_def(DenseArrayBase)
+    assembly_format = "$kernel `(` $inputs `)` attr-dict `:` functional-type($inputs, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @staticmethod
+    def get(kernel: str, inputs, result_type, grid, dims) -> "LaunchOp":
+        return LaunchOp.create(operands=list(inputs), result_types=[result_type], properties={
+            "kernel": SymbolRefAttr(kernel), "grid": DenseArrayBase.from_list(i64, list(grid)),
+            "dims": DenseArrayBase.from_list(i64, list(dims))})
+
+    def kernel_op(self) -> "KernelOp":
+        module = self.parent_op()
+        while module is not None and not isinstance(module, ModuleOp):
+            module = module.parent_op()
+        name = self.kernel.root_reference.data
+        for op in module.ops if module is not None else ():
+            if isinstance(op, KernelOp) and op.sym_name.data == name:
+                return op
+        raise VerifyException(f"no ptx.kernel @{name} in the module")
+
+    def verify_(self):
+        kernel = self.kernel_op()
+        kinds = [kind_of(a) for a in kernel.body.block.args]
+        want = ["u64"] * (len(self.inputs) + 1) + ["u32"] * len(self.dims.get_values())
+        if kinds != want:
+            raise VerifyException(f"@{kernel.sym_name.data} takes parameters {kinds}, the launch gives {want}")
+
+    def execute(self, *inputs):
+        from ir.dtypes import storage_dtype
+        from ir.interpreter import DeviceMemory, run_kernel
+
+        mem = DeviceMemory()
+        ptrs = [mem.alloc(np.asarray(v).astype(storage_dtype(o.type.element_type))) for v, o in zip(inputs, self.inputs)]
+        out_type = self.result.type
+        out = np.full(out_type.get_shape(), np.nan, storage_dtype(out_type.element_type))  # poisoned
+        ptrs.append(mem.alloc(out))
+        run_kernel(self.kernel_op(), tuple(self.grid.get_values()), ptrs + list(self.dims.get_values()), mem)
+        return mem.read(ptrs[-1], out)
+
+
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, MadOp, CvtOp, SetpOp,
     AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, YieldOp, ForOp, KernelOp,
+    CvtPackOp, CvtHalfOp, YieldOp, ForOp, KernelOp, LaunchOp,
 ], [RegType])

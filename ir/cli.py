@@ -6,6 +6,7 @@ Both print any error as one line (`file:line:col: message` for IR text) and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def opt_main(argv: list[str] | None = None) -> int:
     p.add_argument("-p", "--passes", default="", help="pass pipeline, e.g. 'decompose-graph,cse'")
     p.add_argument("-o", "--output", help="write the IR here instead of stdout")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (to stderr)")
+    p.add_argument("--emit", choices=("ir", "ptx"), default="ir", help="print the IR (default) or the PTX module of its kernels")
+    p.add_argument("--target", default="sm_80", help="PTX target for --emit ptx (sm_80, sm_90a, ...)")
     p.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     p.add_argument("--list-dialects", action="store_true", help="list the loaded dialects and exit")
     args = p.parse_args(argv)
@@ -60,13 +63,26 @@ def opt_main(argv: list[str] | None = None) -> int:
                     print(f"// -----// IR after {prev.name} //----- //\n{print_ir(mod)}", file=sys.stderr)
 
         run_pipeline(module, args.passes, ctx, after_each)
-        out = print_ir(module)
+        if args.emit == "ptx":
+            from backend.ptx_text import TARGETS, module_text
+
+            if args.target not in TARGETS:
+                raise RungError(f"unknown target '{args.target}' (known: {', '.join(TARGETS)})")
+            out = module_text(module, args.target)
+            if ".entry" not in out:
+                raise RungError("the module holds no ptx.kernel: lower it first (e.g. -p graph-to-tile,tile-to-ptx)")
+        else:
+            out = print_ir(module)
         if args.output:
             Path(args.output).write_text(out)
         else:
             sys.stdout.write(out)
     except RungError as e:
         return _fail("rung-opt", e)
+    except Exception as e:  # a bug in Rung, not in the input: say so in one line
+        if os.environ.get("RUNG_TRACEBACK"):
+            raise
+        return _fail("rung-opt", RungError(f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"))
     return 0
 
 

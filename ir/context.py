@@ -16,9 +16,11 @@ from xdsl.utils.lexer import Span
 
 from dialects.graph import GRAPH
 from dialects.lp import LP
+from dialects.ptx import PTX
+from dialects.tile import TILE
 from ir.errors import RungError
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH, TILE, PTX)}
 
 
 def make_context() -> Context:

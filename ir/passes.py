@@ -34,11 +34,25 @@ def _decompose_graph():
     return DecomposeGraph
 
 
+def _graph_to_tile():
+    from lowering.graph_to_tile import GraphToTile
+
+    return GraphToTile
+
+
+def _tile_to_ptx():
+    from lowering.tile_to_ptx import TileToPtx
+
+    return TileToPtx
+
+
 # name -> loader of the pass class (loaded lazily: a pipeline imports only what it runs)
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "cse": _cse,
     "dce": _dce,
     "decompose-graph": _decompose_graph,
+    "graph-to-tile": _graph_to_tile,
+    "tile-to-ptx": _tile_to_ptx,
 }
 _SUMMARIES = {"cse": "Eliminate common subexpressions (xDSL).", "dce": "Remove unused pure ops (xDSL)."}
 

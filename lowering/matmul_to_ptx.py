@@ -13,66 +13,10 @@ multiple of 8 (16-byte rows for cp.async), and A, B, C 16-byte aligned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dialects.ptx import KernelOp
-from backend.ptx_builder import PtxBuilder
+from dialects.tile import GemmConfig
 from ir.layout import Swizzle
-
-
-@dataclass(frozen=True)
-class GemmConfig:
-    dtype: str = "f16"  # f16 or bf16
-    bm: int = 128
-    bn: int = 128
-    bk: int = 32
-    warps_m: int = 2
-    warps_n: int = 2
-    stages: int = 3
-
-    def __post_init__(self):
-        if self.dtype not in ("f16", "bf16"):
-            raise ValueError(f"mma.sync GEMM takes f16 or bf16, not {self.dtype}")
-        if self.bk not in (32, 64):
-            raise ValueError(f"BK must be 32 or 64, got {self.bk}")
-        wm, wn = self.bm // self.warps_m, self.bn // self.warps_n
-        if self.bm % self.warps_m or self.bn % self.warps_n or wm % 16 or wn % 16:
-            raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16")
-        if self.stages < 2:
-            raise ValueError("the pipeline needs at least 2 stages")
-        if self.shared_bytes > 48 * 1024:
-            raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the 48 KiB of static shared memory")
-        for rows in (self.bm, self.bn):
-            if (rows * self.bk // 8) % self.threads:
-                raise ValueError(f"a {rows}x{self.bk} tile does not split evenly over {self.threads} threads")
-
-    @property
-    def threads(self) -> int:
-        return 32 * self.warps_m * self.warps_n
-
-    @property
-    def row_bytes(self) -> int:
-        return self.bk * 2
-
-    @property
-    def swizzle(self) -> Swizzle:
-        return Swizzle((self.bk // 8).bit_length() - 1, 4, 3)
-
-    @property
-    def a_stage_bytes(self) -> int:
-        return self.bm * self.row_bytes
-
-    @property
-    def b_stage_bytes(self) -> int:
-        return self.bn * self.row_bytes
-
-    @property
-    def shared_bytes(self) -> int:
-        return self.stages * (self.a_stage_bytes + self.b_stage_bytes)
-
-    @property
-    def name(self) -> str:
-        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}"
+from lowering.ptx_builder import PtxBuilder
 
 
 def _swizzled(b: PtxBuilder, sw: Swizzle, offset):

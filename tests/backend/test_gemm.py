@@ -22,14 +22,15 @@ def test_cpu_tensors_are_refused_with_the_reason():
         rung.linear(x, w)
 
 
-def test_compile_takes_a_linear_and_refuses_the_rest():
-    k = rung.compile(IR.format(m=4, n=8, k=64, t="f16"))
-    assert (k.m, k.n, k.k, k.dtype) == (4, 8, 64, "f16")
-    with pytest.raises(RungError, match="the GEMM takes 2-D f16 or bf16 operands"):
-        rung.compile(IR.format(m=4, n=8, k=64, t="f32"))
-    with pytest.raises(RungError, match="one graph.linear without bias so far; got graph.silu"):
+def test_compile_lowers_to_launches_and_refuses_the_rest():
+    fn = rung.compile(IR.format(m=4, n=8, k=64, t="f16"), target="sm_80")
+    assert [op.name for op, _ in fn.steps] == ["ptx.launch"]
+    assert "rung_gemm_f16" in fn.path
+    with pytest.raises(RungError, match="'graph.linear' has no GPU kernel yet"):
+        rung.compile(IR.format(m=4, n=8, k=64, t="f32"), target="sm_80")
+    with pytest.raises(RungError, match="'graph.silu' has no GPU kernel yet"):
         rung.compile("func.func @main(%x: tensor<4xf16>) -> tensor<4xf16> {\n"
-                     "  %y = graph.silu %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n")
+                     "  %y = graph.silu %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n", target="sm_80")
 
 
 def reference(x, w):
@@ -56,17 +57,16 @@ def test_linear_matches_torch(dtype, m, n, k):
 
 @gpu
 @pytest.mark.gpu
-def test_compiled_kernel_reports_its_path_and_checks_shapes():
-    k = rung.compile(IR.format(m=17, n=256, k=128, t="bf16"))
-    assert k.path.startswith("mma.sync m16n8k16 bf16")
+def test_compiled_function_runs_its_launches_and_checks_arguments():
+    fn = rung.compile(IR.format(m=17, n=256, k=128, t="bf16"))
+    assert "mma.sync m16n8k16" in fn.path
     x = torch.randn(17, 128, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(256, 128, device="cuda", dtype=torch.bfloat16)
-    out = torch.empty(17, 256, device="cuda", dtype=torch.bfloat16)
-    k(x, w, out)
+    out = fn(x, w)
     torch.cuda.synchronize()
     assert (out.float() - reference(x, w)).abs().max().item() < 0.5
-    with pytest.raises(RungError, match="compiled for"):
-        k(x[:16], w, out[:16])
+    with pytest.raises(RungError, match="argument 0: expected tensor<17x128xbf16>"):
+        fn(x[:16], w)
 
 
 @gpu

@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from backend.ptx_builder import PtxBuilder
+from lowering.ptx_builder import PtxBuilder
 from backend.ptx_text import module_text
 from dialects.ptx import KernelOp
 from ir.interpreter import DeviceMemory, ThreadBlock, run_kernel

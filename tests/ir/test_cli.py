@@ -89,3 +89,14 @@ def test_run_random_inputs_and_errors(tmp_path):
     assert r.returncode == 1 and "argument 0: expected shape [4, 8]" in r.stderr and "Traceback" not in r.stderr
     r = cli("run_main", str(f), "-f", "other")
     assert r.returncode == 1 and "no function @other" in r.stderr
+
+
+def test_opt_lowers_a_linear_to_ptx(tmp_path):
+    f = tmp_path / "lin.mlir"
+    f.write_text(GEMM.replace("f32", "f16").replace(", %b: tensor<16xf16>", "").replace(", %b :", " :").replace(
+        ", tensor<16xf16>) -> tensor<4x16xf16>\n  %z", ") -> tensor<4x16xf16>\n  %z"))
+    r = cli("opt_main", str(f), "-p", "graph-to-tile,tile-to-ptx", "--emit", "ptx", "--target", "sm_90a")
+    assert r.returncode == 0, r.stderr
+    assert ".target sm_90a" in r.stdout and "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in r.stdout
+    r = cli("opt_main", str(f), "--emit", "ptx")
+    assert r.returncode == 1 and "holds no ptx.kernel" in r.stderr

@@ -1,0 +1,144 @@
+"""The `tile` dialect: whole-tensor ops with their thread-block schedule made explicit.
+
+    %y = tile.matmul %x, %w {block = array<i64: 128, 128, 32>, warps = array<i64: 2, 2>, stages = 3 : i64}
+           : (tensor<MxKxf16>, tensor<NxKxf16>) -> tensor<MxNxf16>
+
+computes y = x @ w^T as the kernel will: one thread block per BM x BN tile of y, K in BK steps
+through a `stages`-deep shared-memory pipeline, f32 accumulation, one rounding to the output
+type. Its interpreter runs exactly that blocked order, so the schedule is checked on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, TensorType, i64
+from xdsl.ir import Dialect, SSAValue
+from xdsl.irdl import IRDLOperation, ParsePropInAttrDict, irdl_op_definition, operand_def, prop_def, result_def, traits_def
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+from ir.layout import Swizzle
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    dtype: str = "f16"  # f16 or bf16
+    bm: int = 128
+    bn: int = 128
+    bk: int = 32
+    warps_m: int = 2
+    warps_n: int = 2
+    stages: int = 3
+
+    def __post_init__(self):
+        if self.dtype not in ("f16", "bf16"):
+            raise ValueError(f"mma.sync GEMM takes f16 or bf16, not {self.dtype}")
+        if self.bk not in (32, 64):
+            raise ValueError(f"BK must be 32 or 64, got {self.bk}")
+        wm, wn = self.bm // self.warps_m, self.bn // self.warps_n
+        if self.bm % self.warps_m or self.bn % self.warps_n or wm % 16 or wn % 16:
+            raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16")
+        if self.stages < 2:
+            raise ValueError("the pipeline needs at least 2 stages")
+        if self.shared_bytes > 48 * 1024:
+            raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the 48 KiB of static shared memory")
+        for rows in (self.bm, self.bn):
+            if (rows * self.bk // 8) % self.threads:
+                raise ValueError(f"a {rows}x{self.bk} tile does not split evenly over {self.threads} threads")
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
+
+    @property
+    def row_bytes(self) -> int:
+        return self.bk * 2
+
+    @property
+    def swizzle(self) -> Swizzle:
+        return Swizzle((self.bk // 8).bit_length() - 1, 4, 3)
+
+    @property
+    def a_stage_bytes(self) -> int:
+        return self.bm * self.row_bytes
+
+    @property
+    def b_stage_bytes(self) -> int:
+        return self.bn * self.row_bytes
+
+    @property
+    def shared_bytes(self) -> int:
+        return self.stages * (self.a_stage_bytes + self.b_stage_bytes)
+
+    @property
+    def name(self) -> str:
+        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}"
+
+
+@irdl_op_definition
+class MatmulOp(IRDLOperation):
+    """y = x @ w^T on tensor cores: x [M, K], w [N, K], f16 or bf16, f32 accumulation."""
+
+    name = "tile.matmul"
+    x = operand_def(TensorType)
+    w = operand_def(TensorType)
+    result = result_def(TensorType)
+    block = prop_def(DenseArrayBase)
+    warps = prop_def(DenseArrayBase)
+    stages = prop_def(IntegerAttr)
+    traits = traits_def(Pure())
+    assembly_format = "$x `,` $w attr-dict `:` `(` type($x) `,` type($w) `)` `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @staticmethod
+    def get(x: SSAValue, w: SSAValue, cfg: GemmConfig) -> "MatmulOp":
+        (m, _), (n, _) = x.type.get_shape(), w.type.get_shape()
+        return MatmulOp.create(
+            operands=[x, w], result_types=[TensorType(x.type.element_type, [m, n])],
+            properties={"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
+                        "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
+                        "stages": IntegerAttr(cfg.stages, i64)})
+
+    @property
+    def config(self) -> GemmConfig:
+        bm, bn, bk = self.block.get_values()
+        wm, wn = self.warps.get_values()
+        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data)
+
+    def verify_(self):
+        x, w = self.x.type, self.w.type
+        if str(x.element_type) not in ("f16", "bf16") or x.element_type != w.element_type:
+            raise VerifyException(f"tile.matmul takes f16 or bf16 operands of one type, got {x} and {w}")
+        if len(x.get_shape()) != 2 or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[1]:
+            raise VerifyException(f"tile.matmul needs x [M, K] and w [N, K], got {x} and {w}")
+        if x.get_shape()[1] % 8:
+            raise VerifyException(f"K = {x.get_shape()[1]} must be a multiple of 8 (16-byte rows for cp.async)")
+        want = TensorType(x.element_type, [x.get_shape()[0], w.get_shape()[0]])
+        if self.result.type != want:
+            raise VerifyException(f"result type must be {want}, got {self.result.type}")
+        if len(self.block.get_values()) != 3 or len(self.warps.get_values()) != 2:
+            raise VerifyException("block is [BM, BN, BK] and warps is [WM, WN]")
+        try:
+            self.config
+        except ValueError as e:
+            raise VerifyException(str(e)) from None
+
+    def execute(self, x, w):
+        cfg = self.config
+        m, k = x.shape
+        n = w.shape[0]
+        y = np.zeros((m, n), np.float32)
+        for m0 in range(0, m, cfg.bm):  # one thread block per output tile, K in BK steps
+            for n0 in range(0, n, cfg.bn):
+                acc = np.zeros((min(cfg.bm, m - m0), min(cfg.bn, n - n0)), np.float32)
+                for k0 in range(0, k, cfg.bk):
+                    a = x[m0:m0 + cfg.bm, k0:k0 + cfg.bk].astype(np.float32)
+                    b = w[n0:n0 + cfg.bn, k0:k0 + cfg.bk].astype(np.float32)
+                    acc += a @ b.T
+                y[m0:m0 + cfg.bm, n0:n0 + cfg.bn] = acc
+        return y
+
+
+TILE = Dialect("tile", [MatmulOp], [])

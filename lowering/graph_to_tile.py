@@ -1,0 +1,85 @@
+"""graph-to-tile: schedule graph.linear on tensor cores as tile.matmul.
+
+A linear with f16/bf16 operands and K a multiple of 8 becomes tile.matmul (x flattened to 2-D
+and the result reshaped back; a bias becomes a graph.add after it). Tile sizes follow the
+shape (`choose_config`) unless the pass options set them. Other linears are left as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
+
+from dialects import graph as g
+from dialects.tile import GemmConfig, MatmulOp
+from ir.errors import RungError
+
+
+def choose_config(m: int, n: int, k: int, dtype: str) -> GemmConfig:
+    """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU."""
+    if m <= 64:
+        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4)
+    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3)
+
+
+def tensor_core_linear(op: g.LinearOp) -> bool:
+    x = op.x.type
+    return str(x.element_type) in ("f16", "bf16") and x.get_shape()[-1] % 8 == 0 and len(x.get_shape()) >= 1
+
+
+@dataclass
+class LinearToTile(RewritePattern):
+    override: dict
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.LinearOp, rewriter: PatternRewriter):
+        if not tensor_core_linear(op):
+            return
+        elem, shape = op.x.type.element_type, op.x.type.get_shape()
+        k, n = shape[-1], op.weight.type.get_shape()[0]
+        m = math.prod(shape[:-1])
+        cfg = choose_config(m, n, k, str(elem))
+        if self.override:
+            try:
+                cfg = GemmConfig(**{**cfg.__dict__, **self.override})
+            except ValueError as e:
+                raise RungError(f"graph-to-tile: {e}") from None
+        x = op.x
+        if len(shape) != 2:
+            flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
+            rewriter.insert_op(flat)
+            x = flat.results[0]
+        mm = MatmulOp.get(x, op.weight, cfg)
+        rewriter.insert_op(mm)
+        y = mm.results[0]
+        if len(shape) != 2:
+            back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
+            rewriter.insert_op(back)
+            y = back.results[0]
+        if op.bias is not None:
+            add = g.AddOp.make(y, op.bias)
+            rewriter.insert_op(add)
+            y = add.results[0]
+        rewriter.replace_op(op, [], [y])
+
+
+@dataclass(frozen=True)
+class GraphToTile(ModulePass):
+    """Schedule f16/bf16 graph.linear as tile.matmul (options override the chosen tile sizes)."""
+
+    name = "graph-to-tile"
+    bm: int = 0
+    bn: int = 0
+    bk: int = 0
+    warps_m: int = 0
+    warps_n: int = 0
+    stages: int = 0
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        override = {f: v for f in ("bm", "bn", "bk", "warps_m", "warps_n", "stages") if (v := getattr(self, f))}
+        PatternRewriteWalker(LinearToTile(override), apply_recursively=False).rewrite_module(op)

@@ -1,0 +1,82 @@
+"""graph-to-tile and tile-to-ptx keep the program's meaning, level by level, on the interpreter."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dialects import graph as g
+from dialects.ptx import KernelOp, LaunchOp
+from dialects.tile import MatmulOp
+from ir.cli import random_inputs
+from ir.context import make_context, parse_ir, print_ir
+from ir.interpreter import run
+from ir.passes import run_pipeline
+
+SCHEDULES = ["", "{bm=32 bn=32 bk=32 warps_m=1 warps_n=1 stages=2}", "{bm=64 bn=32 bk=64 warps_m=2 warps_n=1 stages=3}"]
+
+
+def linear_ir(shape, n, dtype, bias):
+    k = shape[-1]
+    xt, wt, bt = f"tensor<{'x'.join(map(str, shape))}x{dtype}>", f"tensor<{n}x{k}x{dtype}>", f"tensor<{n}x{dtype}>"
+    yt = f"tensor<{'x'.join(map(str, (*shape[:-1], n)))}x{dtype}>"
+    args, ops, types = (f"%x: {xt}, %w: {wt}, %b: {bt}", "%x, %w, %b", f"{xt}, {wt}, {bt}") if bias else (f"%x: {xt}, %w: {wt}", "%x, %w", f"{xt}, {wt}")
+    return (f"func.func @main({args}) -> {yt} {{\n  %y = graph.linear {ops} : ({types}) -> {yt}\n"
+            f"  func.return %y : {yt}\n}}\n")
+
+
+@settings(max_examples=max(8, settings().max_examples // 4))
+@given(st.lists(st.integers(1, 70), min_size=1, max_size=2), st.integers(1, 150), st.integers(1, 10),
+       st.sampled_from(["f16", "bf16"]), st.sampled_from(SCHEDULES), st.integers(0, 2**31))
+def test_each_level_computes_the_same_linear(lead, n, k8, dtype, schedule, seed):
+    text = linear_ir((*lead, 8 * k8), n, dtype, bias=False)
+    module = parse_ir(text)
+    types = [a.type for a in module.ops.first.body.block.args]
+    rng = np.random.default_rng(seed)
+    inputs = [rng.integers(-3, 4, t.get_shape()).astype(np.float32) for t in types]  # exact in f32 accumulation
+    ctx = make_context()
+    expected = run(module, inputs)[0]
+    run_pipeline(module, f"graph-to-tile{schedule}", ctx)
+    assert any(isinstance(op, MatmulOp) for op in module.walk())
+    assert np.array_equal(run(module, inputs)[0], expected)
+    run_pipeline(module, "tile-to-ptx", ctx)
+    assert any(isinstance(op, LaunchOp) for op in module.walk()) and not any(isinstance(op, MatmulOp) for op in module.walk())
+    assert np.array_equal(run(module, inputs)[0], expected)
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)  # every level parses back
+
+
+def test_bias_becomes_an_add_after_the_matmul():
+    module = parse_ir(linear_ir((5, 64), 24, "f16", bias=True))
+    inputs = random_inputs([a.type for a in module.ops.first.body.block.args], 0, 8)
+    expected = run(module, inputs)[0].astype(np.float32)
+    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    names = [op.name for op in module.ops.first.body.block.ops]
+    assert names == ["ptx.launch", "graph.add", "func.return"]
+    np.testing.assert_allclose(run(module, inputs)[0].astype(np.float32), expected, rtol=2e-3, atol=2e-2)
+
+
+@pytest.mark.parametrize("text", [linear_ir((4, 60), 8, "f16", False), linear_ir((4, 64), 8, "f32", False)])
+def test_linears_the_tensor_cores_cannot_take_stay(text):
+    module = parse_ir(text)
+    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    assert any(isinstance(op, g.LinearOp) for op in module.walk())
+    assert not any(isinstance(op, KernelOp) for op in module.walk())
+
+
+def test_one_kernel_per_schedule():
+    text = linear_ir((100, 64), 32, "f16", False).replace(
+        "  func.return %y", "  %z = graph.linear %y, %v : (tensor<100x32xf16>, tensor<16x32xf16>) -> tensor<100x16xf16>\n  func.return %z"
+    ).replace("%w: tensor<32x64xf16>)", "%w: tensor<32x64xf16>, %v: tensor<16x32xf16>)").replace("-> tensor<100x32xf16> {", "-> tensor<100x16xf16> {").replace(
+        "func.return %z : tensor<100x32xf16>", "func.return %z : tensor<100x16xf16>")
+    module = parse_ir(text)
+    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    assert len([op for op in module.ops if isinstance(op, KernelOp)]) == 1
+    assert len([op for op in module.walk() if isinstance(op, LaunchOp)]) == 2
+
+
+def test_bad_schedule_options_are_clear_errors():
+    from ir.errors import RungError
+
+    module = parse_ir(linear_ir((4, 64), 8, "f16", False))
+    with pytest.raises(RungError, match="graph-to-tile: warp tile 24x64 must be a multiple of 16x16"):
+        run_pipeline(module, "graph-to-tile{bm=48}", make_context())
