@@ -535,6 +535,55 @@ class CvtHalfOp(PtxOp):
         return x.astype(np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16).view(np.uint16)
 
 
+@irdl_op_definition
+class CvtWidenOp(PtxOp):
+    """cvt.f32.<t> d, h: an f16 or bf16 (in a b16 register) widened to f32, exactly."""
+
+    name = "ptx.cvt_widen"
+    x = operand_def(RegType)
+    result = result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def text(self, r):
+        return f"cvt.f32.{self.dtype.data} {r(self.result)}, {r(self.x)};"
+
+    def execute(self, cta, x):
+        return unpack_halves(x.astype(np.uint16), self.dtype.data).astype(np.float32)
+
+
+class ApproxOp(PtxOp):
+    """<fn>.approx.ftz.f32 d, x: the special-function unit's approximation."""
+
+    x = operand_def(RegType)
+    result = result_def(RegType)
+    FN: ClassVar[str] = ""
+
+    def text(self, r):
+        return f"{self.FN}.approx.ftz.f32 {r(self.result)}, {r(self.x)};"
+
+
+@irdl_op_definition
+class Ex2Op(ApproxOp):
+    """ex2.approx.ftz.f32 d, x: 2^x (max relative error 2^-22 on the GPU)."""
+
+    name = "ptx.ex2"
+    FN: ClassVar[str] = "ex2"
+
+    def execute(self, cta, x):
+        return np.exp2(x).astype(np.float32)
+
+
+@irdl_op_definition
+class RcpOp(ApproxOp):
+    """rcp.approx.ftz.f32 d, x: 1 / x (max relative error 2^-23 on the GPU)."""
+
+    name = "ptx.rcp"
+    FN: ClassVar[str] = "rcp"
+
+    def execute(self, cta, x):
+        return (np.float32(1) / x).astype(np.float32)
+
+
 # --- structure ----------------------------------------------------------------------------------------------
 
 
@@ -641,5 +690,5 @@ class LaunchOp(IRDLOperation):
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, MadOp, CvtOp, SetpOp,
     AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, YieldOp, ForOp, KernelOp, LaunchOp,
+    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, YieldOp, ForOp, KernelOp, LaunchOp,
 ], [RegType])

@@ -13,13 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, TensorType, i64
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, StringAttr, TensorType, i64
 from xdsl.ir import Dialect, SSAValue
-from xdsl.irdl import IRDLOperation, ParsePropInAttrDict, irdl_op_definition, operand_def, prop_def, result_def, traits_def
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from ir.layout import Swizzle
+
+
+ACTIVATIONS = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0), "silu": lambda y: y / (1 + np.exp(-y))}
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,12 @@ class GemmConfig:
     warps_m: int = 2
     warps_n: int = 2
     stages: int = 3
+    bias: bool = False  # epilogue: + bias[n]
+    activation: str = "none"  # epilogue: none, relu or silu, after the bias
 
     def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation}")
         if self.dtype not in ("f16", "bf16"):
             raise ValueError(f"mma.sync GEMM takes f16 or bf16, not {self.dtype}")
         if self.bk not in (32, 64):
@@ -74,38 +91,45 @@ class GemmConfig:
 
     @property
     def name(self) -> str:
-        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}"
+        epilogue = ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
+        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{epilogue}"
 
 
 @irdl_op_definition
 class MatmulOp(IRDLOperation):
-    """y = x @ w^T on tensor cores: x [M, K], w [N, K], f16 or bf16, f32 accumulation."""
+    """y = act(x @ w^T + bias) on tensor cores: x [M, K], w [N, K], optional bias [N], f16 or
+    bf16, f32 accumulation and epilogue, one rounding at the end; `activation` is none, relu or silu."""
 
     name = "tile.matmul"
     x = operand_def(TensorType)
     w = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
     result = result_def(TensorType)
     block = prop_def(DenseArrayBase)
     warps = prop_def(DenseArrayBase)
     stages = prop_def(IntegerAttr)
+    activation = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
-    assembly_format = "$x `,` $w attr-dict `:` `(` type($x) `,` type($w) `)` `->` type($result)"
+    assembly_format = "$x `,` $w (`,` $bias^)? attr-dict `:` `(` type($x) `,` type($w) (`,` type($bias)^)? `)` `->` type($result)"
     irdl_options = (ParsePropInAttrDict(),)
 
     @staticmethod
-    def get(x: SSAValue, w: SSAValue, cfg: GemmConfig) -> "MatmulOp":
+    def get(x: SSAValue, w: SSAValue, bias: SSAValue | None, cfg: GemmConfig) -> "MatmulOp":
         (m, _), (n, _) = x.type.get_shape(), w.type.get_shape()
-        return MatmulOp.create(
-            operands=[x, w], result_types=[TensorType(x.type.element_type, [m, n])],
-            properties={"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
-                        "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
-                        "stages": IntegerAttr(cfg.stages, i64)})
+        props = {"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
+                 "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
+                 "stages": IntegerAttr(cfg.stages, i64)}
+        if cfg.activation != "none":
+            props["activation"] = StringAttr(cfg.activation)
+        return MatmulOp.create(operands=[x, w] + ([bias] if bias is not None else []),
+                               result_types=[TensorType(x.type.element_type, [m, n])], properties=props)
 
     @property
     def config(self) -> GemmConfig:
         bm, bn, bk = self.block.get_values()
         wm, wn = self.warps.get_values()
-        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data)
+        act = self.activation.data if self.activation else "none"
+        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
@@ -116,6 +140,8 @@ class MatmulOp(IRDLOperation):
         if x.get_shape()[1] % 8:
             raise VerifyException(f"K = {x.get_shape()[1]} must be a multiple of 8 (16-byte rows for cp.async)")
         want = TensorType(x.element_type, [x.get_shape()[0], w.get_shape()[0]])
+        if self.bias is not None and self.bias.type != TensorType(x.element_type, [w.get_shape()[0]]):
+            raise VerifyException(f"bias must be tensor<{w.get_shape()[0]}x{x.element_type}>, got {self.bias.type}")
         if self.result.type != want:
             raise VerifyException(f"result type must be {want}, got {self.result.type}")
         if len(self.block.get_values()) != 3 or len(self.warps.get_values()) != 2:
@@ -125,7 +151,7 @@ class MatmulOp(IRDLOperation):
         except ValueError as e:
             raise VerifyException(str(e)) from None
 
-    def execute(self, x, w):
+    def execute(self, x, w, bias=None):
         cfg = self.config
         m, k = x.shape
         n = w.shape[0]
@@ -138,7 +164,9 @@ class MatmulOp(IRDLOperation):
                     b = w[n0:n0 + cfg.bn, k0:k0 + cfg.bk].astype(np.float32)
                     acc += a @ b.T
                 y[m0:m0 + cfg.bm, n0:n0 + cfg.bn] = acc
-        return y
+        if bias is not None:
+            y += bias.astype(np.float32)
+        return ACTIVATIONS[cfg.activation](y)
 
 
 TILE = Dialect("tile", [MatmulOp], [])

@@ -1,8 +1,9 @@
 """graph-to-tile: schedule graph.linear on tensor cores as tile.matmul.
 
 A linear with f16/bf16 operands and K a multiple of 8 becomes tile.matmul (x flattened to 2-D
-and the result reshaped back; a bias becomes a graph.add after it). Tile sizes follow the
-shape (`choose_config`) unless the pass options set them. Other linears are left as they are.
+and the result reshaped back), with its bias, and with a following relu or silu (the linear's
+only use) fused into the epilogue. Tile sizes follow the shape (`choose_config`) unless the
+pass options set them. Other linears are left as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def choose_config(m: int, n: int, k: int, dtype: str) -> GemmConfig:
     return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3)
 
 
+FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
+
+
 def tensor_core_linear(op: g.LinearOp) -> bool:
     x = op.x.type
     return str(x.element_type) in ("f16", "bf16") and x.get_shape()[-1] % 8 == 0 and len(x.get_shape()) >= 1
@@ -43,29 +47,30 @@ class LinearToTile(RewritePattern):
         elem, shape = op.x.type.element_type, op.x.type.get_shape()
         k, n = shape[-1], op.weight.type.get_shape()[0]
         m = math.prod(shape[:-1])
-        cfg = choose_config(m, n, k, str(elem))
-        if self.override:
-            try:
-                cfg = GemmConfig(**{**cfg.__dict__, **self.override})
-            except ValueError as e:
-                raise RungError(f"graph-to-tile: {e}") from None
+        users = [use.operation for use in op.result.uses]
+        fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
+        epilogue = {"bias": op.bias is not None, "activation": FUSABLE[type(fused)] if fused else "none"}
+        try:
+            cfg = GemmConfig(**{**choose_config(m, n, k, str(elem)).__dict__, **epilogue, **self.override})
+        except ValueError as e:
+            raise RungError(f"graph-to-tile: {e}") from None
         x = op.x
         if len(shape) != 2:
             flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
             rewriter.insert_op(flat)
             x = flat.results[0]
-        mm = MatmulOp.get(x, op.weight, cfg)
+        mm = MatmulOp.get(x, op.weight, op.bias, cfg)
         rewriter.insert_op(mm)
         y = mm.results[0]
         if len(shape) != 2:
             back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
             rewriter.insert_op(back)
             y = back.results[0]
-        if op.bias is not None:
-            add = g.AddOp.make(y, op.bias)
-            rewriter.insert_op(add)
-            y = add.results[0]
-        rewriter.replace_op(op, [], [y])
+        if fused is not None:
+            rewriter.replace_op(fused, [], [y])
+            rewriter.erase_op(op)
+        else:
+            rewriter.replace_op(op, [], [y])
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ def _swizzled(b: PtxBuilder, sw: Swizzle, offset):
 
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
-    """The kernel; parameters (a, b, c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
-    kernel = KernelOp.get(cfg.name, ["u64", "u64", "u64", "u32", "u32", "u32"], cfg.threads, cfg.shared_bytes)
+    """The kernel; parameters (a, b, [bias,] c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
+    pointers = 4 if cfg.bias else 3
+    kernel = KernelOp.get(cfg.name, ["u64"] * pointers + ["u32"] * 3, cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
-    a_ptr, b_ptr, c_ptr, m, n, k = kernel.body.block.args
+    a_ptr, b_ptr, *bias_ptr, c_ptr, m, n, k = kernel.body.block.args
     sw, rb, cpr = cfg.swizzle, cfg.row_bytes, cfg.bk // 8
     wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
     mi_count, ni_count = wm // 16, wn // 8
@@ -122,11 +123,12 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     b.wait(0)
     acc = list(loop.results)[:-2]
 
-    # --- epilogue: round to the output type, store what lies inside M x N
+    # --- epilogue: bias and activation in f32, round to the output type, store inside M x N
     group, tig = b.shr(lane, 2), b.and_(lane, 3)
     n_even = b.setp("eq", b.and_(n, 1), 0)
     row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
     col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
+    biases = [_load_bias_pair(b, bias_ptr[0], b.add(col0, ni * 8), n, cfg.dtype) for ni in range(ni_count)] if cfg.bias else None
     for mi in range(mi_count):
         for half in range(2):
             row = b.add(row0, mi * 16 + half * 8)
@@ -135,6 +137,9 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
             for ni in range(ni_count):
                 col = b.add(col0, ni * 8)
                 lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
+                if biases:
+                    lo, hi = b.add(lo, biases[ni][0]), b.add(hi, biases[ni][1])
+                lo, hi = _activation(b, lo, cfg.activation), _activation(b, hi, cfg.activation)
                 addr = b.add(row_addr, b.cvt(b.shl(col, 1), "u64"))
                 both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), n))
                 b.st("global", addr, [b.cvt_pack(hi, lo, cfg.dtype)], pred=b.and_pred(both, n_even))
@@ -145,3 +150,25 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                 b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, odd))
     return kernel
 
+
+
+def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):
+    """bias[col] and bias[col + 1] as f32 (0 past N)."""
+    addr = b.add(bias_ptr, b.cvt(b.shl(col, 1), "u64"))
+    pair = []
+    for i in range(2):
+        inside = b.setp("lt", b.add(col, i), n)
+        raw = b.ld("global", addr, "b16", offset=2 * i, pred=inside)
+        pair.append(b.selp(b.cvt_widen(raw, dtype), b.fimm(0.0), inside))
+    return pair
+
+
+LOG2E = 1.4426950408889634
+
+
+def _activation(b: PtxBuilder, v, activation: str):
+    if activation == "relu":
+        return b.max(v, b.fimm(0.0))
+    if activation == "silu":  # v * sigmoid(v) = v / (1 + 2^(-v log2 e))
+        return b.mul(v, b.rcp(b.add(b.ex2(b.mul(v, b.fimm(-LOG2E))), b.fimm(1.0))))
+    return v

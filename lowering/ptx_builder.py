@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, UnitAttr, i64
 from xdsl.ir import Block, SSAValue
 
@@ -23,6 +24,10 @@ class PtxBuilder:
         if key not in self._imms:
             self._imms[key] = self._add(ptx.ImmOp.get(value, kind))
         return self._imms[key]
+
+    def fimm(self, value: float) -> SSAValue:
+        """An f32 constant (moved in by its bit pattern, so it is exact)."""
+        return self.imm(int(np.float32(value).view(np.uint32)), "f32")
 
     def _v(self, x, kind):
         return self.imm(x, kind) if isinstance(x, int) else x
@@ -127,6 +132,15 @@ class PtxBuilder:
 
     def cvt_half(self, x, dtype: str) -> SSAValue:
         return self._add(ptx.CvtHalfOp.create(operands=[x], result_types=[reg("b16")], properties={"dtype": StringAttr(dtype)}))
+
+    def cvt_widen(self, x, dtype: str) -> SSAValue:
+        return self._add(ptx.CvtWidenOp.create(operands=[x], result_types=[reg("f32")], properties={"dtype": StringAttr(dtype)}))
+
+    def ex2(self, x) -> SSAValue:
+        return self._add(ptx.Ex2Op.create(operands=[x], result_types=[reg("f32")]))
+
+    def rcp(self, x) -> SSAValue:
+        return self._add(ptx.RcpOp.create(operands=[x], result_types=[reg("f32")]))
 
     def for_(self, lb, ub, step, inits):
         """A ptx.for; returns (op, builder of its body, induction variable, carried values)."""

@@ -29,5 +29,5 @@ class TileToPtx(ModulePass):
                 kernels.add(cfg.name)
             (m, k), n = mm.x.type.get_shape(), mm.w.type.get_shape()[0]
             grid = ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
-            launch = LaunchOp.get(cfg.name, [mm.x, mm.w], mm.result.type, grid, [m, n, k])
+            launch = LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, grid, [m, n, k])
             Rewriter.replace_op(mm, launch)

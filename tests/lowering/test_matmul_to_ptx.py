@@ -14,6 +14,7 @@ from ir.interpreter import DeviceMemory, run_kernel
 from ir.errors import RungError
 from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
 
+EPILOGUES = [GemmConfig("f16", bias=True, activation="silu"), GemmConfig("bf16", bm=64, bn=128, bk=32, stages=4, bias=True, activation="relu")]
 CONFIGS = [
     GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
     GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),
@@ -54,6 +55,25 @@ def test_gemm_rounds_like_f32_accumulation():
     np.testing.assert_allclose(out, ref, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("activation", ["none", "relu", "silu"])
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_epilogue_adds_bias_and_applies_the_activation(activation, dtype):
+    cfg = GemmConfig(dtype, bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2, bias=True, activation=activation)
+    dt = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(2)
+    m, n, k = 37, 45, 48
+    a, b = (rng.standard_normal((m, k)) * 0.3).astype(dt), (rng.standard_normal((n, k)) * 0.3).astype(dt)
+    bias = rng.standard_normal(n).astype(dt)
+    mem = DeviceMemory()
+    ptrs = [mem.alloc(a), mem.alloc(b), mem.alloc(bias), mem.alloc(np.full((m, n), np.nan, dt))]
+    run_kernel(gemm_kernel(cfg), (2, 2), ptrs + [m, n, k], mem)
+    out = mem.read(ptrs[3], np.empty((m, n), dt)).astype(np.float32)
+    y = a.astype(np.float32) @ b.astype(np.float32).T + bias.astype(np.float32)
+    y = {"none": y, "relu": np.maximum(y, 0), "silu": y / (1 + np.exp(-y))}[activation]
+    tol = 2e-3 if dtype == "f16" else 1e-2
+    np.testing.assert_allclose(out, y.astype(dt).astype(np.float32), rtol=tol, atol=tol)
+
+
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="f16 or bf16"):
         GemmConfig("f32")
@@ -64,7 +84,7 @@ def test_bad_configs_are_rejected():
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", CONFIGS + EPILOGUES, ids=lambda c: c.name)
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     src = tmp_path / "gemm.ptx"
