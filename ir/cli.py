@@ -110,6 +110,21 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
     return out
 
 
+def run_on_gpu(text: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """@main compiled by backend.compile and run on CUDA tensors; results back as numpy."""
+    try:
+        import torch
+    except ImportError:
+        raise RungError("--gpu needs torch with CUDA") from None
+    import backend
+
+    fn = backend.compile(text)
+    print(f"running on the GPU: {fn.path}")
+    outs = fn(*(torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in inputs))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    return [o.cpu().numpy() for o in outs]
+
+
 def run_main(argv: list[str] | None = None) -> int:
     from ir.context import parse_ir
     from ir.interpreter import find_function, run
@@ -121,6 +136,7 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs")
     p.add_argument("--int-high", type=int, default=8, help="random integer inputs are drawn from [0, INT_HIGH)")
     p.add_argument("-o", "--output-dir", help="save result i as result<i>.npy here")
+    p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run it on the GPU (torch + cuda-python)")
     args = p.parse_args(argv)
     try:
         text, name = _read(args.input)
@@ -136,7 +152,7 @@ def run_main(argv: list[str] | None = None) -> int:
                     inputs.append(np.load(f))
                 except (OSError, ValueError) as e:
                     raise RungError(f"cannot load {f}: {e}") from None
-        results = run(module, inputs, args.function)
+        results = run_on_gpu(text, inputs) if args.gpu else run(module, inputs, args.function)
         for i, r in enumerate(results):
             if args.output_dir:
                 Path(args.output_dir).mkdir(parents=True, exist_ok=True)

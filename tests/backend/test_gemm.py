@@ -82,3 +82,23 @@ def test_bad_gpu_operands(make, message):
     x, w = make()
     with pytest.raises(RungError, match=message):
         rung.linear(x, w)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+def test_fused_linear_bias_activation_on_the_gpu(dtype, activation):
+    t = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    m, n, k = 33, 200, 96
+    text = (f"func.func @main(%x: tensor<{m}x{k}x{dtype}>, %w: tensor<{n}x{k}x{dtype}>, %b: tensor<{n}x{dtype}>) -> tensor<{m}x{n}x{dtype}> {{\n"
+            f"  %y = graph.linear %x, %w, %b : (tensor<{m}x{k}x{dtype}>, tensor<{n}x{k}x{dtype}>, tensor<{n}x{dtype}>) -> tensor<{m}x{n}x{dtype}>\n"
+            f"  %z = graph.{activation} %y : (tensor<{m}x{n}x{dtype}>) -> tensor<{m}x{n}x{dtype}>\n"
+            f"  func.return %z : tensor<{m}x{n}x{dtype}>\n}}\n")
+    fn = rung.compile(text)
+    assert len(fn.steps) == 1 and f"_bias_{activation}" in fn.path
+    x, w, b = (torch.randn(*s, device="cuda", dtype=t) * 0.3 for s in ((m, k), (n, k), (n,)))
+    y = fn(x, w, b)
+    torch.cuda.synchronize()
+    ref = getattr(torch.nn.functional, activation)(x.float() @ w.float().T + b.float())
+    assert (y.float() - ref).abs().max().item() < (2e-2 if dtype == "bf16" else 4e-3)
