@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from backend.cache import cached_text
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
 from dialects.tile import GemmConfig
@@ -24,15 +25,30 @@ from lowering.matmul_to_ptx import gemm_kernel
 _DTYPES = {"float16": "f16", "bfloat16": "bf16"}
 
 
-@lru_cache(maxsize=None)
-def _kernel(cfg: GemmConfig, ordinal: int) -> Kernel:
+def gemm_ptx(cfg: GemmConfig, target: str) -> str:
+    """The PTX of a GEMM schedule (from the disk cache when it holds it)."""
+    return cached_text((target, repr(cfg)), lambda: module_text(gemm_kernel(cfg), target))[0]
+
+
+def device_target(ordinal: int = 0) -> str:
     dev = device(ordinal)
-    target = "sm_90a" if dev.capability >= (9, 0) else "sm_80"
     if dev.capability < (8, 0):
         raise RungError(f"{dev.name} (sm_{dev.capability[0]}{dev.capability[1]}) has no mma.sync m16n8k16: Rung needs sm_80 or newer")
-    ptx = module_text(gemm_kernel(cfg), target)
-    path = f"mma.sync m16n8k16 {cfg.dtype}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, {cfg.stages}-stage cp.async ({target})"
-    return Kernel(cfg.name, ptx, cfg.threads, ("u64", "u64", "u64", "u32", "u32", "u32"), path, ordinal)
+    return "sm_90a" if dev.capability >= (9, 0) else "sm_80"
+
+
+@lru_cache(maxsize=None)
+def gemm_kernel_for(cfg: GemmConfig, target: str, ordinal: int = 0) -> Kernel:
+    """The loadable kernel of a schedule; `path` names what runs (Hopper runs the sm_80 mma.sync path for now)."""
+    epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
+    path = (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
+            f"{cfg.stages}-stage cp.async, built for {target}")
+    kinds = ("u64",) * (4 if cfg.bias else 3) + ("u32",) * 3
+    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, kinds, path, ordinal)
+
+
+def grid_of(cfg: GemmConfig, m: int, n: int) -> tuple[int, int, int]:
+    return ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
 
 
 def _check_operands(x, w, out):
@@ -69,10 +85,10 @@ def launch(x, w, out, m, n, k) -> None:
     import torch
 
     cfg = choose_config(m, n, k, _DTYPES[str(x.dtype).removeprefix("torch.")])
-    kernel = _kernel(cfg, x.device.index or 0)
-    grid = ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
+    ordinal = x.device.index or 0
+    kernel = gemm_kernel_for(cfg, device_target(ordinal), ordinal)
     stream = torch.cuda.current_stream(x.device).cuda_stream
-    kernel.launch(grid, (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
+    kernel.launch(grid_of(cfg, m, n), (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
 
 
 def linear(x, weight, out=None):
@@ -89,9 +105,9 @@ def linear(x, weight, out=None):
 
 @dataclass
 class CompiledFunction:
-    """@main of a module lowered to kernel launches; call it on torch CUDA tensors."""
+    """@main scheduled on tensor-core kernels; call it on torch CUDA tensors."""
 
-    steps: list  # (op, Kernel or None) in program order
+    steps: list  # (op, Kernel or None) in program order: tile.matmul launches, graph.reshape views
     arg_types: list
     results: list
 
@@ -102,29 +118,27 @@ class CompiledFunction:
     def __call__(self, *args):
         import torch
 
-        from dialects.ptx import LaunchOp
-
         if len(args) != len(self.arg_types):
             raise RungError(f"@main takes {len(self.arg_types)} tensors, got {len(args)}")
         env = {}
-        for i, (value, t) in enumerate(zip(args, self.arg_types)):
-            want = _torch_dtype(str(t.type.element_type))
+        for i, (value, arg) in enumerate(zip(args, self.arg_types)):
             if not isinstance(value, torch.Tensor) or not value.is_cuda:
                 raise RungError(f"argument {i} must be a CUDA tensor")
-            if list(value.shape) != list(t.type.get_shape()) or value.dtype != want:
-                raise RungError(f"argument {i}: expected {t.type}, got {list(value.shape)} {value.dtype}")
-            if not value.is_contiguous():
-                raise RungError(f"argument {i} is not contiguous")
-            env[t] = value
+            if list(value.shape) != list(arg.type.get_shape()) or value.dtype != _torch_dtype(str(arg.type.element_type)):
+                raise RungError(f"argument {i}: expected {arg.type}, got {list(value.shape)} {value.dtype}")
+            if not value.is_contiguous() or value.data_ptr() % 16:
+                raise RungError(f"argument {i} must be contiguous and 16-byte aligned")
+            env[arg] = value
         for op, kernel in self.steps:
             vals = [env[o] for o in op.operands]
-            if isinstance(op, LaunchOp):
-                out = torch.empty(op.result.type.get_shape(), dtype=vals[0].dtype, device=vals[0].device)
-                stream = torch.cuda.current_stream(out.device).cuda_stream
-                kernel.launch(tuple(op.grid.get_values()), tuple(v.data_ptr() for v in (*vals, out)) + tuple(op.dims.get_values()), stream)
-                env[op.result] = out
-            else:  # graph.reshape: a view
+            if kernel is None:  # graph.reshape: a view
                 env[op.results[0]] = vals[0].view(op.results[0].type.get_shape())
+                continue
+            (m, k), n = op.x.type.get_shape(), op.w.type.get_shape()[0]
+            out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
+            stream = torch.cuda.current_stream(out.device).cuda_stream
+            kernel.launch(grid_of(op.config, m, n), tuple(v.data_ptr() for v in (*vals, out)) + (m, n, k), stream)
+            env[op.result] = out
         return tuple(env[r] for r in self.results) if len(self.results) != 1 else env[self.results[0]]
 
 
@@ -137,39 +151,35 @@ def _torch_dtype(elem: str):
 
 
 def compile(module_or_text, target: str | None = None) -> CompiledFunction:
-    """Lower @main (graph-to-tile, tile-to-ptx) and prepare its kernels for the GPU.
+    """Schedule @main (graph-to-tile) and prepare one kernel per tile.matmul schedule.
 
-    Every op of @main must become a kernel launch (or a reshape); anything else is an error
-    naming the op, never a silent fallback."""
+    Every op of @main must become a kernel (or a reshape); anything else is an error naming
+    the op, never a silent fallback. `target` defaults to the GPU's (sm_90a on Hopper)."""
     from xdsl.dialects import func
 
     from dialects import graph as g
-    from dialects.ptx import LaunchOp
+    from dialects.tile import MatmulOp
     from ir.context import make_context, parse_ir
     from ir.interpreter import find_function
     from ir.passes import run_pipeline
+    from backend.ptx_text import TARGETS
 
     ctx = make_context()
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
-    run_pipeline(module, "graph-to-tile,tile-to-ptx", ctx)
+    run_pipeline(module, "graph-to-tile", ctx)
     fn = find_function(module, "main")
-    if target is None:
-        dev = device(0)
-        target = "sm_90a" if dev.capability >= (9, 0) else "sm_80"
-    if target not in ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"):
-        raise RungError(f"unknown target {target}")
+    target = target or device_target()
+    if target not in TARGETS:
+        raise RungError(f"unknown target {target} (known: {', '.join(TARGETS)})")
     steps, results = [], []
     for op in fn.body.block.ops:
         if isinstance(op, func.ReturnOp):
             results = list(op.operands)
-        elif isinstance(op, LaunchOp):
-            kernel_op = op.kernel_op()
-            cfg_path = f"{kernel_op.sym_name.data} via mma.sync m16n8k16 ({target})"
-            ptx = module_text(kernel_op, target)
-            steps.append((op, Kernel(kernel_op.sym_name.data, ptx, kernel_op.threads.value.data,
-                                     tuple(str(a.type.kind.data) for a in kernel_op.body.block.args), cfg_path)))
+        elif isinstance(op, MatmulOp):
+            steps.append((op, gemm_kernel_for(op.config, target)))
         elif isinstance(op, g.ReshapeOp):
             steps.append((op, None))
         else:
-            raise RungError(f"'{op.name}' has no GPU kernel yet (so far graph.linear on f16/bf16 with K % 8 == 0 lowers)")
+            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: graph.linear on f16/bf16 with K % 8 == 0, "
+                            "with its bias and a relu or silu after it)")
     return CompiledFunction(steps, list(fn.body.block.args), results)

@@ -1,8 +1,9 @@
 """Load PTX with the CUDA driver API (cuda-python) and launch kernels on torch tensors.
 
 The driver is imported lazily: everything but launching works without cuda-python or a GPU.
-Modules are cached in memory by the SHA-256 of (PTX, device, Rung version); the driver keeps
-its own cache of the machine code it JIT-compiles from the PTX. Launches go to the current
+Loaded modules are cached in memory by the SHA-256 of (PTX, device, Rung version); the PTX
+itself is cached on disk (backend.cache) and the driver keeps its own cache of the machine
+code it JIT-compiles from PTX. Launches go to the current
 torch stream of the tensors' device.
 """
 
@@ -11,19 +12,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 
+from backend.cache import RUNG_VERSION
 from ir.errors import RungError
 
 log = logging.getLogger("rung.jit")
-
-try:
-    RUNG_VERSION = version("rung")
-except PackageNotFoundError:  # running from a source tree
-    RUNG_VERSION = "dev"
 
 
 def _driver():
@@ -140,7 +135,3 @@ def _module_cache(ptx: str, ordinal: int):
     if key not in _MODULES:
         _MODULES[key] = load_module(ptx, ordinal)
     return _MODULES[key]
-
-
-def cache_dir() -> str:
-    return os.environ.get("RUNG_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rung"))

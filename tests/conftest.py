@@ -11,3 +11,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_kernel_cache(tmp_path, monkeypatch):
+    """Each test gets its own on-disk kernel cache."""
+    monkeypatch.setenv("RUNG_CACHE_DIR", str(tmp_path / "rung-cache"))

@@ -24,8 +24,9 @@ def test_cpu_tensors_are_refused_with_the_reason():
 
 def test_compile_lowers_to_launches_and_refuses_the_rest():
     fn = rung.compile(IR.format(m=4, n=8, k=64, t="f16"), target="sm_80")
-    assert [op.name for op, _ in fn.steps] == ["ptx.launch"]
-    assert "rung_gemm_f16" in fn.path
+    assert [op.name for op, _ in fn.steps] == ["tile.matmul"]
+    assert fn.path.startswith("rung_gemm_f16") and "built for sm_80" in fn.path
+    assert ".target sm_80" in fn.steps[0][1].ptx
     with pytest.raises(RungError, match="'graph.linear' has no GPU kernel yet"):
         rung.compile(IR.format(m=4, n=8, k=64, t="f32"), target="sm_80")
     with pytest.raises(RungError, match="'graph.silu' has no GPU kernel yet"):
