@@ -123,7 +123,7 @@ def main(argv=None) -> int:
               f"cuBLAS {r['cublas_us']:9.1f} us {r['cublas_tflops']:7.1f} TFLOP/s   rung/cuBLAS throughput "
               f"{r['cublas_us'] / r['rung_us']:.2f}", flush=True)
     ours, theirs = host_overhead_us()
-    lines = [f"# GEMM: Rung mma.sync vs cuBLAS (fp16, f32 accumulate)", "",
+    lines = ["# GEMM: Rung mma.sync vs cuBLAS (fp16, f32 accumulate)", "",
              f"{dev}, {date}. GPU time per call from CUDA graphs of {CALLS} calls over weight copies larger than L2.", "",
              "| M | N | K | Rung us | cuBLAS us | Rung TFLOP/s | cuBLAS TFLOP/s | Rung / cuBLAS throughput |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

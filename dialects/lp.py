@@ -66,10 +66,6 @@ def format_name(t: Attribute) -> str | None:
     return _FLOAT_FORMATS.get(type(t))
 
 
-def is_low_precision(t: Attribute) -> bool:
-    return format_name(t) is not None
-
-
 @irdl_attr_definition
 class QuantAttr(ParametrizedAttribute):
     """A weight quantization format: element type, group size along the reduction axis

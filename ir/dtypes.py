@@ -106,7 +106,3 @@ def element_type_of(dtype) -> Attribute:
         return _FROM_NUMPY[np.dtype(dtype)]
     except KeyError:
         raise TypeError(f"no Rung element type for numpy dtype {np.dtype(dtype)}") from None
-
-
-def tensor_type(shape, elem: Attribute) -> TensorType:
-    return TensorType(elem, list(shape))

@@ -48,9 +48,6 @@ class PtxBuilder:
     def add(self, a, b):
         return self.binary(ptx.AddOp, a, b)
 
-    def sub(self, a, b):
-        return self.binary(ptx.SubOp, a, b)
-
     def mul(self, a, b):
         return self.binary(ptx.MulOp, a, b)
 
@@ -71,10 +68,6 @@ class PtxBuilder:
 
     def max(self, a, b):
         return self.binary(ptx.MaxOp, a, b)
-
-    def mad(self, a, b, c):
-        kind = ptx.kind_of(a)
-        return self._add(ptx.MadOp.create(operands=[a, self._v(b, kind), self._v(c, kind)], result_types=[reg(kind)]))
 
     def cvt(self, x, kind: str) -> SSAValue:
         return self._add(ptx.CvtOp.create(operands=[x], result_types=[reg(kind)]))
