@@ -23,6 +23,7 @@ import math
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def export(model, args, kwargs):
     import torch
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch's own pytree
             ep = torch.export.export(model, args, kwargs=kwargs)
             table = torch.export.default_decompositions()
             for op in _kept_ops():

@@ -27,13 +27,13 @@ from dialects import graph as g
 def _scalar(rewriter: PatternRewriter, value: float, elem) -> g.ConstantOp:
     t = TensorType(elem, [])
     op = g.ConstantOp.make(result_type=t, value=DenseIntOrFPElementsAttr.from_list(t, [value]))
-    rewriter.insert_op(op)
+    rewriter.insert(op)
     return op
 
 
 def _emit(rewriter: PatternRewriter, cls, *operands, **attrs):
     op = cls.make(*operands, **attrs)
-    rewriter.insert_op(op)
+    rewriter.insert(op)
     return op.results[0]
 
 
@@ -47,7 +47,7 @@ class DecomposeLinear(RewritePattern):
             y = _emit(rewriter, g.ReshapeOp, _emit(rewriter, g.MatmulOp, x2, wt), result_type=op.result.type)
         if op.bias is not None:
             y = _emit(rewriter, g.AddOp, y, op.bias)
-        rewriter.replace_op(op, [], [y])
+        rewriter.replace(op, [], [y])
 
 
 class DecomposeActivations(RewritePattern):
@@ -67,7 +67,7 @@ class DecomposeActivations(RewritePattern):
         else:
             sig = _emit(rewriter, g.DivOp, one, _emit(rewriter, g.AddOp, one, _emit(rewriter, g.ExpOp, _emit(rewriter, g.NegOp, x))))
             y = _emit(rewriter, g.MulOp, x, sig) if isinstance(op, g.SiluOp) else sig
-        rewriter.replace_op(op, [], [y])
+        rewriter.replace(op, [], [y])
 
 
 class DecomposeSoftmax(RewritePattern):
@@ -77,7 +77,7 @@ class DecomposeSoftmax(RewritePattern):
         m = _emit(rewriter, g.ReduceOp, op.x, kind="max", dims=[dim], keepdim=True)
         e = _emit(rewriter, g.ExpOp, _emit(rewriter, g.SubOp, op.x, m))
         s = _emit(rewriter, g.ReduceOp, e, kind="sum", dims=[dim], keepdim=True)
-        rewriter.replace_op(op, [], [_emit(rewriter, g.DivOp, e, s)])
+        rewriter.replace(op, [], [_emit(rewriter, g.DivOp, e, s)])
 
 
 class DecomposeNorms(RewritePattern):
@@ -91,7 +91,7 @@ class DecomposeNorms(RewritePattern):
         y = _emit(rewriter, g.MulOp, _emit(rewriter, g.MulOp, x, _emit(rewriter, g.RsqrtOp, _emit(rewriter, g.AddOp, var, eps))), op.weight)
         if isinstance(op, g.LayerNormOp):
             y = _emit(rewriter, g.AddOp, y, op.bias)
-        rewriter.replace_op(op, [], [y])
+        rewriter.replace(op, [], [y])
 
 
 @dataclass(frozen=True)

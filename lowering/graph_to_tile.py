@@ -57,20 +57,20 @@ class LinearToTile(RewritePattern):
         x = op.x
         if len(shape) != 2:
             flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
-            rewriter.insert_op(flat)
+            rewriter.insert(flat)
             x = flat.results[0]
         mm = MatmulOp.get(x, op.weight, op.bias, cfg)
-        rewriter.insert_op(mm)
+        rewriter.insert(mm)
         y = mm.results[0]
         if len(shape) != 2:
             back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
-            rewriter.insert_op(back)
+            rewriter.insert(back)
             y = back.results[0]
         if fused is not None:
-            rewriter.replace_op(fused, [], [y])
-            rewriter.erase_op(op)
+            rewriter.replace(fused, [], [y])
+            rewriter.erase(op)
         else:
-            rewriter.replace_op(op, [], [y])
+            rewriter.replace(op, [], [y])
 
 
 @dataclass(frozen=True)
