@@ -76,8 +76,6 @@ def _check_operands(x, w, out):
         raise RungError(f"x is [{m}, {k}] but weight is [{n}, {k2}]: the K dims differ")
     if tuple(out.shape) != (m, n):
         raise RungError(f"out must have shape [{m}, {n}], got {list(out.shape)}")
-    if k % 8:
-        raise RungError(f"K = {k} is not a multiple of 8: rows must be 16-byte aligned for cp.async")
     return m, n, k
 
 
@@ -92,7 +90,7 @@ def launch(x, w, out, m, n, k) -> None:
 
 
 def linear(x, weight, out=None):
-    """x @ weight^T on the tensor cores: x [M, K], weight [N, K], f16 or bf16."""
+    """x @ weight^T on the tensor cores: x [M, K], weight [N, K], f16 or bf16, any M, N, K."""
     import torch
 
     if out is None and isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.dim() == 2 and weight.dim() == 2:
@@ -180,6 +178,6 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         elif isinstance(op, g.ReshapeOp):
             steps.append((op, None))
         else:
-            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: graph.linear on f16/bf16 with K % 8 == 0, "
+            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: graph.linear on f16/bf16, "
                             "with its bias and a relu or silu after it)")
     return CompiledFunction(steps, list(fn.body.block.args), results)

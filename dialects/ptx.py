@@ -356,18 +356,25 @@ class StoreOp(PtxOp):
 
 @irdl_op_definition
 class CpAsyncOp(PtxOp):
-    """cp.async.cg.shared.global [dst], [src], 16, src_size: copies src_size bytes, zero-fills the rest."""
+    """cp.async.{cg,ca}.shared.global [dst], [src], size, src_size: copies src_size of `size`
+    (4, 8 or 16) bytes asynchronously and zero-fills the rest (16 bytes bypass L1: .cg)."""
 
     name = "ptx.cp_async"
     dst = operand_def(RegType)
     src = operand_def(RegType)
     src_size = operand_def(RegType)
+    size = prop_def(IntegerAttr)
+
+    def verify_(self):
+        if self.size.value.data not in (4, 8, 16):
+            raise VerifyException(f"cp.async copies 4, 8 or 16 bytes, not {self.size.value.data}")
 
     def text(self, r):
-        return f"cp.async.cg.shared.global [{r(self.dst)}], [{r(self.src)}], 16, {r(self.src_size)};"
+        n = self.size.value.data
+        return f"cp.async.{'cg' if n == 16 else 'ca'}.shared.global [{r(self.dst)}], [{r(self.src)}], {n}, {r(self.src_size)};"
 
     def execute(self, cta, dst, src, size):
-        data = cta.load("global", src.astype(np.int64), 16, None, valid_bytes=size)  # the rest is zero-filled
+        data = cta.load("global", src.astype(np.int64), self.size.value.data, None, valid_bytes=size)  # the rest is zero-filled
         cta.store("shared", dst.astype(np.int64), data, None, asynchronous=True)
         return ()
 

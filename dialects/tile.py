@@ -32,6 +32,11 @@ from xdsl.utils.exceptions import VerifyException
 from ir.layout import Swizzle
 
 
+def copy_elems(k: int) -> int:
+    """The widest copy that rows of K halves keep aligned: 16 bytes, 4 bytes or one element."""
+    return 8 if k % 8 == 0 else 2 if k % 2 == 0 else 1
+
+
 ACTIVATIONS = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0), "silu": lambda y: y / (1 + np.exp(-y))}
 
 
@@ -46,8 +51,11 @@ class GemmConfig:
     stages: int = 3
     bias: bool = False  # epilogue: + bias[n]
     activation: str = "none"  # epilogue: none, relu or silu, after the bias
+    copy_elems: int = 8  # elements per global->shared copy: 8 (cp.async 16 B, K % 8 == 0), 2 (cp.async 4 B, even K), 1
 
     def __post_init__(self):
+        if self.copy_elems not in (8, 2, 1):
+            raise ValueError(f"copy_elems must be 8, 2 or 1, got {self.copy_elems}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation}")
         if self.dtype not in ("f16", "bf16"):
@@ -62,7 +70,7 @@ class GemmConfig:
         if self.shared_bytes > 48 * 1024:
             raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the 48 KiB of static shared memory")
         for rows in (self.bm, self.bn):
-            if (rows * self.bk // 8) % self.threads:
+            if (rows * self.bk // self.copy_elems) % self.threads:
                 raise ValueError(f"a {rows}x{self.bk} tile does not split evenly over {self.threads} threads")
 
     @property
@@ -92,6 +100,7 @@ class GemmConfig:
     @property
     def name(self) -> str:
         epilogue = ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
+        epilogue += "" if self.copy_elems == 8 else f"_c{self.copy_elems}"
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{epilogue}"
 
 
@@ -129,7 +138,8 @@ class MatmulOp(IRDLOperation):
         bm, bn, bk = self.block.get_values()
         wm, wn = self.warps.get_values()
         act = self.activation.data if self.activation else "none"
-        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act)
+        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
+                          copy_elems(self.x.type.get_shape()[1]))
 
     def verify_(self):
         x, w = self.x.type, self.w.type
@@ -137,8 +147,6 @@ class MatmulOp(IRDLOperation):
             raise VerifyException(f"tile.matmul takes f16 or bf16 operands of one type, got {x} and {w}")
         if len(x.get_shape()) != 2 or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[1]:
             raise VerifyException(f"tile.matmul needs x [M, K] and w [N, K], got {x} and {w}")
-        if x.get_shape()[1] % 8:
-            raise VerifyException(f"K = {x.get_shape()[1]} must be a multiple of 8 (16-byte rows for cp.async)")
         want = TensorType(x.element_type, [x.get_shape()[0], w.get_shape()[0]])
         if self.bias is not None and self.bias.type != TensorType(x.element_type, [w.get_shape()[0]]):
             raise VerifyException(f"bias must be tensor<{w.get_shape()[0]}x{x.element_type}>, got {self.bias.type}")

@@ -238,8 +238,13 @@ class ThreadBlock:
         return idx, active, tids
 
     def load(self, space: str, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None) -> np.ndarray:
+        """Bytes at addrs[t] .. + nbytes. Bytes past `valid_bytes` read as zero (cp.async's zero
+        fill); a thread whose predicate is off gets poison (0xFF bytes: NaN as a float), as the
+        GPU leaves its register undefined."""
         idx, active, tids = self._bytes(addrs, nbytes, pred, valid_bytes)
         out = np.zeros(idx.shape, np.uint8)
+        if pred is not None:
+            out[~np.asarray(pred)] = 0xFF
         if space == "shared":
             out[active] = self.shared.read(idx[active], tids[active])
         else:

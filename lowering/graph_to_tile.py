@@ -1,6 +1,6 @@
 """graph-to-tile: schedule graph.linear on tensor cores as tile.matmul.
 
-A linear with f16/bf16 operands and K a multiple of 8 becomes tile.matmul (x flattened to 2-D
+A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D
 and the result reshaped back), with its bias, and with a following relu or silu (the linear's
 only use) fused into the epilogue. Tile sizes follow the shape (`choose_config`) unless the
 pass options set them. Other linears are left as they are.
@@ -17,15 +17,19 @@ from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
 
 from dialects import graph as g
-from dialects.tile import GemmConfig, MatmulOp
+from dialects.tile import GemmConfig, MatmulOp, copy_elems
 from ir.errors import RungError
 
 
 def choose_config(m: int, n: int, k: int, dtype: str) -> GemmConfig:
-    """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU."""
+    """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU;
+    K that is not a multiple of 8 copies in narrow pieces, so it takes 64x64 tiles (the per-thread
+    copy addresses of larger tiles would spill registers)."""
+    if k % 8:
+        return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, copy_elems=copy_elems(k))
     if m <= 64:
-        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4)
-    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3)
+        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4, copy_elems=copy_elems(k))
+    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, copy_elems=copy_elems(k))
 
 
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
@@ -33,7 +37,7 @@ FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
 
 def tensor_core_linear(op: g.LinearOp) -> bool:
     x = op.x.type
-    return str(x.element_type) in ("f16", "bf16") and x.get_shape()[-1] % 8 == 0 and len(x.get_shape()) >= 1
+    return str(x.element_type) in ("f16", "bf16") and len(x.get_shape()) >= 1
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""matmul-to-ptx: the tensor-core GEMM kernel C[M, N] = A[M, K] @ B[N, K]^T in the ptx dialect.
+"""matmul-to-ptx: the tensor-core GEMM kernel C = act(A[M, K] @ B[N, K]^T + bias) in the ptx dialect.
 
 A, B and C are row-major f16 or bf16; accumulation is f32 (mma.sync.m16n8k16). One thread block
 computes a BM x BN tile of C with warps_m x warps_n warps; K advances in BK steps through a
@@ -7,8 +7,9 @@ computes a BM x BN tile of C with warps_m x warps_n warps; K advances in BK step
 so that the 8 rows one ldmatrix reads fall into 8 distinct bank groups. Fragments follow
 `ir.layout.MMA_M16N8K16_*`.
 
-Rows and columns beyond M and N are zero-filled on load and masked on store; K must be a
-multiple of 8 (16-byte rows for cp.async), and A, B, C 16-byte aligned.
+Rows and columns beyond M, N and K are zero-filled on load and masked on store. Global rows
+are copied `copy_elems` halves at a time (16-byte cp.async for K % 8 == 0, 4-byte for even K,
+single elements for odd K); A, B and C must be 16-byte aligned.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     kernel = KernelOp.get(cfg.name, ["u64"] * pointers + ["u32"] * 3, cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
     a_ptr, b_ptr, *bias_ptr, c_ptr, m, n, k = kernel.body.block.args
-    sw, rb, cpr = cfg.swizzle, cfg.row_bytes, cfg.bk // 8
+    sw, rb = cfg.swizzle, cfg.row_bytes
+    elems, chunk_bytes = cfg.copy_elems, 2 * cfg.copy_elems
+    cpr = cfg.bk // elems  # copies per row of a tile
     wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
     mi_count, ni_count = wm // 16, wn // 8
 
@@ -44,34 +47,41 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     a_smem, b_smem = smem, b.add(smem, cfg.stages * cfg.a_stage_bytes)
     k2 = b.cvt(b.shl(k, 1), "u64")  # bytes per row of A and B
 
-    # --- copies: thread t moves 16-byte chunk t % cpr of rows t / cpr + i * (threads / cpr)
+    # --- copies: thread t moves chunk t % cpr (of `elems` halves) of rows t / cpr + i * (threads / cpr)
     copy_row, copy_chunk = b.shr(tid, cpr.bit_length() - 1), b.and_(tid, cpr - 1)
-    copy_smem = _swizzled(b, sw, b.add(b.mul(copy_row, rb), b.shl(copy_chunk, 4)))
+    copy_col_bytes = b.mul(copy_chunk, chunk_bytes)
     rows_per_pass = cfg.threads // cpr
 
     def copy_plan(rows: int, origin, limit, base_ptr):
-        """Per pass: (global address of k = 0, in-bounds predicate, shared offset)."""
+        """Per pass: (global address of k = 0, in-bounds predicate, swizzled shared offset)."""
         plan = []
         for i in range(rows // rows_per_pass):
-            row = b.add(b.add(origin, copy_row), i * rows_per_pass)
-            gaddr = b.add(base_ptr, b.add(b.mul(b.cvt(row, "u64"), k2), b.cvt(b.shl(copy_chunk, 4), "u64")))
-            plan.append((gaddr, b.setp("lt", row, limit), b.add(copy_smem, i * rows_per_pass * rb)))
+            tile_row = b.add(copy_row, i * rows_per_pass)
+            row = b.add(origin, tile_row)
+            gaddr = b.add(base_ptr, b.add(b.mul(b.cvt(row, "u64"), k2), b.cvt(copy_col_bytes, "u64")))
+            plan.append((gaddr, b.setp("lt", row, limit), _swizzled(b, sw, b.add(b.mul(tile_row, rb), copy_col_bytes))))
         return plan
 
     a_plan = copy_plan(cfg.bm, m0, m, a_ptr)
     b_plan = copy_plan(cfg.bn, n0, n, b_ptr)
-    copy_k = b.shl(copy_chunk, 3)  # first k of this thread's chunk within a tile
+    copy_k = b.mul(copy_chunk, elems)  # first k of this thread's chunk within a tile
 
     def issue(bb: PtxBuilder, tile, stage):
-        """cp.async of k-tile `tile` into pipeline stage `stage` (zero-fill outside M, N, K)."""
+        """Copy k-tile `tile` into pipeline stage `stage`, zeros outside M, N, K: cp.async of 16 or
+        4 bytes, or (odd K: rows only 2-byte aligned) a predicated load and a shared store."""
         k0 = bb.mul(tile, cfg.bk)
         k_in = bb.setp("lt", bb.add(k0, copy_k), k)
         k_bytes = bb.cvt(bb.shl(k0, 1), "u64")
         for plan, base, stage_bytes in ((a_plan, a_smem, cfg.a_stage_bytes), (b_plan, b_smem, cfg.b_stage_bytes)):
             stage_base = bb.add(base, bb.mul(stage, stage_bytes))
             for gaddr, row_in, soff in plan:
-                size = bb.selp(16, 0, bb.and_pred(row_in, k_in))
-                bb.cp_async(bb.add(stage_base, soff), bb.add(gaddr, k_bytes), size)
+                inside = bb.and_pred(row_in, k_in)
+                dst, src = bb.add(stage_base, soff), bb.add(gaddr, k_bytes)
+                if elems > 1:
+                    bb.cp_async(dst, src, bb.selp(chunk_bytes, 0, inside), chunk_bytes)
+                else:
+                    value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
+                    bb.st("shared", dst, [value])
         bb.commit()
 
     # --- ldmatrix addresses per k16 step (the swizzle depends on the chunk, so one per step)

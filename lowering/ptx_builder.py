@@ -99,8 +99,8 @@ class PtxBuilder:
             props["guarded"] = UnitAttr()
         self.block.add_op(ptx.StoreOp.create(operands=[addr, *values] + ([pred] if pred is not None else []), properties=props))
 
-    def cp_async(self, dst, src, src_size) -> None:
-        self.block.add_op(ptx.CpAsyncOp.create(operands=[dst, src, src_size]))
+    def cp_async(self, dst, src, src_size, size: int = 16) -> None:
+        self.block.add_op(ptx.CpAsyncOp.create(operands=[dst, src, src_size], properties={"size": IntegerAttr(size, i64)}))
 
     def commit(self) -> None:
         self.block.add_op(ptx.CpAsyncCommitOp.create())

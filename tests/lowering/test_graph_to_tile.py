@@ -26,10 +26,10 @@ def linear_ir(shape, n, dtype, bias):
 
 
 @settings(max_examples=max(8, settings().max_examples // 4))
-@given(st.lists(st.integers(1, 70), min_size=1, max_size=2), st.integers(1, 150), st.integers(1, 10),
+@given(st.lists(st.integers(1, 70), min_size=1, max_size=2), st.integers(1, 150), st.integers(1, 80),
        st.sampled_from(["f16", "bf16"]), st.sampled_from(SCHEDULES), st.integers(0, 2**31))
-def test_each_level_computes_the_same_linear(lead, n, k8, dtype, schedule, seed):
-    text = linear_ir((*lead, 8 * k8), n, dtype, bias=False)
+def test_each_level_computes_the_same_linear(lead, n, k, dtype, schedule, seed):
+    text = linear_ir((*lead, k), n, dtype, bias=False)
     module = parse_ir(text)
     types = [a.type for a in module.ops.first.body.block.args]
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def test_bias_and_activation_fuse_into_one_kernel(activation, lead):
     np.testing.assert_allclose(run(module, inputs)[0].astype(np.float32), expected, rtol=4e-3, atol=4e-3)
 
 
-@pytest.mark.parametrize("text", [linear_ir((4, 60), 8, "f16", False), linear_ir((4, 64), 8, "f32", False)])
+@pytest.mark.parametrize("text", [linear_ir((4, 64), 8, "f32", False)])
 def test_linears_the_tensor_cores_cannot_take_stay(text):
     module = parse_ir(text)
     run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
