@@ -465,36 +465,62 @@ class LdmatrixOp(PtxOp):
 
 @irdl_op_definition
 class MmaOp(PtxOp):
-    """mma.sync.aligned.m16n8k16.row.col.f32.<t>.<t>.f32 {d0..d3}, {a0..a3}, {b0, b1}, {c0..c3}
-    with t = f16 or bf16 (two per b32 register, the lower index in the low half)."""
+    """mma.sync.aligned.<shape>.row.col.<acc>.<t>.<t>.<acc> {d}, {a}, {b}, {c}: shape m16n8k16 or
+    m16n8k8, t = f16 or bf16 (two per b32 register, the lower index in the low half), acc = f32
+    (one per register) or f16 (two per b32 register; f16 inputs only). Fragments: ir.layout."""
 
     name = "ptx.mma"
     a = var_operand_def(RegType)
     results_ = var_result_def(RegType)
     dtype = prop_def(StringAttr)
+    shape = opt_prop_def(StringAttr)
+    acc = opt_prop_def(StringAttr)
+
+    def _shape(self) -> str:
+        return self.shape.data if self.shape else "m16n8k16"
+
+    def _acc(self) -> str:
+        return self.acc.data if self.acc else "f32"
+
+    def _counts(self) -> tuple[int, int, int]:
+        """Registers of A, B and C/D."""
+        k16 = self._shape() == "m16n8k16"
+        return (4 if k16 else 2), (2 if k16 else 1), (4 if self._acc() == "f32" else 2)
 
     def verify_(self):
-        if len(self.a) != 10 or len(self.results_) != 4 or self.dtype.data not in ("f16", "bf16"):
-            raise VerifyException("mma m16n8k16 takes 4 A, 2 B and 4 C registers (f16 or bf16) and gives 4")
+        if self._shape() not in ("m16n8k16", "m16n8k8") or self._acc() not in ("f32", "f16") or self.dtype.data not in ("f16", "bf16"):
+            raise VerifyException("mma takes shape m16n8k16 or m16n8k8, f16 or bf16 inputs, f32 or f16 accumulators")
+        if self._acc() == "f16" and self.dtype.data != "f16":
+            raise VerifyException("f16 accumulators need f16 inputs")
+        na, nb, nc = self._counts()
+        if len(self.a) != na + nb + nc or len(self.results_) != nc:
+            raise VerifyException(f"{self._shape()} with {self._acc()} accumulators takes {na} A, {nb} B and {nc} C registers and gives {nc}")
 
     def text(self, r):
         regs = [r(v) for v in self.a]
-        t = self.dtype.data
-        return (f"mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32 {{{', '.join(r(v) for v in self.results_)}}}, "
-                f"{{{', '.join(regs[:4])}}}, {{{', '.join(regs[4:6])}}}, {{{', '.join(regs[6:])}}};")
+        na, nb, _ = self._counts()
+        t, acc = self.dtype.data, self._acc()
+        return (f"mma.sync.aligned.{self._shape()}.row.col.{acc}.{t}.{t}.{acc} {{{', '.join(r(v) for v in self.results_)}}}, "
+                f"{{{', '.join(regs[:na])}}}, {{{', '.join(regs[na:na + nb])}}}, {{{', '.join(regs[na + nb:])}}};")
 
     def execute(self, cta, *regs):
-        from ir.layout import mma_m16n8k16
+        from ir.layout import MMA_SHAPES
 
-        def halves(words):
+        def halves(words, dtype):
             w = np.stack(words, axis=1).astype(np.uint32).reshape(-1, 32, len(words))
             pair = np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16).reshape(w.shape[0], 32, -1)
-            return unpack_halves(pair, self.dtype.data)
+            return unpack_halves(pair, dtype)
 
-        a, b = halves(regs[:4]), halves(regs[4:6])
-        c = np.stack(regs[6:], axis=1).reshape(-1, 32, 4).astype(np.float64)
-        d = np.stack([mma_m16n8k16(a[w], b[w], c[w]) for w in range(a.shape[0])])
-        d = d.astype(np.float32).reshape(-1, 4)
+        na, nb, nc = self._counts()
+        a, b = halves(regs[:na], self.dtype.data), halves(regs[na:na + nb], self.dtype.data)
+        f16_acc = self._acc() == "f16"
+        c = halves(regs[na + nb:], "f16") if f16_acc else np.stack(regs[na + nb:], axis=1).reshape(-1, 32, 4).astype(np.float64)
+        mma = MMA_SHAPES[self._shape()]
+        d = np.stack([mma(a[w], b[w], c[w]) for w in range(a.shape[0])]).reshape(-1, 4)
+        if f16_acc:  # round each element to f16 and pack pairs, the lower index in the low half
+            bits = d.astype(np.float16).view(np.uint16).astype(np.uint32)
+            return bits[:, 0] | (bits[:, 1] << 16), bits[:, 2] | (bits[:, 3] << 16)
+        d = d.astype(np.float32)
         return tuple(d[:, i].copy() for i in range(4))
 
 

@@ -12,8 +12,8 @@ tuples of ints (`IntTuple`); a 1-D index is split into coordinates colexicograph
 - `Swizzle(b, m, s)`: offset ^ ((offset >> s) & (2^b - 1) << m), a bijection that breaks
   shared-memory bank conflicts; `ComposedLayout(swizzle, layout)` applies it after a layout.
 
-Thread-value layouts (`MMA_M16N8K16_*`) map (lane, value) to a fragment element's position
-in the PTX ISA's mma.m16n8k16 operand tiles.
+Thread-value layouts (`MMA_M16N8K16_*`, `MMA_M16N8K8_*`) map (lane, value) to a fragment
+element's position in the PTX ISA's mma operand tiles; `MMA_SHAPES` computes with them.
 """
 
 from __future__ import annotations
@@ -264,14 +264,16 @@ class ComposedLayout:
         return np.asarray(self.swizzle(self.layout.offsets()), dtype=np.int64)
 
 
-# --- tensor-core fragment layouts (PTX ISA, mma.sync.m16n8k16 with 16-bit A/B) ------------------
+# --- tensor-core fragment layouts (PTX ISA, mma.sync.m16n8k{16,8} with 16-bit A/B) -------------
 # Each maps (lane, value) -> the element's column-major index in its operand tile:
-# A is M x K = 16 x 16 (m + 16 k), B is N x K = 8 x 16 (n + 8 k), C/D is M x N = 16 x 8 (m + 16 n).
+# A is M x K (m + 16 k), B is N x K (n + 8 k), C/D is M x N = 16 x 8 (m + 16 n).
 # lane = (lane % 4, lane // 4) = (threadID_in_group, groupID).
 
 MMA_M16N8K16_A = Layout(((4, 8), (2, 2, 2)), ((32, 1), (16, 8, 128)))
 MMA_M16N8K16_B = Layout(((4, 8), (2, 2)), ((16, 1), (8, 64)))
 MMA_M16N8K16_C = Layout(((4, 8), (2, 2)), ((32, 1), (16, 8)))
+MMA_M16N8K8_A = Layout(((4, 8), (2, 2)), ((32, 1), (16, 8)))
+MMA_M16N8K8_B = Layout(((4, 8), 2), ((16, 1), 8))
 
 
 @dataclass(frozen=True)
@@ -289,17 +291,28 @@ class TVLayout:
         return idx % self.tile[0], idx // self.tile[0]
 
 
-MMA_A = TVLayout(MMA_M16N8K16_A, (16, 16))
-MMA_B = TVLayout(MMA_M16N8K16_B, (8, 16))
+@dataclass(frozen=True)
+class MmaShape:
+    """One mma.sync shape: the fragment layouts of A, B and C/D."""
+
+    name: str
+    k: int
+    a: TVLayout
+    b: TVLayout
+    c: TVLayout
+
+    def __call__(self, a_frag: np.ndarray, b_frag: np.ndarray, c_frag: np.ndarray) -> np.ndarray:
+        """What one warp's mma.sync computes, fragment in, fragment out ([32, values] each)."""
+        a, b, c = np.zeros((16, self.k)), np.zeros((8, self.k)), np.zeros((16, 8))
+        a[self.a.coords] = a_frag
+        b[self.b.coords] = b_frag
+        c[self.c.coords] = c_frag
+        return (a @ b.T + c)[self.c.coords]
+
+
 MMA_C = TVLayout(MMA_M16N8K16_C, (16, 8))
-
-
-def mma_m16n8k16(a_frag: np.ndarray, b_frag: np.ndarray, c_frag: np.ndarray) -> np.ndarray:
-    """What one warp's mma.sync.m16n8k16 computes, fragment in, fragment out ([32, values] each)."""
-    a = np.zeros((16, 16))
-    b = np.zeros((8, 16))
-    c = np.zeros((16, 8))
-    a[MMA_A.coords] = a_frag
-    b[MMA_B.coords] = b_frag
-    c[MMA_C.coords] = c_frag
-    return (a @ b.T + c)[MMA_C.coords]
+MMA_SHAPES = {
+    "m16n8k16": MmaShape("m16n8k16", 16, TVLayout(MMA_M16N8K16_A, (16, 16)), TVLayout(MMA_M16N8K16_B, (8, 16)), MMA_C),
+    "m16n8k8": MmaShape("m16n8k8", 8, TVLayout(MMA_M16N8K8_A, (16, 8)), TVLayout(MMA_M16N8K8_B, (8, 8)), MMA_C),
+}
+MMA_A, MMA_B = MMA_SHAPES["m16n8k16"].a, MMA_SHAPES["m16n8k16"].b

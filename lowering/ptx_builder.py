@@ -116,9 +116,15 @@ class PtxBuilder:
         out = self._add(ptx.LdmatrixOp.create(operands=[addr], result_types=[reg("b32")] * n, properties=props))
         return out if isinstance(out, tuple) else (out,)
 
-    def mma(self, a, b, c, dtype: str):
-        return self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=[reg("f32")] * 4,
-                                          properties={"dtype": StringAttr(dtype)}))
+    def mma(self, a, b, c, dtype: str, shape: str = "m16n8k16", acc: str = "f32"):
+        props = {"dtype": StringAttr(dtype)}
+        if shape != "m16n8k16":
+            props["shape"] = StringAttr(shape)
+        if acc != "f32":
+            props["acc"] = StringAttr(acc)
+        results = [reg("f32")] * 4 if acc == "f32" else [reg("b32")] * 2
+        out = self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=results, properties=props))
+        return out if isinstance(out, tuple) else (out,)
 
     def cvt_pack(self, hi, lo, dtype: str) -> SSAValue:
         return self._add(ptx.CvtPackOp.create(operands=[hi, lo], result_types=[reg("b32")], properties={"dtype": StringAttr(dtype)}))

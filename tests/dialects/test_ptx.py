@@ -73,3 +73,45 @@ def test_printed_kernels_assemble(arch, tmp_path):
     text = module_text(_copy_kernel(), arch)
     assert text.startswith(".version") and f".target {arch}" in text and ".visible .entry scale(" in text
     assemble(text, arch, tmp_path)
+
+
+def _pack(halves: np.ndarray) -> np.ndarray:
+    """[32, 2n] halves (as uint16) -> [32, n] b32 words, the lower index in the low half."""
+    h = halves.astype(np.uint32)
+    return h[:, 0::2] | (h[:, 1::2] << 16)
+
+
+@pytest.mark.parametrize("shape, dtype, acc", [("m16n8k16", "f16", "f32"), ("m16n8k16", "bf16", "f32"), ("m16n8k8", "f16", "f32"),
+                                               ("m16n8k8", "bf16", "f32"), ("m16n8k16", "f16", "f16"), ("m16n8k8", "f16", "f16")])
+def test_mma_variants_compute_a_times_b_plus_c(shape, dtype, acc, tmp_path):
+    import ml_dtypes
+
+    from ir.layout import MMA_SHAPES
+
+    mma = MMA_SHAPES[shape]
+    dt = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-3, 4, (16, mma.k)).astype(dt), rng.integers(-3, 4, (8, mma.k)).astype(dt)
+    c = rng.integers(-3, 4, (16, 8)).astype(np.float16 if acc == "f16" else np.float32)
+    words = lambda m, tv: _pack(m[tv.coords].view(np.uint16))  # noqa: E731
+    a_regs, b_regs = words(a, mma.a), words(b, mma.b)
+    c_regs = words(c, mma.c) if acc == "f16" else c[mma.c.coords]
+    k = KernelOp.get("mma", [], 32)
+    bld = PtxBuilder(k.body.block)
+    kinds = ["b32"] * (a_regs.shape[1] + b_regs.shape[1]) + (["b32"] * 2 if acc == "f16" else ["f32"] * 4)
+    ins = [bld.imm(0, kind) for kind in kinds]
+    outs = bld.mma(ins[:a_regs.shape[1]], ins[a_regs.shape[1]:a_regs.shape[1] + b_regs.shape[1]], ins[a_regs.shape[1] + b_regs.shape[1]:], dtype, shape, acc)
+    op = outs[0].owner
+    op.verify()
+    cta = ThreadBlock(32, (0, 0, 0), DeviceMemory(), 0)
+    regs = [a_regs[:, i] for i in range(a_regs.shape[1])] + [b_regs[:, i] for i in range(b_regs.shape[1])]
+    regs += [c_regs[:, i] for i in range(c_regs.shape[1])]
+    d = op.execute(cta, *regs)
+    expected = (a.astype(np.float32) @ b.astype(np.float32).T + c.astype(np.float32))[mma.c.coords]
+    if acc == "f16":
+        got = np.stack([np.stack([w & 0xFFFF, w >> 16], 1) for w in d], 1).reshape(32, 4).astype(np.uint16).view(np.float16)
+    else:
+        got = np.stack(d, 1)
+    assert np.array_equal(got.astype(np.float32), expected)
+    if PTXAS:
+        assemble(module_text(k, "sm_80"), "sm_80", tmp_path)

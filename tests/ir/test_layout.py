@@ -19,7 +19,7 @@ from ir.layout import (
     logical_divide,
     logical_product,
     make_layout,
-    mma_m16n8k16,
+    MMA_SHAPES,
     right_inverse,
 )
 
@@ -162,8 +162,25 @@ def test_mma_layouts_follow_the_ptx_isa():
         assert sorted(tv.layout.offsets().tolist()) == list(range(tv.layout.size))
 
 
-def test_mma_emulation_is_a_matmul():
+def test_m16n8k8_layouts_follow_the_ptx_isa():
+    shape = MMA_SHAPES["m16n8k8"]
+    lane = np.arange(32)[:, None]
+    group, tig = lane // 4, lane % 4
+    i = np.arange(4)[None, :]
+    rows, cols = shape.a.coords  # a0, a1: row g; a2, a3: row g + 8; column 2t + (i % 2)
+    assert np.array_equal(rows, np.broadcast_to(group + 8 * (i // 2), rows.shape))
+    assert np.array_equal(cols, np.broadcast_to(tig * 2 + i % 2, cols.shape))
+    n, k = shape.b.coords  # b0, b1: k = 2t + i, n = g
+    j = np.arange(2)[None, :]
+    assert np.array_equal(k, np.broadcast_to(tig * 2 + j, k.shape)) and np.array_equal(n, np.broadcast_to(group, n.shape))
+    for tv in (shape.a, shape.b):
+        assert sorted(tv.layout.offsets().tolist()) == list(range(tv.layout.size))
+
+
+@pytest.mark.parametrize("name", MMA_SHAPES)
+def test_mma_emulation_is_a_matmul(name):
+    shape = MMA_SHAPES[name]
     rng = np.random.default_rng(0)
-    a, b, c = rng.standard_normal((16, 16)), rng.standard_normal((8, 16)), rng.standard_normal((16, 8))
-    d = mma_m16n8k16(a[MMA_A.coords], b[MMA_B.coords], c[MMA_C.coords])
-    np.testing.assert_allclose(d, (a @ b.T + c)[MMA_C.coords])
+    a, b, c = rng.standard_normal((16, shape.k)), rng.standard_normal((8, shape.k)), rng.standard_normal((16, 8))
+    d = shape(a[shape.a.coords], b[shape.b.coords], c[shape.c.coords])
+    np.testing.assert_allclose(d, (a @ b.T + c)[shape.c.coords])
