@@ -77,7 +77,12 @@ def kind_of(v: SSAValue) -> str:
 
 
 class PtxOp(IRDLOperation):
-    """Base of ptx ops: `text(names)` is the instruction, `execute(cta, *values)` its meaning."""
+    """Base of ptx ops: `text(names)` is the instruction, `execute(cta, *values)` its meaning.
+
+    Printed as `%d = ptx.add %a, %b : (!ptx.reg<u32>, !ptx.reg<u32>) -> !ptx.reg<u32>`."""
+
+    assembly_format = "operands attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
 
     def text(self, r) -> str:
         raise NotImplementedError
@@ -86,11 +91,29 @@ class PtxOp(IRDLOperation):
         raise NotImplementedError
 
 
+class SourceOp(PtxOp):
+    """A ptx op without operands: `%d = ptx.imm {value = 3 : i64} : !ptx.reg<u32>`."""
+
+    assembly_format = "attr-dict `:` type(results)"
+
+
+class SinkOp(PtxOp):
+    """A ptx op without results: `ptx.st %a, %v {space = "global"} : !ptx.reg<u64>, !ptx.reg<b32>`."""
+
+    assembly_format = "operands attr-dict `:` type(operands)"
+
+
+class MarkerOp(PtxOp):
+    """A ptx op without operands or results: `ptx.bar_sync`."""
+
+    assembly_format = "attr-dict"
+
+
 # --- constants, special registers, arithmetic -----------------------------------------------------------
 
 
 @irdl_op_definition
-class ImmOp(PtxOp):
+class ImmOp(SourceOp):
     """mov.<kind> dst, value."""
 
     name = "ptx.imm"
@@ -120,7 +143,7 @@ SPECIAL = ("tid.x", "ntid.x", "ctaid.x", "ctaid.y", "ctaid.z", "laneid")
 
 
 @irdl_op_definition
-class SpecialRegOp(PtxOp):
+class SpecialRegOp(SourceOp):
     """mov.u32 dst, %<reg>: thread and block ids."""
 
     name = "ptx.sreg"
@@ -139,7 +162,7 @@ class SpecialRegOp(PtxOp):
 
 
 @irdl_op_definition
-class SharedBaseOp(PtxOp):
+class SharedBaseOp(SourceOp):
     """mov.u32 dst, <kernel>_smem: the address of the kernel's static shared memory."""
 
     name = "ptx.shared_base"
@@ -321,7 +344,7 @@ class LoadOp(PtxOp):
 
 
 @irdl_op_definition
-class StoreOp(PtxOp):
+class StoreOp(SinkOp):
     """[@p] st.<space>[.v2/.v4].<kind> [addr + offset], {values...}."""
 
     name = "ptx.st"
@@ -355,7 +378,7 @@ class StoreOp(PtxOp):
 
 
 @irdl_op_definition
-class CpAsyncOp(PtxOp):
+class CpAsyncOp(SinkOp):
     """cp.async.{cg,ca}.shared.global [dst], [src], size, src_size: copies src_size of `size`
     (4, 8 or 16) bytes asynchronously and zero-fills the rest (16 bytes bypass L1: .cg)."""
 
@@ -380,7 +403,7 @@ class CpAsyncOp(PtxOp):
 
 
 @irdl_op_definition
-class CpAsyncCommitOp(PtxOp):
+class CpAsyncCommitOp(MarkerOp):
     """cp.async.commit_group: the copies issued since the last commit form a group."""
 
     name = "ptx.cp_async_commit"
@@ -394,7 +417,7 @@ class CpAsyncCommitOp(PtxOp):
 
 
 @irdl_op_definition
-class CpAsyncWaitOp(PtxOp):
+class CpAsyncWaitOp(MarkerOp):
     """cp.async.wait_group n: wait until at most the n newest committed groups are in flight."""
 
     name = "ptx.cp_async_wait"
@@ -409,7 +432,7 @@ class CpAsyncWaitOp(PtxOp):
 
 
 @irdl_op_definition
-class BarSyncOp(PtxOp):
+class BarSyncOp(MarkerOp):
     """bar.sync 0: every thread of the block arrives before any goes on."""
 
     name = "ptx.bar_sync"
@@ -621,7 +644,7 @@ class RcpOp(ApproxOp):
 
 
 @irdl_op_definition
-class YieldOp(PtxOp):
+class YieldOp(SinkOp):
     """The values a ptx.for iteration carries to the next."""
 
     name = "ptx.yield"
@@ -634,6 +657,7 @@ class ForOp(PtxOp):
     """for (iv = lb; iv < ub; iv += step) with loop-carried registers; lb, ub, step are u32 and uniform."""
 
     name = "ptx.for"
+    assembly_format = None  # a region: the generic form
     lb = operand_def(RegType)
     ub = operand_def(RegType)
     step = operand_def(RegType)
