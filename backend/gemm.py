@@ -17,6 +17,7 @@ from functools import lru_cache
 from backend.cache import cached_text
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
+from dialects.ptx import STATIC_SHARED_LIMIT
 from dialects.tile import GemmConfig
 from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
@@ -44,7 +45,8 @@ def gemm_kernel_for(cfg: GemmConfig, target: str, ordinal: int = 0) -> Kernel:
     path = (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
             f"{cfg.stages}-stage cp.async, built for {target}")
     kinds = ("u64",) * (4 if cfg.bias else 3) + ("u32",) * 3
-    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, kinds, path, ordinal)
+    dynamic = cfg.shared_bytes if cfg.shared_bytes > STATIC_SHARED_LIMIT else 0
+    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, kinds, path, ordinal, dynamic)
 
 
 def grid_of(cfg: GemmConfig, m: int, n: int) -> tuple[int, int, int]:

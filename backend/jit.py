@@ -107,14 +107,25 @@ class Kernel:
     ptx: str
     threads: int
     param_kinds: tuple[str, ...]
-    path: str  # which code path this is (shown by `describe` and logged at launch when enabled)
+    path: str  # which code path this is (logged at launch when enabled)
     ordinal: int = 0
+    dynamic_shared: int = 0  # bytes of dynamic shared memory per block
     _function: object = field(default=None, repr=False)
 
     def _load(self):
         if self._function is None:
+            driver = _driver()
             module = _module_cache(self.ptx, self.ordinal)
-            self._function = _check(_driver().cuModuleGetFunction(module, self.name.encode()), "cuModuleGetFunction")
+            function = _check(driver.cuModuleGetFunction(module, self.name.encode()), "cuModuleGetFunction")
+            if self.dynamic_shared:
+                dev = _check(driver.cuDeviceGet(self.ordinal), "cuDeviceGet")
+                limit = _check(driver.cuDeviceGetAttribute(
+                    driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev), "cuDeviceGetAttribute")
+                if self.dynamic_shared > limit:
+                    raise RungError(f"{self.name} needs {self.dynamic_shared} bytes of shared memory; {device(self.ordinal).name} allows {limit}")
+                _check(driver.cuFuncSetAttribute(function, driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                 self.dynamic_shared), "cuFuncSetAttribute")
+            self._function = function
         return self._function
 
     def launch(self, grid: tuple[int, int, int], args: tuple, stream: int) -> None:
@@ -123,7 +134,8 @@ class Kernel:
         if log.isEnabledFor(logging.INFO):
             log.info("launch %s grid=%s path=%s", self.name, grid, self.path)
         types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
-        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, 0, stream, (args, types), 0), f"launching {self.name}")
+        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, types), 0),
+               f"launching {self.name}")
 
 
 _MODULES: dict[str, object] = {}

@@ -83,7 +83,9 @@ def kernel_text(kernel: KernelOp) -> str:
     shared = kernel.shared_bytes.value.data
     head = [f".visible .entry {name}({params})", f".reqntid {kernel.threads.value.data}", "{"]
     decls = r.declarations()
-    if shared:
+    if kernel.dynamic_shared_bytes:  # dynamic shared memory is declared at module scope
+        head.insert(0, f".extern .shared .align 128 .b8 {name}_smem[];")
+    elif shared:
         decls.append(f"    .shared .align 128 .b8 {name}_smem[{shared}];")
     return "\n".join(head + decls + body + ["    ret;", "}"])
 

@@ -163,7 +163,7 @@ class SpecialRegOp(SourceOp):
 
 @irdl_op_definition
 class SharedBaseOp(SourceOp):
-    """mov.u32 dst, <kernel>_smem: the address of the kernel's static shared memory."""
+    """mov.u32 dst, <kernel>_smem: the address of the kernel's shared memory."""
 
     name = "ptx.shared_base"
     result = result_def(RegType)
@@ -676,9 +676,13 @@ class ForOp(PtxOp):
             raise VerifyException("ptx.for must end in a ptx.yield of its carried types")
 
 
+STATIC_SHARED_LIMIT = 48 * 1024  # above this a kernel's shared memory is dynamic, opted into at launch
+
+
 @irdl_op_definition
 class KernelOp(IRDLOperation):
-    """A kernel entry: parameters are the entry block's arguments (u64 pointers or 32-bit values)."""
+    """A kernel entry: parameters are the entry block's arguments (u64 pointers or 32-bit values);
+    `shared_bytes` of shared memory, static up to 48 KiB and dynamic above."""
 
     name = "ptx.kernel"
     sym_name = prop_def(SymbolNameConstraint())
@@ -686,6 +690,12 @@ class KernelOp(IRDLOperation):
     shared_bytes = prop_def(IntegerAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
+
+    @property
+    def dynamic_shared_bytes(self) -> int:
+        """Bytes to request at launch (0 when the shared memory is static)."""
+        n = self.shared_bytes.value.data
+        return n if n > STATIC_SHARED_LIMIT else 0
 
     @staticmethod
     def get(name: str, param_kinds: list[str], threads: int, shared_bytes: int = 0) -> "KernelOp":

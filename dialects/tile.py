@@ -32,6 +32,9 @@ from xdsl.utils.exceptions import VerifyException
 from ir.layout import Swizzle
 
 
+MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
+
+
 def copy_elems(k: int) -> int:
     """The widest copy that rows of K halves keep aligned: 16 bytes, 4 bytes or one element."""
     return 8 if k % 8 == 0 else 2 if k % 2 == 0 else 1
@@ -67,8 +70,8 @@ class GemmConfig:
             raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16")
         if self.stages < 2:
             raise ValueError("the pipeline needs at least 2 stages")
-        if self.shared_bytes > 48 * 1024:
-            raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the 48 KiB of static shared memory")
+        if self.shared_bytes > MAX_SHARED_BYTES:
+            raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the {MAX_SHARED_BYTES // 1024} KiB a block can have")
         for rows in (self.bm, self.bn):
             if (rows * self.bk // self.copy_elems) % self.threads:
                 raise ValueError(f"a {rows}x{self.bk} tile does not split evenly over {self.threads} threads")

@@ -17,7 +17,9 @@ from dialects.tile import copy_elems
 from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
 
 EPILOGUES = [GemmConfig("f16", bias=True, activation="silu"), GemmConfig("bf16", bm=64, bn=128, bk=32, stages=4, bias=True, activation="relu"),
-             GemmConfig("f16", bm=64, bn=64, copy_elems=2), GemmConfig("bf16", bm=64, bn=64, copy_elems=1)]
+             GemmConfig("f16", bm=64, bn=64, copy_elems=2), GemmConfig("bf16", bm=64, bn=64, copy_elems=1),
+             GemmConfig("f16", bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4),   # 96 KiB: dynamic shared memory
+             GemmConfig("bf16", bm=256, bn=128, bk=64, warps_m=4, warps_n=2, stages=3)]
 CONFIGS = [
     GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
     GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),
@@ -82,8 +84,8 @@ def test_bad_configs_are_rejected():
         GemmConfig("f32")
     with pytest.raises(ValueError, match="warp tile"):
         GemmConfig(bm=48, warps_m=2)
-    with pytest.raises(ValueError, match="exceed the 48 KiB"):
-        GemmConfig(bm=128, bn=128, bk=64, stages=3)
+    with pytest.raises(ValueError, match="exceed the 227 KiB"):
+        GemmConfig(bm=256, bn=256, bk=64, warps_m=4, warps_n=4, stages=4)
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
@@ -139,3 +141,13 @@ def test_the_interpreter_catches_a_pipeline_that_waits_too_little():
 
     with pytest.raises(RungError, match="before the cp.async that writes it completed"):
         _run(_broken(cfg, wait_less), cfg)
+
+
+@pytest.mark.parametrize("cfg", EPILOGUES[-2:], ids=lambda c: c.name)
+def test_eight_warp_tiles_with_dynamic_shared_memory(cfg):
+    rng = np.random.default_rng(5)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    m, n, k = cfg.bm + 3, cfg.bn + 5, 2 * cfg.bk + 8
+    a, b = rng.integers(-3, 4, (m, k)).astype(dt), rng.integers(-3, 4, (n, k)).astype(dt)
+    exact = a.astype(np.float32) @ b.astype(np.float32).T
+    assert np.array_equal(interpret_gemm(cfg, a, b).astype(np.float32), exact.astype(dt).astype(np.float32))
