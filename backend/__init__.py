@@ -1,3 +1,3 @@
 """Rung's GPU backend: PTX printing, the cuda-python JIT, and the Python API (`import backend as rung`)."""
 
-from backend.gemm import compile, linear  # noqa: F401
+from backend.gemm import compile, linear, matmul  # noqa: F401

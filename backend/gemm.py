@@ -2,6 +2,7 @@
 
     import backend as rung
     y = rung.linear(x, w)                      # f16/bf16, x [M, K], w [N, K] -> [M, N]
+    c = rung.matmul(a, b)                      # a [M, K], b [K, N]
     fn = rung.compile(ir_text)                 # @main lowered by graph-to-tile, tile-to-ptx
     y = fn(x, w)                               # fn.path says which kernels run
 
@@ -53,10 +54,11 @@ def grid_of(cfg: GemmConfig, m: int, n: int) -> tuple[int, int, int]:
     return ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
 
 
-def _check_operands(x, w, out):
+def _check_operands(x, w, out, b_kn: bool = False):
     import torch
 
-    for name, t in (("x", x), ("weight", w), ("out", out)):
+    names = ("a", "b", "out") if b_kn else ("x", "weight", "out")
+    for name, t in zip(names, (x, w, out)):
         if not isinstance(t, torch.Tensor):
             raise RungError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_cuda:
@@ -70,21 +72,22 @@ def _check_operands(x, w, out):
         if t.data_ptr() % 16:
             raise RungError(f"{name} is not 16-byte aligned (data_ptr {t.data_ptr():#x})")
     if not (x.dtype == w.dtype == out.dtype):
-        raise RungError(f"x, weight and out must share a dtype, got {x.dtype}, {w.dtype}, {out.dtype}")
+        raise RungError(f"{', '.join(names)} must share a dtype, got {x.dtype}, {w.dtype}, {out.dtype}")
     if not (x.device == w.device == out.device):
-        raise RungError(f"x, weight and out are on different devices: {x.device}, {w.device}, {out.device}")
-    (m, k), (n, k2) = x.shape, w.shape
+        raise RungError(f"{', '.join(names)} are on different devices: {x.device}, {w.device}, {out.device}")
+    (m, k), (n, k2) = x.shape, (tuple(reversed(w.shape)) if b_kn else w.shape)
     if k != k2:
-        raise RungError(f"x is [{m}, {k}] but weight is [{n}, {k2}]: the K dims differ")
+        shape = f"[{k2}, {n}]" if b_kn else f"[{n}, {k2}]"
+        raise RungError(f"{names[0]} is [{m}, {k}] but {names[1]} is {shape}: the K dims differ")
     if tuple(out.shape) != (m, n):
         raise RungError(f"out must have shape [{m}, {n}], got {list(out.shape)}")
     return m, n, k
 
 
-def launch(x, w, out, m, n, k) -> None:
+def launch(x, w, out, m, n, k, b_kn: bool = False) -> None:
     import torch
 
-    cfg = choose_config(m, n, k, _DTYPES[str(x.dtype).removeprefix("torch.")])
+    cfg = choose_config(m, n, k, _DTYPES[str(x.dtype).removeprefix("torch.")], b_kn)
     ordinal = x.device.index or 0
     kernel = gemm_kernel_for(cfg, device_target(ordinal), ordinal)
     stream = torch.cuda.current_stream(x.device).cuda_stream
@@ -100,6 +103,18 @@ def linear(x, weight, out=None):
     m, n, k = _check_operands(x, weight, out)
     if m and n:
         launch(x, weight, out, m, n, k)
+    return out
+
+
+def matmul(a, b, out=None):
+    """a @ b on the tensor cores: a [M, K], b [K, N] (read as stored, no transpose copy), f16 or bf16."""
+    import torch
+
+    if out is None and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 and b.dim() == 2:
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
+    m, n, k = _check_operands(a, b, out, b_kn=True)
+    if m and n:
+        launch(a, b, out, m, n, k, b_kn=True)
     return out
 
 
@@ -134,7 +149,7 @@ class CompiledFunction:
             if kernel is None:  # graph.reshape: a view
                 env[op.results[0]] = vals[0].view(op.results[0].type.get_shape())
                 continue
-            (m, k), n = op.x.type.get_shape(), op.w.type.get_shape()[0]
+            (m, k), n = op.x.type.get_shape(), op.result.type.get_shape()[1]
             out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
             stream = torch.cuda.current_stream(out.device).cuda_stream
             kernel.launch(grid_of(op.config, m, n), tuple(v.data_ptr() for v in (*vals, out)) + (m, n, k), stream)
@@ -180,6 +195,6 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         elif isinstance(op, g.ReshapeOp):
             steps.append((op, None))
         else:
-            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: graph.linear on f16/bf16, "
-                            "with its bias and a relu or silu after it)")
+            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: f16/bf16 graph.linear, with its bias and "
+                            "a relu or silu after it, and 2-D graph.matmul)")
     return CompiledFunction(steps, list(fn.body.block.args), results)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, StringAttr, TensorType, i64
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, StringAttr, TensorType, UnitAttr, i64
 from xdsl.ir import Dialect, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
@@ -43,8 +43,40 @@ def copy_elems(k: int) -> int:
 ACTIVATIONS = {"none": lambda y: y, "relu": lambda y: np.maximum(y, 0), "silu": lambda y: y / (1 + np.exp(-y))}
 
 
+def swizzle_for(row_bytes: int) -> Swizzle:
+    """The swizzle of a row-major shared tile with rows of `row_bytes` (64 or more): the 16-byte
+    chunk index XOR-ed with row bits so that 8 consecutive rows' same chunk hit distinct banks."""
+    chunks = min(row_bytes, 128) // 16
+    return Swizzle(chunks.bit_length() - 1, 4, max(3, row_bytes.bit_length() - 1 - 4))
+
+
+@dataclass(frozen=True)
+class SharedTile:
+    """One operand's tile in shared memory: `rows` x `cols` halves, row-major and swizzled,
+    filled from global memory `elems` halves per copy."""
+
+    rows: int
+    cols: int
+    elems: int
+
+    @property
+    def row_bytes(self) -> int:
+        return 2 * self.cols
+
+    @property
+    def bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    @property
+    def swizzle(self) -> Swizzle:
+        return swizzle_for(self.row_bytes)
+
+
 @dataclass(frozen=True)
 class GemmConfig:
+    """A tensor-core GEMM schedule: C = act(A @ B^T + bias) with A [M, K]; B is [N, K] (a linear's
+    weight) or, with `b_kn`, [K, N] (a matmul's right operand)."""
+
     dtype: str = "f16"  # f16 or bf16
     bm: int = 128
     bn: int = 128
@@ -54,11 +86,14 @@ class GemmConfig:
     stages: int = 3
     bias: bool = False  # epilogue: + bias[n]
     activation: str = "none"  # epilogue: none, relu or silu, after the bias
-    copy_elems: int = 8  # elements per global->shared copy: 8 (cp.async 16 B, K % 8 == 0), 2 (cp.async 4 B, even K), 1
+    copy_elems: int = 8  # halves per copy of A's rows (and of B's when B is [N, K]): 8 (16 B), 2 (4 B) or 1
+    b_kn: bool = False  # B stored [K, N]: its rows run along N
+    b_copy_elems: int = 8  # halves per copy of B's rows when B is [K, N] (they follow N's alignment)
 
     def __post_init__(self):
-        if self.copy_elems not in (8, 2, 1):
-            raise ValueError(f"copy_elems must be 8, 2 or 1, got {self.copy_elems}")
+        for e in (self.copy_elems, self.b_copy_elems):
+            if e not in (8, 2, 1):
+                raise ValueError(f"elements per copy must be 8, 2 or 1, got {e}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation}")
         if self.dtype not in ("f16", "bf16"):
@@ -68,49 +103,47 @@ class GemmConfig:
         wm, wn = self.bm // self.warps_m, self.bn // self.warps_n
         if self.bm % self.warps_m or self.bn % self.warps_n or wm % 16 or wn % 16:
             raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16")
+        if self.warps_m & (self.warps_m - 1) or self.warps_n & (self.warps_n - 1):
+            raise ValueError(f"warps per dim must be powers of two, got {self.warps_m}x{self.warps_n}")
         if self.stages < 2:
             raise ValueError("the pipeline needs at least 2 stages")
         if self.shared_bytes > MAX_SHARED_BYTES:
             raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the {MAX_SHARED_BYTES // 1024} KiB a block can have")
-        for rows in (self.bm, self.bn):
-            if (rows * self.bk // self.copy_elems) % self.threads:
-                raise ValueError(f"a {rows}x{self.bk} tile does not split evenly over {self.threads} threads")
+        for tile in (self.a_tile, self.b_tile):
+            copies_per_row = tile.cols // tile.elems
+            if copies_per_row > self.threads or (tile.rows * copies_per_row) % self.threads:
+                raise ValueError(f"a {tile.rows}x{tile.cols} tile does not split evenly over {self.threads} threads")
 
     @property
     def threads(self) -> int:
         return 32 * self.warps_m * self.warps_n
 
     @property
-    def row_bytes(self) -> int:
-        return self.bk * 2
+    def a_tile(self) -> SharedTile:
+        return SharedTile(self.bm, self.bk, self.copy_elems)
 
     @property
-    def swizzle(self) -> Swizzle:
-        return Swizzle((self.bk // 8).bit_length() - 1, 4, 3)
-
-    @property
-    def a_stage_bytes(self) -> int:
-        return self.bm * self.row_bytes
-
-    @property
-    def b_stage_bytes(self) -> int:
-        return self.bn * self.row_bytes
+    def b_tile(self) -> SharedTile:
+        return SharedTile(self.bk, self.bn, self.b_copy_elems) if self.b_kn else SharedTile(self.bn, self.bk, self.copy_elems)
 
     @property
     def shared_bytes(self) -> int:
-        return self.stages * (self.a_stage_bytes + self.b_stage_bytes)
+        return self.stages * (self.a_tile.bytes + self.b_tile.bytes)
 
     @property
     def name(self) -> str:
-        epilogue = ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
-        epilogue += "" if self.copy_elems == 8 else f"_c{self.copy_elems}"
-        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{epilogue}"
+        suffix = "_kn" if self.b_kn else ""
+        suffix += ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
+        suffix += "" if self.copy_elems == 8 else f"_c{self.copy_elems}"
+        suffix += f"_bc{self.b_copy_elems}" if self.b_kn and self.b_copy_elems != 8 else ""
+        return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 
 @irdl_op_definition
 class MatmulOp(IRDLOperation):
-    """y = act(x @ w^T + bias) on tensor cores: x [M, K], w [N, K], optional bias [N], f16 or
-    bf16, f32 accumulation and epilogue, one rounding at the end; `activation` is none, relu or silu."""
+    """y = act(x @ w^T + bias) on tensor cores: x [M, K], w [N, K] (or, with `b_kn`, y = act(x @ w
+    + bias) with w [K, N]), optional bias [N], f16 or bf16, f32 accumulation and epilogue, one
+    rounding at the end; `activation` is none, relu or silu."""
 
     name = "tile.matmul"
     x = operand_def(TensorType)
@@ -121,18 +154,21 @@ class MatmulOp(IRDLOperation):
     warps = prop_def(DenseArrayBase)
     stages = prop_def(IntegerAttr)
     activation = opt_prop_def(StringAttr)
+    b_kn = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = "$x `,` $w (`,` $bias^)? attr-dict `:` `(` type($x) `,` type($w) (`,` type($bias)^)? `)` `->` type($result)"
     irdl_options = (ParsePropInAttrDict(),)
 
     @staticmethod
     def get(x: SSAValue, w: SSAValue, bias: SSAValue | None, cfg: GemmConfig) -> "MatmulOp":
-        (m, _), (n, _) = x.type.get_shape(), w.type.get_shape()
+        m, n = x.type.get_shape()[0], w.type.get_shape()[1 if cfg.b_kn else 0]
         props = {"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
                  "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
                  "stages": IntegerAttr(cfg.stages, i64)}
         if cfg.activation != "none":
             props["activation"] = StringAttr(cfg.activation)
+        if cfg.b_kn:
+            props["b_kn"] = UnitAttr()
         return MatmulOp.create(operands=[x, w] + ([bias] if bias is not None else []),
                                result_types=[TensorType(x.type.element_type, [m, n])], properties=props)
 
@@ -141,18 +177,21 @@ class MatmulOp(IRDLOperation):
         bm, bn, bk = self.block.get_values()
         wm, wn = self.warps.get_values()
         act = self.activation.data if self.activation else "none"
+        n = self.result.type.get_shape()[1]
         return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
-                          copy_elems(self.x.type.get_shape()[1]))
+                          copy_elems(self.x.type.get_shape()[1]), self.b_kn is not None, copy_elems(n) if self.b_kn else 8)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
         if str(x.element_type) not in ("f16", "bf16") or x.element_type != w.element_type:
             raise VerifyException(f"tile.matmul takes f16 or bf16 operands of one type, got {x} and {w}")
-        if len(x.get_shape()) != 2 or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[1]:
-            raise VerifyException(f"tile.matmul needs x [M, K] and w [N, K], got {x} and {w}")
-        want = TensorType(x.element_type, [x.get_shape()[0], w.get_shape()[0]])
-        if self.bias is not None and self.bias.type != TensorType(x.element_type, [w.get_shape()[0]]):
-            raise VerifyException(f"bias must be tensor<{w.get_shape()[0]}x{x.element_type}>, got {self.bias.type}")
+        k_dim = 0 if self.b_kn else 1
+        if len(x.get_shape()) != 2 or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[k_dim]:
+            raise VerifyException(f"tile.matmul needs x [M, K] and w {'[K, N]' if self.b_kn else '[N, K]'}, got {x} and {w}")
+        n = w.get_shape()[1 - k_dim]
+        want = TensorType(x.element_type, [x.get_shape()[0], n])
+        if self.bias is not None and self.bias.type != TensorType(x.element_type, [n]):
+            raise VerifyException(f"bias must be tensor<{n}x{x.element_type}>, got {self.bias.type}")
         if self.result.type != want:
             raise VerifyException(f"result type must be {want}, got {self.result.type}")
         if len(self.block.get_values()) != 3 or len(self.warps.get_values()) != 2:
@@ -164,6 +203,7 @@ class MatmulOp(IRDLOperation):
 
     def execute(self, x, w, bias=None):
         cfg = self.config
+        w = w.T if self.b_kn else w  # [N, K] from here on
         m, k = x.shape
         n = w.shape[0]
         y = np.zeros((m, n), np.float32)

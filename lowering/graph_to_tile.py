@@ -1,4 +1,4 @@
-"""graph-to-tile: schedule graph.linear on tensor cores as tile.matmul.
+"""graph-to-tile: schedule graph.linear and 2-D graph.matmul on tensor cores as tile.matmul.
 
 A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D
 and the result reshaped back), with its bias, and with a following relu or silu (the linear's
@@ -14,22 +14,29 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.passes import ModulePass
-from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
+from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
 
 from dialects import graph as g
 from dialects.tile import GemmConfig, MatmulOp, copy_elems
 from ir.errors import RungError
 
 
-def choose_config(m: int, n: int, k: int, dtype: str) -> GemmConfig:
+def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False) -> GemmConfig:
     """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU;
-    K that is not a multiple of 8 copies in narrow pieces, so it takes 64x64 tiles (the per-thread
-    copy addresses of larger tiles would spill registers)."""
-    if k % 8:
-        return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, copy_elems=copy_elems(k))
+    rows that are not 16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in
+    narrow pieces and take 64x64 tiles (larger tiles' per-thread copy addresses would spill)."""
+    copies = {"copy_elems": copy_elems(k), "b_kn": b_kn, "b_copy_elems": copy_elems(n) if b_kn else 8}
+    if min(copies["copy_elems"], copies["b_copy_elems"]) < 8:
+        return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
     if m <= 64:
-        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4, copy_elems=copy_elems(k))
-    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, copy_elems=copy_elems(k))
+        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4, **copies)
+    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
 
 
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
@@ -77,9 +84,28 @@ class LinearToTile(RewritePattern):
             rewriter.replace(op, [], [y])
 
 
+@dataclass
+class MatmulToTile(RewritePattern):
+    """A 2-D f16/bf16 graph.matmul becomes tile.matmul with B read as [K, N]."""
+
+    override: dict
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.MatmulOp, rewriter: PatternRewriter):
+        a, b = op.lhs.type, op.rhs.type
+        if str(a.element_type) not in ("f16", "bf16") or len(a.get_shape()) != 2 or len(b.get_shape()) != 2:
+            return
+        (m, k), n = a.get_shape(), b.get_shape()[1]
+        try:
+            cfg = GemmConfig(**{**choose_config(m, n, k, str(a.element_type), b_kn=True).__dict__, **self.override})
+        except ValueError as e:
+            raise RungError(f"graph-to-tile: {e}") from None
+        rewriter.replace(op, MatmulOp.get(op.lhs, op.rhs, None, cfg))
+
+
 @dataclass(frozen=True)
 class GraphToTile(ModulePass):
-    """Schedule f16/bf16 graph.linear as tile.matmul (options override the chosen tile sizes)."""
+    """Schedule f16/bf16 graph.linear and 2-D graph.matmul as tile.matmul (options override the tile sizes)."""
 
     name = "graph-to-tile"
     bm: int = 0
@@ -91,4 +117,5 @@ class GraphToTile(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         override = {f: v for f in ("bm", "bn", "bk", "warps_m", "warps_n", "stages") if (v := getattr(self, f))}
-        PatternRewriteWalker(LinearToTile(override), apply_recursively=False).rewrite_module(op)
+        patterns = GreedyRewritePatternApplier([LinearToTile(override), MatmulToTile(override)])
+        PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -15,7 +15,7 @@ single elements for odd K); A, B and C must be 16-byte aligned.
 from __future__ import annotations
 
 from dialects.ptx import KernelOp
-from dialects.tile import GemmConfig
+from dialects.tile import GemmConfig, SharedTile
 from ir.layout import Swizzle
 from lowering.ptx_builder import PtxBuilder
 
@@ -26,15 +26,56 @@ def _swizzled(b: PtxBuilder, sw: Swizzle, offset):
     return b.xor(offset, b.and_(b.shr(offset, sw.shift), mask))
 
 
+class _TileCopy:
+    """Copies of one operand's k-tiles from global into its shared tile: thread t moves copy
+    t % (cols / elems) of tile rows t / (cols / elems) + i * rows_per_pass, zeros outside the matrix.
+
+    `k_in_rows` says whether K runs along the tile's rows (B stored [K, N]) or its columns."""
+
+    def __init__(self, b: PtxBuilder, tid, tile: SharedTile, threads: int, ptr, row_bytes_global, row0, row_limit,
+                 col0, col_limit, k_in_rows: bool):
+        self.tile, self.k_in_rows, self.row_limit, self.col_limit = tile, k_in_rows, row_limit, col_limit
+        per_row = tile.cols // tile.elems
+        self.copy_bytes = 2 * tile.elems
+        copy_row, copy_col = b.shr(tid, per_row.bit_length() - 1), b.mul(b.and_(tid, per_row - 1), tile.elems)
+        rows_per_pass = threads // per_row
+        self.col = b.add(col0, copy_col)  # the matrix column this thread copies (at k = 0 if K runs along columns)
+        self.passes = []  # (tile row, global address at k = 0, swizzled shared offset)
+        for i in range(tile.rows // rows_per_pass):
+            tile_row = b.add(copy_row, i * rows_per_pass)
+            row = b.add(row0, tile_row)
+            gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_bytes_global), b.cvt(b.shl(self.col, 1), "u64")))
+            soff = _swizzled(b, tile.swizzle, b.add(b.mul(tile_row, tile.row_bytes), b.shl(copy_col, 1)))
+            self.passes.append((row, gaddr, soff))
+        self.row_bytes_global = row_bytes_global
+        # the bound that does not move with k
+        self.fixed = [b.setp("lt", self.col, col_limit)] * len(self.passes) if k_in_rows else \
+            [b.setp("lt", row, row_limit) for row, _, _ in self.passes]
+
+    def issue(self, bb: PtxBuilder, k0, stage_base) -> None:
+        if self.k_in_rows:
+            shift = bb.mul(bb.cvt(k0, "u64"), self.row_bytes_global)
+            moving = [bb.setp("lt", bb.add(row, k0), self.row_limit) for row, _, _ in self.passes]
+        else:
+            shift = bb.cvt(bb.shl(k0, 1), "u64")
+            moving = [bb.setp("lt", bb.add(self.col, k0), self.col_limit)] * len(self.passes)
+        for (_, gaddr, soff), fixed, moves in zip(self.passes, self.fixed, moving):
+            inside = bb.and_pred(fixed, moves)
+            dst, src = bb.add(stage_base, soff), bb.add(gaddr, shift)
+            if self.tile.elems > 1:
+                bb.cp_async(dst, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes)
+            else:  # rows only 2-byte aligned: a predicated load and a shared store
+                value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
+                bb.st("shared", dst, [value])
+
+
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     """The kernel; parameters (a, b, [bias,] c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
     pointers = 4 if cfg.bias else 3
     kernel = KernelOp.get(cfg.name, ["u64"] * pointers + ["u32"] * 3, cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
     a_ptr, b_ptr, *bias_ptr, c_ptr, m, n, k = kernel.body.block.args
-    sw, rb = cfg.swizzle, cfg.row_bytes
-    elems, chunk_bytes = cfg.copy_elems, 2 * cfg.copy_elems
-    cpr = cfg.bk // elems  # copies per row of a tile
+    at, bt = cfg.a_tile, cfg.b_tile
     wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
     mi_count, ni_count = wm // 16, wn // 8
 
@@ -44,56 +85,39 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     m0 = b.mul(b.sreg("ctaid.y"), cfg.bm)
     n0 = b.mul(b.sreg("ctaid.x"), cfg.bn)
     smem = b.shared_base()
-    a_smem, b_smem = smem, b.add(smem, cfg.stages * cfg.a_stage_bytes)
-    k2 = b.cvt(b.shl(k, 1), "u64")  # bytes per row of A and B
+    a_smem, b_smem = smem, b.add(smem, cfg.stages * at.bytes)
+    zero = b.imm(0)
 
-    # --- copies: thread t moves chunk t % cpr (of `elems` halves) of rows t / cpr + i * (threads / cpr)
-    copy_row, copy_chunk = b.shr(tid, cpr.bit_length() - 1), b.and_(tid, cpr - 1)
-    copy_col_bytes = b.mul(copy_chunk, chunk_bytes)
-    rows_per_pass = cfg.threads // cpr
-
-    def copy_plan(rows: int, origin, limit, base_ptr):
-        """Per pass: (global address of k = 0, in-bounds predicate, swizzled shared offset)."""
-        plan = []
-        for i in range(rows // rows_per_pass):
-            tile_row = b.add(copy_row, i * rows_per_pass)
-            row = b.add(origin, tile_row)
-            gaddr = b.add(base_ptr, b.add(b.mul(b.cvt(row, "u64"), k2), b.cvt(copy_col_bytes, "u64")))
-            plan.append((gaddr, b.setp("lt", row, limit), _swizzled(b, sw, b.add(b.mul(tile_row, rb), copy_col_bytes))))
-        return plan
-
-    a_plan = copy_plan(cfg.bm, m0, m, a_ptr)
-    b_plan = copy_plan(cfg.bn, n0, n, b_ptr)
-    copy_k = b.mul(copy_chunk, elems)  # first k of this thread's chunk within a tile
+    a_copy = _TileCopy(b, tid, at, cfg.threads, a_ptr, b.cvt(b.shl(k, 1), "u64"), m0, m, zero, k, k_in_rows=False)
+    if cfg.b_kn:
+        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(n, 1), "u64"), zero, k, n0, n, k_in_rows=True)
+    else:
+        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(k, 1), "u64"), n0, n, zero, k, k_in_rows=False)
 
     def issue(bb: PtxBuilder, tile, stage):
-        """Copy k-tile `tile` into pipeline stage `stage`, zeros outside M, N, K: cp.async of 16 or
-        4 bytes, or (odd K: rows only 2-byte aligned) a predicated load and a shared store."""
+        """Copy k-tile `tile` into pipeline stage `stage`."""
         k0 = bb.mul(tile, cfg.bk)
-        k_in = bb.setp("lt", bb.add(k0, copy_k), k)
-        k_bytes = bb.cvt(bb.shl(k0, 1), "u64")
-        for plan, base, stage_bytes in ((a_plan, a_smem, cfg.a_stage_bytes), (b_plan, b_smem, cfg.b_stage_bytes)):
-            stage_base = bb.add(base, bb.mul(stage, stage_bytes))
-            for gaddr, row_in, soff in plan:
-                inside = bb.and_pred(row_in, k_in)
-                dst, src = bb.add(stage_base, soff), bb.add(gaddr, k_bytes)
-                if elems > 1:
-                    bb.cp_async(dst, src, bb.selp(chunk_bytes, 0, inside), chunk_bytes)
-                else:
-                    value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
-                    bb.st("shared", dst, [value])
+        a_copy.issue(bb, k0, bb.add(a_smem, bb.mul(stage, at.bytes)))
+        b_copy.issue(bb, k0, bb.add(b_smem, bb.mul(stage, bt.bytes)))
         bb.commit()
 
-    # --- ldmatrix addresses per k16 step (the swizzle depends on the chunk, so one per step)
-    lane16, lane8 = b.and_(lane, 15), b.and_(lane, 7)
-    a_row = b.add(b.mul(warp_m, wm), lane16)
-    b_row = b.add(b.add(b.mul(warp_n, wn), b.shl(b.shr(lane, 4), 3)), lane8)
-    a_ld, b_ld = [], []
-    for kk in range(cfg.bk // 16):
-        a_chunk = b.add(b.shr(lane, 4), 2 * kk)
-        b_chunk = b.add(b.and_(b.shr(lane, 3), 1), 2 * kk)
-        a_ld.append(_swizzled(b, sw, b.add(b.mul(a_row, rb), b.shl(a_chunk, 4))))
-        b_ld.append(_swizzled(b, sw, b.add(b.mul(b_row, rb), b.shl(b_chunk, 4))))
+    # --- ldmatrix addresses (swizzled shared offsets within a stage), per k16 step and fragment
+    lane16, lane8, lane_hi = b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4)
+    lane_mat = b.and_(b.shr(lane, 3), 1)  # which of a pair of 8x8 matrices this lane addresses
+
+    def offset(tile: SharedTile, row, col_halves):
+        return _swizzled(b, tile.swizzle, b.add(b.mul(row, tile.row_bytes), b.shl(col_halves, 1)))
+
+    a_ld = [[offset(at, b.add(b.mul(warp_m, wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
+             for mi in range(mi_count)] for kk in range(cfg.bk // 16)]
+    if cfg.b_kn:  # B tile is [BK, BN]: rows are k, read transposed
+        b_ld = [[offset(bt, b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)),
+                        b.add(b.mul(warp_n, wn), b.add(b.shl(lane_hi, 3), 16 * nj))) for nj in range(ni_count // 2)]
+                for kk in range(cfg.bk // 16)]
+    else:  # B tile is [BN, BK]: rows are n
+        b_ld = [[offset(bt, b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)),
+                        b.shl(b.add(lane_mat, 2 * kk), 3)) for nj in range(ni_count // 2)]
+                for kk in range(cfg.bk // 16)]
 
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
@@ -109,16 +133,14 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     body.wait(cfg.stages - 2)
     body.barrier()
     issue(body, body.add(kt, cfg.stages - 1), write_stage)
-    a_stage_off = body.mul(read_stage, cfg.a_stage_bytes)
-    b_stage_off = body.mul(read_stage, cfg.b_stage_bytes)
+    a_stage = body.add(a_smem, body.mul(read_stage, at.bytes))
+    b_stage = body.add(b_smem, body.mul(read_stage, bt.bytes))
     acc = list(acc)
     for kk in range(cfg.bk // 16):
-        a_base = body.add(body.add(a_smem, a_stage_off), a_ld[kk])
-        b_base = body.add(body.add(b_smem, b_stage_off), b_ld[kk])
-        a_frags = [body.ldmatrix(body.add(a_base, mi * 16 * rb)) for mi in range(mi_count)]
+        a_frags = [body.ldmatrix(body.add(a_stage, a_ld[kk][mi])) for mi in range(mi_count)]
         b_frags = []
         for nj in range(ni_count // 2):
-            r0, r1, r2, r3 = body.ldmatrix(body.add(b_base, nj * 16 * rb))
+            r0, r1, r2, r3 = body.ldmatrix(body.add(b_stage, b_ld[kk][nj]), trans=cfg.b_kn)
             b_frags += [(r0, r1), (r2, r3)]
         for mi in range(mi_count):
             for ni in range(ni_count):

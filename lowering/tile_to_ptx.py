@@ -27,7 +27,7 @@ class TileToPtx(ModulePass):
             if cfg.name not in kernels:
                 op.body.block.add_op(gemm_kernel(cfg))
                 kernels.add(cfg.name)
-            (m, k), n = mm.x.type.get_shape(), mm.w.type.get_shape()[0]
+            (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
             grid = ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
             launch = LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, grid, [m, n, k])
             Rewriter.replace_op(mm, launch)

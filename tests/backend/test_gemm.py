@@ -102,3 +102,25 @@ def test_fused_linear_bias_activation_on_the_gpu(dtype, activation):
     torch.cuda.synchronize()
     ref = getattr(torch.nn.functional, activation)(x.float() @ w.float().T + b.float())
     assert (y.float() - ref).abs().max().item() < (2e-2 if dtype == "bf16" else 4e-3)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k", [(1, 128, 64), (17, 127, 72), (64, 130, 61), (4096, 4096, 4096), (300, 1000, 333)])
+def test_matmul_matches_torch(dtype, m, n, k):
+    torch.manual_seed(m + n + k)
+    a = torch.randn(m, k, device="cuda", dtype=dtype)
+    b = torch.randn(k, n, device="cuda", dtype=dtype)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+    rung.matmul(a, b, out)
+    torch.cuda.synchronize()
+    ref = a.float() @ b.float()
+    tol = (2e-2 if dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
+    assert not out.isnan().any() and (out.float() - ref).abs().max().item() <= tol
+
+
+def test_matmul_checks_shapes_on_the_cpu_too():
+    a, b = torch.zeros(4, 64, dtype=torch.float16), torch.zeros(64, 8, dtype=torch.float16)
+    with pytest.raises(RungError, match="a is on cpu; Rung kernels take CUDA tensors"):
+        rung.matmul(a, b)

@@ -86,3 +86,21 @@ def test_bad_schedule_options_are_clear_errors():
     module = parse_ir(linear_ir((4, 64), 8, "f16", False))
     with pytest.raises(RungError, match="graph-to-tile: warp tile 24x64 must be a multiple of 16x16"):
         run_pipeline(module, "graph-to-tile{bm=48}", make_context())
+
+
+@settings(max_examples=max(8, settings().max_examples // 4))
+@given(st.integers(1, 90), st.integers(1, 150), st.integers(1, 80), st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_matmul_lowers_with_b_as_k_by_n(m, n, k, dtype, seed):
+    at, bt, ct = f"tensor<{m}x{k}x{dtype}>", f"tensor<{k}x{n}x{dtype}>", f"tensor<{m}x{n}x{dtype}>"
+    module = parse_ir(f"func.func @main(%a: {at}, %b: {bt}) -> {ct} {{\n  %c = graph.matmul %a, %b : ({at}, {bt}) -> {ct}\n"
+                      f"  func.return %c : {ct}\n}}\n")
+    rng = np.random.default_rng(seed)
+    inputs = [rng.integers(-3, 4, s).astype(np.float32) for s in ((m, k), (k, n))]
+    expected = run(module, inputs)[0]
+    ctx = make_context()
+    run_pipeline(module, "graph-to-tile", ctx)
+    (mm,) = [op for op in module.walk() if isinstance(op, MatmulOp)]
+    assert mm.config.b_kn
+    assert np.array_equal(run(module, inputs)[0], expected)
+    run_pipeline(module, "tile-to-ptx", ctx)
+    assert np.array_equal(run(module, inputs)[0], expected)
