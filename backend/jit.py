@@ -111,6 +111,10 @@ class Kernel:
     ordinal: int = 0
     dynamic_shared: int = 0  # bytes of dynamic shared memory per block
     _function: object = field(default=None, repr=False)
+    _types: tuple = field(default=(), repr=False)
+
+    def __post_init__(self):
+        self._types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
 
     def _load(self):
         if self._function is None:
@@ -133,8 +137,7 @@ class Kernel:
         function = self._load()
         if log.isEnabledFor(logging.INFO):
             log.info("launch %s grid=%s path=%s", self.name, grid, self.path)
-        types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
-        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, types), 0),
+        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self._types), 0),
                f"launching {self.name}")
 
 

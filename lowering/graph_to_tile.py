@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
@@ -27,6 +28,7 @@ from dialects.tile import GemmConfig, MatmulOp, copy_elems
 from ir.errors import RungError
 
 
+@lru_cache(maxsize=4096)  # on the launch path: shapes repeat
 def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False) -> GemmConfig:
     """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU;
     rows that are not 16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in

@@ -1,15 +1,16 @@
-"""matmul-to-ptx: the tensor-core GEMM kernel C = act(A[M, K] @ B[N, K]^T + bias) in the ptx dialect.
+"""matmul-to-ptx: the tensor-core GEMM kernel C = act(A @ B^T + bias) in the ptx dialect.
 
-A, B and C are row-major f16 or bf16; accumulation is f32 (mma.sync.m16n8k16). One thread block
-computes a BM x BN tile of C with warps_m x warps_n warps; K advances in BK steps through a
-`stages`-deep cp.async pipeline in shared memory. Shared tiles are row-major and swizzled
-(`Swizzle(log2(BK/8), 4, 3)` on byte offsets: each 16-byte chunk of a row XOR-ed with row bits)
-so that the 8 rows one ldmatrix reads fall into 8 distinct bank groups. Fragments follow
+A [M, K], B ([N, K], or [K, N] with `b_kn`) and C [M, N] are row-major f16 or bf16;
+accumulation is f32 (mma.sync.m16n8k16). One thread block computes a BM x BN tile of C with
+warps_m x warps_n warps; K advances in BK steps through a `stages`-deep cp.async pipeline in
+shared memory. Shared tiles are row-major and swizzled (`dialects.tile.swizzle_for`: each
+16-byte chunk of a row XOR-ed with row bits) so that the 8 rows one ldmatrix reads fall into
+8 distinct bank groups; a [K, N] B is read with ldmatrix.trans. Fragments follow
 `ir.layout.MMA_M16N8K16_*`.
 
 Rows and columns beyond M, N and K are zero-filled on load and masked on store. Global rows
-are copied `copy_elems` halves at a time (16-byte cp.async for K % 8 == 0, 4-byte for even K,
-single elements for odd K); A, B and C must be 16-byte aligned.
+are copied 8, 2 or 1 halves at a time (16-byte cp.async when the row length is a multiple of
+8, 4-byte when it is even, single elements when it is odd); A, B and C must be 16-byte aligned.
 """
 
 from __future__ import annotations
