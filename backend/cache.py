@@ -21,8 +21,8 @@ except PackageNotFoundError:  # a source tree that was never installed
     RUNG_VERSION = "dev"
 
 _ROOT = Path(__file__).parents[1]
-_SOURCES = ("lowering/matmul_to_ptx.py", "lowering/ptx_builder.py", "dialects/ptx.py", "dialects/tile.py",
-            "backend/ptx_text.py", "ir/layout.py")
+_SOURCES = ("lowering/tile_to_warp.py", "lowering/smem_swizzle.py", "lowering/warp_to_ptx.py", "lowering/ptx_builder.py",
+            "dialects/ptx.py", "dialects/warp.py", "dialects/tile.py", "backend/ptx_text.py", "ir/layout.py")
 
 
 @lru_cache(maxsize=None)

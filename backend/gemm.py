@@ -3,7 +3,7 @@
     import backend as rung
     y = rung.linear(x, w)                      # f16/bf16, x [M, K], w [N, K] -> [M, N]
     c = rung.matmul(a, b)                      # a [M, K], b [K, N]
-    fn = rung.compile(ir_text)                 # @main lowered by graph-to-tile, tile-to-ptx
+    fn = rung.compile(ir_text)                 # @main scheduled by graph-to-tile
     y = fn(x, w)                               # fn.path says which kernels run
 
 Every call checks devices, dtypes, shapes, contiguity and 16-byte alignment first. The
@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from xdsl.dialects.builtin import ModuleOp
+
 from backend.cache import cached_text
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
@@ -22,14 +24,24 @@ from dialects.ptx import STATIC_SHARED_LIMIT
 from dialects.tile import GemmConfig
 from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
-from lowering.matmul_to_ptx import gemm_kernel
+from lowering.tile_to_warp import gemm_kernel
 
 _DTYPES = {"float16": "f16", "bfloat16": "bf16"}
 
 
+def lowered_gemm_kernel(cfg: GemmConfig) -> ModuleOp:
+    """A module holding the schedule's kernel after smem-swizzle and warp-to-ptx."""
+    from ir.context import make_context
+    from ir.passes import run_pipeline
+
+    module = ModuleOp([gemm_kernel(cfg)])
+    run_pipeline(module, "smem-swizzle,warp-to-ptx", make_context())
+    return module
+
+
 def gemm_ptx(cfg: GemmConfig, target: str) -> str:
     """The PTX of a GEMM schedule (from the disk cache when it holds it)."""
-    return cached_text((target, repr(cfg)), lambda: module_text(gemm_kernel(cfg), target))[0]
+    return cached_text((target, repr(cfg)), lambda: module_text(lowered_gemm_kernel(cfg), target))[0]
 
 
 def device_target(ordinal: int = 0) -> str:

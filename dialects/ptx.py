@@ -397,9 +397,14 @@ class CpAsyncOp(SinkOp):
         return f"cp.async.{'cg' if n == 16 else 'ca'}.shared.global [{r(self.dst)}], [{r(self.src)}], {n}, {r(self.src_size)};"
 
     def execute(self, cta, dst, src, size):
-        data = cta.load("global", src.astype(np.int64), self.size.value.data, None, valid_bytes=size)  # the rest is zero-filled
-        cta.store("shared", dst.astype(np.int64), data, None, asynchronous=True)
+        cp_async_lanes(cta, dst, src, size, self.size.value.data)
         return ()
+
+
+def cp_async_lanes(cta, dst: np.ndarray, src: np.ndarray, src_size: np.ndarray, nbytes: int) -> None:
+    """cp.async for every thread: src_size bytes of `nbytes` copied, the rest zero-filled."""
+    data = cta.load("global", src.astype(np.int64), nbytes, None, valid_bytes=src_size)
+    cta.store("shared", dst.astype(np.int64), data, None, asynchronous=True)
 
 
 @irdl_op_definition
@@ -468,22 +473,26 @@ class LdmatrixOp(PtxOp):
         return f"ldmatrix.sync.aligned.m8n8.x{n}{t}.shared.b16 {{{', '.join(r(v) for v in self.results_)}}}, [{r(self.addr)}];"
 
     def execute(self, cta, addr):
-        n = len(self.results_)
-        warps = addr.astype(np.int64).reshape(-1, 32)
-        out = []
-        lane = np.arange(32)
-        for i in range(n):
-            rows = warps[:, 8 * i: 8 * i + 8]  # [warps, 8] row addresses
-            readers = cta.tids.reshape(-1, 32)[:, 8 * i: 8 * i + 8]  # the lanes that give the row addresses
-            idx = rows[..., None] + np.arange(16)
-            mats = cta.shared.read(idx, np.broadcast_to(readers[..., None], idx.shape)).view(np.uint16).reshape(-1, 8, 8)
-            if self.trans:
-                mats = mats.transpose(0, 2, 1)
-            pairs = mats[:, lane // 4, :].reshape(-1, 32, 8)
-            lo = pairs[:, np.arange(32), 2 * (lane % 4)]
-            hi = pairs[:, np.arange(32), 2 * (lane % 4) + 1]
-            out.append((lo.astype(np.uint32) | (hi.astype(np.uint32) << 16)).reshape(-1))
-        return tuple(out)
+        return ldmatrix_lanes(cta, addr, len(self.results_), bool(self.trans))
+
+
+def ldmatrix_lanes(cta, addr: np.ndarray, count: int, trans: bool) -> tuple[np.ndarray, ...]:
+    """ldmatrix for every warp of the block: `count` b32 registers per lane."""
+    warps = addr.astype(np.int64).reshape(-1, 32)
+    out = []
+    lane = np.arange(32)
+    for i in range(count):
+        rows = warps[:, 8 * i: 8 * i + 8]  # [warps, 8] row addresses
+        readers = cta.tids.reshape(-1, 32)[:, 8 * i: 8 * i + 8]  # the lanes that give the row addresses
+        idx = rows[..., None] + np.arange(16)
+        mats = cta.shared.read(idx, np.broadcast_to(readers[..., None], idx.shape)).view(np.uint16).reshape(-1, 8, 8)
+        if trans:
+            mats = mats.transpose(0, 2, 1)
+        pairs = mats[:, lane // 4, :].reshape(-1, 32, 8)
+        lo = pairs[:, np.arange(32), 2 * (lane % 4)]
+        hi = pairs[:, np.arange(32), 2 * (lane % 4) + 1]
+        out.append((lo.astype(np.uint32) | (hi.astype(np.uint32) << 16)).reshape(-1))
+    return tuple(out)
 
 
 @irdl_op_definition

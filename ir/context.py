@@ -18,9 +18,10 @@ from dialects.graph import GRAPH
 from dialects.lp import LP
 from dialects.ptx import PTX
 from dialects.tile import TILE
+from dialects.warp import WARP
 from ir.errors import RungError
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH, TILE, PTX)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH, TILE, WARP, PTX)}
 
 
 def make_context() -> Context:

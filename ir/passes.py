@@ -40,10 +40,22 @@ def _graph_to_tile():
     return GraphToTile
 
 
-def _tile_to_ptx():
-    from lowering.tile_to_ptx import TileToPtx
+def _tile_to_warp():
+    from lowering.tile_to_warp import TileToWarp
 
-    return TileToPtx
+    return TileToWarp
+
+
+def _smem_swizzle():
+    from lowering.smem_swizzle import SmemSwizzle
+
+    return SmemSwizzle
+
+
+def _warp_to_ptx():
+    from lowering.warp_to_ptx import WarpToPtx
+
+    return WarpToPtx
 
 
 # name -> loader of the pass class (loaded lazily: a pipeline imports only what it runs)
@@ -52,8 +64,12 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "dce": _dce,
     "decompose-graph": _decompose_graph,
     "graph-to-tile": _graph_to_tile,
-    "tile-to-ptx": _tile_to_ptx,
+    "tile-to-warp": _tile_to_warp,
+    "smem-swizzle": _smem_swizzle,
+    "warp-to-ptx": _warp_to_ptx,
 }
+# graph to PTX: the pipeline rung.compile and the examples use
+LOWER_TO_PTX = "graph-to-tile,tile-to-warp,smem-swizzle,warp-to-ptx"
 _SUMMARIES = {"cse": "Eliminate common subexpressions (xDSL).", "dce": "Remove unused pure ops (xDSL)."}
 
 

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, UnitAttr, i64
-from xdsl.ir import Block, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
-from dialects import ptx
+from dialects import ptx, warp
 from dialects.ptx import reg
 
 
 class PtxBuilder:
-    def __init__(self, block: Block):
-        self.block = block
+    """Appends ptx and warp ops to `block` (or inserts them before `before`)."""
+
+    def __init__(self, block: Block, before: Operation | None = None):
+        self.block, self.before = block, before
         self._imms: dict[tuple[int, str], SSAValue] = {}
 
+    def _put(self, op) -> None:
+        if self.before is None:
+            self.block.add_op(op)
+        else:
+            self.block.insert_op_before(op, self.before)
+
     def _add(self, op):
-        self.block.add_op(op)
+        self._put(op)
         return op.results[0] if len(op.results) == 1 else tuple(op.results)
 
     def imm(self, value: int, kind: str = "u32") -> SSAValue:
@@ -97,19 +105,19 @@ class PtxBuilder:
             props["offset"] = IntegerAttr(offset, i64)
         if pred is not None:
             props["guarded"] = UnitAttr()
-        self.block.add_op(ptx.StoreOp.create(operands=[addr, *values] + ([pred] if pred is not None else []), properties=props))
+        self._put(ptx.StoreOp.create(operands=[addr, *values] + ([pred] if pred is not None else []), properties=props))
 
     def cp_async(self, dst, src, src_size, size: int = 16) -> None:
-        self.block.add_op(ptx.CpAsyncOp.create(operands=[dst, src, src_size], properties={"size": IntegerAttr(size, i64)}))
+        self._put(ptx.CpAsyncOp.create(operands=[dst, src, src_size], properties={"size": IntegerAttr(size, i64)}))
 
     def commit(self) -> None:
-        self.block.add_op(ptx.CpAsyncCommitOp.create())
+        self._put(ptx.CpAsyncCommitOp.create())
 
     def wait(self, pending: int) -> None:
-        self.block.add_op(ptx.CpAsyncWaitOp.create(properties={"pending": IntegerAttr(pending, i64)}))
+        self._put(ptx.CpAsyncWaitOp.create(properties={"pending": IntegerAttr(pending, i64)}))
 
     def barrier(self) -> None:
-        self.block.add_op(ptx.BarSyncOp.create())
+        self._put(ptx.BarSyncOp.create())
 
     def ldmatrix(self, addr, n: int = 4, trans: bool = False):
         props = {"trans": UnitAttr()} if trans else {}
@@ -141,14 +149,29 @@ class PtxBuilder:
     def rcp(self, x) -> SSAValue:
         return self._add(ptx.RcpOp.create(operands=[x], result_types=[reg("f32")]))
 
+    # --- warp-level shared tiles
+    def alloc_shared(self, tile, offset: int) -> SSAValue:
+        return self._add(warp.AllocSharedOp.get(tile, offset))
+
+    def tile_ldmatrix(self, tile, stage, row, col, n: int = 4, trans: bool = False):
+        props = {"trans": UnitAttr()} if trans else {}
+        out = self._add(warp.LdmatrixOp.create(operands=[tile, stage, row, col], result_types=[reg("b32")] * n, properties=props))
+        return out if isinstance(out, tuple) else (out,)
+
+    def tile_cp_async(self, tile, stage, row, col, src, src_size, size: int) -> None:
+        self._put(warp.CpAsyncOp.create(operands=[tile, stage, row, col, src, src_size], properties={"size": IntegerAttr(size, i64)}))
+
+    def tile_store(self, tile, stage, row, col, value) -> None:
+        self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))
+
     def for_(self, lb, ub, step, inits):
         """A ptx.for; returns (op, builder of its body, induction variable, carried values)."""
         op = ptx.ForOp.get(self._v(lb, "u32"), self._v(ub, "u32"), self._v(step, "u32"), inits)
-        self.block.add_op(op)
+        self._put(op)
         body = PtxBuilder(op.body.block)
         body._imms = dict(self._imms)  # constants defined before the loop dominate its body
         iv, *carried = op.body.block.args
         return op, body, iv, carried
 
     def yield_(self, values) -> None:
-        self.block.add_op(ptx.YieldOp.create(operands=list(values)))
+        self._put(ptx.YieldOp.create(operands=list(values)))

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from ir.passes import PASSES
+from ir.passes import LOWER_TO_PTX, PASSES
 
 GEMM = """func.func @main(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) -> tensor<4x16xf32> {
   %y = graph.linear %x, %w, %b : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<4x16xf32>
@@ -95,7 +95,7 @@ def test_opt_lowers_a_linear_to_ptx(tmp_path):
     f = tmp_path / "lin.mlir"
     f.write_text(GEMM.replace("f32", "f16").replace(", %b: tensor<16xf16>", "").replace(", %b :", " :").replace(
         ", tensor<16xf16>) -> tensor<4x16xf16>\n  %z", ") -> tensor<4x16xf16>\n  %z"))
-    r = cli("opt_main", str(f), "-p", "graph-to-tile,tile-to-ptx", "--emit", "ptx", "--target", "sm_90a")
+    r = cli("opt_main", str(f), "-p", LOWER_TO_PTX, "--emit", "ptx", "--target", "sm_90a")
     assert r.returncode == 0, r.stderr
     assert ".target sm_90a" in r.stdout and "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in r.stdout
     r = cli("opt_main", str(f), "--emit", "ptx")

@@ -1,4 +1,4 @@
-"""graph-to-tile and tile-to-ptx keep the program's meaning, level by level, on the interpreter."""
+"""graph-to-tile, tile-to-warp, smem-swizzle and warp-to-ptx keep the program's meaning, level by level."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from dialects.tile import MatmulOp
 from ir.cli import random_inputs
 from ir.context import make_context, parse_ir, print_ir
 from ir.interpreter import run
-from ir.passes import run_pipeline
+from ir.passes import LOWER_TO_PTX, run_pipeline
 
 SCHEDULES = ["", "{bm=32 bn=32 bk=32 warps_m=1 warps_n=1 stages=2}", "{bm=64 bn=32 bk=64 warps_m=2 warps_n=1 stages=3}"]
 
@@ -39,7 +39,7 @@ def test_each_level_computes_the_same_linear(lead, n, k, dtype, schedule, seed):
     run_pipeline(module, f"graph-to-tile{schedule}", ctx)
     assert any(isinstance(op, MatmulOp) for op in module.walk())
     assert np.array_equal(run(module, inputs)[0], expected)
-    run_pipeline(module, "tile-to-ptx", ctx)
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     assert any(isinstance(op, LaunchOp) for op in module.walk()) and not any(isinstance(op, MatmulOp) for op in module.walk())
     assert np.array_equal(run(module, inputs)[0], expected)
     assert print_ir(parse_ir(print_ir(module))) == print_ir(module)  # every level parses back
@@ -55,7 +55,7 @@ def test_bias_and_activation_fuse_into_one_kernel(activation, lead):
     module = parse_ir(text)
     inputs = [v * 0.2 for v in random_inputs([a.type for a in module.ops.first.body.block.args], 0, 8)]
     expected = run(module, inputs)[0].astype(np.float32)
-    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    run_pipeline(module, LOWER_TO_PTX, make_context())
     names = [op.name for op in module.ops.first.body.block.ops if op.name != "graph.reshape"]
     assert names == ["ptx.launch", "func.return"]
     np.testing.assert_allclose(run(module, inputs)[0].astype(np.float32), expected, rtol=4e-3, atol=4e-3)
@@ -64,7 +64,7 @@ def test_bias_and_activation_fuse_into_one_kernel(activation, lead):
 @pytest.mark.parametrize("text", [linear_ir((4, 64), 8, "f32", False)])
 def test_linears_the_tensor_cores_cannot_take_stay(text):
     module = parse_ir(text)
-    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    run_pipeline(module, LOWER_TO_PTX, make_context())
     assert any(isinstance(op, g.LinearOp) for op in module.walk())
     assert not any(isinstance(op, KernelOp) for op in module.walk())
 
@@ -75,7 +75,7 @@ def test_one_kernel_per_schedule():
     ).replace("%w: tensor<32x64xf16>)", "%w: tensor<32x64xf16>, %v: tensor<16x32xf16>)").replace("-> tensor<100x32xf16> {", "-> tensor<100x16xf16> {").replace(
         "func.return %z : tensor<100x32xf16>", "func.return %z : tensor<100x16xf16>")
     module = parse_ir(text)
-    run_pipeline(module, "graph-to-tile,tile-to-ptx", make_context())
+    run_pipeline(module, LOWER_TO_PTX, make_context())
     assert len([op for op in module.ops if isinstance(op, KernelOp)]) == 1
     assert len([op for op in module.walk() if isinstance(op, LaunchOp)]) == 2
 
@@ -102,5 +102,5 @@ def test_matmul_lowers_with_b_as_k_by_n(m, n, k, dtype, seed):
     (mm,) = [op for op in module.walk() if isinstance(op, MatmulOp)]
     assert mm.config.b_kn
     assert np.array_equal(run(module, inputs)[0], expected)
-    run_pipeline(module, "tile-to-ptx", ctx)
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     assert np.array_equal(run(module, inputs)[0], expected)

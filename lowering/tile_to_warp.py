@@ -1,11 +1,13 @@
-"""matmul-to-ptx: the tensor-core GEMM kernel C = act(A @ B^T + bias) in the ptx dialect.
+"""tile-to-warp: each tile.matmul becomes a ptx.launch of a generated kernel (one per schedule).
+
+The kernel computes C = act(A @ B^T + bias) per lane: ptx ops for arithmetic, cp.async groups,
+barriers and mma.sync, and warp ops that address the shared tiles by (stage, row, column);
+`smem-swizzle` then picks the tiles' layouts and `warp-to-ptx` turns coordinates into addresses.
 
 A [M, K], B ([N, K], or [K, N] with `b_kn`) and C [M, N] are row-major f16 or bf16;
 accumulation is f32 (mma.sync.m16n8k16). One thread block computes a BM x BN tile of C with
 warps_m x warps_n warps; K advances in BK steps through a `stages`-deep cp.async pipeline in
-shared memory. Shared tiles are row-major and swizzled (`dialects.tile.swizzle_for`: each
-16-byte chunk of a row XOR-ed with row bits) so that the 8 rows one ldmatrix reads fall into
-8 distinct bank groups; a [K, N] B is read with ldmatrix.trans. Fragments follow
+shared memory; a [K, N] B is read with ldmatrix.trans. Fragments follow
 `ir.layout.MMA_M16N8K16_*`.
 
 Rows and columns beyond M, N and K are zero-filled on load and masked on store. Global rows
@@ -15,16 +17,17 @@ are copied 8, 2 or 1 halves at a time (16-byte cp.async when the row length is a
 
 from __future__ import annotations
 
-from dialects.ptx import KernelOp
-from dialects.tile import GemmConfig, SharedTile
-from ir.layout import Swizzle
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from dialects.ptx import KernelOp, LaunchOp
+from dialects.tile import GemmConfig, MatmulOp, SharedTile
+from dialects.warp import SmemType
 from lowering.ptx_builder import PtxBuilder
-
-
-def _swizzled(b: PtxBuilder, sw: Swizzle, offset):
-    """sw(offset) on a register: offset ^ ((offset >> shift) & (mask << base))."""
-    mask = ((1 << sw.bits) - 1) << sw.base
-    return b.xor(offset, b.and_(b.shr(offset, sw.shift), mask))
 
 
 class _TileCopy:
@@ -41,33 +44,33 @@ class _TileCopy:
         copy_row, copy_col = b.shr(tid, per_row.bit_length() - 1), b.mul(b.and_(tid, per_row - 1), tile.elems)
         rows_per_pass = threads // per_row
         self.col = b.add(col0, copy_col)  # the matrix column this thread copies (at k = 0 if K runs along columns)
-        self.passes = []  # (tile row, global address at k = 0, swizzled shared offset)
+        self.tile_col = copy_col
+        self.passes = []  # (matrix row, global address at k = 0, tile row)
         for i in range(tile.rows // rows_per_pass):
             tile_row = b.add(copy_row, i * rows_per_pass)
             row = b.add(row0, tile_row)
             gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_bytes_global), b.cvt(b.shl(self.col, 1), "u64")))
-            soff = _swizzled(b, tile.swizzle, b.add(b.mul(tile_row, tile.row_bytes), b.shl(copy_col, 1)))
-            self.passes.append((row, gaddr, soff))
+            self.passes.append((row, gaddr, tile_row))
         self.row_bytes_global = row_bytes_global
         # the bound that does not move with k
         self.fixed = [b.setp("lt", self.col, col_limit)] * len(self.passes) if k_in_rows else \
             [b.setp("lt", row, row_limit) for row, _, _ in self.passes]
 
-    def issue(self, bb: PtxBuilder, k0, stage_base) -> None:
+    def issue(self, bb: PtxBuilder, k0, buf, stage) -> None:
         if self.k_in_rows:
             shift = bb.mul(bb.cvt(k0, "u64"), self.row_bytes_global)
             moving = [bb.setp("lt", bb.add(row, k0), self.row_limit) for row, _, _ in self.passes]
         else:
             shift = bb.cvt(bb.shl(k0, 1), "u64")
             moving = [bb.setp("lt", bb.add(self.col, k0), self.col_limit)] * len(self.passes)
-        for (_, gaddr, soff), fixed, moves in zip(self.passes, self.fixed, moving):
+        for (_, gaddr, tile_row), fixed, moves in zip(self.passes, self.fixed, moving):
             inside = bb.and_pred(fixed, moves)
-            dst, src = bb.add(stage_base, soff), bb.add(gaddr, shift)
+            src = bb.add(gaddr, shift)
             if self.tile.elems > 1:
-                bb.cp_async(dst, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes)
+                bb.tile_cp_async(buf, stage, tile_row, self.tile_col, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes)
             else:  # rows only 2-byte aligned: a predicated load and a shared store
                 value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
-                bb.st("shared", dst, [value])
+                bb.tile_store(buf, stage, tile_row, self.tile_col, value)
 
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
@@ -85,8 +88,9 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     warp_m, warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
     m0 = b.mul(b.sreg("ctaid.y"), cfg.bm)
     n0 = b.mul(b.sreg("ctaid.x"), cfg.bn)
-    smem = b.shared_base()
-    a_smem, b_smem = smem, b.add(smem, cfg.stages * at.bytes)
+    elem = _element(cfg.dtype)
+    a_buf = b.alloc_shared(SmemType.get(cfg.stages, at.rows, at.cols, elem), 0)
+    b_buf = b.alloc_shared(SmemType.get(cfg.stages, bt.rows, bt.cols, elem), cfg.stages * at.bytes)
     zero = b.imm(0)
 
     a_copy = _TileCopy(b, tid, at, cfg.threads, a_ptr, b.cvt(b.shl(k, 1), "u64"), m0, m, zero, k, k_in_rows=False)
@@ -98,27 +102,21 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     def issue(bb: PtxBuilder, tile, stage):
         """Copy k-tile `tile` into pipeline stage `stage`."""
         k0 = bb.mul(tile, cfg.bk)
-        a_copy.issue(bb, k0, bb.add(a_smem, bb.mul(stage, at.bytes)))
-        b_copy.issue(bb, k0, bb.add(b_smem, bb.mul(stage, bt.bytes)))
+        a_copy.issue(bb, k0, a_buf, stage)
+        b_copy.issue(bb, k0, b_buf, stage)
         bb.commit()
 
-    # --- ldmatrix addresses (swizzled shared offsets within a stage), per k16 step and fragment
+    # --- the (row, col) of the tile each lane gives ldmatrix, per k16 step and fragment
     lane16, lane8, lane_hi = b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4)
     lane_mat = b.and_(b.shr(lane, 3), 1)  # which of a pair of 8x8 matrices this lane addresses
-
-    def offset(tile: SharedTile, row, col_halves):
-        return _swizzled(b, tile.swizzle, b.add(b.mul(row, tile.row_bytes), b.shl(col_halves, 1)))
-
-    a_ld = [[offset(at, b.add(b.mul(warp_m, wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
+    a_ld = [[(b.add(b.mul(warp_m, wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
              for mi in range(mi_count)] for kk in range(cfg.bk // 16)]
     if cfg.b_kn:  # B tile is [BK, BN]: rows are k, read transposed
-        b_ld = [[offset(bt, b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)),
-                        b.add(b.mul(warp_n, wn), b.add(b.shl(lane_hi, 3), 16 * nj))) for nj in range(ni_count // 2)]
-                for kk in range(cfg.bk // 16)]
+        b_ld = [[(b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)), b.add(b.mul(warp_n, wn), b.add(b.shl(lane_hi, 3), 16 * nj)))
+                 for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
     else:  # B tile is [BN, BK]: rows are n
-        b_ld = [[offset(bt, b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)),
-                        b.shl(b.add(lane_mat, 2 * kk), 3)) for nj in range(ni_count // 2)]
-                for kk in range(cfg.bk // 16)]
+        b_ld = [[(b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
+                 for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
 
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
@@ -134,14 +132,12 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     body.wait(cfg.stages - 2)
     body.barrier()
     issue(body, body.add(kt, cfg.stages - 1), write_stage)
-    a_stage = body.add(a_smem, body.mul(read_stage, at.bytes))
-    b_stage = body.add(b_smem, body.mul(read_stage, bt.bytes))
     acc = list(acc)
     for kk in range(cfg.bk // 16):
-        a_frags = [body.ldmatrix(body.add(a_stage, a_ld[kk][mi])) for mi in range(mi_count)]
+        a_frags = [body.tile_ldmatrix(a_buf, read_stage, *a_ld[kk][mi]) for mi in range(mi_count)]
         b_frags = []
         for nj in range(ni_count // 2):
-            r0, r1, r2, r3 = body.ldmatrix(body.add(b_stage, b_ld[kk][nj]), trans=cfg.b_kn)
+            r0, r1, r2, r3 = body.tile_ldmatrix(b_buf, read_stage, *b_ld[kk][nj], trans=cfg.b_kn)
             b_frags += [(r0, r1), (r2, r3)]
         for mi in range(mi_count):
             for ni in range(ni_count):
@@ -205,3 +201,27 @@ def _activation(b: PtxBuilder, v, activation: str):
     if activation == "silu":  # v * sigmoid(v) = v / (1 + 2^(-v log2 e))
         return b.mul(v, b.rcp(b.add(b.ex2(b.mul(v, b.fimm(-LOG2E))), b.fimm(1.0))))
     return v
+
+
+def _element(dtype: str):
+    from xdsl.dialects.builtin import bf16, f16
+
+    return f16 if dtype == "f16" else bf16
+
+
+@dataclass(frozen=True)
+class TileToWarp(ModulePass):
+    """Generate the warp-level kernel of each tile.matmul schedule and launch it in place of the op."""
+
+    name = "tile-to-warp"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        kernels = {k.sym_name.data for k in op.ops if isinstance(k, KernelOp)}
+        for mm in [o for o in op.walk() if isinstance(o, MatmulOp)]:
+            cfg = mm.config
+            if cfg.name not in kernels:
+                op.body.block.add_op(gemm_kernel(cfg))
+                kernels.add(cfg.name)
+            (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
+            grid = ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
+            Rewriter.replace_op(mm, LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, grid, [m, n, k]))

@@ -1,4 +1,4 @@
-"""matmul-to-ptx: the GEMM kernel, interpreted lane by lane on the CPU and assembled by ptxas."""
+"""tile-to-warp: the GEMM kernel, interpreted lane by lane on the CPU (as generated and lowered) and assembled by ptxas."""
 
 import dataclasses
 import shutil
@@ -14,7 +14,9 @@ from backend.ptx_text import module_text
 from ir.interpreter import DeviceMemory, run_kernel
 from ir.errors import RungError
 from dialects.tile import copy_elems
-from lowering.matmul_to_ptx import GemmConfig, gemm_kernel
+from backend.gemm import lowered_gemm_kernel
+from dialects.ptx import KernelOp
+from lowering.tile_to_warp import GemmConfig, gemm_kernel
 
 EPILOGUES = [GemmConfig("f16", bias=True, activation="silu"), GemmConfig("bf16", bm=64, bn=128, bk=32, stages=4, bias=True, activation="relu"),
              GemmConfig("f16", bm=64, bn=64, copy_elems=2), GemmConfig("bf16", bm=64, bn=64, copy_elems=1),
@@ -29,13 +31,18 @@ CONFIGS = [
 ]
 
 
-def interpret_gemm(cfg, a, b):
+def lowered(cfg) -> KernelOp:
+    """The kernel as it runs: swizzled tiles, every access a ptx instruction."""
+    return lowered_gemm_kernel(cfg).ops.first
+
+
+def interpret_gemm(cfg, a, b, kernel=None):
     m, k = a.shape
     n = b.shape[1] if cfg.b_kn else b.shape[0]
     mem = DeviceMemory()
     pa, pb = mem.alloc(a), mem.alloc(b)
     pc = mem.alloc(np.full((m, n), np.nan, a.dtype))  # poisoned: every element must be written
-    run_kernel(gemm_kernel(cfg), ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), [pa, pb, pc, m, n, k], mem)
+    run_kernel(kernel or lowered(cfg), ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), [pa, pb, pc, m, n, k], mem)
     return mem.read(pc, np.empty((m, n), a.dtype))
 
 
@@ -74,7 +81,7 @@ def test_epilogue_adds_bias_and_applies_the_activation(activation, dtype):
     bias = rng.standard_normal(n).astype(dt)
     mem = DeviceMemory()
     ptrs = [mem.alloc(a), mem.alloc(b), mem.alloc(bias), mem.alloc(np.full((m, n), np.nan, dt))]
-    run_kernel(gemm_kernel(cfg), (2, 2), ptrs + [m, n, k], mem)
+    run_kernel(lowered(cfg), (2, 2), ptrs + [m, n, k], mem)
     out = mem.read(ptrs[3], np.empty((m, n), dt)).astype(np.float32)
     y = a.astype(np.float32) @ b.astype(np.float32).T + bias.astype(np.float32)
     y = {"none": y, "relu": np.maximum(y, 0), "silu": y / (1 + np.exp(-y))}[activation]
@@ -96,7 +103,7 @@ def test_bad_configs_are_rejected():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     src = tmp_path / "gemm.ptx"
-    src.write_text(module_text(gemm_kernel(cfg), arch))
+    src.write_text(module_text(lowered_gemm_kernel(cfg), arch))
     r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "gemm.cubin")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "0 bytes spill stores" in r.stderr, r.stderr
@@ -154,3 +161,17 @@ def test_eight_warp_tiles_with_dynamic_shared_memory(cfg):
     a, b = rng.integers(-3, 4, (m, k)).astype(dt), rng.integers(-3, 4, (n, k)).astype(dt)
     exact = a.astype(np.float32) @ b.astype(np.float32).T
     assert np.array_equal(interpret_gemm(cfg, a, b).astype(np.float32), exact.astype(dt).astype(np.float32))
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[1], EPILOGUES[-2]], ids=lambda c: c.name)
+def test_warp_level_and_lowered_kernels_agree(cfg):
+    """The generated (unswizzled, warp-level) kernel and the lowered one compute the same bits."""
+    rng = np.random.default_rng(9)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    m, n, k = 70, 90, 100
+    a = rng.standard_normal((m, k)).astype(dt)
+    b = rng.standard_normal((k, n) if cfg.b_kn else (n, k)).astype(dt)
+    cfg = dataclasses.replace(cfg, copy_elems=copy_elems(k), b_copy_elems=copy_elems(n) if cfg.b_kn else 8)
+    warp_level = interpret_gemm(cfg, a, b, kernel=gemm_kernel(cfg))
+    as_run = interpret_gemm(cfg, a, b)
+    assert np.array_equal(warp_level.view(np.uint16), as_run.view(np.uint16))

@@ -1,0 +1,168 @@
+"""The `warp` dialect: per-lane access to shared-memory tiles by logical coordinates.
+
+A kernel at this level computes, per lane, which (stage, row, column) of a shared tile it
+reads or writes; the tile's type carries its layout:
+
+    %a = warp.alloc_shared {offset = 0 : i64} : !warp.smem<3x128x32xf16, swizzle 2 4 3>
+    %f:4 = warp.ldmatrix %a, %stage, %row, %col : ... -> (!ptx.reg<b32>, ...)
+
+so that choosing a layout (`smem-swizzle`) and turning coordinates into byte addresses
+(`warp-to-ptx`) are passes, not index arithmetic inside the kernel generator. Everything else
+a lane does (address arithmetic, mma.sync, cp.async groups, barriers) uses the `ptx` ops.
+A tile value is, for the interpreter, its byte offset in the block's shared memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, UnitAttr, i64
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, TypeAttribute
+from xdsl.irdl import irdl_attr_definition, irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def, var_result_def
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from dialects.ptx import PtxOp, RegType, SinkOp, SourceOp, cp_async_lanes, ldmatrix_lanes
+from ir.layout import Swizzle
+
+
+@irdl_attr_definition
+class SmemType(ParametrizedAttribute, TypeAttribute):
+    """A shared-memory tile of `stages` x `rows` x `cols` 16-bit elements, each stage row-major;
+    byte offset (s, r, c) = s * stage_bytes + swizzle(r * row_bytes + 2 c), no swizzle by default."""
+
+    name = "warp.smem"
+    stages: IntAttr
+    rows: IntAttr
+    cols: IntAttr
+    element: Attribute
+    swizzle: ArrayAttr  # [] or [bits, base, shift]
+
+    @staticmethod
+    def get(stages: int, rows: int, cols: int, element: Attribute, swizzle: Swizzle | None = None) -> "SmemType":
+        sw = ArrayAttr([IntAttr(v) for v in (swizzle.bits, swizzle.base, swizzle.shift)]) if swizzle else ArrayAttr([])
+        return SmemType(IntAttr(stages), IntAttr(rows), IntAttr(cols), element, sw)
+
+    @property
+    def row_bytes(self) -> int:
+        return 2 * self.cols.data
+
+    @property
+    def stage_bytes(self) -> int:
+        return self.rows.data * self.row_bytes
+
+    @property
+    def bytes(self) -> int:
+        return self.stages.data * self.stage_bytes
+
+    @property
+    def layout_swizzle(self) -> Swizzle | None:
+        return Swizzle(*(v.data for v in self.swizzle.data)) if self.swizzle.data else None
+
+    def offset(self, stage, row, col):
+        """Byte offsets of (stage, row, col), on ints or numpy arrays."""
+        inner = row * self.row_bytes + 2 * col
+        sw = self.layout_swizzle
+        return stage * self.stage_bytes + (sw(inner) if sw else inner)
+
+    def verify(self) -> None:
+        sw = self.layout_swizzle
+        if len(self.swizzle.data) not in (0, 3):
+            raise VerifyException("swizzle takes bits, base and shift")
+        if sw and self.stage_bytes % (1 << (sw.bits + sw.base + sw.shift)):
+            raise VerifyException(f"a stage of {self.stage_bytes} bytes is not a whole number of swizzle periods")
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.stages.data}x{self.rows.data}x{self.cols.data}x")
+        printer.print_attribute(self.element)
+        if self.swizzle.data:
+            printer.print_string(", swizzle " + " ".join(str(v.data) for v in self.swizzle.data))
+        printer.print_string(">")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            dims, element = parser.parse_ranked_shape()
+            if len(dims) != 3:
+                parser.raise_error("a shared tile is stages x rows x cols")
+            swizzle = []
+            if parser.parse_optional_punctuation(","):
+                parser.parse_keyword("swizzle")
+                swizzle = [IntAttr(parser.parse_integer(allow_boolean=False)) for _ in range(3)]
+        return (IntAttr(dims[0]), IntAttr(dims[1]), IntAttr(dims[2]), element, ArrayAttr(swizzle))
+
+
+@irdl_op_definition
+class AllocSharedOp(SourceOp):
+    """A shared tile at byte `offset` of the block's shared memory."""
+
+    name = "warp.alloc_shared"
+    result = result_def(SmemType)
+    offset = prop_def(IntegerAttr)
+
+    @staticmethod
+    def get(tile: SmemType, offset: int) -> "AllocSharedOp":
+        return AllocSharedOp.create(result_types=[tile], properties={"offset": IntegerAttr(offset, i64)})
+
+    def execute(self, cta):
+        return np.full(cta.threads, self.offset.value.data, np.int64)
+
+
+def _addresses(op, base, stage, row, col) -> np.ndarray:
+    """Byte addresses of each lane's (stage, row, col) of the op's tile."""
+    t: SmemType = op.tile.type
+    return base + t.offset(stage.astype(np.int64), row.astype(np.int64), col.astype(np.int64))
+
+
+@irdl_op_definition
+class LdmatrixOp(PtxOp):
+    """ldmatrix (x1, x2 or x4, optionally transposed) whose row addresses are lanes' (row, col) of a tile."""
+
+    name = "warp.ldmatrix"
+    tile = operand_def(SmemType)
+    stage = operand_def(RegType)
+    row = operand_def(RegType)
+    col = operand_def(RegType)
+    results_ = var_result_def(RegType)
+    trans = opt_prop_def(UnitAttr)
+
+    def execute(self, cta, base, stage, row, col):
+        return ldmatrix_lanes(cta, _addresses(self, base, stage, row, col), len(self.results_), bool(self.trans))
+
+
+@irdl_op_definition
+class CpAsyncOp(SinkOp):
+    """cp.async of `size` bytes from global `src` to a tile's (stage, row, col), src_size of them read."""
+
+    name = "warp.cp_async"
+    tile = operand_def(SmemType)
+    stage = operand_def(RegType)
+    row = operand_def(RegType)
+    col = operand_def(RegType)
+    src = operand_def(RegType)
+    src_size = operand_def(RegType)
+    size = prop_def(IntegerAttr)
+
+    def execute(self, cta, base, stage, row, col, src, src_size):
+        cp_async_lanes(cta, _addresses(self, base, stage, row, col), src, src_size, self.size.value.data)
+        return ()
+
+
+@irdl_op_definition
+class StoreOp(SinkOp):
+    """st.shared of one 16-bit value at a tile's (stage, row, col)."""
+
+    name = "warp.st_shared"
+    tile = operand_def(SmemType)
+    stage = operand_def(RegType)
+    row = operand_def(RegType)
+    col = operand_def(RegType)
+    value = operand_def(RegType)
+
+    def execute(self, cta, base, stage, row, col, value):
+        data = np.ascontiguousarray(value.astype(np.uint16)).view(np.uint8).reshape(cta.threads, 2)
+        cta.store("shared", _addresses(self, base, stage, row, col), data, None)
+        return ()
+
+
+WARP = Dialect("warp", [AllocSharedOp, LdmatrixOp, CpAsyncOp, StoreOp], [SmemType])

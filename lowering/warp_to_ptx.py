@@ -1,0 +1,73 @@
+"""warp-to-ptx: shared tiles become addresses, tile accesses become ptx instructions.
+
+Each warp.alloc_shared becomes the kernel's shared base plus its offset. Each access's byte
+offset inside a stage, the tile layout applied to (row, col) (`SmemType.offset`, swizzle
+included), is computed where row and col are defined, so a loop that reuses them pays only for
+the stage: address = base + stage * stage_bytes + offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Block, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from dialects import ptx, warp
+from ir.layout import Swizzle
+from lowering.ptx_builder import PtxBuilder
+
+
+def emit_swizzle(b: PtxBuilder, sw: Swizzle, offset: SSAValue) -> SSAValue:
+    """sw(offset) on a register: offset ^ ((offset >> shift) & (mask << base))."""
+    mask = ((1 << sw.bits) - 1) << sw.base
+    return b.xor(offset, b.and_(b.shr(offset, sw.shift), mask))
+
+
+def _hoisted(op: Operation, values: list[SSAValue]) -> PtxBuilder:
+    """A builder placed right after the last definition of `values` when they share a block
+    (so loop-invariant address arithmetic stays out of loops), else right before `op`."""
+    owners = [v.owner for v in values]
+    if all(isinstance(o, Operation) for o in owners) and len({o.parent for o in owners}) == 1:
+        block: Block = owners[0].parent
+        last = max(owners, key=block.get_operation_index)
+        if last.next_op is not None:
+            return PtxBuilder(block, before=last.next_op)
+        return PtxBuilder(block)
+    return PtxBuilder(op.parent, before=op)
+
+
+@dataclass(frozen=True)
+class WarpToPtx(ModulePass):
+    """Lower shared tiles and their accesses to shared-memory addresses and ptx instructions."""
+
+    name = "warp-to-ptx"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        bases: dict[SSAValue, SSAValue] = {}
+        for alloc in [o for o in op.walk() if isinstance(o, warp.AllocSharedOp)]:
+            b = PtxBuilder(alloc.parent, before=alloc)
+            base = b.shared_base()
+            offset = alloc.offset.value.data
+            bases[alloc.result] = b.add(base, offset) if offset else base
+        for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.StoreOp))]:
+            tile: warp.SmemType = access.tile.type
+            h = _hoisted(access, [access.row, access.col])
+            inner = h.add(h.mul(access.row, tile.row_bytes), h.shl(access.col, 1))
+            if tile.layout_swizzle is not None:
+                inner = emit_swizzle(h, tile.layout_swizzle, inner)
+            b = PtxBuilder(access.parent, before=access)
+            addr = b.add(b.add(bases[access.tile], b.mul(access.stage, tile.stage_bytes)), inner)
+            if isinstance(access, warp.LdmatrixOp):
+                new = ptx.LdmatrixOp.create(operands=[addr], result_types=[r.type for r in access.results],
+                                            properties=dict(access.properties))
+            elif isinstance(access, warp.CpAsyncOp):
+                new = ptx.CpAsyncOp.create(operands=[addr, access.src, access.src_size], properties=dict(access.properties))
+            else:
+                new = ptx.StoreOp.create(operands=[addr, access.value], properties={"space": ptx.StringAttr("shared")})
+            Rewriter.replace_op(access, new)
+        for alloc in [o for o in op.walk() if isinstance(o, warp.AllocSharedOp)]:
+            Rewriter.replace_op(alloc, [], [bases[alloc.result]])
