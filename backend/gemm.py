@@ -26,7 +26,7 @@ from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
 from lowering.tile_to_warp import gemm_kernel
 
-_DTYPES = {"float16": "f16", "bfloat16": "bf16"}
+_DTYPES = {"float16": "f16", "bfloat16": "bf16"}  # torch dtype name -> IR element type
 
 
 def lowered_gemm_kernel(cfg: GemmConfig) -> ModuleOp:
@@ -106,28 +106,25 @@ def launch(x, w, out, m, n, k, b_kn: bool = False) -> None:
     kernel.launch(grid_of(cfg, m, n), (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
 
 
-def linear(x, weight, out=None):
-    """x @ weight^T on the tensor cores: x [M, K], weight [N, K], f16 or bf16, any M, N, K."""
+def _gemm(x, w, out, b_kn: bool):
     import torch
 
-    if out is None and isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.dim() == 2 and weight.dim() == 2:
-        out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
-    m, n, k = _check_operands(x, weight, out)
+    if out is None and all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in (x, w)):
+        out = torch.empty((x.shape[0], w.shape[1] if b_kn else w.shape[0]), dtype=x.dtype, device=x.device)
+    m, n, k = _check_operands(x, w, out, b_kn)
     if m and n:
-        launch(x, weight, out, m, n, k)
+        launch(x, w, out, m, n, k, b_kn)
     return out
+
+
+def linear(x, weight, out=None):
+    """x @ weight^T on the tensor cores: x [M, K], weight [N, K], f16 or bf16, any M, N, K."""
+    return _gemm(x, weight, out, b_kn=False)
 
 
 def matmul(a, b, out=None):
     """a @ b on the tensor cores: a [M, K], b [K, N] (read as stored, no transpose copy), f16 or bf16."""
-    import torch
-
-    if out is None and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 and b.dim() == 2:
-        out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
-    m, n, k = _check_operands(a, b, out, b_kn=True)
-    if m and n:
-        launch(a, b, out, m, n, k, b_kn=True)
-    return out
+    return _gemm(a, b, out, b_kn=True)
 
 
 @dataclass
@@ -172,9 +169,10 @@ class CompiledFunction:
 def _torch_dtype(elem: str):
     import torch
 
-    if elem not in ("f16", "bf16"):
+    names = {v: k for k, v in _DTYPES.items()}
+    if elem not in names:
         raise RungError(f"element type {elem} has no GPU path yet (f16 and bf16 do)")
-    return torch.float16 if elem == "f16" else torch.bfloat16
+    return getattr(torch, names[elem])
 
 
 def compile(module_or_text, target: str | None = None) -> CompiledFunction:
