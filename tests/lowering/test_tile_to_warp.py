@@ -7,13 +7,14 @@ import subprocess
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
 from ir.interpreter import DeviceMemory, run_kernel
 from ir.errors import RungError
 from dialects.tile import copy_elems
+from backend.bench_gemm import CANDIDATES
 from backend.gemm import lowered_gemm_kernel
 from dialects.ptx import KernelOp
 from lowering.tile_to_warp import GemmConfig, gemm_kernel
@@ -175,3 +176,51 @@ def test_warp_level_and_lowered_kernels_agree(cfg):
     warp_level = interpret_gemm(cfg, a, b, kernel=gemm_kernel(cfg))
     as_run = interpret_gemm(cfg, a, b)
     assert np.array_equal(warp_level.view(np.uint16), as_run.view(np.uint16))
+
+
+@st.composite
+def schedules(draw):
+    """Valid schedules across the space the scheduler and the benchmark draw from."""
+    warps_m, warps_n = draw(st.sampled_from([(1, 1), (2, 1), (1, 2), (2, 2), (4, 2), (2, 4)]))
+    wm, wn = draw(st.sampled_from([16, 32, 64])), draw(st.sampled_from([16, 32, 64]))
+    cfg = dict(dtype=draw(st.sampled_from(["f16", "bf16"])), bm=warps_m * wm, bn=warps_n * wn, bk=draw(st.sampled_from([32, 64])),
+               warps_m=warps_m, warps_n=warps_n, stages=draw(st.integers(2, 4)), b_kn=draw(st.booleans()),
+               bias=draw(st.booleans()), activation=draw(st.sampled_from(["none", "relu"])))
+    try:
+        return GemmConfig(**cfg)
+    except ValueError:  # e.g. a tile that does not split over the threads
+        assume(False)
+
+
+@settings(max_examples=max(6, settings().max_examples // 5))
+@given(schedules(), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2**31))
+def test_any_valid_schedule_computes_the_product(cfg, mt, nt, seed):
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    m, n, k = cfg.bm * mt - 3, cfg.bn * nt - 5, 2 * cfg.bk + 8
+    cfg = dataclasses.replace(cfg, b_copy_elems=copy_elems(n) if cfg.b_kn else 8)
+    a, b = rng.integers(-3, 4, (m, k)).astype(dt), rng.integers(-3, 4, (n, k)).astype(dt)
+    bias = rng.integers(-3, 4, n).astype(dt)
+    mem = DeviceMemory()
+    ptrs = [mem.alloc(a), mem.alloc(np.ascontiguousarray(b.T) if cfg.b_kn else b)] + ([mem.alloc(bias)] if cfg.bias else [])
+    ptrs.append(mem.alloc(np.full((m, n), np.nan, dt)))
+    run_kernel(lowered(cfg), (nt, mt), ptrs + [m, n, k], mem)
+    y = a.astype(np.float32) @ b.astype(np.float32).T + (bias.astype(np.float32) if cfg.bias else 0)
+    y = np.maximum(y, 0) if cfg.activation == "relu" else y
+    assert np.array_equal(mem.read(ptrs[-1], np.empty((m, n), dt)).astype(np.float32), y.astype(dt).astype(np.float32))
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("candidate", CANDIDATES, ids=str)
+def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
+    """The schedules the GPU benchmark times must be right before any device time goes to them."""
+    cfg = GemmConfig("f16", **candidate)
+    rng = np.random.default_rng(1)
+    m, n, k = cfg.bm + 1, cfg.bn + 2, cfg.bk * 2
+    a, b = rng.integers(-3, 4, (m, k)).astype(np.float16), rng.integers(-3, 4, (n, k)).astype(np.float16)
+    exact = (a.astype(np.float32) @ b.astype(np.float32).T).astype(np.float16)
+    assert np.array_equal(interpret_gemm(cfg, a, b), exact)
+    src = tmp_path / "k.ptx"
+    src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
+    r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+    assert r.returncode == 0 and "0 bytes spill stores" in r.stderr, r.stderr
