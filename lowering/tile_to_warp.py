@@ -124,8 +124,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
 
     # --- main loop over k-tiles; carried: accumulators, read stage, write stage (as stage indices)
     tiles = b.shr(b.add(k, cfg.bk - 1), cfg.bk.bit_length() - 1)
-    zero = b.imm(0, "f32")
-    inits = [zero] * (mi_count * ni_count * 4) + [b.imm(0), b.imm(cfg.stages - 1)]
+    inits = [b.fimm(0.0)] * (mi_count * ni_count * 4) + [b.imm(0), b.imm(cfg.stages - 1)]
     loop, body, kt, carried = b.for_(0, tiles, 1, inits)
     acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
 
@@ -154,7 +153,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
 
     # --- epilogue: bias and activation in f32, round to the output type, store inside M x N
     group, tig = b.shr(lane, 2), b.and_(lane, 3)
-    n_even = b.setp("eq", b.and_(n, 1), 0)
+    n_even, n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
     row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
     col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
     biases = [_load_bias_pair(b, bias_ptr[0], b.add(col0, ni * 8), n, cfg.dtype) for ni in range(ni_count)] if cfg.bias else None
@@ -173,12 +172,10 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                 both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), n))
                 b.st("global", addr, [b.cvt_pack(hi, lo, cfg.dtype)], pred=b.and_pred(both, n_even))
                 # odd N: rows are only 2-byte aligned, so store the halves one by one
-                odd = b.setp("ne", b.and_(n, 1), 0)
-                first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, n)), odd)
+                first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, n)), n_odd)
                 b.st("global", addr, [b.cvt_half(lo, cfg.dtype)], pred=first)
-                b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, odd))
+                b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, n_odd))
     return kernel
-
 
 
 def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):
