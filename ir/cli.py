@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,12 @@ def _read(path: str | None) -> tuple[str, str]:
         raise RungError(f"cannot read {path}: {e.strerror}") from None
 
 
+def _quiet_broken_pipe() -> None:
+    """`rung-opt x.mlir | head` should stop quietly, as other Unix tools do."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
 def _fail(tool: str, e: Exception) -> int:
     print(f"{tool}: error: {e}", file=sys.stderr)
     return 1
@@ -33,6 +40,7 @@ def opt_main(argv: list[str] | None = None) -> int:
     from ir.context import DIALECTS, make_context, parse_ir, print_ir, verify
     from ir.passes import PASSES, pass_summary, run_pipeline
 
+    _quiet_broken_pipe()
     p = argparse.ArgumentParser(prog="rung-opt", description="Parse Rung IR, run a pass pipeline, print the result.")
     p.add_argument("input", nargs="?", help="IR file (default: stdin)")
     p.add_argument("-p", "--passes", default="", help="pass pipeline, e.g. 'decompose-graph,cse'")
@@ -129,6 +137,7 @@ def run_main(argv: list[str] | None = None) -> int:
     from ir.context import parse_ir
     from ir.interpreter import find_function, run
 
+    _quiet_broken_pipe()
     p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter.")
     p.add_argument("input", help="IR file")
     p.add_argument("-f", "--function", default="main", help="function to run (default: main)")
