@@ -649,6 +649,62 @@ class RcpOp(ApproxOp):
         return (np.float32(1) / x).astype(np.float32)
 
 
+@irdl_op_definition
+class Lop3Op(PtxOp):
+    """lop3.b32 d, a, b, c, lut: any 3-input bitwise function, `lut` its truth table
+    (bit (a<<2 | b<<1 | c) of lut is the output for those input bits; e.g. (a & b) | c is 0xEA)."""
+
+    name = "ptx.lop3"
+    a = operand_def(RegType)
+    b = operand_def(RegType)
+    c = operand_def(RegType)
+    result = result_def(RegType)
+    lut = prop_def(IntegerAttr)
+
+    def text(self, r):
+        return f"lop3.b32 {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)}, {self.lut.value.data:#04x};"
+
+    def execute(self, cta, a, b, c):
+        a, b, c = (np.asarray(v).astype(np.uint32) for v in (a, b, c))
+        out = np.zeros_like(a)
+        for minterm in range(8):
+            if self.lut.value.data >> minterm & 1:
+                ta = a if minterm & 4 else ~a
+                tb = b if minterm & 2 else ~b
+                tc = c if minterm & 1 else ~c
+                out |= ta & tb & tc
+        return out
+
+
+@irdl_op_definition
+class Fma2Op(PtxOp):
+    """fma.rn.<t>x2 d, a, b, c: per 16-bit half, a * b + c rounded once to f16 or bf16."""
+
+    name = "ptx.fma2"
+    a = operand_def(RegType)
+    b = operand_def(RegType)
+    c = operand_def(RegType)
+    result = result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def text(self, r):
+        return f"fma.rn.{self.dtype.data}x2 {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)};"
+
+    def execute(self, cta, a, b, c):
+        import ml_dtypes
+
+        def halves(w):
+            w = np.asarray(w).astype(np.uint32)
+            return unpack_halves(np.stack([w & 0xFFFF, w >> 16], -1).astype(np.uint16), self.dtype.data)
+
+        # float64 holds every f16 product-plus-sum exactly, so one rounding happens (bf16: exact for the
+        # magnitudes decoding and scaling meet, where the exponents differ by less than 29)
+        exact = halves(a) * halves(b) + halves(c)
+        t = np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16
+        bits = exact.astype(t).view(np.uint16).astype(np.uint32)
+        return bits[..., 0] | (bits[..., 1] << 16)
+
+
 # --- structure ----------------------------------------------------------------------------------------------
 
 
@@ -766,5 +822,5 @@ class LaunchOp(IRDLOperation):
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, MadOp, CvtOp, SetpOp,
     AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, YieldOp, ForOp, KernelOp, LaunchOp,
+    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
 ], [RegType])

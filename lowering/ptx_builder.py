@@ -48,9 +48,7 @@ class PtxBuilder:
 
     def binary(self, cls, a, b) -> SSAValue:
         kind = ptx.kind_of(a) if not isinstance(a, int) else ptx.kind_of(b)
-        a, b = self._v(a, kind), self._v(b, kind if cls not in (ptx.ShlOp, ptx.ShrOp) else "u32")
-        if cls in (ptx.ShlOp, ptx.ShrOp) and ptx.kind_of(b) != kind:
-            b = self.cvt(b, kind)
+        a, b = self._v(a, kind), self._v(b, kind if cls not in (ptx.ShlOp, ptx.ShrOp) else "u32")  # shift amounts are u32
         return self._add(cls.create(operands=[a, b], result_types=[reg(kind)]))
 
     def add(self, a, b):
@@ -163,6 +161,14 @@ class PtxBuilder:
 
     def tile_store(self, tile, stage, row, col, value) -> None:
         self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))
+
+    def lop3(self, a, b, c, lut: int) -> SSAValue:
+        a, b, c = (self._v(v, "b32") for v in (a, b, c))
+        return self._add(ptx.Lop3Op.create(operands=[a, b, c], result_types=[reg("b32")], properties={"lut": IntegerAttr(lut, i64)}))
+
+    def fma2(self, a, b, c, dtype: str) -> SSAValue:
+        a, b, c = (self._v(v, "b32") for v in (a, b, c))
+        return self._add(ptx.Fma2Op.create(operands=[a, b, c], result_types=[reg("b32")], properties={"dtype": StringAttr(dtype)}))
 
     def for_(self, lb, ub, step, inits):
         """A ptx.for; returns (op, builder of its body, induction variable, carried values)."""
