@@ -89,9 +89,11 @@ class GemmConfig:
     copy_elems: int = 8  # halves per copy of A's rows (and of B's when B is [N, K]): 8 (16 B), 2 (4 B) or 1
     b_kn: bool = False  # B stored [K, N]: its rows run along N
     b_copy_elems: int = 8  # halves per copy of B's rows when B is [K, N] (they follow N's alignment)
+    weight: str = ""  # "" (B in dtype) or an integer format of 1-8 bits: B is codes in mma order (lowering.ladder)
+    group: int = 0  # with `weight`: K elements per scale (0: one scale per output channel)
 
     def __post_init__(self):
-        for e in (self.copy_elems, self.b_copy_elems):
+        for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
             if e not in (8, 2, 1):
                 raise ValueError(f"elements per copy must be 8, 2 or 1, got {e}")
         if self.activation not in ACTIVATIONS:
@@ -109,6 +111,15 @@ class GemmConfig:
             raise ValueError("the pipeline needs at least 2 stages")
         if self.shared_bytes > MAX_SHARED_BYTES:
             raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the {MAX_SHARED_BYTES // 1024} KiB a block can have")
+        if self.weight:
+            from lowering.ladder import IntDecode
+
+            d = IntDecode.of(self.weight)
+            block = 16 * d.per_word // 4
+            if self.b_kn or self.bk % block:
+                raise ValueError(f"{self.weight} weights need B as [N, K] and BK a multiple of {block}")
+            if self.group and (self.group % self.bk or self.group & (self.group - 1)):
+                raise ValueError(f"group {self.group} must be a power of two and a multiple of BK = {self.bk}")
         for tile in (self.a_tile, self.b_tile):
             copies_per_row = tile.cols // tile.elems
             if copies_per_row > self.threads or (tile.rows * copies_per_row) % self.threads:
@@ -123,7 +134,16 @@ class GemmConfig:
         return SharedTile(self.bm, self.bk, self.copy_elems)
 
     @property
+    def weight_bits(self) -> int:
+        from ir.numerics import element_format
+
+        return element_format(self.weight).bits if self.weight else 16
+
+    @property
     def b_tile(self) -> SharedTile:
+        if self.weight:  # packed codes: BK * bits / 16 halves a row, copied 16, 8 or 4 bytes at a time
+            cols = self.bk * self.weight_bits // 16
+            return SharedTile(self.bn, cols, min(8, cols))
         return SharedTile(self.bk, self.bn, self.b_copy_elems) if self.b_kn else SharedTile(self.bn, self.bk, self.copy_elems)
 
     @property
@@ -136,6 +156,7 @@ class GemmConfig:
         suffix += ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
         suffix += "" if self.copy_elems == 8 else f"_c{self.copy_elems}"
         suffix += f"_bc{self.b_copy_elems}" if self.b_kn and self.b_copy_elems != 8 else ""
+        suffix += f"_w{self.weight}g{self.group}" if self.weight else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 

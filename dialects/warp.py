@@ -149,6 +149,22 @@ class CpAsyncOp(SinkOp):
 
 
 @irdl_op_definition
+class LoadOp(PtxOp):
+    """ld.shared.b32 of a tile's (stage, row, col) (col in 16-bit elements, even)."""
+
+    name = "warp.ld_shared"
+    tile = operand_def(SmemType)
+    stage = operand_def(RegType)
+    row = operand_def(RegType)
+    col = operand_def(RegType)
+    result = result_def(RegType)
+
+    def execute(self, cta, base, stage, row, col):
+        data = cta.load("shared", _addresses(self, base, stage, row, col), 4, None)
+        return data.view(np.uint32).reshape(-1).copy()
+
+
+@irdl_op_definition
 class StoreOp(SinkOp):
     """st.shared of one 16-bit value at a tile's (stage, row, col)."""
 
@@ -165,4 +181,4 @@ class StoreOp(SinkOp):
         return ()
 
 
-WARP = Dialect("warp", [AllocSharedOp, LdmatrixOp, CpAsyncOp, StoreOp], [SmemType])
+WARP = Dialect("warp", [AllocSharedOp, LdmatrixOp, CpAsyncOp, LoadOp, StoreOp], [SmemType])

@@ -159,6 +159,9 @@ class PtxBuilder:
     def tile_cp_async(self, tile, stage, row, col, src, src_size, size: int) -> None:
         self._put(warp.CpAsyncOp.create(operands=[tile, stage, row, col, src, src_size], properties={"size": IntegerAttr(size, i64)}))
 
+    def tile_load(self, tile, stage, row, col) -> SSAValue:
+        return self._add(warp.LoadOp.create(operands=[tile, stage, row, col], result_types=[reg("b32")]))
+
     def tile_store(self, tile, stage, row, col, value) -> None:
         self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))
 

@@ -27,6 +27,7 @@ from xdsl.rewriter import Rewriter
 from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import GemmConfig, MatmulOp, SharedTile
 from dialects.warp import SmemType
+from lowering.ladder import IntDecode, emit_decode
 from lowering.ptx_builder import PtxBuilder
 
 
@@ -75,10 +76,12 @@ class _TileCopy:
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     """The kernel; parameters (a, b, [bias,] c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
-    pointers = 4 if cfg.bias else 3
+    pointers = 3 + bool(cfg.weight) + cfg.bias
     kernel = KernelOp.get(cfg.name, ["u64"] * pointers + ["u32"] * 3, cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
-    a_ptr, b_ptr, *bias_ptr, c_ptr, m, n, k = kernel.body.block.args
+    a_ptr, b_ptr, *extra, c_ptr, m, n, k = kernel.body.block.args
+    scales_ptr = extra[0] if cfg.weight else None
+    bias_ptr = extra[-1:] if cfg.bias else []
     at, bt = cfg.a_tile, cfg.b_tile
     wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
     mi_count, ni_count = wm // 16, wn // 8
@@ -94,16 +97,18 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     zero = b.imm(0)
 
     a_copy = _TileCopy(b, tid, at, cfg.threads, a_ptr, b.cvt(b.shl(k, 1), "u64"), m0, m, zero, k, k_in_rows=False)
-    if cfg.b_kn:
+    if cfg.weight:  # rows of K * bits / 16 halves of codes in mma order
+        k_halves = b.shr(b.mul(k, cfg.weight_bits), 4)
+        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(k_halves, 1), "u64"), n0, n, zero, k_halves, k_in_rows=False)
+    elif cfg.b_kn:
         b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(n, 1), "u64"), zero, k, n0, n, k_in_rows=True)
     else:
         b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(k, 1), "u64"), n0, n, zero, k, k_in_rows=False)
 
     def issue(bb: PtxBuilder, tile, stage):
         """Copy k-tile `tile` into pipeline stage `stage`."""
-        k0 = bb.mul(tile, cfg.bk)
-        a_copy.issue(bb, k0, a_buf, stage)
-        b_copy.issue(bb, k0, b_buf, stage)
+        a_copy.issue(bb, bb.mul(tile, cfg.bk), a_buf, stage)
+        b_copy.issue(bb, bb.mul(tile, bt.cols if cfg.weight else cfg.bk), b_buf, stage)
         bb.commit()
 
     # --- the (row, col) of the tile each lane gives ldmatrix, per k16 step and fragment
@@ -117,6 +122,8 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     else:  # B tile is [BN, BK]: rows are n
         b_ld = [[(b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
                  for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
+
+    weights = _WeightFragments(b, cfg, lane, warp_n, n0, n, k, scales_ptr) if cfg.weight else None
 
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
@@ -132,10 +139,11 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     body.barrier()
     issue(body, body.add(kt, cfg.stages - 1), write_stage)
     acc = list(acc)
+    decoded = weights.fragments(body, b_buf, read_stage, kt) if weights else None
     for kk in range(cfg.bk // 16):
         a_frags = [body.tile_ldmatrix(a_buf, read_stage, *a_ld[kk][mi]) for mi in range(mi_count)]
-        b_frags = []
-        for nj in range(ni_count // 2):
+        b_frags = decoded[kk] if decoded else []
+        for nj in range(0 if decoded else ni_count // 2):
             r0, r1, r2, r3 = body.tile_ldmatrix(b_buf, read_stage, *b_ld[kk][nj], trans=cfg.b_kn)
             b_frags += [(r0, r1), (r2, r3)]
         for mi in range(mi_count):
@@ -156,7 +164,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     n_even, n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
     row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
     col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
-    biases = [_load_bias_pair(b, bias_ptr[0], b.add(col0, ni * 8), n, cfg.dtype) for ni in range(ni_count)] if cfg.bias else None
+    biases = [_load_bias_pair(b, bias_ptr[0], b.add(col0, ni * 8), n, cfg.dtype) for ni in range(ni_count)] if bias_ptr else None
     for mi in range(mi_count):
         for half in range(2):
             row = b.add(row0, mi * 16 + half * 8)
@@ -176,6 +184,43 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                 b.st("global", addr, [b.cvt_half(lo, cfg.dtype)], pred=first)
                 b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, n_odd))
     return kernel
+
+
+class _WeightFragments:
+    """B fragments decoded in registers from integer codes in mma order (lowering.ladder) and
+    scaled per group: lane (g, t) reads one 32-bit word per n8 tile and k-block of its row."""
+
+    def __init__(self, b: PtxBuilder, cfg: GemmConfig, lane, warp_n, n0, n, k, scales_ptr):
+        self.cfg, self.code = cfg, IntDecode.of(cfg.weight)
+        self.steps = self.code.per_word // 4  # k16 steps per word
+        wn = cfg.bn // cfg.warps_n
+        group_id, tig = b.shr(lane, 2), b.and_(lane, 3)
+        self.rows = [b.add(b.mul(warp_n, wn), b.add(group_id, 8 * ni)) for ni in range(wn // 8)]  # tile rows
+        blocks = cfg.bk // (16 * self.steps)
+        self.cols = [b.shl(b.add(tig, 4 * blk), 1) for blk in range(blocks)]  # word t of block blk, in halves
+        self.n_rows = [b.add(n0, r) for r in self.rows]
+        self.inside = [b.setp("lt", r, n) for r in self.n_rows]
+        self.scales_ptr, self.k = scales_ptr, k
+        shift = (cfg.group or 1).bit_length() - 1
+        self.groups_per_row = b.shr(k, shift) if cfg.group else b.imm(1)
+
+    def fragments(self, body: PtxBuilder, buf, stage, kt) -> list[list[tuple]]:
+        """[k16 step][n8 tile] -> the two B registers, for k-tile kt."""
+        cfg = self.cfg
+        group = body.shr(body.mul(kt, cfg.bk), cfg.group.bit_length() - 1) if cfg.group else body.imm(0)  # this k-tile's
+        scales = []
+        for n_row, inside in zip(self.n_rows, self.inside):
+            addr = body.add(self.scales_ptr, body.cvt(body.shl(body.add(body.mul(n_row, self.groups_per_row), group), 1), "u64"))
+            s = body.selp(body.cvt_widen(body.ld("global", addr, "b16", pred=inside), cfg.dtype), body.fimm(0.0), inside)
+            scales.append(body.cvt_pack(s, s, cfg.dtype))
+        zero = body.imm(0, "b32")
+        out = [[None] * len(self.rows) for _ in range(cfg.bk // 16)]
+        for blk, col in enumerate(self.cols):
+            for ni, (row, s2) in enumerate(zip(self.rows, scales)):
+                regs = [body.fma2(r, s2, zero, cfg.dtype) for r in emit_decode(body, body.tile_load(buf, stage, row, col), self.code, cfg.dtype)]
+                for step in range(self.steps):
+                    out[blk * self.steps + step][ni] = (regs[2 * step], regs[2 * step + 1])
+        return out
 
 
 def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):

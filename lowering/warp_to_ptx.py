@@ -53,7 +53,7 @@ class WarpToPtx(ModulePass):
             base = b.shared_base()
             offset = alloc.offset.value.data
             bases[alloc.result] = b.add(base, offset) if offset else base
-        for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.StoreOp))]:
+        for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.LoadOp, warp.StoreOp))]:
             tile: warp.SmemType = access.tile.type
             h = _hoisted(access, [access.row, access.col])
             inner = h.add(h.mul(access.row, tile.row_bytes), h.shl(access.col, 1))
@@ -66,6 +66,8 @@ class WarpToPtx(ModulePass):
                                             properties=dict(access.properties))
             elif isinstance(access, warp.CpAsyncOp):
                 new = ptx.CpAsyncOp.create(operands=[addr, access.src, access.src_size], properties=dict(access.properties))
+            elif isinstance(access, warp.LoadOp):
+                new = ptx.LoadOp.create(operands=[addr], result_types=[access.result.type], properties={"space": ptx.StringAttr("shared")})
             else:
                 new = ptx.StoreOp.create(operands=[addr, access.value], properties={"space": ptx.StringAttr("shared")})
             Rewriter.replace_op(access, new)
