@@ -46,11 +46,6 @@ class Device:
     name: str
     capability: tuple[int, int]
 
-    @property
-    def target(self) -> str:
-        major, minor = self.capability
-        return f"sm_{major}{minor}"
-
 
 @lru_cache(maxsize=None)
 def device(ordinal: int = 0) -> Device:

@@ -21,13 +21,6 @@ from xdsl.dialects.builtin import (
     IntegerType,
     Signedness,
     TensorType,
-    bf16,
-    f16,
-    f32,
-    f64,
-    i1,
-    i32,
-    i64,
 )
 from xdsl.ir import Attribute
 
@@ -90,19 +83,3 @@ def compute_view(arr: np.ndarray) -> np.ndarray:
     if arr.dtype in (np.float16, ml_dtypes.bfloat16):
         return arr.astype(np.float32)
     return arr
-
-
-_FROM_NUMPY = {
-    np.dtype(np.float32): f32, np.dtype(np.float64): f64, np.dtype(np.float16): f16,
-    np.dtype(ml_dtypes.bfloat16): bf16, np.dtype(np.bool_): i1, np.dtype(np.int64): i64,
-    np.dtype(np.int32): i32, np.dtype(np.int8): IntegerType(8), np.dtype(np.uint8): IntegerType(8, Signedness.UNSIGNED),
-    np.dtype(np.int16): IntegerType(16),
-}
-
-
-def element_type_of(dtype) -> Attribute:
-    """The IR element type of a numpy dtype."""
-    try:
-        return _FROM_NUMPY[np.dtype(dtype)]
-    except KeyError:
-        raise TypeError(f"no Rung element type for numpy dtype {np.dtype(dtype)}") from None

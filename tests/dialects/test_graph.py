@@ -12,7 +12,7 @@ from xdsl.ir import Block, Region
 from dialects import graph as g
 from dialects.lp import QuantAttr
 from ir.context import parse_ir, print_ir
-from ir.dtypes import element_type_of, storage_dtype
+from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import run
 from ir.numerics import QuantFormat
@@ -23,6 +23,15 @@ from strategies import graph_programs
 def test_print_parse_print_is_stable(module):
     text = print_ir(module)
     assert print_ir(parse_ir(text)) == text
+
+
+def element_type_of(dtype):
+    """The IR element type of a numpy dtype (the ones these tests use)."""
+    from xdsl.dialects.builtin import Float16Type, Float32Type, Float64Type
+
+    kinds = {np.dtype(np.float32): Float32Type(), np.dtype(np.float64): Float64Type(), np.dtype(np.float16): Float16Type(),
+             np.dtype(np.bool_): i1, np.dtype(np.int64): i64}
+    return kinds[np.dtype(dtype)]
 
 
 def run_op(cls, *arrays, result_type=None, **attrs):
