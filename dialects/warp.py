@@ -108,6 +108,10 @@ class AllocSharedOp(SourceOp):
         return np.full(cta.threads, self.offset.value.data, np.int64)
 
 
+# Each access op declares tile, stage, row and col itself: IRDL puts a base class's operands
+# after the subclass's own, and the operand order is the op's interface.
+
+
 def _addresses(op, base, stage, row, col) -> np.ndarray:
     """Byte addresses of each lane's (stage, row, col) of the op's tile."""
     t: SmemType = op.tile.type
