@@ -59,7 +59,7 @@ def bench_shape(m: int, n: int, k: int, dtype) -> dict:
 
     import torch
 
-    from backend.gemm import device_target, gemm_kernel_for, grid_of
+    from backend.gemm import device_target, gemm_kernel_for
     from lowering.graph_to_tile import choose_config
 
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
@@ -74,7 +74,7 @@ def bench_shape(m: int, n: int, k: int, dtype) -> dict:
     times = {}
     for cfg in schedules:
         kernel = gemm_kernel_for(cfg, target)
-        grid = grid_of(cfg, m, n)
+        grid = cfg.grid(m, n)
 
         def call(i, kernel=kernel, grid=grid):
             kernel.launch(grid, (x.data_ptr(), ws[i].data_ptr(), out.data_ptr(), m, n, k), torch.cuda.current_stream().cuda_stream)

@@ -20,7 +20,7 @@ from xdsl.dialects.builtin import ModuleOp
 from backend.cache import cached_text
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
-from dialects.ptx import STATIC_SHARED_LIMIT
+from dialects.ptx import dynamic_shared
 from dialects.tile import GemmConfig
 from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
@@ -57,13 +57,7 @@ def gemm_kernel_for(cfg: GemmConfig, target: str, ordinal: int = 0) -> Kernel:
     epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
     path = (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
             f"{cfg.stages}-stage cp.async, built for {target}")
-    kinds = ("u64",) * (4 if cfg.bias else 3) + ("u32",) * 3
-    dynamic = cfg.shared_bytes if cfg.shared_bytes > STATIC_SHARED_LIMIT else 0
-    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, kinds, path, ordinal, dynamic)
-
-
-def grid_of(cfg: GemmConfig, m: int, n: int) -> tuple[int, int, int]:
-    return ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
+    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, path, ordinal, dynamic_shared(cfg.shared_bytes))
 
 
 def _check_operands(x, w, out, b_kn: bool = False):
@@ -103,7 +97,7 @@ def launch(x, w, out, m, n, k, b_kn: bool = False) -> None:
     ordinal = x.device.index or 0
     kernel = gemm_kernel_for(cfg, device_target(ordinal), ordinal)
     stream = torch.cuda.current_stream(x.device).cuda_stream
-    kernel.launch(grid_of(cfg, m, n), (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
+    kernel.launch(cfg.grid(m, n), (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
 
 
 def _gemm(x, w, out, b_kn: bool):
@@ -161,7 +155,7 @@ class CompiledFunction:
             (m, k), n = op.x.type.get_shape(), op.result.type.get_shape()[1]
             out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
             stream = torch.cuda.current_stream(out.device).cuda_stream
-            kernel.launch(grid_of(op.config, m, n), tuple(v.data_ptr() for v in (*vals, out)) + (m, n, k), stream)
+            kernel.launch(op.config.grid(m, n), tuple(v.data_ptr() for v in (*vals, out)) + (m, n, k), stream)
             env[op.result] = out
         return tuple(env[r] for r in self.results) if len(self.results) != 1 else env[self.results[0]]
 

@@ -744,6 +744,11 @@ class ForOp(PtxOp):
 STATIC_SHARED_LIMIT = 48 * 1024  # above this a kernel's shared memory is dynamic, opted into at launch
 
 
+def dynamic_shared(shared_bytes: int) -> int:
+    """Bytes of dynamic shared memory to request at launch for a kernel needing `shared_bytes` (0: static)."""
+    return shared_bytes if shared_bytes > STATIC_SHARED_LIMIT else 0
+
+
 @irdl_op_definition
 class KernelOp(IRDLOperation):
     """A kernel entry: parameters are the entry block's arguments (u64 pointers or 32-bit values);
@@ -759,8 +764,7 @@ class KernelOp(IRDLOperation):
     @property
     def dynamic_shared_bytes(self) -> int:
         """Bytes to request at launch (0 when the shared memory is static)."""
-        n = self.shared_bytes.value.data
-        return n if n > STATIC_SHARED_LIMIT else 0
+        return dynamic_shared(self.shared_bytes.value.data)
 
     @staticmethod
     def get(name: str, param_kinds: list[str], threads: int, shared_bytes: int = 0) -> "KernelOp":

@@ -151,6 +151,15 @@ class GemmConfig:
         return self.stages * (self.a_tile.bytes + self.b_tile.bytes)
 
     @property
+    def param_kinds(self) -> tuple[str, ...]:
+        """The kernel's parameters: a, b, [scales,] [bias,] c addresses, then m, n, k."""
+        return ("u64",) * (3 + bool(self.weight) + self.bias) + ("u32",) * 3
+
+    def grid(self, m: int, n: int) -> tuple[int, int, int]:
+        """Thread blocks covering an M x N result."""
+        return ((n + self.bn - 1) // self.bn, (m + self.bm - 1) // self.bm, 1)
+
+    @property
     def name(self) -> str:
         suffix = "_kn" if self.b_kn else ""
         suffix += ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")

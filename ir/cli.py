@@ -98,7 +98,7 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
     """Inputs for tensor types: floats ~ N(0, 1), integers uniform in [0, int_high) (low-precision
     integers over their whole range), i1 fair coins."""
     from dialects.lp import format_name
-    from ir.dtypes import is_bool, is_float, storage_dtype, to_storage
+    from ir.dtypes import is_bool, is_float, to_storage
     from ir.numerics import element_format
 
     rng = np.random.default_rng(seed)
@@ -114,7 +114,7 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
             v = rng.integers(int(fmt.min), int(fmt.max) + 1, shape)
         else:
             v = rng.integers(0, int_high, shape)
-        out.append(to_storage(np.asarray(v).astype(storage_dtype(elem)) if not is_float(elem) else v, t))
+        out.append(to_storage(v, t))
     return out
 
 

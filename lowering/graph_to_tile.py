@@ -41,6 +41,14 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False) -> Gem
     return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
 
 
+def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, **epilogue) -> GemmConfig:
+    """choose_config's schedule with the epilogue and the pass options applied; a bad option is a RungError."""
+    try:
+        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn).__dict__, **epilogue, **override})
+    except ValueError as e:
+        raise RungError(f"graph-to-tile: {e}") from None
+
+
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
 
 
@@ -63,10 +71,7 @@ class LinearToTile(RewritePattern):
         users = [use.operation for use in op.result.uses]
         fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
         epilogue = {"bias": op.bias is not None, "activation": FUSABLE[type(fused)] if fused else "none"}
-        try:
-            cfg = GemmConfig(**{**choose_config(m, n, k, str(elem)).__dict__, **epilogue, **self.override})
-        except ValueError as e:
-            raise RungError(f"graph-to-tile: {e}") from None
+        cfg = _schedule(m, n, k, str(elem), self.override, **epilogue)
         x = op.x
         if len(shape) != 2:
             flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
@@ -98,10 +103,7 @@ class MatmulToTile(RewritePattern):
         if str(a.element_type) not in ("f16", "bf16") or len(a.get_shape()) != 2 or len(b.get_shape()) != 2:
             return
         (m, k), n = a.get_shape(), b.get_shape()[1]
-        try:
-            cfg = GemmConfig(**{**choose_config(m, n, k, str(a.element_type), b_kn=True).__dict__, **self.override})
-        except ValueError as e:
-            raise RungError(f"graph-to-tile: {e}") from None
+        cfg = _schedule(m, n, k, str(a.element_type), self.override, b_kn=True)
         rewriter.replace(op, MatmulOp.get(op.lhs, op.rhs, None, cfg))
 
 

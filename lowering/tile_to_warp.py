@@ -76,8 +76,7 @@ class _TileCopy:
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     """The kernel; parameters (a, b, [bias,] c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
-    pointers = 3 + bool(cfg.weight) + cfg.bias
-    kernel = KernelOp.get(cfg.name, ["u64"] * pointers + ["u32"] * 3, cfg.threads, cfg.shared_bytes)
+    kernel = KernelOp.get(cfg.name, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
     a_ptr, b_ptr, *extra, c_ptr, m, n, k = kernel.body.block.args
     scales_ptr = extra[0] if cfg.weight else None
@@ -265,5 +264,4 @@ class TileToWarp(ModulePass):
                 op.body.block.add_op(gemm_kernel(cfg))
                 kernels.add(cfg.name)
             (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
-            grid = ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm, 1)
-            Rewriter.replace_op(mm, LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, grid, [m, n, k]))
+            Rewriter.replace_op(mm, LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, cfg.grid(m, n), [m, n, k]))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import backend as rung
+from dialects.tile import GemmConfig
 from ir.errors import RungError
 
 GPU = torch.cuda.is_available()
@@ -124,3 +125,17 @@ def test_matmul_checks_shapes_on_the_cpu_too():
     a, b = torch.zeros(4, 64, dtype=torch.float16), torch.zeros(64, 8, dtype=torch.float16)
     with pytest.raises(RungError, match="a is on cpu; Rung kernels take CUDA tensors"):
         rung.matmul(a, b)
+
+
+@pytest.mark.parametrize("cfg", [GemmConfig("f16"), GemmConfig("f16", bias=True, activation="silu"),
+                                 GemmConfig("bf16", weight="int4", group=128, bias=True),
+                                 GemmConfig("f16", bm=128, bn=256, warps_n=4, stages=4)], ids=lambda c: c.name)
+def test_loadable_kernel_matches_its_ptx(cfg):
+    """The launcher's parameter list and dynamic shared memory are those of the kernel it loads."""
+    from backend.gemm import gemm_kernel_for, lowered_gemm_kernel
+
+    kernel_op = lowered_gemm_kernel(cfg).ops.first
+    kernel = gemm_kernel_for(cfg, "sm_80")
+    assert kernel.param_kinds == tuple(a.type.kind.data for a in kernel_op.body.block.args)
+    assert kernel.dynamic_shared == kernel_op.dynamic_shared_bytes
+    assert (".extern .shared" in kernel.ptx) == bool(kernel.dynamic_shared)
