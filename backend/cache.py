@@ -1,7 +1,7 @@
 """The on-disk kernel cache: PTX by content key, so that a stale entry can never load.
 
-The key hashes Rung's version, the source of every module that shapes the PTX (the kernel
-generator, the ptx dialect, the printer), the target and the kernel's schedule. Entries are
+The key hashes Rung's version, the source of every module that can shape the PTX (all of ir/,
+dialects/ and lowering/, and the printer), the target and the kernel's schedule. Entries are
 written atomically; RUNG_CACHE_DIR moves the cache (default ~/.cache/rung), RUNG_CACHE=0
 turns it off.
 """
@@ -21,15 +21,18 @@ except PackageNotFoundError:  # a source tree that was never installed
     RUNG_VERSION = "dev"
 
 _ROOT = Path(__file__).parents[1]
-_SOURCES = ("lowering/tile_to_warp.py", "lowering/smem_swizzle.py", "lowering/warp_to_ptx.py", "lowering/ptx_builder.py",
-            "dialects/ptx.py", "dialects/warp.py", "dialects/tile.py", "backend/ptx_text.py", "ir/layout.py")
+
+
+def _sources() -> list[Path]:
+    """Every module that can shape a kernel's PTX: whole packages, so a new module cannot be missed."""
+    return sorted(p for pkg in ("ir", "dialects", "lowering") for p in (_ROOT / pkg).rglob("*.py")) + [_ROOT / "backend" / "ptx_text.py"]
 
 
 @lru_cache(maxsize=None)
 def source_digest() -> str:
     h = hashlib.sha256()
-    for rel in _SOURCES:
-        h.update(rel.encode() + b"\0" + (_ROOT / rel).read_bytes())
+    for path in _sources():
+        h.update(str(path.relative_to(_ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

@@ -80,23 +80,31 @@ def _use_primary_context(ordinal: int) -> None:
 _LOG_BYTES = 16384
 
 
+def jit_log_options() -> tuple[list, list, bytearray]:
+    """cuModuleLoadDataEx's (options, values) asking for the JIT error log, and the buffer it lands in
+    (the bindings take the buffer as a bytes-like object and pass its address on)."""
+    driver = _driver()
+    log_buffer = bytearray(_LOG_BYTES)
+    opts = [driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER, driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]
+    return opts, [log_buffer, _LOG_BYTES], log_buffer
+
+
 def load_module(ptx: str, ordinal: int = 0):
-    """cuModuleLoadData on PTX; a rejection raises RungError with the driver's JIT error log."""
+    """cuModuleLoadDataEx on PTX; a rejection raises RungError with the driver's JIT error log."""
     driver = _driver()
     _use_primary_context(ordinal)
-    opts = [driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER, driver.CUjit_option.CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]
-    buf = ctypes.create_string_buffer(_LOG_BYTES)
-    status, module = driver.cuModuleLoadDataEx(ptx.encode() + b"\0", len(opts), opts, [ctypes.addressof(buf), _LOG_BYTES])
+    opts, values, log_buffer = jit_log_options()
+    status, module = driver.cuModuleLoadDataEx(ptx.encode() + b"\0", len(opts), opts, values)
     if status != driver.CUresult.CUDA_SUCCESS:
         _, name = driver.cuGetErrorName(status)
-        log_text = buf.value.decode(errors="replace").strip()
+        log_text = log_buffer.split(b"\0", 1)[0].decode(errors="replace").strip()
         raise RungError(f"the driver rejected the PTX ({name.decode() if name else status}): {log_text or 'no log'}")
     return module
 
 
 @dataclass
 class Kernel:
-    """A loaded kernel: `kernel(grid, *args, stream=...)` launches it."""
+    """A kernel to load from PTX: `kernel.launch(grid, args, stream)` loads it once, then launches it."""
 
     name: str
     ptx: str
@@ -106,10 +114,10 @@ class Kernel:
     ordinal: int = 0
     dynamic_shared: int = 0  # bytes of dynamic shared memory per block
     _function: object = field(default=None, repr=False)
-    _types: tuple = field(default=(), repr=False)
+    arg_types: tuple = field(default=(), repr=False)  # the ctypes the bindings marshal each parameter as
 
     def __post_init__(self):
-        self._types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
+        self.arg_types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
 
     def _load(self):
         if self._function is None:
@@ -132,7 +140,7 @@ class Kernel:
         function = self._load()
         if log.isEnabledFor(logging.INFO):
             log.info("launch %s grid=%s path=%s", self.name, grid, self.path)
-        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self._types), 0),
+        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self.arg_types), 0),
                f"launching {self.name}")
 
 

@@ -115,6 +115,8 @@ class GemmConfig:
             from lowering.ladder import IntDecode
 
             d = IntDecode.of(self.weight)
+            if self.dtype == "bf16" and d.bits == 8:
+                raise ValueError("8-bit weights decode into f16 only: bf16's mantissa cannot hold 8-bit codes")
             block = 16 * d.per_word // 4
             if self.b_kn or self.bk % block:
                 raise ValueError(f"{self.weight} weights need B as [N, K] and BK a multiple of {block}")

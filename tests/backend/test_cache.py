@@ -31,3 +31,10 @@ def test_cache_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("RUNG_CACHE", "0")
     assert cached_text(("x",), lambda: "t") == ("t", False)
     assert not cache_dir().exists()
+
+
+def test_the_key_covers_every_module_that_shapes_ptx():
+    from backend.cache import _sources
+
+    names = {str(p).split("/")[-2] + "/" + p.name for p in _sources()}
+    assert {"lowering/ladder.py", "lowering/tile_to_warp.py", "dialects/ptx.py", "ir/layout.py", "backend/ptx_text.py"} <= names

@@ -139,3 +139,39 @@ def test_loadable_kernel_matches_its_ptx(cfg):
     assert kernel.param_kinds == tuple(a.type.kind.data for a in kernel_op.body.block.args)
     assert kernel.dynamic_shared == kernel_op.dynamic_shared_bytes
     assert (".extern .shared" in kernel.ptx) == bool(kernel.dynamic_shared)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("weight, group, dtype", [("int4", 128, "f16"), ("int4", 128, "bf16"), ("uint4", 64, "f16"),
+                                                  ("int2", 64, "f16"), ("int8", 0, "f16"), ("uint2", 128, "bf16")])
+@pytest.mark.parametrize("m", [1, 7, 64, 300])
+def test_integer_weight_kernel_on_the_gpu(weight, group, dtype, m):
+    """Codes in mma order decoded in registers equal dequantize-to-dtype-then-matmul."""
+    import dataclasses
+
+    import numpy as np
+
+    from backend.gemm import device_target, gemm_kernel_for
+    from lowering.graph_to_tile import choose_config
+    from lowering.ladder import IntDecode, mma_b_words
+
+    t = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    n, k = 4096 + 72, 2048
+    d = IntDecode.of(weight)
+    rng = np.random.default_rng(m)
+    q = rng.integers(-d.offset, (1 << d.bits) - d.offset, (n, k))
+    g = group or k
+    scales = torch.rand(n, k // g, device="cuda", dtype=t) * 0.02 + 0.001
+    codes = torch.from_numpy(mma_b_words(q, d).view(np.int32)).cuda()
+    x = torch.randn(m, k, device="cuda", dtype=t)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=t)
+    cfg = dataclasses.replace(choose_config(m, n, k, dtype), bk=64, weight=weight, group=group)
+    kernel = gemm_kernel_for(cfg, device_target())
+    kernel.launch(cfg.grid(m, n), (x.data_ptr(), codes.data_ptr(), scales.data_ptr(), out.data_ptr(), m, n, k),
+                  torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    w = (torch.from_numpy(q).cuda().float().view(n, k // g, g) * scales.float()[..., None]).view(n, k).to(t)
+    ref = x.float() @ w.float().T
+    assert not out.isnan().any()
+    assert (out.float() - ref).abs().max().item() <= (2e-2 if dtype == "bf16" else 4e-3) * ref.abs().max().item() + 1e-3

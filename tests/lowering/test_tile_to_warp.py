@@ -261,3 +261,5 @@ def test_integer_weight_schedules_are_checked():
         GemmConfig(bk=32, weight="int2")
     with pytest.raises(ValueError, match="group 96 must be a power of two"):
         GemmConfig(weight="int4", group=96)
+    with pytest.raises(ValueError, match="8-bit weights decode into f16 only"):
+        GemmConfig("bf16", weight="int8")
