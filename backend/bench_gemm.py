@@ -12,6 +12,7 @@ there) into --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import time
@@ -19,14 +20,32 @@ from pathlib import Path
 
 SHAPES = [(4096, 4096), (11008, 4096), (28672, 8192)]  # N x K
 MS = [1, 16, 256, 4096]
+CASES = [(4096, 4096, 4096)] + [(m, n, k) for n, k in SHAPES for m in MS]  # (M, N, K)
 CALLS = 20
-# Schedules tried besides the default one where M is large (a measured choice for choose_config).
+# Schedules tried besides the default one where M is large, and where M <= 16 (a measured choice for choose_config).
 CANDIDATES = [
     dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4),
     dict(bm=256, bn=128, bk=32, warps_m=4, warps_n=2, stages=4),
     dict(bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=4),
     dict(bm=128, bn=256, bk=64, warps_m=2, warps_n=4, stages=3),
+    dict(raster=1),
+    dict(raster=16),
 ]
+SMALL_M_CANDIDATES = [dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(bn=256, warps_n=8), dict(bk=128, stages=3)]
+
+
+def plan(m: int, n: int, k: int, dtype: str, sms: int) -> list:
+    """The schedules timed on one shape: the scheduler's, then the candidates for its M."""
+    from lowering.graph_to_tile import choose_config
+
+    default = choose_config(m, n, k, dtype, sms=sms)
+    schedules = [default]
+    for c in CANDIDATES if m >= 1024 else SMALL_M_CANDIDATES if m <= 16 else []:
+        try:
+            schedules.append(dataclasses.replace(default, **c))
+        except ValueError:  # not a valid schedule beside this one
+            pass
+    return schedules
 
 
 def gpu_time_us(fn_for_copy, copies: int) -> float:
@@ -54,13 +73,10 @@ def gpu_time_us(fn_for_copy, copies: int) -> float:
 
 
 def bench_shape(m: int, n: int, k: int, dtype) -> dict:
-    """Rung's default schedule, the candidates (large M only) and cuBLAS on one shape."""
-    import dataclasses
-
+    """Rung's default schedule, the candidates and cuBLAS on one shape."""
     import torch
 
-    from backend.gemm import device_target, gemm_kernel_for
-    from lowering.graph_to_tile import choose_config
+    from backend.gemm import device_multiprocessors, device_target, gemm_kernels
 
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     weight_bytes = n * k * 2
@@ -69,15 +85,14 @@ def bench_shape(m: int, n: int, k: int, dtype) -> dict:
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     out = torch.empty(m, n, device="cuda", dtype=dtype)
     target = device_target()
-    default = choose_config(m, n, k, "f16" if dtype == torch.float16 else "bf16")
-    schedules = [default] + ([dataclasses.replace(default, **c) for c in CANDIDATES] if m >= 1024 else [])
+    schedules = plan(m, n, k, "f16" if dtype == torch.float16 else "bf16", device_multiprocessors(x))
+    default = schedules[0]
     times = {}
     for cfg in schedules:
-        kernel = gemm_kernel_for(cfg, target)
-        grid = cfg.grid(m, n)
+        kernels = gemm_kernels(cfg, target)
 
-        def call(i, kernel=kernel, grid=grid):
-            kernel.launch(grid, (x.data_ptr(), ws[i].data_ptr(), out.data_ptr(), m, n, k), torch.cuda.current_stream().cuda_stream)
+        def call(i, kernels=kernels):
+            kernels.launch({"a": x.data_ptr(), "b": ws[i].data_ptr(), "c": out.data_ptr()}, m, n, k, x)
 
         times[cfg] = gpu_time_us(call, copies)
     cublas_us = gpu_time_us(lambda i: torch.matmul(x, ws[i].T, out=out), copies)
@@ -111,18 +126,26 @@ def host_overhead_us() -> tuple[float, float]:
 
 
 def sanitize() -> None:
-    """One small and one large GEMM, checked, for running under compute-sanitizer."""
+    """GEMMs of every path, checked, for running under compute-sanitizer: a small one and a large
+    one, one with K split, and quantized ones with zero points and with MX scales."""
     import torch
 
     import backend as rung
 
-    for m, n, k in ((17, 72, 40), (512, 384, 256)):
+    for m, n, k in ((17, 72, 40), (512, 384, 256), (3, 200, 1024)):
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         w = torch.randn(n, k, device="cuda", dtype=torch.float16)
         y = rung.linear(x, w)
         torch.cuda.synchronize()
         err = (y.float() - x.float() @ w.float().T).abs().max().item()
         print(f"sanitize {m}x{n}x{k}: max abs error {err:.3g}")
+    for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1)):
+        qw = rung.quantize(torch.randn(264, 512, device="cuda"), fmt, dtype="f16")
+        x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
+        y = rung.qlinear(x, qw)
+        torch.cuda.synchronize()
+        err = (y.float() - x.float() @ qw.dequantize().float().T).abs().max().item()
+        print(f"sanitize {fmt} {m}x264x512: max abs error {err:.3g}")
 
 
 def main(argv=None) -> int:
@@ -139,7 +162,7 @@ def main(argv=None) -> int:
     dev = torch.cuda.get_device_name(0)
     date = datetime.date.today().isoformat()
     rows = []
-    cases = [(4096, 4096, 4096)] + [(m, n, k) for n, k in (SHAPES[:1] if args.quick else SHAPES) for m in MS]
+    cases = CASES[:1 + len(MS)] if args.quick else CASES
     for m, n, k in cases:
         r = bench_shape(m, n, k, torch.float16)
         rows.append(r)

@@ -1,11 +1,14 @@
-"""Weight-only quantized GEMM benchmark: Rung's integer-weight kernels against cuBLAS fp16,
-torch's int4 kernel (tinygemm, `torch._weight_int4pack_mm`, group 128) and the DRAM floor.
+"""Weight-only quantized GEMM benchmark: Rung's low-precision kernels against cuBLAS fp16,
+torch's int4 kernel (tinygemm, `torch._weight_int4pack_mm`, group 128), torch.compile'd int8
+weight-only (gpt-fast's `F.linear(x, w.to(x.dtype)) * scales`) and the DRAM floor, in one run.
 
     python -m backend.bench_quant [--out DIR] [--quick]
 
 GPU time per call comes from CUDA graphs over weight copies larger than L2 (backend.bench_gemm).
 The DRAM floor is the bytes a call must move (packed weight, scales, activations, output) over
-the copy bandwidth measured in the same run. Writes bench_quant.md into --out.
+the copy bandwidth measured in the same run. Kernel speed does not depend on the codes'
+values, so weights are random words (never zeros) made on the GPU; the tests check every
+format's results. Writes bench_quant.md and bench_quant.png into --out.
 """
 
 from __future__ import annotations
@@ -18,102 +21,227 @@ from pathlib import Path
 
 from backend.bench_gemm import gpu_time_us
 
-SHAPES = [(4096, 4096), (28672, 8192)]  # N x K
-MS = [1, 16, 256, 4096]
-FORMATS = [("int4", 128)]
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (28672, 8192), (8192, 28672)]  # N x K
+MS = [1, 4, 16, 64, 256, 4096]
+# every format at M <= 16 (and 4096) on the two largest shapes: preset or element, group, scale, zero
+FORMATS = {
+    "int4 g128": ("int4", 128, "", False), "uint4 g128 zeros": ("uint4", 128, "", True), "nf4 g64": ("nf4", 64, "", False),
+    "fp4 e2m1 g32": ("e2m1", 32, "", False), "mxfp4": ("e2m1", 32, "e8m0", False), "fp8 e4m3 g128": ("e4m3", 128, "", False),
+    "mxfp8": ("e4m3", 32, "e8m0", False), "int2 g64": ("int2", 64, "", False), "int1 g128": ("int1", 128, "", False),
+}
+TARGET_SPEEDUP = {4: 3.0, 2: 5.0, 1: 7.0}  # vs cuBLAS fp16 at M <= 16, by weight bits
+SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice (the measurement choose_config follows)
+    dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(split_k=8),
+    dict(bn=256, warps_n=8), dict(bn=64, warps_n=2), dict(bk=64, stages=6), dict(stages=6),
+]
 
 
 def copy_bandwidth() -> float:
     """Bytes read plus written per second by a large device-to-device copy."""
     import torch
 
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
     us = gpu_time_us(lambda i: dst.copy_(src), 1)
-    return 2 * src.numel() / (us * 1e-6)
+    return 2 * src.numel() * 4 / (us * 1e-6)
 
 
-def torch_int4(x, n: int, k: int, copies: int):
-    """A call of torch's int4 kernel per weight copy (x must be bf16 on CUDA), or None when this torch has none."""
+def random_weight(n: int, k: int, cfg, copies: int):
+    """`copies` packed weights of random codes: (codes, scales, zeros) tensors for cfg's format."""
     import torch
 
-    try:
-        packed = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device="cuda")
-        ws = [torch.ops.aten._convert_weight_to_int4pack(packed, 8) for _ in range(copies)]
-        sz = torch.rand(k // 128, n, 2, device="cuda", dtype=torch.bfloat16)
-        xb = x.to(torch.bfloat16)
-        torch.ops.aten._weight_int4pack_mm(xb, ws[0], 128, sz)
-    except (RuntimeError, AttributeError) as e:
-        print(f"torch int4 kernel unavailable: {str(e).splitlines()[0]}")
-        return None
-    return lambda i: torch.ops.aten._weight_int4pack_mm(xb, ws[i], 128, sz)
+    from ir.numerics import element_format
+    from lowering.ladder import N_ALIGN
+
+    bits = element_format(cfg.weight).bits
+    groups = k // (cfg.group or k)
+    n16 = -(-n // N_ALIGN) * N_ALIGN
+    half = torch.float16 if cfg.dtype == "f16" else torch.bfloat16
+    out = []
+    for _ in range(copies):
+        codes = torch.randint(-2**31, 2**31 - 1, (n, k * bits // 32), dtype=torch.int32, device="cuda")
+        if cfg.scale == "e8m0":
+            scales = torch.randint(120, 130, (groups, n16), dtype=torch.uint8, device="cuda")
+        else:
+            scales = (torch.rand(groups, n16, device="cuda") * 0.01 + 0.001).to(half)
+        zeros = (torch.randn(groups, n16, device="cuda") * 0.01).to(half) if cfg.zero else None
+        out.append((codes, scales, zeros))
+    return out
 
 
-def bench_case(m: int, n: int, k: int, weight: str, group: int, bandwidth: float) -> dict:
-    import numpy as np
+def rung_us(m: int, n: int, k: int, cfg, l2: int) -> tuple[float, int]:
+    """(GPU us per call, bytes of the packed weight) of one schedule."""
     import torch
 
-    from backend.gemm import device_target, gemm_kernel_for
-    from lowering.graph_to_tile import choose_config
-    from lowering.ladder import IntDecode, mma_b_words
+    from backend.gemm import device_target, gemm_kernels
 
-    d = IntDecode.of(weight)
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    code_bytes = n * k * d.bits // 8
-    copies = max(1, math.ceil(2 * l2 / code_bytes))
-    q = np.random.default_rng(0).integers(-d.offset, (1 << d.bits) - d.offset, (n, k))
-    words = torch.from_numpy(mma_b_words(q, d).view(np.int32)).cuda()
-    codes = [words.clone() for _ in range(copies)]
-    scales = torch.rand(n, k // (group or k), device="cuda", dtype=torch.float16) * 0.01
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16 if cfg.dtype == "f16" else torch.bfloat16)
+    out = torch.empty(m, n, device="cuda", dtype=x.dtype)
+    probe = random_weight(n, k, cfg, 1)[0]
+    weight_bytes = sum(t.numel() * t.element_size() for t in probe if t is not None)
+    weights = [probe] + random_weight(n, k, cfg, max(1, math.ceil(2 * l2 / weight_bytes)) - 1)
+    kernels = gemm_kernels(cfg, device_target())
+
+    def call(i):
+        codes, scales, zeros = weights[i]
+        addresses = {"a": x.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(), "c": out.data_ptr()}
+        if zeros is not None:
+            addresses["zeros"] = zeros.data_ptr()
+        kernels.launch(addresses, m, n, k, x)
+
+    return gpu_time_us(call, len(weights)), weight_bytes
+
+
+def peer_us(m: int, n: int, k: int, l2: int) -> dict:
+    """cuBLAS fp16, torch's int4 kernel (M <= 64) and torch.compile'd int8 weight-only on one shape."""
+    import torch
+
     x = torch.randn(m, k, device="cuda", dtype=torch.float16)
     out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-    cfg = dataclasses.replace(choose_config(m, n, k, "f16"), bk=64, weight=weight, group=group)
-    kernel = gemm_kernel_for(cfg, device_target())
-    stream = lambda: torch.cuda.current_stream().cuda_stream  # noqa: E731
-    rung_us = gpu_time_us(lambda i: kernel.launch(cfg.grid(m, n), (x.data_ptr(), codes[i].data_ptr(), scales.data_ptr(),
-                                                                    out.data_ptr(), m, n, k), stream()), copies)
-    fp16 = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(max(1, math.ceil(2 * l2 / (2 * n * k))))]
-    cublas_us = gpu_time_us(lambda i: torch.matmul(x, fp16[i].T, out=out), len(fp16))
+    copies = lambda nbytes: max(1, math.ceil(2 * l2 / nbytes))  # noqa: E731
+    fp16 = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(copies(2 * n * k))]
+    result = {"cublas_us": gpu_time_us(lambda i: torch.matmul(x, fp16[i].T, out=out), len(fp16))}
     del fp16
-    tiny = torch_int4(x, n, k, copies) if weight == "int4" and group == 128 else None
-    tiny_us = gpu_time_us(tiny, copies) if tiny else float("nan")
-    floor_bytes = code_bytes + scales.numel() * 2 + m * k * 2 + m * n * 2
-    return {"m": m, "n": n, "k": k, "format": f"{weight} g{group}", "kernel": cfg.name, "rung_us": rung_us, "cublas_us": cublas_us,
-            "torch_int4_us": tiny_us, "floor_us": floor_bytes / bandwidth * 1e6}
+    result["torch_int4_us"] = float("nan")
+    if m <= 64:
+        xb = x.to(torch.bfloat16)
+        packed = [torch.ops.aten._convert_weight_to_int4pack(torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device="cuda"), 8)
+                  for _ in range(copies(n * k // 2))]
+        sz = torch.rand(k // 128, n, 2, device="cuda", dtype=torch.bfloat16)
+        result["torch_int4_us"] = gpu_time_us(lambda i: torch.ops.aten._weight_int4pack_mm(xb, packed[i], 128, sz), len(packed))
+        del packed
+    w8 = [torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda") for _ in range(copies(n * k))]
+    s8 = torch.rand(n, device="cuda", dtype=torch.float16) * 0.01
+    result["torch_int8_us"] = gpu_time_us(lambda i: _int8_linear(x, w8[i], s8), len(w8))
+    return result
+
+
+def _int8_linear(x, w8, scales):
+    return _compiled_int8()(x, w8, scales)
+
+
+_INT8 = []
+
+
+def _compiled_int8():
+    """gpt-fast's int8 weight-only linear, compiled once (dynamic shapes)."""
+    if not _INT8:
+        import torch
+        import torch.nn.functional as F
+
+        _INT8.append(torch.compile(lambda x, w, s: F.linear(x, w.to(x.dtype)) * s, dynamic=True))
+    return _INT8[0]
+
+
+def plan(sms: int, quick: bool = False) -> list[tuple]:
+    """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules)."""
+    from lowering.graph_to_tile import choose_config
+
+    shapes, ms = (SHAPES[3:4], [1, 16, 4096]) if quick else (SHAPES, MS)
+    cases = []
+    for n, k in shapes:
+        for m in ms:
+            names = FORMATS if (n, k) in SHAPES[3:] and (m <= 16 or m == 4096) else {"int4 g128": FORMATS["int4 g128"]}
+            for label, (weight, group, scale, zero) in names.items():
+                cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
+                candidates = []
+                if label == "int4 g128" and m <= 16 and (n, k) in SHAPES[3:]:
+                    for cand in SMALL_M_CANDIDATES:
+                        try:
+                            candidates.append(dataclasses.replace(cfg, **cand))
+                        except ValueError:  # not a valid schedule beside this one
+                            pass
+                cases.append((m, n, k, label, cfg, candidates))
+    return cases
 
 
 def main(argv=None) -> int:
     import torch
 
+    from backend.gemm import device_multiprocessors
+
     p = argparse.ArgumentParser(prog="python -m backend.bench_quant")
-    p.add_argument("--out", default=".", help="folder for bench_quant.md")
-    p.add_argument("--quick", action="store_true", help="the smallest shape only")
+    p.add_argument("--out", default=".", help="folder for bench_quant.md and .png")
+    p.add_argument("--quick", action="store_true", help="the largest shape, M in {1, 16, 4096}")
     args = p.parse_args(argv)
     dev, date = torch.cuda.get_device_name(0), datetime.date.today().isoformat()
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    sms = device_multiprocessors(torch.empty(1, device="cuda"))
     bandwidth = copy_bandwidth()
-    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write)", flush=True)
-    rows = []
-    for n, k in SHAPES[:1] if args.quick else SHAPES:
-        for m in MS:
-            for weight, group in FORMATS:
-                r = bench_case(m, n, k, weight, group, bandwidth)
-                rows.append(r)
-                print(f"M={m:5} N={n:6} K={k:5} {r['format']:9} rung {r['rung_us']:9.1f} us  cuBLAS fp16 {r['cublas_us']:9.1f}  "
-                      f"torch int4 {r['torch_int4_us']:9.1f}  floor {r['floor_us']:7.1f}", flush=True)
-    lines = ["# Weight-only quantized GEMM: Rung vs cuBLAS fp16 and torch int4", "",
-             f"{dev}, {date}. GPU time per call (us) from CUDA graphs over weight copies larger than L2; "
-             f"DRAM floor at the measured copy bandwidth {bandwidth / 1e12:.2f} TB/s.", "",
-             "| M | N | K | format | Rung us | cuBLAS fp16 us | torch int4 us | DRAM floor us | Rung / floor | cuBLAS / Rung | torch int4 / Rung |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    print(f"{dev}: copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write), {sms} SMs, L2 {l2 >> 20} MiB", flush=True)
+    rows, tuning, peers = [], [], {}
+    for m, n, k, label, cfg, candidates in plan(sms, args.quick):
+        if (m, n, k) not in peers:
+            peers[(m, n, k)] = peer_us(m, n, k, l2)
+        us, wbytes = rung_us(m, n, k, cfg, l2)
+        best_us, best = us, cfg
+        for alt in candidates:
+            t, _ = rung_us(m, n, k, alt, l2)
+            tuning.append((m, n, k, alt.name, t))
+            if t < best_us:
+                best_us, best = t, alt
+        r = {"m": m, "n": n, "k": k, "format": label, "bits": _bits(cfg.weight), "kernel": cfg.name, "rung_us": us, "best_us": best_us,
+             "best": best.name, "floor_us": (wbytes + 2 * m * k + 2 * m * n) / bandwidth * 1e6, **peers[(m, n, k)]}
+        rows.append(r)
+        print(f"M={m:5} N={n:6} K={k:6} {label:17} rung {us:9.1f} us (best {best_us:8.1f})  cuBLAS {r['cublas_us']:8.1f}  "
+              f"torch int4 {r['torch_int4_us']:8.1f}  torch int8 {r['torch_int8_us']:8.1f}  floor {r['floor_us']:7.1f}", flush=True)
+    write_report(Path(args.out), rows, tuning, dev, date, bandwidth)
+    return 0
+
+
+def _bits(weight: str) -> int:
+    from ir.numerics import element_format
+
+    return element_format(weight).bits
+
+
+def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandwidth: float) -> None:
+    lines = ["# Weight-only quantized GEMM: Rung vs cuBLAS fp16, torch int4 and torch.compile int8", "",
+             f"{dev}, {date}. GPU time per call (us) from CUDA graphs over weight copies larger than L2, f16 activations; "
+             f"DRAM floor at the measured copy bandwidth {bandwidth / 1e12:.2f} TB/s. torch int4 is tinygemm (group 128, bf16 "
+             "activations, timed for M <= 64 only); torch int8 is torch.compile'd int8 weight-only.", "",
+             "| M | N | K | format | Rung us | floor us | Rung / floor | cuBLAS fp16 us | cuBLAS / Rung | torch int4 us | torch int8 us | target |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['format']} | {r['rung_us']:.1f} | {r['cublas_us']:.1f} | "
-                     f"{r['torch_int4_us']:.1f} | {r['floor_us']:.1f} | {r['rung_us'] / r['floor_us']:.2f} | "
-                     f"{r['cublas_us'] / r['rung_us']:.2f} | {r['torch_int4_us'] / r['rung_us']:.2f} |")
-    out = Path(args.out)
+        speedup = r["cublas_us"] / r["rung_us"]
+        target = ""
+        if r["m"] <= 16 and (r["n"], r["k"]) in SHAPES[3:]:
+            want = TARGET_SPEEDUP.get(r["bits"])
+            target = f"{'met' if speedup >= want else 'missed'} ({want:g}x cuBLAS)" if want else ""
+            if r["format"] == "int4 g128":
+                target += f"; {'met' if r['rung_us'] <= 1.15 * r['floor_us'] else 'missed'} (1.15x floor)"
+        if r["m"] == 4096 and r["format"] == "int4 g128":
+            target = f"{'met' if r['rung_us'] <= 1.3 * r['cublas_us'] else 'missed'} (1.3x cuBLAS time)"
+        lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['format']} | {r['rung_us']:.1f} | {r['floor_us']:.1f} | "
+                     f"{r['rung_us'] / r['floor_us']:.2f} | {r['cublas_us']:.1f} | {speedup:.2f} | {r['torch_int4_us']:.1f} | "
+                     f"{r['torch_int8_us']:.1f} | {target} |")
+    if tuning:
+        lines += ["", "Small-M schedules tried (int4 g128):", "", "| M | N | K | schedule | us |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {m} | {n} | {k} | {name} | {us:.1f} |" for m, n, k, name, us in tuning]
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_quant.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        picked = [r for r in rows if r["format"] == "int4 g128"]
+        fig, ax = plt.subplots(figsize=(10, 4))
+        xs = range(len(picked))
+        for i, (key, label) in enumerate((("floor_us", "DRAM floor"), ("rung_us", "Rung int4"), ("torch_int4_us", "torch int4"),
+                                          ("torch_int8_us", "torch.compile int8"), ("cublas_us", "cuBLAS fp16"))):
+            ax.bar([x + (i - 2) * 0.16 for x in xs], [r[key] for r in picked], 0.16, label=label)
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs), [f"{r['m']}x{r['n']}x{r['k']}" for r in picked], rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel("us per call (log)")
+        ax.set_title(f"W4A16 (int4 g128), {dev}, {date}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "bench_quant.png", dpi=120)
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ kernel path (`kernel.path`) says what runs; nothing falls back silently to anoth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from xdsl.dialects.builtin import ModuleOp
@@ -24,63 +25,124 @@ from dialects.ptx import dynamic_shared
 from dialects.tile import GemmConfig
 from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
-from lowering.tile_to_warp import gemm_kernel
+from lowering.tile_to_warp import gemm_kernel, splitk_reduce_kernel
 
 _DTYPES = {"float16": "f16", "bfloat16": "bf16"}  # torch dtype name -> IR element type
+log = logging.getLogger("rung")
 
 
-def lowered_gemm_kernel(cfg: GemmConfig) -> ModuleOp:
-    """A module holding the schedule's kernel after smem-swizzle and warp-to-ptx."""
+def lowered_gemm_kernel(cfg: GemmConfig, generator=gemm_kernel) -> ModuleOp:
+    """A module holding one of the schedule's kernels (the GEMM, or its split-K reduction)
+    after smem-swizzle and warp-to-ptx."""
     from ir.context import make_context
     from ir.passes import run_pipeline
 
-    module = ModuleOp([gemm_kernel(cfg)])
+    module = ModuleOp([generator(cfg)])
     run_pipeline(module, "smem-swizzle,warp-to-ptx", make_context())
     return module
 
 
-def gemm_ptx(cfg: GemmConfig, target: str) -> str:
-    """The PTX of a GEMM schedule (from the disk cache when it holds it)."""
-    return cached_text((target, repr(cfg)), lambda: module_text(lowered_gemm_kernel(cfg), target))[0]
+def gemm_ptx(cfg: GemmConfig, target: str, generator=gemm_kernel) -> str:
+    """The PTX of one of a schedule's kernels (from the disk cache when it holds it)."""
+    return cached_text((target, generator.__name__, repr(cfg)), lambda: module_text(lowered_gemm_kernel(cfg, generator), target))[0]
 
 
+@lru_cache(maxsize=None)
 def device_target(ordinal: int = 0) -> str:
     dev = device(ordinal)
     if dev.capability < (8, 0):
         raise RungError(f"{dev.name} (sm_{dev.capability[0]}{dev.capability[1]}) has no mma.sync m16n8k16: Rung needs sm_80 or newer")
-    return "sm_90a" if dev.capability >= (9, 0) else "sm_80"
+    if dev.capability >= (9, 0):
+        log.warning("%s: Rung has no Hopper (wgmma) path yet; kernels run the sm_80 mma.sync path, built for sm_90a", dev.name)
+        return "sm_90a"
+    return "sm_80"
+
+
+def device_multiprocessors(t) -> int:
+    return device(t.device.index or 0).multiprocessors
+
+
+@dataclass
+class GemmKernels:
+    """One schedule's loaded kernels: the GEMM and, when K is split, the reduction that sums its
+    f32 partial results (from a workspace allocated per call) and applies the epilogue."""
+
+    cfg: GemmConfig
+    target: str
+    gemm: Kernel
+    reduce: Kernel | None = field(default=None)
+
+    @property
+    def path(self) -> str:
+        cfg = self.cfg
+        b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
+            "decoded in registers" if cfg.weight else f"{cfg.dtype} weight"
+        epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
+        split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
+        hopper = " (the sm_80 path: no wgmma path yet)" if self.target.startswith("sm_90") else ""
+        return (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
+                f"{cfg.stages}-stage cp.async{split}, built for {self.target}{hopper}")
+
+    def launch(self, addresses: dict[str, int], m: int, n: int, k: int, like) -> None:
+        """Run on the current stream of tensor `like`'s device; `addresses` maps cfg.param_names
+        ('a', 'b', 'scales', 'zeros', 'bias', 'c') to data pointers."""
+        import torch
+
+        cfg = self.cfg
+        stream = torch.cuda.current_stream(like.device).cuda_stream
+        if cfg.split_k == 1:
+            self.gemm.launch(cfg.grid(m, n), tuple(addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)
+            return
+        ws = torch.empty(cfg.workspace_shape(m, n), dtype=torch.float32, device=like.device)
+        self.gemm.launch(cfg.grid(m, n), tuple(ws.data_ptr() if p == "c" else addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)
+        bias = (addresses["bias"],) if cfg.bias else ()
+        self.reduce.launch(cfg.reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream)
 
 
 @lru_cache(maxsize=None)
-def gemm_kernel_for(cfg: GemmConfig, target: str, ordinal: int = 0) -> Kernel:
-    """The loadable kernel of a schedule; `path` names what runs (Hopper runs the sm_80 mma.sync path for now)."""
-    epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
-    path = (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
-            f"{cfg.stages}-stage cp.async, built for {target}")
-    return Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, path, ordinal, dynamic_shared(cfg.shared_bytes))
+def gemm_kernels(cfg: GemmConfig, target: str, ordinal: int = 0) -> GemmKernels:
+    """The loadable kernels of a schedule; `path` names what runs."""
+    gemm = Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, "", ordinal, dynamic_shared(cfg.shared_bytes))
+    reduce = None
+    if cfg.split_k > 1:
+        reduce = Kernel(cfg.name + "_reduce", gemm_ptx(cfg, target, splitk_reduce_kernel), 256, cfg.reduce_param_kinds, "", ordinal)
+    kernels = GemmKernels(cfg, target, gemm, reduce)
+    for kernel in (gemm, reduce):
+        if kernel is not None:
+            kernel.path = kernels.path
+    return kernels
+
+
+def check_tensor(name: str, t, dtypes=tuple(_DTYPES), dims: int | None = 2) -> None:
+    """A CUDA tensor of one of `dtypes`, `dims`-D, contiguous and 16-byte aligned, or a RungError saying which it is not."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise RungError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_cuda:
+        raise RungError(f"{name} is on {t.device}; Rung kernels take CUDA tensors")
+    if str(t.dtype).removeprefix("torch.") not in dtypes:
+        raise RungError(f"{name} has dtype {t.dtype}; expected {' or '.join(dtypes)}")
+    if dims is not None and t.dim() != dims:
+        raise RungError(f"{name} must be {dims}-D, got shape {list(t.shape)}")
+    if not t.is_contiguous():
+        raise RungError(f"{name} is not contiguous (strides {t.stride()}); call .contiguous() first")
+    if t.data_ptr() % 16:
+        raise RungError(f"{name} is not 16-byte aligned (data_ptr {t.data_ptr():#x})")
+
+
+def check_same(names, tensors) -> None:
+    if len({t.dtype for t in tensors}) != 1:
+        raise RungError(f"{', '.join(names)} must share a dtype, got {', '.join(str(t.dtype) for t in tensors)}")
+    if len({t.device for t in tensors}) != 1:
+        raise RungError(f"{', '.join(names)} are on different devices: {', '.join(str(t.device) for t in tensors)}")
 
 
 def _check_operands(x, w, out, b_kn: bool = False):
-    import torch
-
     names = ("a", "b", "out") if b_kn else ("x", "weight", "out")
     for name, t in zip(names, (x, w, out)):
-        if not isinstance(t, torch.Tensor):
-            raise RungError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_cuda:
-            raise RungError(f"{name} is on {t.device}; Rung kernels take CUDA tensors")
-        if str(t.dtype).removeprefix("torch.") not in _DTYPES:
-            raise RungError(f"{name} has dtype {t.dtype}; the GEMM takes float16 or bfloat16")
-        if t.dim() != 2:
-            raise RungError(f"{name} must be 2-D, got shape {list(t.shape)}")
-        if not t.is_contiguous():
-            raise RungError(f"{name} is not contiguous (strides {t.stride()}); call .contiguous() first")
-        if t.data_ptr() % 16:
-            raise RungError(f"{name} is not 16-byte aligned (data_ptr {t.data_ptr():#x})")
-    if not (x.dtype == w.dtype == out.dtype):
-        raise RungError(f"{', '.join(names)} must share a dtype, got {x.dtype}, {w.dtype}, {out.dtype}")
-    if not (x.device == w.device == out.device):
-        raise RungError(f"{', '.join(names)} are on different devices: {x.device}, {w.device}, {out.device}")
+        check_tensor(name, t)
+    check_same(names, (x, w, out))
     (m, k), (n, k2) = x.shape, (tuple(reversed(w.shape)) if b_kn else w.shape)
     if k != k2:
         shape = f"[{k2}, {n}]" if b_kn else f"[{n}, {k2}]"
@@ -90,14 +152,8 @@ def _check_operands(x, w, out, b_kn: bool = False):
     return m, n, k
 
 
-def launch(x, w, out, m, n, k, b_kn: bool = False) -> None:
-    import torch
-
-    cfg = choose_config(m, n, k, _DTYPES[str(x.dtype).removeprefix("torch.")], b_kn)
-    ordinal = x.device.index or 0
-    kernel = gemm_kernel_for(cfg, device_target(ordinal), ordinal)
-    stream = torch.cuda.current_stream(x.device).cuda_stream
-    kernel.launch(cfg.grid(m, n), (x.data_ptr(), w.data_ptr(), out.data_ptr(), m, n, k), stream)
+def dtype_of(t) -> str:
+    return _DTYPES[str(t.dtype).removeprefix("torch.")]
 
 
 def _gemm(x, w, out, b_kn: bool):
@@ -107,7 +163,9 @@ def _gemm(x, w, out, b_kn: bool):
         out = torch.empty((x.shape[0], w.shape[1] if b_kn else w.shape[0]), dtype=x.dtype, device=x.device)
     m, n, k = _check_operands(x, w, out, b_kn)
     if m and n:
-        launch(x, w, out, m, n, k, b_kn)
+        ordinal = x.device.index or 0
+        cfg = choose_config(m, n, k, dtype_of(x), b_kn, sms=device_multiprocessors(x))
+        gemm_kernels(cfg, device_target(ordinal), ordinal).launch({"a": x.data_ptr(), "b": w.data_ptr(), "c": out.data_ptr()}, m, n, k, x)
     return out
 
 
@@ -125,9 +183,10 @@ def matmul(a, b, out=None):
 class CompiledFunction:
     """@main scheduled on tensor-core kernels; call it on torch CUDA tensors."""
 
-    steps: list  # (op, Kernel or None) in program order: tile.matmul launches, graph.reshape views
+    steps: list  # (op, GemmKernels or None) in program order: tile.matmul launches, tile.pack_weight, graph.reshape views
     arg_types: list
     results: list
+    _packed: dict = field(default_factory=dict, repr=False)  # tile.pack_weight results by (op, weights' identity and version)
 
     @property
     def path(self) -> str:
@@ -136,48 +195,69 @@ class CompiledFunction:
     def __call__(self, *args):
         import torch
 
+        from dialects.tile import MatmulOp, PackWeightOp
+
         if len(args) != len(self.arg_types):
             raise RungError(f"@main takes {len(self.arg_types)} tensors, got {len(args)}")
         env = {}
         for i, (value, arg) in enumerate(zip(args, self.arg_types)):
             if not isinstance(value, torch.Tensor) or not value.is_cuda:
                 raise RungError(f"argument {i} must be a CUDA tensor")
-            if list(value.shape) != list(arg.type.get_shape()) or value.dtype != _torch_dtype(str(arg.type.element_type)):
+            if list(value.shape) != list(arg.type.get_shape()) or value.dtype != torch_dtype(arg.type.element_type):
                 raise RungError(f"argument {i}: expected {arg.type}, got {list(value.shape)} {value.dtype}")
             if not value.is_contiguous() or value.data_ptr() % 16:
                 raise RungError(f"argument {i} must be contiguous and 16-byte aligned")
             env[arg] = value
-        for op, kernel in self.steps:
+        for op, kernels in self.steps:
             vals = [env[o] for o in op.operands]
-            if kernel is None:  # graph.reshape: a view
+            if isinstance(op, PackWeightOp):
+                env.update(zip(op.results, self._pack(op, vals)))
+            elif isinstance(op, MatmulOp):
+                (m, k), n = op.x.type.get_shape(), op.result.type.get_shape()[1]
+                out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
+                names = ["a", "b"] + ["scales"] * (op.scales is not None) + ["zeros"] * (op.zeros is not None) + ["bias"] * (op.bias is not None)
+                kernels.launch({**{p: v.data_ptr() for p, v in zip(names, vals)}, "c": out.data_ptr()}, m, n, k, out)
+                env[op.result] = out
+            else:  # graph.reshape: a view
                 env[op.results[0]] = vals[0].view(op.results[0].type.get_shape())
-                continue
-            (m, k), n = op.x.type.get_shape(), op.result.type.get_shape()[1]
-            out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
-            stream = torch.cuda.current_stream(out.device).cuda_stream
-            kernel.launch(op.config.grid(m, n), tuple(v.data_ptr() for v in (*vals, out)) + (m, n, k), stream)
-            env[op.result] = out
         return tuple(env[r] for r in self.results) if len(self.results) != 1 else env[self.results[0]]
 
+    def _pack(self, op, weights) -> tuple:
+        """The packed weight (Ladder's offline transform, on the CPU) for these weight tensors, made once."""
+        import numpy as np
+        import torch
 
-def _torch_dtype(elem: str):
+        key = (op, *((t.data_ptr(), t._version) for t in weights))
+        if key not in self._packed:
+            host = [t.detach().float().cpu().numpy() for t in weights]
+            packed = op.execute(*host)
+            self._packed[key] = tuple(torch.from_numpy(np.ascontiguousarray(a).view(_NUMPY_VIEW.get(a.dtype.name, a.dtype)))
+                                      .view(torch_dtype(r.type.element_type)).to(weights[0].device) for a, r in zip(packed, op.results))
+        return self._packed[key]
+
+
+_NUMPY_VIEW = {"bfloat16": "uint16"}  # numpy dtypes torch cannot take directly, by the raw type of the same width
+
+
+def torch_dtype(elem):
+    """The torch dtype that holds tensors of an element type, as the interpreter stores them
+    (ir.dtypes): narrow integers in int8/uint8, fp8/fp4/nf4/e8m0 values in float32."""
     import torch
 
-    names = {v: k for k, v in _DTYPES.items()}
-    if elem not in names:
-        raise RungError(f"element type {elem} has no GPU path yet (f16 and bf16 do)")
-    return getattr(torch, names[elem])
+    from ir.dtypes import storage_dtype
+
+    return getattr(torch, storage_dtype(elem).name)
 
 
 def compile(module_or_text, target: str | None = None) -> CompiledFunction:
-    """Schedule @main (graph-to-tile) and prepare one kernel per tile.matmul schedule.
+    """Schedule @main (graph-to-tile) and prepare the kernels of each tile.matmul schedule.
 
-    Every op of @main must become a kernel (or a reshape); anything else is an error naming
-    the op, never a silent fallback. `target` defaults to the GPU's (sm_90a on Hopper)."""
+    Every op of @main must become a kernel, a weight packing or a reshape; anything else is an
+    error naming the op, never a silent fallback. `target` defaults to the GPU's (sm_90a on Hopper)."""
     from xdsl.dialects import func
 
     from dialects import graph as g
-    from dialects.tile import MatmulOp
+    from dialects.tile import MatmulOp, PackWeightOp
     from ir.context import make_context, parse_ir
     from ir.interpreter import find_function
     from ir.passes import run_pipeline
@@ -195,10 +275,10 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         if isinstance(op, func.ReturnOp):
             results = list(op.operands)
         elif isinstance(op, MatmulOp):
-            steps.append((op, gemm_kernel_for(op.config, target)))
-        elif isinstance(op, g.ReshapeOp):
+            steps.append((op, gemm_kernels(op.config, target)))
+        elif isinstance(op, (g.ReshapeOp, PackWeightOp)):
             steps.append((op, None))
         else:
-            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: f16/bf16 graph.linear, with its bias and "
-                            "a relu or silu after it, and 2-D graph.matmul)")
+            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: f16/bf16 graph.linear, with its bias and a relu or silu "
+                            "after it, graph.qlinear of formats with a register decoder, and 2-D graph.matmul)")
     return CompiledFunction(steps, list(fn.body.block.args), results)

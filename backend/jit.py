@@ -45,6 +45,7 @@ class Device:
     ordinal: int
     name: str
     capability: tuple[int, int]
+    multiprocessors: int
 
 
 @lru_cache(maxsize=None)
@@ -64,8 +65,9 @@ def device(ordinal: int = 0) -> Device:
     attr = driver.CUdevice_attribute
     major = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute")
     minor = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute")
+    sms = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev), "cuDeviceGetAttribute")
     name = _check(driver.cuDeviceGetName(256, dev), "cuDeviceGetName")
-    return Device(ordinal, name.split(b"\0")[0].decode(), (major, minor))
+    return Device(ordinal, name.split(b"\0")[0].decode(), (major, minor), sms)
 
 
 def _use_primary_context(ordinal: int) -> None:

@@ -139,12 +139,12 @@ class ImmOp(SourceOp):
         return np.full(cta.threads, v, KINDS[k])
 
 
-SPECIAL = ("tid.x", "ntid.x", "ctaid.x", "ctaid.y", "ctaid.z", "laneid")
+SPECIAL = ("tid.x", "ntid.x", "ctaid.x", "ctaid.y", "ctaid.z", "nctaid.x", "nctaid.y", "nctaid.z", "laneid")
 
 
 @irdl_op_definition
 class SpecialRegOp(SourceOp):
-    """mov.u32 dst, %<reg>: thread and block ids."""
+    """mov.u32 dst, %<reg>: thread and block ids, and the grid's size."""
 
     name = "ptx.sreg"
     result = result_def(RegType)
@@ -206,7 +206,8 @@ class BinaryOp(PtxOp):
 
 
 _BIN = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "and": np.bitwise_and, "or": np.bitwise_or,
-        "xor": np.bitwise_xor, "shl": np.left_shift, "shr": np.right_shift, "min": np.minimum, "max": np.maximum}
+        "xor": np.bitwise_xor, "shl": np.left_shift, "shr": np.right_shift, "min": np.minimum, "max": np.maximum,
+        "div": np.floor_divide, "rem": np.remainder}
 
 
 def _binary(mnemonic: str):
@@ -216,8 +217,8 @@ def _binary(mnemonic: str):
     }))
 
 
-AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp = (
-    _binary(m) for m in ("add", "sub", "mul", "and", "or", "xor", "shl", "shr", "min", "max"))
+AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp = (
+    _binary(m) for m in ("add", "sub", "mul", "and", "or", "xor", "shl", "shr", "min", "max", "div", "rem"))
 
 
 @irdl_op_definition
@@ -317,7 +318,8 @@ def _guard(pred, r) -> str:
 
 @irdl_op_definition
 class LoadOp(PtxOp):
-    """[@p] ld.<space>[.v2/.v4].<kind> {dst...}, [addr + offset]: global (u64 address) or shared (u32)."""
+    """[@p] ld.<space>[.v2/.v4].<kind> {dst...}, [addr + offset]: global (u64 address) or shared (u32).
+    With `byte`, ld.<space>.u8 into a 32-bit register, zero-extended."""
 
     name = "ptx.ld"
     addr = operand_def(RegType)
@@ -325,9 +327,14 @@ class LoadOp(PtxOp):
     results_ = var_result_def(RegType)
     space = prop_def(StringAttr)
     offset = opt_prop_def(IntegerAttr)
+    byte = opt_prop_def(UnitAttr)
+
+    def verify_(self):
+        if self.byte and (len(self.results_) != 1 or kind_of(self.results_[0]) not in ("b32", "u32")):
+            raise VerifyException("a byte load fills one 32-bit register")
 
     def text(self, r):
-        k = kind_of(self.results_[0])
+        k = "u8" if self.byte else kind_of(self.results_[0])
         vec = f".v{len(self.results_)}" if len(self.results_) > 1 else ""
         dst = ", ".join(r(v) for v in self.results_)
         dst = f"{{{dst}}}" if vec else dst
@@ -336,8 +343,11 @@ class LoadOp(PtxOp):
 
     def execute(self, cta, addr, pred=None):
         k = kind_of(self.results_[0])
-        width = np.dtype(KINDS[k]).itemsize
         off = self.offset.value.data if self.offset else 0
+        if self.byte:
+            data = cta.load(self.space.data, addr.astype(np.int64) + off, 1, pred)
+            return data.reshape(-1).astype(np.uint32)
+        width = np.dtype(KINDS[k]).itemsize
         data = cta.load(self.space.data, addr.astype(np.int64) + off, width * len(self.results_), pred)
         vals = data.view(KINDS[k]).reshape(cta.threads, len(self.results_))
         return tuple(vals[:, i].copy() for i in range(len(self.results_)))
@@ -379,13 +389,15 @@ class StoreOp(SinkOp):
 
 @irdl_op_definition
 class CpAsyncOp(SinkOp):
-    """cp.async.{cg,ca}.shared.global [dst], [src], size, src_size: copies src_size of `size`
-    (4, 8 or 16) bytes asynchronously and zero-fills the rest (16 bytes bypass L1: .cg)."""
+    """[@p] cp.async.{cg,ca}.shared.global [dst], [src], size, src_size: copies src_size of `size`
+    (4, 8 or 16) bytes asynchronously and zero-fills the rest (16 bytes bypass L1: .cg); a thread
+    whose guard `p` is off issues nothing."""
 
     name = "ptx.cp_async"
     dst = operand_def(RegType)
     src = operand_def(RegType)
     src_size = operand_def(RegType)
+    pred = opt_operand_def(RegType)
     size = prop_def(IntegerAttr)
 
     def verify_(self):
@@ -394,17 +406,18 @@ class CpAsyncOp(SinkOp):
 
     def text(self, r):
         n = self.size.value.data
-        return f"cp.async.{'cg' if n == 16 else 'ca'}.shared.global [{r(self.dst)}], [{r(self.src)}], {n}, {r(self.src_size)};"
+        return (f"{_guard(self.pred, r)}cp.async.{'cg' if n == 16 else 'ca'}.shared.global [{r(self.dst)}], [{r(self.src)}], "
+                f"{n}, {r(self.src_size)};")
 
-    def execute(self, cta, dst, src, size):
-        cp_async_lanes(cta, dst, src, size, self.size.value.data)
+    def execute(self, cta, dst, src, size, pred=None):
+        cp_async_lanes(cta, dst, src, size, self.size.value.data, pred)
         return ()
 
 
-def cp_async_lanes(cta, dst: np.ndarray, src: np.ndarray, src_size: np.ndarray, nbytes: int) -> None:
-    """cp.async for every thread: src_size bytes of `nbytes` copied, the rest zero-filled."""
-    data = cta.load("global", src.astype(np.int64), nbytes, None, valid_bytes=src_size)
-    cta.store("shared", dst.astype(np.int64), data, None, asynchronous=True)
+def cp_async_lanes(cta, dst: np.ndarray, src: np.ndarray, src_size: np.ndarray, nbytes: int, pred=None) -> None:
+    """cp.async for every thread whose guard is on: src_size bytes of `nbytes` copied, the rest zero-filled."""
+    data = cta.load("global", src.astype(np.int64), nbytes, pred, valid_bytes=src_size)
+    cta.store("shared", dst.astype(np.int64), data, pred, asynchronous=True)
 
 
 @irdl_op_definition
@@ -597,6 +610,7 @@ class CvtHalfOp(PtxOp):
     def execute(self, cta, x):
         import ml_dtypes
 
+        x = x if x.dtype == np.float32 else x.astype(np.uint32).view(np.float32)  # a b32 register holds f32 bits
         return x.astype(np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16).view(np.uint16)
 
 
@@ -674,6 +688,50 @@ class Lop3Op(PtxOp):
                 tc = c if minterm & 1 else ~c
                 out |= ta & tb & tc
         return out
+
+
+@irdl_op_definition
+class PrmtOp(PtxOp):
+    """prmt.b32 d, a, b, c: byte i of d is byte (c >> 4i) & 7 of the 8 bytes {b, a} (a's are 0-3),
+    or, when bit 3 of that selector is set, that byte's sign bit replicated."""
+
+    name = "ptx.prmt"
+    a = operand_def(RegType)
+    b = operand_def(RegType)
+    c = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"prmt.b32 {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)};"
+
+    def execute(self, cta, a, b, c):
+        src = ((np.asarray(b).astype(np.uint64) << 32) | np.asarray(a).astype(np.uint64)).astype("<u8")
+        src_bytes = src.view(np.uint8).reshape(-1, 8)
+        c = np.asarray(c).astype(np.uint32)
+        out = np.zeros(src_bytes.shape[0], np.uint32)
+        rows = np.arange(src_bytes.shape[0])
+        for i in range(4):
+            sel = (c >> (4 * i)) & 0xF
+            byte = src_bytes[rows, sel & 7].astype(np.uint32)
+            byte = np.where(sel & 8, np.where(byte & 0x80, 0xFF, 0), byte)
+            out |= byte.astype(np.uint32) << (8 * i)
+        return out
+
+
+@irdl_op_definition
+class PackHalvesOp(PtxOp):
+    """mov.b32 d, {lo, hi}: two 16-bit registers as one 32-bit register, `lo` in the low half."""
+
+    name = "ptx.pack_halves"
+    lo = operand_def(RegType)
+    hi = operand_def(RegType)
+    result = result_def(RegType)
+
+    def text(self, r):
+        return f"mov.b32 {r(self.result)}, {{{r(self.lo)}, {r(self.hi)}}};"
+
+    def execute(self, cta, lo, hi):
+        return np.asarray(lo).astype(np.uint32) | (np.asarray(hi).astype(np.uint32) << 16)
 
 
 @irdl_op_definition
@@ -824,7 +882,7 @@ class LaunchOp(IRDLOperation):
 
 
 PTX = Dialect("ptx", [
-    ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, MadOp, CvtOp, SetpOp,
-    AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
+    ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
+    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
+    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
 ], [RegType])

@@ -15,9 +15,18 @@ A tile value is, for the interpreter, its byte offset in the block's shared memo
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, UnitAttr, i64
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, IntegerAttr, IntegerType, UnitAttr, i64
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, TypeAttribute
-from xdsl.irdl import irdl_attr_definition, irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def, var_result_def
+from xdsl.irdl import (
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    var_result_def,
+)
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
@@ -28,8 +37,9 @@ from ir.layout import Swizzle
 
 @irdl_attr_definition
 class SmemType(ParametrizedAttribute, TypeAttribute):
-    """A shared-memory tile of `stages` x `rows` x `cols` 16-bit elements, each stage row-major;
-    byte offset (s, r, c) = s * stage_bytes + swizzle(r * row_bytes + 2 c), no swizzle by default."""
+    """A shared-memory tile of `stages` x `rows` x `cols` elements (16-bit, or 8-bit for an i8/ui8
+    element), each stage row-major; byte offset (s, r, c) = s * stage_bytes + swizzle(r * row_bytes
+    + c * element bytes), no swizzle by default."""
 
     name = "warp.smem"
     stages: IntAttr
@@ -44,8 +54,12 @@ class SmemType(ParametrizedAttribute, TypeAttribute):
         return SmemType(IntAttr(stages), IntAttr(rows), IntAttr(cols), element, sw)
 
     @property
+    def element_bytes(self) -> int:
+        return 1 if isinstance(self.element, IntegerType) and self.element.width.data == 8 else 2
+
+    @property
     def row_bytes(self) -> int:
-        return 2 * self.cols.data
+        return self.element_bytes * self.cols.data
 
     @property
     def stage_bytes(self) -> int:
@@ -61,7 +75,7 @@ class SmemType(ParametrizedAttribute, TypeAttribute):
 
     def offset(self, stage, row, col):
         """Byte offsets of (stage, row, col), on ints or numpy arrays."""
-        inner = row * self.row_bytes + 2 * col
+        inner = row * self.row_bytes + self.element_bytes * col
         sw = self.layout_swizzle
         return stage * self.stage_bytes + (sw(inner) if sw else inner)
 
@@ -136,7 +150,7 @@ class LdmatrixOp(PtxOp):
 
 @irdl_op_definition
 class CpAsyncOp(SinkOp):
-    """cp.async of `size` bytes from global `src` to a tile's (stage, row, col), src_size of them read."""
+    """[@p] cp.async of `size` bytes from global `src` to a tile's (stage, row, col), src_size of them read."""
 
     name = "warp.cp_async"
     tile = operand_def(SmemType)
@@ -145,16 +159,21 @@ class CpAsyncOp(SinkOp):
     col = operand_def(RegType)
     src = operand_def(RegType)
     src_size = operand_def(RegType)
+    pred = opt_operand_def(RegType)
     size = prop_def(IntegerAttr)
 
-    def execute(self, cta, base, stage, row, col, src, src_size):
-        cp_async_lanes(cta, _addresses(self, base, stage, row, col), src, src_size, self.size.value.data)
+    def execute(self, cta, base, stage, row, col, src, src_size, pred=None):
+        cp_async_lanes(cta, _addresses(self, base, stage, row, col), src, src_size, self.size.value.data, pred)
         return ()
+
+
+LOAD_KINDS = {"b32": 4, "b16": 2}
 
 
 @irdl_op_definition
 class LoadOp(PtxOp):
-    """ld.shared.b32 of a tile's (stage, row, col) (col in 16-bit elements, even)."""
+    """ld.shared of a tile's (stage, row, col): a b32 or b16 result, or, with `byte`, one byte
+    zero-extended into a b32."""
 
     name = "warp.ld_shared"
     tile = operand_def(SmemType)
@@ -162,10 +181,18 @@ class LoadOp(PtxOp):
     row = operand_def(RegType)
     col = operand_def(RegType)
     result = result_def(RegType)
+    byte = opt_prop_def(UnitAttr)
+
+    def verify_(self):
+        if self.result.type.kind.data not in LOAD_KINDS:
+            raise VerifyException(f"warp.ld_shared gives a b32 or b16 register, not {self.result.type.kind.data}")
 
     def execute(self, cta, base, stage, row, col):
-        data = cta.load("shared", _addresses(self, base, stage, row, col), 4, None)
-        return data.view(np.uint32).reshape(-1).copy()
+        addrs = _addresses(self, base, stage, row, col)
+        if self.byte:
+            return cta.load("shared", addrs, 1, None).reshape(-1).astype(np.uint32)
+        width = LOAD_KINDS[self.result.type.kind.data]
+        return cta.load("shared", addrs, width, None).view(np.uint32 if width == 4 else np.uint16).reshape(-1).copy()
 
 
 @irdl_op_definition

@@ -218,15 +218,17 @@ class SharedMemory:
 class ThreadBlock:
     """The state of one thread block as the ptx ops' `execute` sees it."""
 
-    def __init__(self, threads: int, ctaid: tuple[int, int, int], memory: DeviceMemory, shared_bytes: int):
-        self.threads, self.ctaid, self.memory = threads, ctaid, memory
+    def __init__(self, threads: int, ctaid: tuple[int, int, int], memory: DeviceMemory, shared_bytes: int,
+                 grid: tuple[int, int, int] = (1, 1, 1)):
+        self.threads, self.ctaid, self.grid, self.memory = threads, ctaid, grid, memory
         self.shared = SharedMemory(shared_bytes)
         self.tids = np.arange(threads)
 
     def special(self, name: str) -> np.ndarray:
         tid = np.arange(self.threads, dtype=np.uint32)
         values = {"tid.x": tid, "laneid": tid % 32, "ntid.x": np.full(self.threads, self.threads, np.uint32),
-                  "ctaid.x": self.ctaid[0], "ctaid.y": self.ctaid[1], "ctaid.z": self.ctaid[2]}
+                  "ctaid.x": self.ctaid[0], "ctaid.y": self.ctaid[1], "ctaid.z": self.ctaid[2],
+                  "nctaid.x": self.grid[0], "nctaid.y": self.grid[1], "nctaid.z": self.grid[2]}
         return np.broadcast_to(np.asarray(values[name], np.uint32), (self.threads,)).copy()
 
     def _bytes(self, addrs: np.ndarray, nbytes: int, pred, valid_bytes=None):
@@ -256,7 +258,8 @@ class ThreadBlock:
         if space == "global":
             self.memory.scatter(idx[active], data[active])
         elif asynchronous:
-            self.shared.copy_async(idx, data, tids)
+            on = np.ones(len(addrs), bool) if pred is None else np.asarray(pred)
+            self.shared.copy_async(idx[on], data[on], tids[on])
         else:
             self.shared.write(idx[active], data[active], tids[active])
 
@@ -299,6 +302,6 @@ def run_kernel(kernel, grid: tuple[int, ...], params: list, memory: DeviceMemory
         for z in range(gz):
             for y in range(gy):
                 for x in range(gx):
-                    cta = ThreadBlock(threads, (x, y, z), memory, kernel.shared_bytes.value.data)
+                    cta = ThreadBlock(threads, (x, y, z), memory, kernel.shared_bytes.value.data, (gx, gy, gz))
                     env = {a: np.full(threads, p, KINDS[kind_of(a)]) for a, p in zip(args, params)}
                     _run_block(kernel.body.block, env, cta)

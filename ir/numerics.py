@@ -35,6 +35,7 @@ class ElementFormat:
     sign_magnitude: bool = False  # the top bit is a sign bit over a symmetric magnitude table
     is_integer: bool = False
     ties_up: bool = False  # ties round to the larger value instead of the even code
+    float_bits: tuple[int, int, int] | None = None  # minifloats: (exponent bits, mantissa bits, bias)
 
     @cached_property
     def values(self) -> np.ndarray:
@@ -131,7 +132,7 @@ def minifloat_format(name: str, exp_bits: int, man_bits: int, bias: int, special
             table.append(sign * m * 2.0 ** (1 - bias - man_bits))
         else:
             table.append(sign * (1 + m / (1 << man_bits)) * 2.0 ** (e - bias))
-    return ElementFormat(name, bits, tuple(table), sign_magnitude=True)
+    return ElementFormat(name, bits, tuple(table), sign_magnitude=True, float_bits=(exp_bits, man_bits, bias))
 
 
 # NF4 (QLoRA): quantiles of N(0, 1) normalized to [-1, 1], with an exact zero.

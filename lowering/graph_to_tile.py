@@ -1,19 +1,23 @@
-"""graph-to-tile: schedule graph.linear and 2-D graph.matmul on tensor cores as tile.matmul.
+"""graph-to-tile: schedule graph.linear, graph.qlinear and 2-D graph.matmul on tensor cores as tile.matmul.
 
-A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D
-and the result reshaped back), with its bias, and with a following relu or silu (the linear's
-only use) fused into the epilogue. Tile sizes follow the shape (`choose_config`) unless the
-pass options set them. Other linears are left as they are.
+A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D and the result reshaped
+back), with its bias, and with a following relu or silu (the linear's only use) fused into the
+epilogue. A qlinear whose format has a register decoder (lowering.ladder) becomes the same
+tile.matmul reading the weight through tile.pack_weight, Ladder's offline layout transform.
+Tile sizes follow the shape (`choose_config`) unless the pass options set them. Other ops are
+left as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -24,32 +28,89 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects import graph as g
-from dialects.tile import GemmConfig, MatmulOp, copy_elems
+from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
+from ir.numerics import FormatError
+
+SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat
-def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False) -> GemmConfig:
-    """Tile sizes from the shape: small M takes 64-row tiles so that more blocks cover the GPU;
-    rows that are not 16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in
-    narrow pieces and take 64x64 tiles (larger tiles' per-thread copy addresses would spill)."""
+def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight: str = "", group: int = 0, scale: str = "",
+                  zero: bool = False, sms: int = SMS) -> GemmConfig:
+    """Tile sizes from the shape and the weight's format.
+
+    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N,
+    and K is split until there are blocks for every multiprocessor several times over, as long
+    as the partial sums stay small beside the weight. M <= 64: 64-row tiles. Larger M: 128 x 128
+    tiles, run in bands of 8 M-tiles for L2 reuse. Rows that are not 16-byte aligned (K, or N
+    for a [K, N] B, not a multiple of 8) copy in narrow pieces and take 64x64 tiles."""
     copies = {"copy_elems": copy_elems(k), "b_kn": b_kn, "b_copy_elems": copy_elems(n) if b_kn else 8}
+    packed = {"weight": weight, "group": group, "scale": scale, "zero": zero}
+    block = 16
+    if weight:
+        from lowering.ladder import block_elems, decoder
+
+        block = block_elems(decoder(weight).bits)
     if min(copies["copy_elems"], copies["b_copy_elems"]) < 8:
         return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
-    if m <= 64:
-        return GemmConfig(dtype, bm=64, bn=128, bk=32, warps_m=2, warps_n=2, stages=4, **copies)
-    return GemmConfig(dtype, bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
+    if m <= 16:
+        cfg = GemmConfig(dtype, bm=16, bn=128, bk=max(128 if weight else 64, block), warps_m=1, warps_n=4, stages=4, **copies, **packed)
+    elif m <= 64:
+        cfg = GemmConfig(dtype, bm=64, bn=128, bk=max(32, block), warps_m=2, warps_n=2, stages=4, **copies, **packed)
+    else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles
+        warps_n = 4 if block > 32 else 2
+        return GemmConfig(dtype, bm=128, bn=128, bk=max(32, block), warps_m=2, warps_n=warps_n, stages=3, raster=8, **copies, **packed)
+    return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms))
 
 
-def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, **epilogue) -> GemmConfig:
+def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int) -> int:
+    """K splits that give about 4 blocks per multiprocessor, at least 4 k-tiles a split, and
+    f32 partial sums (written and read back) under a quarter of the weight's bytes."""
+    blocks = math.prod(cfg.grid(m, n)[:2])
+    k_tiles = -(-k // cfg.bk)
+    weight_bytes_per_col = k * cfg.weight_bits / 8
+    budget = int(0.25 * weight_bytes_per_col / (8 * m))
+    return max(1, min(-(-4 * sms // blocks), k_tiles // 4, budget, 16))
+
+
+def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,
+              **epilogue) -> GemmConfig:
     """choose_config's schedule with the epilogue and the pass options applied; a bad option is a RungError."""
     try:
-        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn).__dict__, **epilogue, **override})
-    except ValueError as e:
+        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {})).__dict__, **epilogue, **override})
+    except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
 
 
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
+
+
+def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: int, schedule, make) -> None:
+    """Replace a linear-like op (x [..., K] -> [..., N]) by a tile.matmul on x flattened to 2-D:
+    `schedule(m, epilogue)` gives its config, `make(x2d, cfg)` builds it; a following relu or
+    silu that is the op's only use is fused, and the result is reshaped back."""
+    elem, shape = x.type.element_type, x.type.get_shape()
+    m = math.prod(shape[:-1])
+    users = [use.operation for use in op.results[0].uses]
+    fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
+    cfg = schedule(m, {"activation": FUSABLE[type(fused)] if fused else "none"})
+    if len(shape) != 2:
+        flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
+        rewriter.insert(flat)
+        x = flat.results[0]
+    mm = make(x, cfg)
+    rewriter.insert(mm)
+    y = mm.results[0]
+    if len(shape) != 2:
+        back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
+        rewriter.insert(back)
+        y = back.results[0]
+    if fused is not None:
+        rewriter.replace(fused, [], [y])
+        rewriter.erase(op)
+    else:
+        rewriter.replace(op, [], [y])
 
 
 def tensor_core_linear(op: g.LinearOp) -> bool:
@@ -65,30 +126,38 @@ class LinearToTile(RewritePattern):
     def match_and_rewrite(self, op: g.LinearOp, rewriter: PatternRewriter):
         if not tensor_core_linear(op):
             return
-        elem, shape = op.x.type.element_type, op.x.type.get_shape()
-        k, n = shape[-1], op.weight.type.get_shape()[0]
-        m = math.prod(shape[:-1])
-        users = [use.operation for use in op.result.uses]
-        fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
-        epilogue = {"bias": op.bias is not None, "activation": FUSABLE[type(fused)] if fused else "none"}
-        cfg = _schedule(m, n, k, str(elem), self.override, **epilogue)
-        x = op.x
-        if len(shape) != 2:
-            flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
-            rewriter.insert(flat)
-            x = flat.results[0]
-        mm = MatmulOp.get(x, op.weight, op.bias, cfg)
-        rewriter.insert(mm)
-        y = mm.results[0]
-        if len(shape) != 2:
-            back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
-            rewriter.insert(back)
-            y = back.results[0]
-        if fused is not None:
-            rewriter.replace(fused, [], [y])
-            rewriter.erase(op)
-        else:
-            rewriter.replace(op, [], [y])
+        k, n = op.x.type.get_shape()[-1], op.weight.type.get_shape()[0]
+        dtype = str(op.x.type.element_type)
+        _rewrite_as_matmul(op, rewriter, op.x, n, k,
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, bias=op.bias is not None, **epi),
+                           lambda x, cfg: MatmulOp.get(x, op.weight, op.bias, cfg))
+
+
+@dataclass
+class QLinearToTile(RewritePattern):
+    """graph.qlinear -> tile.pack_weight (once per weight) and tile.matmul on the packed weight."""
+
+    override: dict
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.QLinearOp, rewriter: PatternRewriter):
+        from lowering.ladder import decoder
+
+        dtype = str(op.x.type.element_type)
+        fmt = op.format.format
+        try:
+            decoder(fmt.element)
+        except FormatError:
+            return  # no register decoder: stays a graph.qlinear
+        if dtype not in ("f16", "bf16"):
+            return
+        n, k = op.qweight.type.get_shape()
+        weight = {"weight": fmt.element, "group": fmt.group or 0, "scale": "e8m0" if fmt.scale == "e8m0" else "", "zero": fmt.zero != "none"}
+        pack = PackWeightOp.get(op.qweight, op.scales, op.zeros, op.format, dtype)
+        rewriter.insert(pack)
+        _rewrite_as_matmul(op, rewriter, op.x, n, k,
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, **epi),
+                           lambda x, cfg: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format))
 
 
 @dataclass
@@ -109,7 +178,7 @@ class MatmulToTile(RewritePattern):
 
 @dataclass(frozen=True)
 class GraphToTile(ModulePass):
-    """Schedule f16/bf16 graph.linear and 2-D graph.matmul as tile.matmul (options override the tile sizes)."""
+    """Schedule f16/bf16 graph.linear, graph.qlinear and 2-D graph.matmul as tile.matmul (options override the schedule)."""
 
     name = "graph-to-tile"
     bm: int = 0
@@ -118,8 +187,11 @@ class GraphToTile(ModulePass):
     warps_m: int = 0
     warps_n: int = 0
     stages: int = 0
+    split_k: int = 0
+    raster: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        override = {f: v for f in ("bm", "bn", "bk", "warps_m", "warps_n", "stages") if (v := getattr(self, f))}
-        patterns = GreedyRewritePatternApplier([LinearToTile(override), MatmulToTile(override)])
+        fields = ("bm", "bn", "bk", "warps_m", "warps_n", "stages", "split_k", "raster")
+        override = {f: v for f in fields if (v := getattr(self, f))}
+        patterns = GreedyRewritePatternApplier([LinearToTile(override), QLinearToTile(override), MatmulToTile(override)])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -1,57 +1,47 @@
-"""Ladder's hardware-aware layout for low-bit integer weights, and the register decoders it enables.
+"""Ladder's hardware-aware layout for low-precision weights, and the register decoders it enables.
 
-A b-bit element (b in 1, 2, 4, 8) is stored as an unsigned code u = q + offset. Offline, a
-32-bit word's 32/b codes are placed so that pair j (elements 2j, 2j+1) sits at bits [b*j, b*j+b)
-and [16 + b*j, 16 + b*j + b): one shift and one lop3 then drop both codes into the mantissas
-of an f16x2 (or bf16x2) "magic" constant, 2^10 + u (2^7 + u for bf16), and one fma subtracts
-magic + offset. That is the whole decoder, generated here from (bits, offset, dtype) for every
-integer format instead of written by hand per format.
+A weight of b-bit codes (b = 1, 2, 4 or 8) is transformed once, offline, so that the kernel
+loads it in 32-bit words that hold exactly the mma.m16n8k16 B fragments a lane needs
+(`mma_b_words`), with each word's codes placed where a few bit operations turn them into f16x2
+or bf16x2 pairs in registers. The decoder is generated from the format's bit-level description,
+one of three kinds:
 
-`mma_b_words` is the weight transform: it permutes K so that the B fragments of
-mma.m16n8k16 that a lane needs for consecutive k16 steps sit in one word, so a lane loads one
-32-bit word per n8 tile and k-block and decodes it in registers.
+- integers (`IntDecode`): the stored code u = q + offset of pair j sits at bits b*j and
+  16 + b*j; one shift and one lop3 drop both codes into the mantissas of a "magic" f16x2
+  (2^10 + u; 2^7 + u for bf16), one fma subtracts magic + offset;
+- minifloats (`FloatDecode`, e2m1, e4m3, e5m2): one shift brings pair j to the top of each
+  half; the exponent and mantissa bits are shifted under the target's exponent field, the sign
+  kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent;
+- any other 4-bit table (`LutDecode`, nf4): the 16 values' low and high bytes live in eight
+  registers; prmt picks four values' bytes at once by their codes.
+
+`pack_weight` is the whole offline transform of a quantized weight (values, scales, zeros of
+ir.numerics.QuantFormat) into what the kernel reads: codes in mma order, and scales and zero
+terms laid out group-major [K / group, N] (N padded to 16) so that a k-tile's scales for a
+block of columns are one contiguous row. Every zero-point mode becomes w = q * s + z.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
-from ir.numerics import FormatError, element_format, pack
+from ir.numerics import FORMATS, FormatError, QuantFormat, element_format, pack, unpack
 from lowering.ptx_builder import PtxBuilder
 
 # dtype -> (16-bit pattern of the magic float 2^p, its value, largest code the mantissa holds)
 MAGIC = {"f16": (0x6400, 1024.0, 1 << 10), "bf16": (0x4300, 128.0, 1 << 7)}
+# dtype -> (exponent bits, mantissa bits, bias)
+TARGET_BITS = {"f16": (5, 10, 15), "bf16": (8, 7, 127)}
 OR_AND_LUT = 0xEA  # lop3 truth table of (a & b) | c
+PAIR = 0x00010001  # a 16-bit pattern in both halves of a word
 
 
-@dataclass(frozen=True)
-class IntDecode:
-    """What a decoder is generated from: element width and the offset stored codes carry."""
-
-    bits: int
-    offset: int
-
-    @staticmethod
-    def of(name: str) -> "IntDecode":
-        """The decoder of an integer format of ir.numerics ('int4', 'uint2', ...)."""
-        fmt = element_format(name)
-        if not fmt.is_integer or fmt.bits not in (1, 2, 4, 8):
-            raise FormatError(f"no register decoder for {name}: integer formats of 1, 2, 4 or 8 bits have one")
-        return IntDecode(fmt.bits, -int(fmt.min))
-
-    @property
-    def per_word(self) -> int:
-        return 32 // self.bits
-
-    def codes(self, values) -> np.ndarray:
-        """Stored codes of element values (checked against the format's range)."""
-        v = np.asarray(values)
-        u = v.astype(np.int64) + self.offset
-        if u.size and (u.min() < 0 or u.max() >= 1 << self.bits):
-            raise FormatError(f"values outside [{-self.offset}, {(1 << self.bits) - 1 - self.offset}] do not fit {self.bits} bits")
-        return u.astype(np.uint8)
+def half_bits(x, dtype: str) -> np.ndarray:
+    """The 16-bit patterns of `x` rounded to f16 or bf16."""
+    return np.asarray(np.asarray(x, np.float64).astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16)).view(np.uint16)
 
 
 def pack_pairs(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -65,44 +55,243 @@ def pack_pairs(codes: np.ndarray, bits: int) -> np.ndarray:
     return pack(slots, bits, np.uint32).reshape(*codes.shape[:-1], -1)
 
 
-def emit_decode(b: PtxBuilder, word, d: IntDecode, dtype: str) -> list:
-    """Registers holding (q_2j, q_2j+1) as dtype x2 for each pair j of a word packed by pack_pairs."""
-    pattern, value, capacity = MAGIC[dtype]
-    if 1 << d.bits > capacity:
-        raise FormatError(f"{d.bits}-bit codes do not fit the mantissa of {dtype}")
-    mask = ((1 << d.bits) - 1) * 0x00010001
-    one = {"f16": 0x3C00, "bf16": 0x3F80}[dtype]
-    bias = _half_bits(-(value + d.offset), dtype)
-    out = []
-    for j in range(d.per_word // 2):
-        shifted = word if j == 0 else b.shr(word, d.bits * j)
-        magic_plus_code = b.lop3(shifted, mask, pattern * 0x00010001, OR_AND_LUT)
-        out.append(b.fma2(magic_plus_code, one * 0x00010001, bias * 0x00010001, dtype))
-    return out
+class Decoder:
+    """How a format's codes are stored in 32-bit words and decoded in registers."""
+
+    name: str
+    bits: int
+
+    @property
+    def per_word(self) -> int:
+        return 32 // self.bits
+
+    def codes(self, values) -> np.ndarray:
+        """Stored codes (uint8) of element values, which must be exactly representable."""
+        fmt = element_format(self.name)
+        v = np.asarray(values, np.float64)
+        c = fmt.encode(v)
+        if v.size and not np.array_equal(fmt.decode(c), v):
+            bad = v[fmt.decode(c) != v].flat[0]
+            raise FormatError(f"{bad} is not a value of {self.name}")
+        return c
+
+    def values(self, codes) -> np.ndarray:
+        """Element values (float64) of stored codes: the inverse of `codes`."""
+        return element_format(self.name).decode(codes)
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        """Words of codes along the last axis; elements 2j and 2j + 1 of a word form pair j."""
+        return pack_pairs(codes, self.bits)
+
+    def unpack(self, words: np.ndarray) -> np.ndarray:
+        """The codes `pack` stored, in order."""
+        slots = unpack(np.asarray(words, np.uint32), self.bits)
+        slots = slots.reshape(*slots.shape[:-1], -1, 2, self.per_word // 2)  # [..., word, lo/hi, pair]
+        return np.swapaxes(slots, -1, -2).reshape(*slots.shape[:-3], -1)
+
+    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+        """Registers holding each pair of a word's values as dtype x2, in order."""
+        raise NotImplementedError
 
 
-def _half_bits(x: float, dtype: str) -> int:
-    import ml_dtypes
+@dataclass(frozen=True)
+class IntDecode(Decoder):
+    """Integers: code u = q + offset, decoded through a magic float."""
 
-    t = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
-    return int(np.array(x, t).view(np.uint16))
+    name: str
+    bits: int
+    offset: int
+
+    def codes(self, values) -> np.ndarray:
+        v = np.asarray(values)
+        u = v.astype(np.int64) + self.offset
+        if u.size and (u.min() < 0 or u.max() >= 1 << self.bits or not np.array_equal(u - self.offset, v)):
+            raise FormatError(f"values outside [{-self.offset}, {(1 << self.bits) - 1 - self.offset}] do not fit {self.bits} bits")
+        return u.astype(np.uint8)
+
+    def values(self, codes) -> np.ndarray:
+        return np.asarray(codes, np.float64) - self.offset
+
+    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+        pattern, value, capacity = MAGIC[dtype]
+        if 1 << self.bits > capacity:
+            raise FormatError(f"{self.bits}-bit codes do not fit the mantissa of {dtype}")
+        mask = ((1 << self.bits) - 1) * PAIR
+        bias = int(half_bits(-(value + self.offset), dtype))
+        one = int(half_bits(1.0, dtype))
+        out = []
+        for j in range(self.per_word // 2):
+            shifted = word if j == 0 else b.shr(word, self.bits * j)
+            magic_plus_code = b.lop3(shifted, mask, pattern * PAIR, OR_AND_LUT)
+            out.append(b.fma2(magic_plus_code, one * PAIR, bias * PAIR, dtype))
+        return out
 
 
-def mma_b_words(values, d: IntDecode) -> np.ndarray:
-    """The transformed weight: values [N, K] -> uint32 [N, K * bits / 32].
+@dataclass(frozen=True)
+class FloatDecode(Decoder):
+    """Sign-magnitude minifloats: bits placed under the target's exponent, then one exact rescale."""
+
+    name: str
+    bits: int
+    exp_bits: int
+    man_bits: int
+    bias: int
+
+    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+        t_exp, _, t_bias = TARGET_BITS[dtype]
+        w, down = self.bits, t_exp - self.exp_bits
+        magnitude = ((1 << (w - 1)) - 1) << (16 - w - down)  # exponent and mantissa bits after the shift down
+        rescale = int(half_bits(2.0 ** (t_bias - self.bias), dtype)) * PAIR if t_bias != self.bias else None
+        minus_zero = 0x8000 * PAIR
+        out = []
+        for j in range(self.per_word // 2):
+            up = 16 - w - w * j  # pair j to the top bits of each half
+            top = b.shl(word, up) if up else word
+            if down:
+                placed = b.lop3(b.shr(top, down), magnitude * PAIR, b.and_(top, 0x8000 * PAIR), OR_AND_LUT)
+            else:
+                placed = b.and_(top, (((1 << w) - 1) << (16 - w)) * PAIR)
+            out.append(b.fma2(placed, rescale, minus_zero, dtype) if rescale else placed)  # x * 2^e + (-0) is exact
+        return out
+
+
+@dataclass(frozen=True)
+class LutDecode(Decoder):
+    """Any 4-bit format by its value table: the values' low and high bytes in eight registers,
+    four codes at a time looked up with prmt (codes in plain nibble order)."""
+
+    name: str
+    bits: int = 4
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        return pack(np.asarray(codes, np.uint8), 4, np.uint32)
+
+    def unpack(self, words: np.ndarray) -> np.ndarray:
+        return unpack(np.asarray(words, np.uint32), 4)
+
+    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+        table = half_bits(element_format(self.name).values, dtype).astype(np.uint32)
+        words = [[int(sum(int(byte_of(table[4 * i + j])) << (8 * j) for j in range(4))) for i in range(4)]
+                 for byte_of in (lambda v: v & 0xFF, lambda v: v >> 8)]
+        low, high = ([b.imm(v, "b32") for v in ws] for ws in words)
+        out = []
+        for half in range(2):  # four codes per 16 bits: prmt reads its selectors from the low 16
+            x = word if half == 0 else b.shr(word, 16)
+            within = b.and_(x, 0x7777)  # which of eight entries (selector bit 3 off: no sign replication)
+            pick = b.lop3(b.shr(x, 1), 0x4444, 0x3210, OR_AND_LUT)  # byte i of the first eight entries, or of the last
+            lo, hi = (b.prmt(b.prmt(t[0], t[1], within), b.prmt(t[2], t[3], within), pick) for t in (low, high))
+            out += [b.prmt(lo, hi, 0x5140), b.prmt(lo, hi, 0x7362)]
+        return out
+
+
+def decoder(name: str) -> Decoder:
+    """The register decoder of a format of ir.numerics ('int4', 'e2m1', 'nf4', ...)."""
+    fmt = element_format(name)
+    if fmt.bits not in (1, 2, 4, 8) or name == "e8m0":
+        raise FormatError(f"no register decoder for {name}: formats of 1, 2, 4 or 8 bits have one")
+    if fmt.is_integer:
+        return IntDecode(name, fmt.bits, -int(fmt.min))
+    if fmt.float_bits is not None:
+        return FloatDecode(name, fmt.bits, *fmt.float_bits)
+    if fmt.bits == 4:
+        return LutDecode(name)
+    raise FormatError(f"no register decoder for {name}")
+
+
+def block_elems(bits: int) -> int:
+    """K elements one lane's word covers: 16 per k16 step, 32 / bits / 4 steps per word."""
+    return 16 * (32 // bits) // 4
+
+
+def mma_order(k: int, bits: int) -> np.ndarray:
+    """The permutation of a row's K elements into the order its words store them.
 
     K is taken in blocks of 16 * steps (steps = 32 / bits / 4 k16 steps per word); in each block
     word t (t = lane % 4) holds, for step s, the elements 16s + 2t, +1, +8, +9 of the row: the
     two B registers of mma.m16n8k16 that lane needs, for every step of the block."""
-    v = np.asarray(values)
-    n, k = v.shape
-    steps = d.per_word // 4
-    block = 16 * steps
+    steps = 32 // bits // 4
+    block = block_elems(bits)
     if k % block:
-        raise FormatError(f"K = {k} must be a multiple of {block} for {d.bits}-bit weights in mma order")
+        raise FormatError(f"K = {k} must be a multiple of {block} for {bits}-bit weights in mma order")
     t = np.arange(4)[:, None, None]
     s = np.arange(steps)[None, :, None]
     within = np.array([0, 1, 8, 9])[None, None, :]
-    order = (16 * s + 2 * t + within).reshape(4, -1)  # [word t, its elements in order]
-    blocks = v.reshape(n, k // block, block)[:, :, order]  # [n, block, t, elements]
-    return pack_pairs(d.codes(blocks.reshape(n, -1)), d.bits)
+    order = (16 * s + 2 * t + within).reshape(-1)  # one block: word t's elements in order, t = 0..3
+    return (np.arange(0, k, block)[:, None] + order).reshape(-1)
+
+
+def mma_b_words(values, d: Decoder) -> np.ndarray:
+    """The transformed weight: values [N, K] -> uint32 [N, K * bits / 32] (codes in `mma_order`)."""
+    v = np.asarray(values)
+    return d.pack(d.codes(v[:, mma_order(v.shape[1], d.bits)]))
+
+
+N_ALIGN = 16  # scale rows are padded to a multiple of 16 columns: every row starts 16-byte aligned
+
+
+@dataclass
+class PackedWeight:
+    """What the kernel reads: `codes` uint32 [N, K * bits / 32] in mma order; `scales` [G, N16]
+    as 16-bit patterns of the activation dtype (uint16) or e8m0 codes (uint8); `zeros` [G, N16]
+    (uint16 patterns of z in w = q * s + z) or None. G = K / group (1 per channel)."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray | None
+
+
+def pack_weight(values, scales, zeros, fmt: QuantFormat, dtype: str) -> PackedWeight:
+    """The offline Ladder transform of a quantized weight (QuantFormat's values, scales, zeros)
+    for a kernel with `dtype` (f16 or bf16) activations."""
+    values = np.asarray(values, np.float64)
+    n, k = values.shape
+    fmt.check_params(values.shape, np.shape(scales), None if zeros is None else np.shape(zeros))
+    s = np.asarray(scales, np.float64)
+    n16 = -(-n // N_ALIGN) * N_ALIGN
+
+    def group_major(x, out_dtype):
+        out = np.zeros((x.shape[1], n16), out_dtype)
+        out[:, :n] = x.T
+        return out
+
+    if fmt.scale == "e8m0":
+        packed_scales = group_major(FORMATS["e8m0"].encode(s), np.uint8)
+    else:
+        if not np.isfinite(s.astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16)).all():
+            raise FormatError(f"scales outside the range of {dtype}")
+        packed_scales = group_major(half_bits(s, dtype), np.uint16)
+    z = None
+    if fmt.zero != "none":
+        zf = np.asarray(zeros, np.float64)
+        z = -zf if fmt.zero == "rescale" else -zf * s  # (q - z) s = q s - z s
+        z = group_major(half_bits(z, dtype), np.uint16)
+    return PackedWeight(mma_b_words(values, decoder(fmt.element)), packed_scales, z)
+
+
+def unpack_weight(packed: PackedWeight, element: str, group: int, mx: bool, dtype: str, k: int) -> np.ndarray:
+    """The [N, K] weight a kernel computes with from `packed`: each value decoded to dtype, times
+    its scale plus its zero term, rounded once to dtype (the decoders' fma), as float32."""
+    d = decoder(element)
+    codes = packed.codes
+    n = codes.shape[0]
+    stored = d.unpack(codes)
+    q = np.empty((n, k), np.float64)
+    q[:, mma_order(k, d.bits)] = d.values(stored)
+    q = _as_dtype(q, dtype)
+    groups = k // group if group else 1
+    if mx:
+        s = _as_dtype(FORMATS["e8m0"].decode(packed.scales[:, :n]), dtype)
+    else:
+        s = _from_bits(packed.scales[:, :n], dtype)
+    z = _from_bits(packed.zeros[:, :n], dtype) if packed.zeros is not None else np.zeros((groups, n))
+    per = k // groups
+    w = q.reshape(n, groups, per) * s.T[..., None] + z.T[..., None]  # exact in float64: one rounding follows
+    return _as_dtype(w.reshape(n, k), dtype).astype(np.float32)
+
+
+def _as_dtype(x, dtype: str) -> np.ndarray:
+    return np.asarray(x, np.float64).astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _from_bits(bits, dtype: str) -> np.ndarray:
+    return np.asarray(bits, np.uint16).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)

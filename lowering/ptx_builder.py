@@ -54,6 +54,9 @@ class PtxBuilder:
     def add(self, a, b):
         return self.binary(ptx.AddOp, a, b)
 
+    def sub(self, a, b):
+        return self.binary(ptx.SubOp, a, b)
+
     def mul(self, a, b):
         return self.binary(ptx.MulOp, a, b)
 
@@ -68,6 +71,12 @@ class PtxBuilder:
 
     def shr(self, a, b):
         return self.binary(ptx.ShrOp, a, b)
+
+    def div(self, a, b):
+        return self.binary(ptx.DivOp, a, b)
+
+    def rem(self, a, b):
+        return self.binary(ptx.RemOp, a, b)
 
     def min(self, a, b):
         return self.binary(ptx.MinOp, a, b)
@@ -90,10 +99,12 @@ class PtxBuilder:
         kind = ptx.kind_of(a) if not isinstance(a, int) else ptx.kind_of(b) if not isinstance(b, int) else kind
         return self._add(ptx.SelpOp.create(operands=[self._v(a, kind), self._v(b, kind), p], result_types=[reg(kind)]))
 
-    def ld(self, space: str, addr, kind: str, n: int = 1, offset: int = 0, pred=None):
+    def ld(self, space: str, addr, kind: str, n: int = 1, offset: int = 0, pred=None, byte: bool = False):
         props = {"space": StringAttr(space)}
         if offset:
             props["offset"] = IntegerAttr(offset, i64)
+        if byte:
+            props["byte"] = UnitAttr()
         return self._add(ptx.LoadOp.create(operands=[addr] + ([pred] if pred is not None else []),
                                            result_types=[reg(kind)] * n, properties=props))
 
@@ -156,11 +167,14 @@ class PtxBuilder:
         out = self._add(warp.LdmatrixOp.create(operands=[tile, stage, row, col], result_types=[reg("b32")] * n, properties=props))
         return out if isinstance(out, tuple) else (out,)
 
-    def tile_cp_async(self, tile, stage, row, col, src, src_size, size: int) -> None:
-        self._put(warp.CpAsyncOp.create(operands=[tile, stage, row, col, src, src_size], properties={"size": IntegerAttr(size, i64)}))
+    def tile_cp_async(self, tile, stage, row, col, src, src_size, size: int, pred=None) -> None:
+        guard = [pred] if pred is not None else []
+        self._put(warp.CpAsyncOp.create(operands=[tile, stage, row, col, src, src_size, *guard], properties={"size": IntegerAttr(size, i64)}))
 
-    def tile_load(self, tile, stage, row, col) -> SSAValue:
-        return self._add(warp.LoadOp.create(operands=[tile, stage, row, col], result_types=[reg("b32")]))
+    def tile_load(self, tile, stage, row, col, kind: str = "b32", byte: bool = False) -> SSAValue:
+        """ld.shared of a b32 or b16 at a tile's (stage, row, col); `byte`: one byte into a b32."""
+        props = {"byte": UnitAttr()} if byte else {}
+        return self._add(warp.LoadOp.create(operands=[tile, stage, row, col], result_types=[reg(kind)], properties=props))
 
     def tile_store(self, tile, stage, row, col, value) -> None:
         self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))
@@ -168,6 +182,13 @@ class PtxBuilder:
     def lop3(self, a, b, c, lut: int) -> SSAValue:
         a, b, c = (self._v(v, "b32") for v in (a, b, c))
         return self._add(ptx.Lop3Op.create(operands=[a, b, c], result_types=[reg("b32")], properties={"lut": IntegerAttr(lut, i64)}))
+
+    def prmt(self, a, b, c) -> SSAValue:
+        a, b, c = (self._v(v, "b32") for v in (a, b, c))
+        return self._add(ptx.PrmtOp.create(operands=[a, b, c], result_types=[reg("b32")]))
+
+    def pack_halves(self, lo, hi) -> SSAValue:
+        return self._add(ptx.PackHalvesOp.create(operands=[lo, hi], result_types=[reg("b32")]))
 
     def fma2(self, a, b, c, dtype: str) -> SSAValue:
         a, b, c = (self._v(v, "b32") for v in (a, b, c))

@@ -1,4 +1,4 @@
-"""tile-to-warp: each tile.matmul becomes a ptx.launch of a generated kernel (one per schedule).
+"""tile-to-warp: each tile.matmul becomes ptx.launch of generated kernels (one per schedule).
 
 The kernel computes C = act(A @ B^T + bias) per lane: ptx ops for arithmetic, cp.async groups,
 barriers and mma.sync, and warp ops that address the shared tiles by (stage, row, column);
@@ -8,7 +8,13 @@ A [M, K], B ([N, K], or [K, N] with `b_kn`) and C [M, N] are row-major f16 or bf
 accumulation is f32 (mma.sync.m16n8k16). One thread block computes a BM x BN tile of C with
 warps_m x warps_n warps; K advances in BK steps through a `stages`-deep cp.async pipeline in
 shared memory; a [K, N] B is read with ldmatrix.trans. Fragments follow
-`ir.layout.MMA_M16N8K16_*`.
+`ir.layout.MMA_M16N8K16_*`. A low-precision B (`weight`) arrives as lowering.ladder stores it:
+its codes, scales and zero terms are copied like any tile and decoded in registers before mma.
+
+Blocks run in bands of `raster` M-tiles (the grid's x sweeps N inside a band), so the B tiles
+a band reads stay in L2 while its blocks use them. With `split_k`, grid z splits the k-tiles
+and each block writes f32 partial sums to a workspace; a second kernel sums them and applies
+the epilogue.
 
 Rows and columns beyond M, N and K are zero-filled on load and masked on store. Global rows
 are copied 8, 2 or 1 halves at a time (16-byte cp.async when the row length is a multiple of
@@ -20,94 +26,157 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerType, ModuleOp, Signedness, TensorType, f32
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects.ptx import KernelOp, LaunchOp
-from dialects.tile import GemmConfig, MatmulOp, SharedTile
+from dialects.tile import REDUCE_THREADS, GemmConfig, MatmulOp, SharedTile
 from dialects.warp import SmemType
-from lowering.ladder import IntDecode, emit_decode
+from lowering.ladder import decoder
 from lowering.ptx_builder import PtxBuilder
 
 
+def _divmod(b: PtxBuilder, x, d: int):
+    """(x / d, x % d) for a constant d (shifts when d is a power of two)."""
+    if d & (d - 1) == 0:
+        return b.shr(x, d.bit_length() - 1), b.and_(x, d - 1)
+    return b.div(x, d), b.rem(x, d)
+
+
 class _TileCopy:
-    """Copies of one operand's k-tiles from global into its shared tile: thread t moves copy
-    t % (cols / elems) of tile rows t / (cols / elems) + i * rows_per_pass, zeros outside the matrix.
+    """Copies of one operand's k-tiles from global into its shared tile: copy i of a tile (row
+    i / copies_per_row, copy i % copies_per_row of that row) is thread i % threads's, zeros
+    outside the matrix; threads past the tile's copies issue none.
 
-    `k_in_rows` says whether K runs along the tile's rows (B stored [K, N]) or its columns."""
+    `k_in_rows` says whether K runs along the tile's rows (B stored [K, N], scales) or its columns;
+    `k0` of `issue` counts in that axis's units (rows, or elements)."""
 
-    def __init__(self, b: PtxBuilder, tid, tile: SharedTile, threads: int, ptr, row_bytes_global, row0, row_limit,
+    def __init__(self, b: PtxBuilder, tid, tile: SharedTile, threads: int, ptr, row_stride, row0, row_limit,
                  col0, col_limit, k_in_rows: bool):
-        self.tile, self.k_in_rows, self.row_limit, self.col_limit = tile, k_in_rows, row_limit, col_limit
+        self.tile, self.k_in_rows, self.row_limit, self.col_limit, self.row_stride = tile, k_in_rows, row_limit, col_limit, row_stride
         per_row = tile.cols // tile.elems
-        self.copy_bytes = 2 * tile.elems
-        copy_row, copy_col = b.shr(tid, per_row.bit_length() - 1), b.mul(b.and_(tid, per_row - 1), tile.elems)
-        rows_per_pass = threads // per_row
-        self.col = b.add(col0, copy_col)  # the matrix column this thread copies (at k = 0 if K runs along columns)
-        self.tile_col = copy_col
-        self.passes = []  # (matrix row, global address at k = 0, tile row)
-        for i in range(tile.rows // rows_per_pass):
-            tile_row = b.add(copy_row, i * rows_per_pass)
-            row = b.add(row0, tile_row)
-            gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_bytes_global), b.cvt(b.shl(self.col, 1), "u64")))
-            self.passes.append((row, gaddr, tile_row))
-        self.row_bytes_global = row_bytes_global
+        total = tile.rows * per_row
+        self.copy_bytes = tile.elem_bytes * tile.elems
+        self.passes = []  # (tile row, tile col, matrix row, matrix col, global address at k = 0, guard)
+        first_col = None
+        for i in range(-(-total // threads)):
+            idx = tid if i == 0 else b.add(tid, i * threads)
+            tile_row, within = _divmod(b, idx, per_row)
+            if first_col is None or threads % per_row:
+                first_col = b.mul(within, tile.elems) if tile.elems > 1 else within
+            tile_col = first_col  # (every pass copies the same columns when the threads cover whole rows)
+            row, col = b.add(row0, tile_row), b.add(col0, tile_col)
+            col_bytes = b.mul(col, tile.elem_bytes) if tile.elem_bytes > 1 else col
+            gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_stride), b.cvt(col_bytes, "u64")))
+            guard = b.setp("lt", idx, total) if (i + 1) * threads > total else None
+            if guard is not None and tile.elems == 1:
+                raise ValueError("element-by-element copies need every thread")  # GemmConfig rules this out
+            self.passes.append((tile_row, tile_col, row, col, gaddr, guard))
         # the bound that does not move with k
-        self.fixed = [b.setp("lt", self.col, col_limit)] * len(self.passes) if k_in_rows else \
-            [b.setp("lt", row, row_limit) for row, _, _ in self.passes]
+        self.fixed = [b.setp("lt", col, col_limit) if k_in_rows else b.setp("lt", row, row_limit) for _, _, row, col, _, _ in self.passes]
 
     def issue(self, bb: PtxBuilder, k0, buf, stage) -> None:
+        moving = {}  # one bound check per distinct row (or column)
         if self.k_in_rows:
-            shift = bb.mul(bb.cvt(k0, "u64"), self.row_bytes_global)
-            moving = [bb.setp("lt", bb.add(row, k0), self.row_limit) for row, _, _ in self.passes]
+            shift = bb.mul(bb.cvt(k0, "u64"), self.row_stride)
         else:
-            shift = bb.cvt(bb.shl(k0, 1), "u64")
-            moving = [bb.setp("lt", bb.add(self.col, k0), self.col_limit)] * len(self.passes)
-        for (_, gaddr, tile_row), fixed, moves in zip(self.passes, self.fixed, moving):
-            inside = bb.and_pred(fixed, moves)
+            shift = bb.cvt(bb.mul(k0, self.tile.elem_bytes) if self.tile.elem_bytes > 1 else k0, "u64")
+        for (tile_row, tile_col, row, col, gaddr, guard), fixed in zip(self.passes, self.fixed):
+            along = row if self.k_in_rows else col
+            if along not in moving:
+                moving[along] = bb.setp("lt", bb.add(along, k0), self.row_limit if self.k_in_rows else self.col_limit)
+            inside = bb.and_pred(fixed, moving[along])
             src = bb.add(gaddr, shift)
             if self.tile.elems > 1:
-                bb.tile_cp_async(buf, stage, tile_row, self.tile_col, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes)
+                bb.tile_cp_async(buf, stage, tile_row, tile_col, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes, pred=guard)
             else:  # rows only 2-byte aligned: a predicated load and a shared store
                 value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
-                bb.tile_store(buf, stage, tile_row, self.tile_col, value)
+                bb.tile_store(buf, stage, tile_row, tile_col, value)
+
+
+def _block_tile(b: PtxBuilder, cfg: GemmConfig):
+    """(M-tile, N-tile) of this block: the grid's x runs over N-tiles inside bands of `raster` M-tiles."""
+    if cfg.raster == 1:
+        return b.sreg("ctaid.y"), b.sreg("ctaid.x")
+    tiles_n, tiles_m = b.sreg("nctaid.x"), b.sreg("nctaid.y")
+    pid = b.add(b.mul(b.sreg("ctaid.y"), tiles_n), b.sreg("ctaid.x"))
+    band = b.mul(tiles_n, cfg.raster)
+    first = b.mul(b.div(pid, band), cfg.raster)
+    rows = b.min(b.sub(tiles_m, first), cfg.raster)  # the last band may be short
+    within = b.rem(pid, band)
+    return b.add(first, b.rem(within, rows)), b.div(within, rows)
+
+
+def _element(dtype: str):
+    from xdsl.dialects.builtin import bf16, f16
+
+    return f16 if dtype == "f16" else bf16
+
+
+E8M0 = IntegerType(8, Signedness.UNSIGNED)  # MX scales in shared memory: their raw codes
 
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
-    """The kernel; parameters (a, b, [bias,] c: u64 addresses; m, n, k: u32). Grid: (ceil(N/BN), ceil(M/BM))."""
+    """The kernel; parameters `cfg.param_names`; grid `cfg.grid(m, n)`."""
     kernel = KernelOp.get(cfg.name, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
     b = PtxBuilder(kernel.body.block)
-    a_ptr, b_ptr, *extra, c_ptr, m, n, k = kernel.body.block.args
-    scales_ptr = extra[0] if cfg.weight else None
-    bias_ptr = extra[-1:] if cfg.bias else []
-    at, bt = cfg.a_tile, cfg.b_tile
+    p = dict(zip(cfg.param_names, kernel.body.block.args))
+    m, n, k = p["m"], p["n"], p["k"]
     wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
     mi_count, ni_count = wm // 16, wn // 8
 
     tid = b.sreg("tid.x")
     lane, warp = b.and_(tid, 31), b.shr(tid, 5)
     warp_m, warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
-    m0 = b.mul(b.sreg("ctaid.y"), cfg.bm)
-    n0 = b.mul(b.sreg("ctaid.x"), cfg.bn)
-    elem = _element(cfg.dtype)
-    a_buf = b.alloc_shared(SmemType.get(cfg.stages, at.rows, at.cols, elem), 0)
-    b_buf = b.alloc_shared(SmemType.get(cfg.stages, bt.rows, bt.cols, elem), cfg.stages * at.bytes)
+    tile_m, tile_n = _block_tile(b, cfg)
+    m0, n0 = b.mul(tile_m, cfg.bm), b.mul(tile_n, cfg.bn)
     zero = b.imm(0)
 
-    a_copy = _TileCopy(b, tid, at, cfg.threads, a_ptr, b.cvt(b.shl(k, 1), "u64"), m0, m, zero, k, k_in_rows=False)
-    if cfg.weight:  # rows of K * bits / 16 halves of codes in mma order
-        k_halves = b.shr(b.mul(k, cfg.weight_bits), 4)
-        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(k_halves, 1), "u64"), n0, n, zero, k_halves, k_in_rows=False)
-    elif cfg.b_kn:
-        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(n, 1), "u64"), zero, k, n0, n, k_in_rows=True)
+    # --- this block's k-tiles: all of them, or split z's share
+    k_tiles = b.shr(b.add(k, cfg.bk - 1), cfg.bk.bit_length() - 1)
+    if cfg.split_k > 1:
+        per_split = b.div(b.add(k_tiles, cfg.split_k - 1), cfg.split_k)
+        kt0 = b.mul(b.sreg("ctaid.z"), per_split)
+        kt_end = b.min(k_tiles, b.add(kt0, per_split))
+        count = b.sub(b.max(kt_end, kt0), kt0)
+        k_end = b.min(k, b.mul(kt_end, cfg.bk))  # copies stop at the split's end, zero-filling past it
     else:
-        b_copy = _TileCopy(b, tid, bt, cfg.threads, b_ptr, b.cvt(b.shl(k, 1), "u64"), n0, n, zero, k, k_in_rows=False)
+        kt0, count, k_end = zero, k_tiles, k
+
+    # --- shared tiles and the copies that fill them, in cfg.copied_tiles order
+    elem = _element(cfg.dtype)
+    offset, bufs = 0, []
+    for tile in cfg.copied_tiles:
+        bufs.append(b.alloc_shared(SmemType.get(cfg.stages, tile.rows, tile.cols, E8M0 if tile.elem_bytes == 1 else elem), offset))
+        offset += cfg.stages * tile.bytes
+    a_buf, b_buf, *weight_bufs = bufs
+    at, bt = cfg.a_tile, cfg.b_tile
+    halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
+
+    copies = [(_TileCopy(b, tid, at, cfg.threads, p["a"], halves(k), m0, m, zero, k_end, k_in_rows=False), cfg.bk)]
+    if cfg.weight:  # rows of K * bits / 16 halves of codes in mma order, then scales (and zeros) [K / group, N16]
+        per_tile = bt.cols
+        codes = _TileCopy(b, tid, bt, cfg.threads, p["b"], halves(b.shr(b.mul(k, cfg.weight_bits), 4)), n0, n, zero,
+                          b.shr(b.mul(k_end, cfg.weight_bits), 4), k_in_rows=False)
+        copies.append((codes, per_tile))
+        st = cfg.scale_tile
+        groups = b.shr(k, cfg.group.bit_length() - 1) if cfg.group else b.imm(1)
+        n16 = b.and_(b.add(n, 15), ~15 & 0xFFFFFFFF)
+        for name in ("scales", "zeros")[: 1 + cfg.zero]:
+            rows_copy = _TileCopy(b, tid, st, cfg.threads, p[name], b.cvt(b.mul(n16, st.elem_bytes), "u64"), zero, groups, n0, n,
+                                  k_in_rows=True)
+            copies.append((rows_copy, None))
+    elif cfg.b_kn:
+        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(n), zero, k_end, n0, n, k_in_rows=True), cfg.bk))
+    else:
+        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(k), n0, n, zero, k_end, k_in_rows=False), cfg.bk))
 
     def issue(bb: PtxBuilder, tile, stage):
         """Copy k-tile `tile` into pipeline stage `stage`."""
-        a_copy.issue(bb, bb.mul(tile, cfg.bk), a_buf, stage)
-        b_copy.issue(bb, bb.mul(tile, bt.cols if cfg.weight else cfg.bk), b_buf, stage)
+        for (copy, per_tile), buf in zip(copies, bufs):
+            k0 = bb.mul(tile, per_tile) if per_tile else _scale_row(bb, cfg, tile)
+            copy.issue(bb, k0, buf, stage)
         bb.commit()
 
     # --- the (row, col) of the tile each lane gives ldmatrix, per k16 step and fragment
@@ -122,33 +191,36 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
         b_ld = [[(b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
                  for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
 
-    weights = _WeightFragments(b, cfg, lane, warp_n, n0, n, k, scales_ptr) if cfg.weight else None
+    weights = _WeightFragments(b, cfg, lane, warp_n) if cfg.weight else None
 
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
-        issue(b, b.imm(s), b.imm(s))
+        issue(b, b.add(kt0, s), b.imm(s))
 
-    # --- main loop over k-tiles; carried: accumulators, read stage, write stage (as stage indices)
-    tiles = b.shr(b.add(k, cfg.bk - 1), cfg.bk.bit_length() - 1)
+    # --- main loop over this block's k-tiles; carried: accumulators, read stage, write stage
     inits = [b.fimm(0.0)] * (mi_count * ni_count * 4) + [b.imm(0), b.imm(cfg.stages - 1)]
-    loop, body, kt, carried = b.for_(0, tiles, 1, inits)
+    loop, body, kt, carried = b.for_(0, count, 1, inits)
     acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
 
     body.wait(cfg.stages - 2)
     body.barrier()
-    issue(body, body.add(kt, cfg.stages - 1), write_stage)
+    issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
     acc = list(acc)
-    decoded = weights.fragments(body, b_buf, read_stage, kt) if weights else None
-    for kk in range(cfg.bk // 16):
-        a_frags = [body.tile_ldmatrix(a_buf, read_stage, *a_ld[kk][mi]) for mi in range(mi_count)]
-        b_frags = decoded[kk] if decoded else []
-        for nj in range(0 if decoded else ni_count // 2):
-            r0, r1, r2, r3 = body.tile_ldmatrix(b_buf, read_stage, *b_ld[kk][nj], trans=cfg.b_kn)
-            b_frags += [(r0, r1), (r2, r3)]
-        for mi in range(mi_count):
-            for ni in range(ni_count):
-                i = (mi * ni_count + ni) * 4
-                acc[i:i + 4] = body.mma(a_frags[mi], b_frags[ni], acc[i:i + 4], cfg.dtype)
+    decode = weights.tile(body, b_buf, weight_bufs, read_stage) if weights else None
+    steps = weights.steps if weights else 1  # k16 steps whose B fragments are made at once
+    for blk in range(cfg.bk // 16 // steps):
+        decoded = decode(blk) if decode else None  # one word's steps at a time: fewer live registers
+        for step in range(steps):
+            kk = blk * steps + step
+            a_frags = [body.tile_ldmatrix(a_buf, read_stage, *a_ld[kk][mi]) for mi in range(mi_count)]
+            b_frags = decoded[step] if decoded else []
+            for nj in range(0 if decoded else ni_count // 2):
+                r0, r1, r2, r3 = body.tile_ldmatrix(b_buf, read_stage, *b_ld[kk][nj], trans=cfg.b_kn)
+                b_frags += [(r0, r1), (r2, r3)]
+            for mi in range(mi_count):
+                for ni in range(ni_count):
+                    i = (mi * ni_count + ni) * 4
+                    acc[i:i + 4] = body.mma(a_frags[mi], b_frags[ni], acc[i:i + 4], cfg.dtype)
 
     def next_stage(s):
         nxt = body.add(s, 1)
@@ -158,68 +230,144 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     b.wait(0)
     acc = list(loop.results)[:-2]
 
-    # --- epilogue: bias and activation in f32, round to the output type, store inside M x N
+    # --- epilogue: each lane holds rows group and group + 8, columns 2 tig and 2 tig + 1 of each mma tile
     group, tig = b.shr(lane, 2), b.and_(lane, 3)
-    n_even, n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
     row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
     col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
-    biases = [_load_bias_pair(b, bias_ptr[0], b.add(col0, ni * 8), n, cfg.dtype) for ni in range(ni_count)] if bias_ptr else None
+    if cfg.split_k > 1:  # f32 partial sums into this split's slice of the workspace
+        npad = b.add(n, b.and_(n, 1))
+        split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
+        for mi in range(mi_count):
+            for half in range(2):
+                row = b.add(row0, mi * 16 + half * 8)
+                row_in = b.setp("lt", row, m)
+                row_addr = b.add(p["c"], b.cvt(b.shl(b.mul(b.add(split_row0, mi * 16 + half * 8), npad), 2), "u64"))
+                for ni in range(ni_count):
+                    col = b.add(col0, ni * 8)
+                    lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
+                    inside = b.and_pred(row_in, b.setp("lt", col, n))
+                    b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [lo, hi], pred=inside)
+        return kernel
+    epilogue = _Epilogue(b, cfg, p["c"], n, p.get("bias"), [b.add(col0, ni * 8) for ni in range(ni_count)])
     for mi in range(mi_count):
         for half in range(2):
             row = b.add(row0, mi * 16 + half * 8)
             row_in = b.setp("lt", row, m)
-            row_addr = b.add(c_ptr, b.mul(b.cvt(row, "u64"), b.cvt(b.shl(n, 1), "u64")))
             for ni in range(ni_count):
-                col = b.add(col0, ni * 8)
                 lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
-                if biases:
-                    lo, hi = b.add(lo, biases[ni][0]), b.add(hi, biases[ni][1])
-                lo, hi = _activation(b, lo, cfg.activation), _activation(b, hi, cfg.activation)
-                addr = b.add(row_addr, b.cvt(b.shl(col, 1), "u64"))
-                both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), n))
-                b.st("global", addr, [b.cvt_pack(hi, lo, cfg.dtype)], pred=b.and_pred(both, n_even))
-                # odd N: rows are only 2-byte aligned, so store the halves one by one
-                first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, n)), n_odd)
-                b.st("global", addr, [b.cvt_half(lo, cfg.dtype)], pred=first)
-                b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, n_odd))
+                epilogue.store(row, row_in, ni, lo, hi)
+    return kernel
+
+
+def _scale_row(b: PtxBuilder, cfg: GemmConfig, tile):
+    """The first row of scales (group index) k-tile `tile` reads."""
+    if not cfg.group:
+        return b.imm(0)
+    if cfg.group < cfg.bk:
+        return b.mul(tile, cfg.bk // cfg.group)
+    return b.shr(tile, (cfg.group // cfg.bk).bit_length() - 1)
+
+
+class _Epilogue:
+    """Bias, activation and the rounded store of (row, col), (row, col + 1) pairs of C: bias loaded
+    once per column, the pair stored as one 32-bit word when N is even, half by half when odd."""
+
+    def __init__(self, b: PtxBuilder, cfg: GemmConfig, c_ptr, n, bias_ptr, cols):
+        self.b, self.cfg, self.c_ptr, self.n, self.cols = b, cfg, c_ptr, n, cols
+        self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
+        self.biases = [_load_bias_pair(b, bias_ptr, col, n, cfg.dtype) for col in cols] if bias_ptr is not None else None
+        self.row_bytes = b.cvt(b.shl(n, 1), "u64")
+        self._rows = {}
+
+    def store(self, row, row_in, i, lo, hi) -> None:
+        b, cfg, col = self.b, self.cfg, self.cols[i]
+        if row not in self._rows:
+            self._rows[row] = b.add(self.c_ptr, b.mul(b.cvt(row, "u64"), self.row_bytes))
+        if self.biases:
+            lo, hi = b.add(lo, self.biases[i][0]), b.add(hi, self.biases[i][1])
+        lo, hi = _activation(b, lo, cfg.activation), _activation(b, hi, cfg.activation)
+        addr = b.add(self._rows[row], b.cvt(b.shl(col, 1), "u64"))
+        both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
+        b.st("global", addr, [b.cvt_pack(hi, lo, cfg.dtype)], pred=b.and_pred(both, self.n_even))
+        # odd N: rows are only 2-byte aligned, so store the halves one by one
+        first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, self.n)), self.n_odd)
+        b.st("global", addr, [b.cvt_half(lo, cfg.dtype)], pred=first)
+        b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, self.n_odd))
+
+
+def splitk_reduce_kernel(cfg: GemmConfig) -> KernelOp:
+    """Sums the split_k partial results of a workspace [split_k, M, N rounded up to even], then
+    applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] c, m, n)."""
+    kernel = KernelOp.get(cfg.name + "_reduce", list(cfg.reduce_param_kinds), REDUCE_THREADS)
+    b = PtxBuilder(kernel.body.block)
+    ws, *bias, c_ptr, m, n = kernel.body.block.args
+    pairs_per_row = b.shr(b.add(n, 1), 1)
+    idx = b.add(b.mul(b.sreg("ctaid.x"), REDUCE_THREADS), b.sreg("tid.x"))
+    row = b.div(idx, pairs_per_row)
+    col = b.shl(b.sub(idx, b.mul(row, pairs_per_row)), 1)
+    row_in = b.setp("lt", row, m)
+    npad = b.shl(pairs_per_row, 1)
+    lo = hi = None
+    for z in range(cfg.split_k):
+        addr = b.add(ws, b.cvt(b.shl(b.add(b.mul(b.add(b.mul(m, z), row), npad), col), 2), "u64"))
+        plo, phi = b.ld("global", addr, "f32", n=2, pred=row_in)
+        lo, hi = (plo, phi) if z == 0 else (b.add(lo, plo), b.add(hi, phi))
+    _Epilogue(b, cfg, c_ptr, n, bias[0] if bias else None, [col]).store(row, row_in, 0, lo, hi)
     return kernel
 
 
 class _WeightFragments:
-    """B fragments decoded in registers from integer codes in mma order (lowering.ladder) and
-    scaled per group: lane (g, t) reads one 32-bit word per n8 tile and k-block of its row."""
+    """B fragments decoded in registers from codes in mma order (lowering.ladder) and scaled per
+    group: lane (g, t) reads one 32-bit word per n8 tile and k-block of its row, and the scale
+    (and zero term) of that row for each k16 step from the shared scale tile."""
 
-    def __init__(self, b: PtxBuilder, cfg: GemmConfig, lane, warp_n, n0, n, k, scales_ptr):
-        self.cfg, self.code = cfg, IntDecode.of(cfg.weight)
-        self.steps = self.code.per_word // 4  # k16 steps per word
+    def __init__(self, b: PtxBuilder, cfg: GemmConfig, lane, warp_n):
+        self.cfg, self.dec = cfg, decoder(cfg.weight)
+        self.steps = self.dec.per_word // 4  # k16 steps per word
         wn = cfg.bn // cfg.warps_n
         group_id, tig = b.shr(lane, 2), b.and_(lane, 3)
         self.rows = [b.add(b.mul(warp_n, wn), b.add(group_id, 8 * ni)) for ni in range(wn // 8)]  # tile rows
         blocks = cfg.bk // (16 * self.steps)
         self.cols = [b.shl(b.add(tig, 4 * blk), 1) for blk in range(blocks)]  # word t of block blk, in halves
-        self.n_rows = [b.add(n0, r) for r in self.rows]
-        self.inside = [b.setp("lt", r, n) for r in self.n_rows]
-        self.scales_ptr, self.k = scales_ptr, k
-        shift = (cfg.group or 1).bit_length() - 1
-        self.groups_per_row = b.shr(k, shift) if cfg.group else b.imm(1)
+        self.scale_rows = [b.imm(r) for r in range(cfg.scale_rows)]
+        self.minus_zero = b.imm(0x80008000, "b32")  # x * s + (-0) is x * s, signed zeros included
 
-    def fragments(self, body: PtxBuilder, buf, stage, kt) -> list[list[tuple]]:
-        """[k16 step][n8 tile] -> the two B registers, for k-tile kt."""
+    def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
+        """A row's scale (or zero term) as a dtype x2 pair."""
         cfg = self.cfg
-        group = body.shr(body.mul(kt, cfg.bk), cfg.group.bit_length() - 1) if cfg.group else body.imm(0)  # this k-tile's
-        scales = []
-        for n_row, inside in zip(self.n_rows, self.inside):
-            addr = body.add(self.scales_ptr, body.cvt(body.shl(body.add(body.mul(n_row, self.groups_per_row), group), 1), "u64"))
-            s = body.selp(body.cvt_widen(body.ld("global", addr, "b16", pred=inside), cfg.dtype), body.fimm(0.0), inside)
-            scales.append(body.cvt_pack(s, s, cfg.dtype))
-        zero = body.imm(0, "b32")
-        out = [[None] * len(self.rows) for _ in range(cfg.bk // 16)]
-        for blk, col in enumerate(self.cols):
-            for ni, (row, s2) in enumerate(zip(self.rows, scales)):
-                regs = [body.fma2(r, s2, zero, cfg.dtype) for r in emit_decode(body, body.tile_load(buf, stage, row, col), self.code, cfg.dtype)]
+        if is_scale and cfg.scale == "e8m0":  # 2^(e - 127)
+            e = body.tile_load(buf, stage, srow, row, kind="u32", byte=True)
+            if cfg.dtype == "bf16":  # the exponent field itself; code 0 is bf16's subnormal 2^-127 (0x0040)
+                return body.max(body.mul(e, 0x00800080), 0x00400040)
+            h = body.cvt_half(body.shl(e, 23), "f16")  # through f32, which rounds to f16's range
+            return body.pack_halves(h, h)
+        h = body.tile_load(buf, stage, srow, row, kind="b16")
+        return body.pack_halves(h, h)
+
+    def tile(self, body: PtxBuilder, codes, weight_bufs, stage):
+        """For the k-tile in `stage`: block -> [k16 step of the block][n8 tile] -> the two B registers."""
+        cfg = self.cfg
+        pairs = {}  # (scale row, n8 tile) -> (scale, zero term) pairs, loaded once per k-tile
+
+        def scaled(kstep, ni, x):
+            srow = (16 * kstep) // cfg.group if 0 < cfg.group < cfg.bk else 0
+            if (srow, ni) not in pairs:
+                s2 = self._pair(body, weight_bufs[0], stage, self.scale_rows[srow], self.rows[ni], True)
+                z2 = self._pair(body, weight_bufs[1], stage, self.scale_rows[srow], self.rows[ni], False) if cfg.zero else self.minus_zero
+                pairs[(srow, ni)] = (s2, z2)
+            s2, z2 = pairs[(srow, ni)]
+            return body.fma2(x, s2, z2, cfg.dtype)
+
+        def block(blk):
+            out = [[None] * len(self.rows) for _ in range(self.steps)]
+            for ni, row in enumerate(self.rows):
+                regs = self.dec.emit(body, body.tile_load(codes, stage, row, self.cols[blk]), cfg.dtype)
                 for step in range(self.steps):
-                    out[blk * self.steps + step][ni] = (regs[2 * step], regs[2 * step + 1])
-        return out
+                    kstep = blk * self.steps + step
+                    out[step][ni] = (scaled(kstep, ni, regs[2 * step]), scaled(kstep, ni, regs[2 * step + 1]))
+            return out
+
+        return block
 
 
 def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):
@@ -244,24 +392,30 @@ def _activation(b: PtxBuilder, v, activation: str):
     return v
 
 
-def _element(dtype: str):
-    from xdsl.dialects.builtin import bf16, f16
-
-    return f16 if dtype == "f16" else bf16
-
-
 @dataclass(frozen=True)
 class TileToWarp(ModulePass):
-    """Generate the warp-level kernel of each tile.matmul schedule and launch it in place of the op."""
+    """Generate the warp-level kernels of each tile.matmul schedule and launch them in place of the op."""
 
     name = "tile-to-warp"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         kernels = {k.sym_name.data for k in op.ops if isinstance(k, KernelOp)}
+
+        def define(kernel_of, name):
+            if name not in kernels:
+                op.body.block.add_op(kernel_of())
+                kernels.add(name)
+
         for mm in [o for o in op.walk() if isinstance(o, MatmulOp)]:
             cfg = mm.config
-            if cfg.name not in kernels:
-                op.body.block.add_op(gemm_kernel(cfg))
-                kernels.add(cfg.name)
+            define(lambda: gemm_kernel(cfg), cfg.name)
             (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
-            Rewriter.replace_op(mm, LaunchOp.get(cfg.name, list(mm.operands), mm.result.type, cfg.grid(m, n), [m, n, k]))
+            inputs = [mm.x, mm.w, *([mm.scales] if mm.scales else []), *([mm.zeros] if mm.zeros else [])]
+            if cfg.split_k == 1:
+                launches = [LaunchOp.get(cfg.name, inputs + ([mm.bias] if mm.bias else []), mm.result.type, cfg.grid(m, n), [m, n, k])]
+            else:
+                define(lambda: splitk_reduce_kernel(cfg), cfg.name + "_reduce")
+                partial = LaunchOp.get(cfg.name, inputs, TensorType(f32, cfg.workspace_shape(m, n)), cfg.grid(m, n), [m, n, k])
+                launches = [partial, LaunchOp.get(cfg.name + "_reduce", [partial.result] + ([mm.bias] if mm.bias else []),
+                                                  mm.result.type, cfg.reduce_grid(m, n), [m, n])]
+            Rewriter.replace_op(mm, launches)

@@ -56,7 +56,8 @@ class WarpToPtx(ModulePass):
         for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.LoadOp, warp.StoreOp))]:
             tile: warp.SmemType = access.tile.type
             h = _hoisted(access, [access.row, access.col])
-            inner = h.add(h.mul(access.row, tile.row_bytes), h.shl(access.col, 1))
+            col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
+            inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
             if tile.layout_swizzle is not None:
                 inner = emit_swizzle(h, tile.layout_swizzle, inner)
             b = PtxBuilder(access.parent, before=access)
@@ -65,9 +66,11 @@ class WarpToPtx(ModulePass):
                 new = ptx.LdmatrixOp.create(operands=[addr], result_types=[r.type for r in access.results],
                                             properties=dict(access.properties))
             elif isinstance(access, warp.CpAsyncOp):
-                new = ptx.CpAsyncOp.create(operands=[addr, access.src, access.src_size], properties=dict(access.properties))
+                guard = [access.pred] if access.pred is not None else []
+                new = ptx.CpAsyncOp.create(operands=[addr, access.src, access.src_size, *guard], properties=dict(access.properties))
             elif isinstance(access, warp.LoadOp):
-                new = ptx.LoadOp.create(operands=[addr], result_types=[access.result.type], properties={"space": ptx.StringAttr("shared")})
+                props = {"space": ptx.StringAttr("shared"), **({"byte": access.byte} if access.byte else {})}
+                new = ptx.LoadOp.create(operands=[addr], result_types=[access.result.type], properties=props)
             else:
                 new = ptx.StoreOp.create(operands=[addr, access.value], properties={"space": ptx.StringAttr("shared")})
             Rewriter.replace_op(access, new)

@@ -85,7 +85,7 @@ def test_bad_schedule_options_are_clear_errors():
 
     module = parse_ir(linear_ir((4, 64), 8, "f16", False))
     with pytest.raises(RungError, match="graph-to-tile: warp tile 24x64 must be a multiple of 16x16"):
-        run_pipeline(module, "graph-to-tile{bm=48}", make_context())
+        run_pipeline(module, "graph-to-tile{bm=48 warps_m=2 warps_n=2}", make_context())
 
 
 @settings(max_examples=max(8, settings().max_examples // 4))

@@ -230,36 +230,85 @@ def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
     assert r.returncode == 0 and "0 bytes spill stores" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("weight, group, dtype, bk", [("int4", 128, "f16", 32), ("int4", 0, "bf16", 32), ("uint4", 64, "f16", 64),
-                                                       ("int8", 32, "f16", 32), ("int2", 64, "f16", 64), ("int2", 128, "bf16", 64)])
-def test_integer_weights_decode_in_registers(weight, group, dtype, bk):
-    """W x A16: codes in mma order (lowering.ladder), decoded and scaled per group in registers,
-    equal dequantize-to-dtype-then-matmul up to the order of f32 accumulation."""
-    from lowering.ladder import IntDecode, mma_b_words
+def run_weight_gemm(cfg, fmt, x, w, bias=None):
+    """Quantize w with `fmt`, pack it (lowering.ladder), run the lowered kernel(s) on the
+    interpreter; returns (out, the weight the kernel computes with, the format's dequantized weight)."""
+    from ir.numerics import QuantFormat  # noqa: F401
+    from lowering.ladder import pack_weight, unpack_weight
+    from lowering.tile_to_warp import splitk_reduce_kernel
 
-    cfg = GemmConfig(dtype, bm=32, bn=32, bk=bk, warps_m=1, warps_n=1, stages=2, weight=weight, group=group)
-    dt = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
+    m, k = x.shape
+    n = w.shape[0]
+    q, s, z = fmt.quantize(w)
+    packed = pack_weight(q, s, z, fmt, cfg.dtype)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    mem = DeviceMemory()
+    ptrs = [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)] + ([mem.alloc(packed.zeros)] if cfg.zero else [])
+    out = mem.alloc(np.full((m, n), np.nan, dt))
+    if cfg.split_k == 1:
+        ptrs += ([mem.alloc(bias)] if bias is not None else []) + [out]
+        run_kernel(lowered(cfg), cfg.grid(m, n), ptrs + [m, n, k], mem)
+    else:
+        ws = mem.alloc(np.full(cfg.workspace_shape(m, n), np.nan, np.float32))
+        run_kernel(lowered(cfg), cfg.grid(m, n), ptrs + [ws, m, n, k], mem)
+        reduce = lowered_gemm_kernel(cfg, splitk_reduce_kernel).ops.first
+        run_kernel(reduce, cfg.reduce_grid(m, n), [ws] + ([mem.alloc(bias)] if bias is not None else []) + [out, m, n], mem)
+    dense = unpack_weight(packed, cfg.weight, cfg.group, cfg.scale == "e8m0", cfg.dtype, k)
+    return mem.read(out, np.empty((m, n), dt)).astype(np.float32), dense, fmt.dequantize(q, s, z)
+
+
+WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kind, split-K, raster, 16-row tiles
+    (("int4", 128, "f16", "none"), dict(dtype="f16", bk=32)),
+    (("int4", None, "bf16", "none"), dict(dtype="bf16", bk=64, split_k=3)),
+    (("uint4", 32, "f16", "quantized"), dict(dtype="f16", bk=64, raster=2)),
+    (("uint4", 64, "bf16", "original"), dict(dtype="bf16", bk=64, bm=16, warps_m=1, warps_n=2, split_k=2)),
+    (("int8", 32, "f16", "none"), dict(dtype="f16", bk=32)),
+    (("uint8", None, "f16", "rescale"), dict(dtype="f16", bk=64, bias=True, activation="relu")),
+    (("int2", 64, "f16", "none"), dict(dtype="f16", bk=64)),
+    (("uint2", 32, "bf16", "quantized"), dict(dtype="bf16", bk=128, bm=16, warps_m=1, warps_n=2)),
+    (("int1", 128, "f16", "original"), dict(dtype="f16", bk=128)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="f16", bk=64, split_k=2, bias=True)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=32)),
+    (("e4m3", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, raster=3)),
+    (("e5m2", 64, "f16", "none"), dict(dtype="f16", bk=64)),
+    (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bm=16, warps_m=1, warps_n=2)),
+    (("nf4", 64, "f32", "none"), dict(dtype="bf16", bk=64, split_k=2)),
+]
+
+
+@pytest.mark.parametrize("fmt, schedule", WEIGHT_CASES, ids=lambda c: "-".join(map(str, c)) if isinstance(c, tuple) else
+                         "_".join(f"{k}{v}" for k, v in c.items()))
+def test_low_precision_weights_decode_in_registers(fmt, schedule):
+    """W x A16: the kernel equals x @ (the packed weight decoded)^T up to f32 summation order, and
+    that weight is the format's dequantized weight rounded to the activation type."""
+    from ir.numerics import QuantFormat
+
+    fmt = QuantFormat(*fmt)
+    base = dict(bm=32, bn=32, warps_m=1, warps_n=1, stages=2)
+    cfg = GemmConfig(weight=fmt.element, group=fmt.group or 0, scale="e8m0" if fmt.scale == "e8m0" else "", zero=fmt.zero != "none",
+                     **{**base, **schedule})
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(4)
     m, n, k = 37, 45, 256
-    d = IntDecode.of(weight)
-    a = (rng.standard_normal((m, k)) * 0.5).astype(dt)
-    q = rng.integers(-d.offset, (1 << d.bits) - d.offset, (n, k))
-    g = group or k
-    scales = (rng.random((n, k // g)) * 0.1 + 0.01).astype(dt)
-    mem = DeviceMemory()
-    ptrs = [mem.alloc(a), mem.alloc(mma_b_words(q, d)), mem.alloc(scales), mem.alloc(np.full((m, n), np.nan, dt))]
-    run_kernel(lowered(cfg), (2, 2), ptrs + [m, n, k], mem)
-    out = mem.read(ptrs[-1], np.empty((m, n), dt)).astype(np.float32)
-    w = (q.reshape(n, k // g, g) * scales.astype(np.float64)[..., None]).reshape(n, k).astype(dt).astype(np.float32)
-    ref = (a.astype(np.float32) @ w.T).astype(dt).astype(np.float32)
-    tol = 2e-3 if dtype == "f16" else 1e-2
-    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    x = (rng.standard_normal((m, k)) * 0.5).astype(dt)
+    w = rng.standard_normal((n, k))
+    bias = (rng.standard_normal(n) * 0.1).astype(dt) if cfg.bias else None
+    out, dense, exact = run_weight_gemm(cfg, fmt, x, w, bias)
+    tol = 2e-3 if cfg.dtype == "f16" else 1e-2
+    np.testing.assert_allclose(dense, exact, rtol=tol, atol=tol * np.abs(exact).max())
+    ref = x.astype(np.float32) @ dense.T + (bias.astype(np.float32) if bias is not None else 0)
+    ref = np.maximum(ref, 0) if cfg.activation == "relu" else ref
+    np.testing.assert_allclose(out, ref.astype(dt).astype(np.float32), rtol=tol, atol=tol * np.abs(ref).max())
 
 
-def test_integer_weight_schedules_are_checked():
+def test_weight_schedules_are_checked():
     with pytest.raises(ValueError, match="int2 weights need B as \\[N, K\\] and BK a multiple of 64"):
         GemmConfig(bk=32, weight="int2")
     with pytest.raises(ValueError, match="group 96 must be a power of two"):
         GemmConfig(weight="int4", group=96)
-    with pytest.raises(ValueError, match="8-bit weights decode into f16 only"):
+    with pytest.raises(ValueError, match="8-bit integer weights decode into f16 only"):
         GemmConfig("bf16", weight="int8")
+    with pytest.raises(ValueError, match="no register decoder for e3m2"):
+        GemmConfig(weight="e3m2")
+    with pytest.raises(ValueError, match="set `weight` too"):
+        GemmConfig(group=128)
