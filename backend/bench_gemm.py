@@ -30,8 +30,11 @@ CANDIDATES = [
     dict(bm=128, bn=256, bk=64, warps_m=2, warps_n=4, stages=3),
     dict(raster=1),
     dict(raster=16),
+    dict(prefetch=True),
+    dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4, prefetch=True),
 ]
-SMALL_M_CANDIDATES = [dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(bn=256, warps_n=8), dict(bk=128, stages=3)]
+SMALL_M_CANDIDATES = [dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(bn=256, warps_n=8), dict(bk=128, stages=3),
+                      dict(prefetch=True), dict(prefetch=True, stages=3)]
 
 
 def plan(m: int, n: int, k: int, dtype: str, sms: int) -> list:
@@ -125,6 +128,52 @@ def host_overhead_us() -> tuple[float, float]:
     return result[0], result[1]
 
 
+MMA_CHAINS, MMA_STEPS = 8, 256  # independent accumulators per warp, mma.sync per chain in the peak kernel
+
+
+def mma_peak_kernel():
+    """A kernel that only issues mma.sync.m16n8k16 (f16 in, f32 accumulate) on registers: each
+    warp runs MMA_CHAINS independent accumulator chains MMA_STEPS deep, then stores one value
+    so nothing is dead. Its rate is the ceiling of any mma.sync GEMM on the device."""
+    from dialects.ptx import KernelOp
+    from lowering.ptx_builder import PtxBuilder
+
+    kernel = KernelOp.get("rung_mma_peak", ["u64"], 128)
+    b = PtxBuilder(kernel.body.block)
+    (out,) = kernel.body.block.args
+    tid = b.sreg("tid.x")
+    a = [b.add(tid, 0x3C003C00 + i) for i in range(4)]  # f16 pairs near 1.0, per thread
+    frag_b = [b.add(tid, 0x3C003C00 + 7 * i) for i in range(2)]
+    inits = [b.fimm(0.0)] * (4 * MMA_CHAINS)
+    loop, body, _, acc = b.for_(0, MMA_STEPS, 1, inits)
+    acc = list(acc)
+    for c in range(MMA_CHAINS):
+        acc[4 * c:4 * c + 4] = body.mma(a, frag_b, acc[4 * c:4 * c + 4], "f16")
+    body.yield_(acc)
+    total = list(loop.results)[0]
+    for v in list(loop.results)[1:]:
+        total = b.add(total, v)
+    gid = b.add(b.mul(b.sreg("ctaid.x"), 128), tid)
+    b.st("global", b.add(out, b.cvt(b.shl(gid, 2), "u64")), [total])
+    return kernel
+
+
+def mma_peak_tflops() -> float:
+    """Measured mma.sync m16n8k16 f16 rate of the whole device, TFLOP/s."""
+    import torch
+
+    from backend.gemm import device_multiprocessors, device_target
+    from backend.jit import Kernel
+    from backend.ptx_text import module_text
+    from xdsl.dialects.builtin import ModuleOp
+
+    blocks = 16 * device_multiprocessors(torch.empty(1, device="cuda"))
+    kernel = Kernel("rung_mma_peak", module_text(ModuleOp([mma_peak_kernel()]), device_target()), 128, ("u64",), "mma.sync peak")
+    out = torch.empty(blocks * 128, device="cuda")
+    us = gpu_time_us(lambda i: kernel.launch((blocks, 1, 1), (out.data_ptr(),), torch.cuda.current_stream().cuda_stream), 1)
+    return blocks * 4 * MMA_CHAINS * MMA_STEPS * 2 * 16 * 8 * 16 / us / 1e6
+
+
 def sanitize() -> None:
     """GEMMs of every path, checked, for running under compute-sanitizer: a small one and a large
     one, one with K split, and quantized ones with zero points and with MX scales."""
@@ -170,6 +219,8 @@ def main(argv=None) -> int:
               f"best {r['best_us']:9.1f} us ({r['best']})   cuBLAS {r['cublas_us']:9.1f} us {r['cublas_tflops']:7.1f} TFLOP/s",
               flush=True)
     ours, theirs = host_overhead_us()
+    peak = mma_peak_tflops()
+    print(f"mma.sync m16n8k16 f16 peak: {peak:.0f} TFLOP/s", flush=True)
     lines = ["# GEMM: Rung mma.sync vs cuBLAS (fp16, f32 accumulate)", "",
              f"{dev}, {date}. GPU time per call from CUDA graphs of {CALLS} calls over weight copies larger than L2.", "",
              "| M | N | K | Rung us (default schedule) | best schedule tried | best us | cuBLAS us | Rung best TFLOP/s | cuBLAS TFLOP/s | Rung best / cuBLAS throughput |",
@@ -177,7 +228,11 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['rung_us']:.1f} | {r['best']} | {r['best_us']:.1f} | {r['cublas_us']:.1f} | "
                      f"{r['best_tflops']:.1f} | {r['cublas_tflops']:.1f} | {r['cublas_us'] / r['best_us']:.2f} |")
-    lines += ["", f"Host overhead per eager call: Rung {ours:.1f} us, torch.matmul {theirs:.1f} us.", ""]
+    best_cublas = max(r["cublas_tflops"] for r in rows)
+    lines += ["", f"Host overhead per eager call: Rung {ours:.1f} us, torch.matmul {theirs:.1f} us.", "",
+              f"The ceiling of mma.sync on this GPU (a kernel of independent mma.sync.m16n8k16 chains on registers, "
+              f"backend.bench_gemm.mma_peak_kernel): {peak:.0f} TFLOP/s, {peak / best_cublas:.2f} of cuBLAS's best here "
+              f"({best_cublas:.0f} TFLOP/s).", ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_gemm.md").write_text("\n".join(lines))

@@ -1,8 +1,9 @@
 """Weight-only quantized GEMM benchmark: Rung's low-precision kernels against cuBLAS fp16,
 torch's int4 kernel (tinygemm, `torch._weight_int4pack_mm`, group 128), torch.compile'd int8
-weight-only (gpt-fast's `F.linear(x, w.to(x.dtype)) * scales`) and the DRAM floor, in one run.
+weight-only (gpt-fast's `F.linear(x, w.to(x.dtype)) * scales`, M <= 16) and the DRAM floor, in one run.
 
     python -m backend.bench_quant [--out DIR] [--quick]
+    python -m backend.bench_quant --profile        # the kernels of PROFILED, three launches each, for ncu
 
 GPU time per call comes from CUDA graphs over weight copies larger than L2 (backend.bench_gemm).
 The DRAM floor is the bytes a call must move (packed weight, scales, activations, output) over
@@ -31,19 +32,23 @@ FORMATS = {
 }
 TARGET_SPEEDUP = {4: 3.0, 2: 5.0, 1: 7.0}  # vs cuBLAS fp16 at M <= 16, by weight bits
 SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice (the measurement choose_config follows)
-    dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(split_k=8),
-    dict(bn=256, warps_n=8), dict(bn=64, warps_n=2), dict(bk=64, stages=6), dict(stages=6),
+    dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=3), dict(bk=64, stages=4),
+    dict(prefetch=True), dict(prefetch=True, stages=3), dict(prefetch=True, split_k=8), dict(prefetch=True, bk=64),
 ]
 
 
-def copy_bandwidth() -> float:
-    """Bytes read plus written per second by a large device-to-device copy."""
+def copy_bandwidth() -> tuple[float, dict]:
+    """Bytes read plus written per second by the fastest of three device-to-device copies of
+    1 GiB (torch's copy, which a CUDA graph may hand to the copy engines, and two SM kernels:
+    an elementwise copy and a clone), and each one's figure."""
     import torch
 
     src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
-    us = gpu_time_us(lambda i: dst.copy_(src), 1)
-    return 2 * src.numel() * 4 / (us * 1e-6)
+    ways = {"copy_": lambda i: dst.copy_(src), "elementwise": lambda i: torch.mul(src, 1.0, out=dst),
+            "add": lambda i: torch.add(src, 0.0, out=dst)}
+    rates = {name: 2 * src.numel() * 4 / (gpu_time_us(fn, 1) * 1e-6) for name, fn in ways.items()}
+    return max(rates.values()), rates
 
 
 def random_weight(n: int, k: int, cfg, copies: int):
@@ -110,38 +115,64 @@ def peer_us(m: int, n: int, k: int, l2: int) -> dict:
         sz = torch.rand(k // 128, n, 2, device="cuda", dtype=torch.bfloat16)
         result["torch_int4_us"] = gpu_time_us(lambda i: torch.ops.aten._weight_int4pack_mm(xb, packed[i], 128, sz), len(packed))
         del packed
-    w8 = [torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda") for _ in range(copies(n * k))]
-    s8 = torch.rand(n, device="cuda", dtype=torch.float16) * 0.01
-    result["torch_int8_us"] = gpu_time_us(lambda i: _int8_linear(x, w8[i], s8), len(w8))
+    result["torch_int8_us"] = float("nan")
+    if m <= 16:  # decoding, where gpt-fast uses it
+        w8 = [torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda") for _ in range(copies(n * k))]
+        s8 = torch.rand(n, device="cuda", dtype=torch.float16) * 0.01
+        result["torch_int8_us"] = gpu_time_us(lambda i: _int8_linear()(x, w8[i], s8), len(w8))
     return result
-
-
-def _int8_linear(x, w8, scales):
-    return _compiled_int8()(x, w8, scales)
 
 
 _INT8 = []
 
 
-def _compiled_int8():
-    """gpt-fast's int8 weight-only linear, compiled once (dynamic shapes)."""
+def _int8_linear():
+    """gpt-fast's int8 weight-only linear under torch.compile (static shapes, as gpt-fast compiles)."""
     if not _INT8:
         import torch
         import torch.nn.functional as F
 
-        _INT8.append(torch.compile(lambda x, w, s: F.linear(x, w.to(x.dtype)) * s, dynamic=True))
+        torch._dynamo.config.cache_size_limit = 64  # one graph per benchmarked shape
+        _INT8.append(torch.compile(lambda x, w, s: F.linear(x, w.to(x.dtype)) * s))
     return _INT8[0]
+
+
+PROFILED = [(1, 28672, 8192, "int4 g128"), (1, 28672, 8192, "fp8 e4m3 g128"), (4096, 28672, 8192, "int4 g128")]
+
+
+def profile_targets() -> int:
+    """Run each PROFILED kernel three times (ncu --launch-skip 2 --launch-count 1 per name)."""
+    import torch
+
+    from backend.gemm import device_multiprocessors, device_target, gemm_kernels
+    from lowering.graph_to_tile import choose_config
+
+    sms = device_multiprocessors(torch.empty(1, device="cuda"))
+    for m, n, k, label in PROFILED:
+        weight, group, scale, zero = FORMATS[label]
+        cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
+        codes, scales, zeros = random_weight(n, k, cfg, 1)[0]
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+        for _ in range(3):
+            gemm_kernels(cfg, device_target()).launch({"a": x.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(),
+                                                        "c": out.data_ptr()}, m, n, k, x)
+        torch.cuda.synchronize()
+        print(f"profiled {label} M={m} N={n} K={k}: {cfg.name}", flush=True)
+    return 0
 
 
 def plan(sms: int, quick: bool = False) -> list[tuple]:
     """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules)."""
     from lowering.graph_to_tile import choose_config
 
-    shapes, ms = (SHAPES[3:4], [1, 16, 4096]) if quick else (SHAPES, MS)
+    shapes, ms = (SHAPES[3:], [1, 16, 4096]) if quick else (SHAPES, MS)
     cases = []
     for n, k in shapes:
         for m in ms:
             names = FORMATS if (n, k) in SHAPES[3:] and (m <= 16 or m == 4096) else {"int4 g128": FORMATS["int4 g128"]}
+            if quick and m == 4096:
+                names = {"int4 g128": FORMATS["int4 g128"]}
             for label, (weight, group, scale, zero) in names.items():
                 cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
                 candidates = []
@@ -162,13 +193,17 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m backend.bench_quant")
     p.add_argument("--out", default=".", help="folder for bench_quant.md and .png")
-    p.add_argument("--quick", action="store_true", help="the largest shape, M in {1, 16, 4096}")
+    p.add_argument("--quick", action="store_true", help="the two largest shapes, M in {1, 16} (and 4096 for int4)")
+    p.add_argument("--profile", action="store_true", help="run the kernels worth profiling a few times each (for ncu) and exit")
     args = p.parse_args(argv)
     dev, date = torch.cuda.get_device_name(0), datetime.date.today().isoformat()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     sms = device_multiprocessors(torch.empty(1, device="cuda"))
-    bandwidth = copy_bandwidth()
-    print(f"{dev}: copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write), {sms} SMs, L2 {l2 >> 20} MiB", flush=True)
+    bandwidth, ways = copy_bandwidth()
+    print(f"{dev}: copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write; "
+          f"{', '.join(f'{w} {r / 1e12:.2f}' for w, r in ways.items())}), {sms} SMs, L2 {l2 >> 20} MiB", flush=True)
+    if args.profile:
+        return profile_targets()
     rows, tuning, peers = [], [], {}
     for m, n, k, label, cfg, candidates in plan(sms, args.quick):
         if (m, n, k) not in peers:
@@ -199,7 +234,7 @@ def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandw
     lines = ["# Weight-only quantized GEMM: Rung vs cuBLAS fp16, torch int4 and torch.compile int8", "",
              f"{dev}, {date}. GPU time per call (us) from CUDA graphs over weight copies larger than L2, f16 activations; "
              f"DRAM floor at the measured copy bandwidth {bandwidth / 1e12:.2f} TB/s. torch int4 is tinygemm (group 128, bf16 "
-             "activations, timed for M <= 64 only); torch int8 is torch.compile'd int8 weight-only.", "",
+             "activations, timed for M <= 64 only); torch int8 is torch.compile'd int8 weight-only (timed for M <= 16).", "",
              "| M | N | K | format | Rung us | floor us | Rung / floor | cuBLAS fp16 us | cuBLAS / Rung | torch int4 us | torch int8 us | target |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:

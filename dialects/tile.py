@@ -101,6 +101,7 @@ class GemmConfig:
     zero: bool = False  # with `weight`: a zero term per group, w = q * s + z
     split_k: int = 1  # K split over grid z: partial sums in an f32 workspace, summed by a second kernel
     raster: int = 1  # blocks run in bands of `raster` M-tiles, so a band's B tiles are reused from L2
+    prefetch: bool = False  # load the next k16 steps' fragments into registers while the current ones compute
 
     def __post_init__(self):
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
@@ -231,6 +232,7 @@ class GemmConfig:
         suffix += f"_w{self.weight}g{self.group}{self.scale}{'z' if self.zero else ''}" if self.weight else ""
         suffix += f"_split{self.split_k}" if self.split_k > 1 else ""
         suffix += f"_r{self.raster}" if self.raster > 1 else ""
+        suffix += "_pf" if self.prefetch else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 

@@ -40,11 +40,11 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
                   zero: bool = False, sms: int = SMS) -> GemmConfig:
     """Tile sizes from the shape and the weight's format.
 
-    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N,
-    and K is split until there are blocks for every multiprocessor several times over, as long
-    as the partial sums stay small beside the weight. M <= 64: 64-row tiles. Larger M: 128 x 128
-    tiles, run in bands of 8 M-tiles for L2 reuse. Rows that are not 16-byte aligned (K, or N
-    for a [K, N] B, not a multiple of 8) copy in narrow pieces and take 64x64 tiles."""
+    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N.
+    M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse.
+    K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
+    16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
+    take 64x64 tiles."""
     copies = {"copy_elems": copy_elems(k), "b_kn": b_kn, "b_copy_elems": copy_elems(n) if b_kn else 8}
     packed = {"weight": weight, "group": group, "scale": scale, "zero": zero}
     block = 16
@@ -60,18 +60,27 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         cfg = GemmConfig(dtype, bm=64, bn=128, bk=max(32, block), warps_m=2, warps_n=2, stages=4, **copies, **packed)
     else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles
         warps_n = 4 if block > 32 else 2
-        return GemmConfig(dtype, bm=128, bn=128, bk=max(32, block), warps_m=2, warps_n=warps_n, stages=3, raster=8, **copies, **packed)
+        cfg = GemmConfig(dtype, bm=128, bn=128, bk=max(32, block), warps_m=2, warps_n=warps_n, stages=3, raster=8, **copies, **packed)
     return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms))
 
 
+def resident_blocks(cfg: GemmConfig) -> int:
+    """Blocks of a schedule one multiprocessor holds at once: by shared memory (228 KiB, 1 KiB
+    reserved per block), threads (2048) and registers (64 Ki, at an estimated 128 a thread)."""
+    return max(1, min((228 * 1024) // (cfg.shared_bytes + 1024), 2048 // cfg.threads, 65536 // (128 * cfg.threads), 32))
+
+
 def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int) -> int:
-    """K splits that give about 4 blocks per multiprocessor, at least 4 k-tiles a split, and
-    f32 partial sums (written and read back) under a quarter of the weight's bytes."""
+    """K splits that fill the GPU in one wave of resident blocks (a partial second wave would
+    leave most multiprocessors idle at the end), with at least 4 k-tiles a split. Once there is
+    a block per multiprocessor, further splits must keep the f32 partial sums (written and read
+    back) under a quarter of the weight's bytes."""
     blocks = math.prod(cfg.grid(m, n)[:2])
     k_tiles = -(-k // cfg.bk)
-    weight_bytes_per_col = k * cfg.weight_bits / 8
-    budget = int(0.25 * weight_bytes_per_col / (8 * m))
-    return max(1, min(-(-4 * sms // blocks), k_tiles // 4, budget, 16))
+    one_wave = max(1, resident_blocks(cfg) * sms // blocks)
+    filled = -(-sms // blocks)  # splits for one block per multiprocessor
+    budget = int(0.25 * k * cfg.weight_bits / 8 / (8 * m))
+    return max(1, min(one_wave, max(filled, budget), k_tiles // 4, 16))
 
 
 def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,

@@ -193,42 +193,72 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
 
     weights = _WeightFragments(b, cfg, lane, warp_n) if cfg.weight else None
 
+    # --- a k-tile is done in units: the k16 steps one weight word covers (one step for an f16 B)
+    steps = weights.steps if weights else 1
+    units = cfg.bk // 16 // steps
+
+    def load_unit(bb: PtxBuilder, stage, u) -> list:
+        """Unit u's registers from shared memory: A fragments, then B fragments (or code words and scale pairs)."""
+        regs = [r for step in range(steps) for mi in range(mi_count) for r in bb.tile_ldmatrix(a_buf, stage, *a_ld[u * steps + step][mi])]
+        if weights:
+            return regs + weights.load(bb, b_buf, weight_bufs, stage, u)
+        return regs + [r for nj in range(ni_count // 2) for r in bb.tile_ldmatrix(b_buf, stage, *b_ld[u][nj], trans=cfg.b_kn)]
+
+    def compute_unit(bb: PtxBuilder, raw: list, acc: list, u) -> list:
+        a_regs, b_raw = raw[:4 * mi_count * steps], raw[4 * mi_count * steps:]
+        b_frags = weights.decode(bb, b_raw, u) if weights else [[tuple(b_raw[2 * i:2 * i + 2]) for i in range(ni_count)]]
+        acc = list(acc)
+        for step in range(steps):
+            for mi in range(mi_count):
+                a = a_regs[4 * (step * mi_count + mi): 4 * (step * mi_count + mi) + 4]
+                for ni in range(ni_count):
+                    i = (mi * ni_count + ni) * 4
+                    acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], cfg.dtype)
+        return acc
+
+    def next_stage(bb: PtxBuilder, s):
+        nxt = bb.add(s, 1)
+        return bb.selp(0, nxt, bb.setp("eq", nxt, cfg.stages))
+
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
         issue(b, b.add(kt0, s), b.imm(s))
+    acc_inits = [b.fimm(0.0)] * (mi_count * ni_count * 4)
 
-    # --- main loop over this block's k-tiles; carried: accumulators, read stage, write stage
-    inits = [b.fimm(0.0)] * (mi_count * ni_count * 4) + [b.imm(0), b.imm(cfg.stages - 1)]
-    loop, body, kt, carried = b.for_(0, count, 1, inits)
-    acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
-
-    body.wait(cfg.stages - 2)
-    body.barrier()
-    issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
-    acc = list(acc)
-    decode = weights.tile(body, b_buf, weight_bufs, read_stage) if weights else None
-    steps = weights.steps if weights else 1  # k16 steps whose B fragments are made at once
-    for blk in range(cfg.bk // 16 // steps):
-        decoded = decode(blk) if decode else None  # one word's steps at a time: fewer live registers
-        for step in range(steps):
-            kk = blk * steps + step
-            a_frags = [body.tile_ldmatrix(a_buf, read_stage, *a_ld[kk][mi]) for mi in range(mi_count)]
-            b_frags = decoded[step] if decoded else []
-            for nj in range(0 if decoded else ni_count // 2):
-                r0, r1, r2, r3 = body.tile_ldmatrix(b_buf, read_stage, *b_ld[kk][nj], trans=cfg.b_kn)
-                b_frags += [(r0, r1), (r2, r3)]
-            for mi in range(mi_count):
-                for ni in range(ni_count):
-                    i = (mi * ni_count + ni) * 4
-                    acc[i:i + 4] = body.mma(a_frags[mi], b_frags[ni], acc[i:i + 4], cfg.dtype)
-
-    def next_stage(s):
-        nxt = body.add(s, 1)
-        return body.selp(0, nxt, body.setp("eq", nxt, cfg.stages))
-
-    body.yield_([*acc, next_stage(read_stage), next_stage(write_stage)])
+    if cfg.prefetch:
+        # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
+        # the next k-tile, passes the tile's one barrier and loads that tile's first unit.
+        b.wait(cfg.stages - 2)
+        b.barrier()
+        first = load_unit(b, b.imm(0), 0)
+        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + first + [b.imm(0), b.imm(cfg.stages - 1)])
+        acc, raw, read_stage, write_stage = carried[:len(acc_inits)], carried[len(acc_inits):-2], carried[-2], carried[-1]
+        following = read_stage
+        for u in range(units):
+            if u == 0:  # the stage read in the previous k-tile is free (every warp passed its barrier); issuing
+                # before the wait below keeps one committed group per k-tile ahead of it, whatever `units` is
+                issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
+            if u == units - 1:
+                body.wait(cfg.stages - 2)
+                body.barrier()
+                following = next_stage(body, read_stage)
+                raw_next = load_unit(body, following, 0)
+            else:
+                raw_next = load_unit(body, read_stage, u + 1)
+            acc = compute_unit(body, raw, acc, u)
+            raw = raw_next
+        body.yield_([*acc, *raw, following, next_stage(body, write_stage)])
+    else:
+        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + [b.imm(0), b.imm(cfg.stages - 1)])
+        acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
+        body.wait(cfg.stages - 2)
+        body.barrier()
+        issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
+        for u in range(units):
+            acc = compute_unit(body, load_unit(body, read_stage, u), acc, u)
+        body.yield_([*acc, next_stage(body, read_stage), next_stage(body, write_stage)])
     b.wait(0)
-    acc = list(loop.results)[:-2]
+    acc = list(loop.results)[:len(acc_inits)]
 
     # --- epilogue: each lane holds rows group and group + 8, columns 2 tig and 2 tig + 1 of each mma tile
     group, tig = b.shr(lane, 2), b.and_(lane, 3)
@@ -344,30 +374,39 @@ class _WeightFragments:
         h = body.tile_load(buf, stage, srow, row, kind="b16")
         return body.pack_halves(h, h)
 
-    def tile(self, body: PtxBuilder, codes, weight_bufs, stage):
-        """For the k-tile in `stage`: block -> [k16 step of the block][n8 tile] -> the two B registers."""
+    def _srows(self, blk) -> list[int]:
+        """The scale rows (groups within the k-tile) the steps of k-block blk use."""
         cfg = self.cfg
-        pairs = {}  # (scale row, n8 tile) -> (scale, zero term) pairs, loaded once per k-tile
+        rows = [(16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0 for step in range(self.steps)]
+        return sorted(set(rows))
 
-        def scaled(kstep, ni, x):
-            srow = (16 * kstep) // cfg.group if 0 < cfg.group < cfg.bk else 0
-            if (srow, ni) not in pairs:
-                s2 = self._pair(body, weight_bufs[0], stage, self.scale_rows[srow], self.rows[ni], True)
-                z2 = self._pair(body, weight_bufs[1], stage, self.scale_rows[srow], self.rows[ni], False) if cfg.zero else self.minus_zero
-                pairs[(srow, ni)] = (s2, z2)
-            s2, z2 = pairs[(srow, ni)]
-            return body.fma2(x, s2, z2, cfg.dtype)
+    def load(self, body: PtxBuilder, codes, weight_bufs, stage, blk) -> list:
+        """k-block blk's registers: a code word per n8 tile, then per scale row its steps use and n8
+        tile the scale pair (and zero pair)."""
+        regs = [body.tile_load(codes, stage, row, self.cols[blk]) for row in self.rows]
+        for srow in self._srows(blk):
+            for row in self.rows:
+                regs.append(self._pair(body, weight_bufs[0], stage, self.scale_rows[srow], row, True))
+                if self.cfg.zero:
+                    regs.append(self._pair(body, weight_bufs[1], stage, self.scale_rows[srow], row, False))
+        return regs
 
-        def block(blk):
-            out = [[None] * len(self.rows) for _ in range(self.steps)]
-            for ni, row in enumerate(self.rows):
-                regs = self.dec.emit(body, body.tile_load(codes, stage, row, self.cols[blk]), cfg.dtype)
-                for step in range(self.steps):
-                    kstep = blk * self.steps + step
-                    out[step][ni] = (scaled(kstep, ni, regs[2 * step]), scaled(kstep, ni, regs[2 * step + 1]))
-            return out
-
-        return block
+    def decode(self, body: PtxBuilder, raw: list, blk) -> list[list[tuple]]:
+        """[k16 step of the block][n8 tile] -> the two B registers, from `load`'s registers."""
+        cfg = self.cfg
+        words, pairs = raw[:len(self.rows)], raw[len(self.rows):]
+        per = 2 if cfg.zero else 1
+        at = {(srow, ni): pairs[per * (i * len(self.rows) + ni): per * (i * len(self.rows) + ni) + per]
+              for i, srow in enumerate(self._srows(blk)) for ni in range(len(self.rows))}
+        out = [[None] * len(self.rows) for _ in range(self.steps)]
+        for ni, word in enumerate(words):
+            regs = self.dec.emit(body, word, cfg.dtype)
+            for step in range(self.steps):
+                srow = (16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0
+                s2, *z = at[(srow, ni)]
+                z2 = z[0] if z else self.minus_zero
+                out[step][ni] = (body.fma2(regs[2 * step], s2, z2, cfg.dtype), body.fma2(regs[2 * step + 1], s2, z2, cfg.dtype))
+        return out
 
 
 def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):
