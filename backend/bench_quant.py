@@ -1,6 +1,6 @@
 """Weight-only quantized GEMM benchmark: Rung's low-precision kernels against cuBLAS fp16,
 torch's int4 kernel (tinygemm, `torch._weight_int4pack_mm`, group 128), torch.compile'd int8
-weight-only (gpt-fast's `F.linear(x, w.to(x.dtype)) * scales`, M <= 16) and the DRAM floor, in one run.
+weight-only (gpt-fast's `F.linear(x, w.to(x.dtype)) * scales`, M = 1 and 16) and the DRAM floor, in one run.
 
     python -m backend.bench_quant [--out DIR] [--quick]
     python -m backend.bench_quant --profile        # the kernels of PROFILED, three launches each, for ncu
@@ -32,8 +32,8 @@ FORMATS = {
 }
 TARGET_SPEEDUP = {4: 3.0, 2: 5.0, 1: 7.0}  # vs cuBLAS fp16 at M <= 16, by weight bits
 SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice (the measurement choose_config follows)
-    dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=3), dict(bk=64, stages=4),
-    dict(prefetch=True), dict(prefetch=True, stages=3), dict(prefetch=True, split_k=8), dict(prefetch=True, bk=64),
+    dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=2), dict(stages=4),
+    dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64),
 ]
 
 
@@ -116,7 +116,7 @@ def peer_us(m: int, n: int, k: int, l2: int) -> dict:
         result["torch_int4_us"] = gpu_time_us(lambda i: torch.ops.aten._weight_int4pack_mm(xb, packed[i], 128, sz), len(packed))
         del packed
     result["torch_int8_us"] = float("nan")
-    if m <= 16:  # decoding, where gpt-fast uses it
+    if m in (1, 16):  # decoding, where gpt-fast uses it (each shape compiles anew)
         w8 = [torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda") for _ in range(copies(n * k))]
         s8 = torch.rand(n, device="cuda", dtype=torch.float16) * 0.01
         result["torch_int8_us"] = gpu_time_us(lambda i: _int8_linear()(x, w8[i], s8), len(w8))
@@ -234,7 +234,7 @@ def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandw
     lines = ["# Weight-only quantized GEMM: Rung vs cuBLAS fp16, torch int4 and torch.compile int8", "",
              f"{dev}, {date}. GPU time per call (us) from CUDA graphs over weight copies larger than L2, f16 activations; "
              f"DRAM floor at the measured copy bandwidth {bandwidth / 1e12:.2f} TB/s. torch int4 is tinygemm (group 128, bf16 "
-             "activations, timed for M <= 64 only); torch int8 is torch.compile'd int8 weight-only (timed for M <= 16).", "",
+             "activations, timed for M <= 64 only); torch int8 is torch.compile'd int8 weight-only (timed for M = 1 and 16).", "",
              "| M | N | K | format | Rung us | floor us | Rung / floor | cuBLAS fp16 us | cuBLAS / Rung | torch int4 us | torch int8 us | target |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
