@@ -81,6 +81,17 @@ class QuantAttr(ParametrizedAttribute):
     def __init__(self, element: Attribute, group: int | None, scale: Attribute, zero: str = "none"):
         super().__init__(element, IntAttr(group or 0), scale, StringAttr(zero))
 
+    @staticmethod
+    def from_format(fmt: QuantFormat) -> "QuantAttr":
+        """The attribute of an ir.numerics.QuantFormat (the inverse of `format`)."""
+        name = fmt.element
+        if name.startswith(("int", "uint")):
+            element = IntegerType(int(name.lstrip("uint")), Signedness.SIGNED if name.startswith("int") else Signedness.UNSIGNED)
+        else:
+            element = next(t for t, n in _FLOAT_FORMATS.items() if n == name)()
+        scale = next(t for t, n in _SCALE_TYPES.items() if n == fmt.scale)()
+        return QuantAttr(element, fmt.group, scale, fmt.zero)
+
     @property
     def format(self) -> QuantFormat:
         fmt = format_name(self.element)

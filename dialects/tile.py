@@ -243,7 +243,8 @@ class MatmulOp(IRDLOperation):
     rounding at the end; `activation` is none, relu or silu. With `weight`, w is a low-precision
     weight of that format as tile.pack_weight lays it out: codes [N, K * bits / 32] (i32),
     scales and zeros [K / group, N16]. `split_k` > 1 splits K into partial sums; `raster` orders
-    the blocks in bands of M-tiles."""
+    the blocks in bands of M-tiles; `prefetch` double-buffers fragments in registers.
+    dialects.tile.GemmConfig is the schedule these properties spell out."""
 
     name = "tile.matmul"
     x = operand_def(TensorType)
@@ -260,6 +261,7 @@ class MatmulOp(IRDLOperation):
     weight = opt_prop_def(QuantAttr)
     split_k = opt_prop_def(IntegerAttr)
     raster = opt_prop_def(IntegerAttr)
+    prefetch = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = ("$x `,` $w (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` type($x) `,` type($w) "
                        "(`scales` type($scales)^)? (`zeros` type($zeros)^)? (`bias` type($bias)^)? `->` type($result)")
@@ -276,6 +278,8 @@ class MatmulOp(IRDLOperation):
             props["activation"] = StringAttr(cfg.activation)
         if cfg.b_kn:
             props["b_kn"] = UnitAttr()
+        if cfg.prefetch:
+            props["prefetch"] = UnitAttr()
         if weight is not None:
             props["weight"] = weight
         for name in ("split_k", "raster"):
@@ -298,7 +302,7 @@ class MatmulOp(IRDLOperation):
         return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
                           copy_elems(self.x.type.get_shape()[1]), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
                           split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
-                          **weight)
+                          prefetch=self.prefetch is not None, **weight)
 
     def verify_(self):
         x, w = self.x.type, self.w.type

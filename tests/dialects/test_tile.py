@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ir.context import parse_ir
 from ir.errors import RungError
@@ -28,3 +30,39 @@ def test_blocked_matmul_is_a_matmul():
 def test_bad_tile_matmuls(m, n, k, block, message):
     with pytest.raises(RungError, match=rf"t.mlir:2:3: 'tile.matmul' op .*{message}"):
         parse_ir(OP.format(m=m, n=n, k=k, block=block), "t.mlir")
+
+
+@settings(max_examples=max(10, settings().max_examples))
+@given(st.sampled_from(["f16", "bf16"]), st.sampled_from([(16, 128, 1, 4), (64, 128, 2, 2), (128, 128, 2, 2), (128, 256, 2, 4)]),
+       st.sampled_from([32, 64, 128]), st.integers(2, 4), st.integers(1, 4), st.sampled_from([1, 8]), st.booleans(),
+       st.sampled_from(["", "int4 128", "uint4 64 zero", "e2m1 32 e8m0", "nf4 64", "int2 64"]), st.sampled_from(["none", "silu"]))
+def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_k, raster, prefetch, weight, activation):
+    """tile.matmul's properties are its GemmConfig: through get, printing and parsing, nothing is lost."""
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ModuleOp, TensorType, bf16, f16
+
+    from dialects.lp import QuantAttr
+    from dialects.tile import GemmConfig, MatmulOp, packed_types
+    from ir.context import make_context
+    from ir.numerics import QuantFormat
+
+    bm, bn, wm, wn = tiles
+    element, group, *rest = weight.split() or ["", "0"]
+    fmt = QuantFormat(element, int(group), "e8m0" if "e8m0" in rest else "f16", "original" if "zero" in rest else "none") if element else None
+    try:
+        cfg = GemmConfig(dtype, bm, bn, bk, wm, wn, stages, activation=activation, split_k=split_k, raster=raster, prefetch=prefetch,
+                         **({"weight": element, "group": int(group), "scale": "e8m0" if "e8m0" in rest else "", "zero": "zero" in rest} if fmt else {}))
+    except ValueError:  # not a valid schedule
+        assume(False)
+    m, n, k = 40, 72, 512
+    act = f16 if dtype == "f16" else bf16
+    types = [TensorType(act, [m, k])] + ([t for t in packed_types(fmt, dtype, n, k) if t] if fmt else [TensorType(act, [n, k])])
+    f = func.FuncOp("main", (types, [TensorType(act, [m, n])]))
+    args = f.body.block.args
+    scales, zeros = (args[2], args[3] if len(args) > 3 else None) if fmt else (None, None)
+    mm = MatmulOp.get(args[0], args[1], None, cfg, scales, zeros, QuantAttr.from_format(fmt) if fmt else None)
+    f.body.block.add_ops([mm, func.ReturnOp(mm.result)])
+    assert mm.config == cfg
+    reparsed = parse_ir(str(ModuleOp([f])), ctx=make_context())
+    (again,) = [op for op in reparsed.walk() if isinstance(op, MatmulOp)]
+    assert again.config == cfg
