@@ -24,7 +24,8 @@ import numpy as np
 from backend.gemm import check_same, check_tensor, device_multiprocessors, device_target, dtype_of, gemm_kernels
 from dialects.tile import GemmConfig
 from ir.errors import RungError
-from ir.numerics import FORMATS, PRESETS, FormatError, QuantFormat
+from ir.numerics import FormatError, QuantFormat
+from ir.numerics import quant_format as numerics_quant_format
 from lowering.graph_to_tile import choose_config
 from lowering.ladder import PackedWeight, decoder, pack_weight, unpack_weight
 
@@ -162,19 +163,10 @@ def _tinygemm_codes(packed, n: int, k: int, group: int):
 
 
 def quant_format(format, group=_UNSET, scale=_UNSET, zero=_UNSET) -> QuantFormat:
-    """A QuantFormat from a preset or element name (or a QuantFormat), keywords overriding its fields."""
-    if isinstance(format, QuantFormat):
-        fmt = format
-    elif format in PRESETS:
-        fmt = PRESETS[format]
-    elif format in FORMATS:  # integers without a symmetric range (uint*, int1) need a zero point
-        e = FORMATS[format]
-        fmt = QuantFormat(format, 128, "f16", "quantized" if e.is_integer and not (e.signed and e.max > 0) else "none")
-    else:
-        raise RungError(f"unknown format '{format}' (presets: {', '.join(PRESETS)}; or an element format: {', '.join(FORMATS)})")
-    changes = {f: v for f, v in (("group", group), ("scale", scale), ("zero", zero)) if v is not _UNSET}
+    """ir.numerics.quant_format with the keywords given, bad ones a RungError."""
+    overrides = {f: v for f, v in (("group", group), ("scale", scale), ("zero", zero)) if v is not _UNSET}
     try:
-        return dataclasses.replace(fmt, **changes)
+        return numerics_quant_format(format, **overrides)
     except FormatError as e:
         raise RungError(str(e)) from None
 

@@ -13,6 +13,7 @@ uint32 words (little-endian), word j holds elements [j*32/b, (j+1)*32/b) for b d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -336,3 +337,22 @@ PRESETS: dict[str, QuantFormat] = {
     "uint4": QuantFormat("uint4", 128, "f16", "quantized"),
     "int8": QuantFormat("int8", None, "f16"),
 }
+
+
+def quant_format(name: str | QuantFormat, **overrides) -> QuantFormat:
+    """A format by preset name ("int4", "mxfp4", ...) or element name ("int2", "e4m3", ...; group 128,
+    f16 scales, and a quantized zero point for integers without a symmetric range), with
+    keyword overrides of group, scale and zero."""
+    if isinstance(name, QuantFormat):
+        fmt = name
+    elif name in PRESETS:
+        fmt = PRESETS[name]
+    elif name in FORMATS:
+        e = FORMATS[name]
+        fmt = QuantFormat(name, 128, "f16", "quantized" if e.is_integer and not (e.signed and e.max > 0) else "none")
+    else:
+        raise FormatError(f"unknown format '{name}' (presets: {', '.join(PRESETS)}; or an element format: {', '.join(FORMATS)})")
+    unknown = set(overrides) - {"group", "scale", "zero"}
+    if unknown:
+        raise FormatError(f"a format has no field {', '.join(sorted(unknown))}")
+    return dataclasses.replace(fmt, **overrides)
