@@ -1,12 +1,13 @@
 """GEMM benchmark: Rung's mma.sync kernel against cuBLAS (torch.matmul) in one run.
 
     python -m backend.bench_gemm [--out DIR] [--quick]
-    python -m backend.bench_gemm --sanitize        # one small and one large GEMM, for compute-sanitizer
+    python -m backend.bench_gemm --sanitize        # GEMMs of every path, for compute-sanitizer
 
 GPU time per call comes from a CUDA graph of 20 calls that cycle through copies of the weight
-(more than 2x the L2 cache in all), so every call reads its weight from DRAM. Host overhead is
-the wall time of eager calls with a tiny shape. Writes bench_gemm.md (and .png when matplotlib is
-there) into --out.
+(more than 2x the L2 cache in all), so every call reads its weight from DRAM. Each shape times
+the scheduler's choice and candidate schedules (`plan`); the run also measures the ceiling of
+mma.sync on the device (`mma_peak_kernel`) and the host overhead (wall time of eager calls with
+a tiny shape). Writes bench_gemm.md (and .png when matplotlib is there) into --out.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m backend.bench_gemm")
     p.add_argument("--out", default=".", help="folder for bench_gemm.md (and .png)")
     p.add_argument("--quick", action="store_true", help="one shape per M")
-    p.add_argument("--sanitize", action="store_true", help="run one small and one large GEMM and exit")
+    p.add_argument("--sanitize", action="store_true", help="run GEMMs of every path once, checked, and exit (for compute-sanitizer)")
     args = p.parse_args(argv)
     if args.sanitize:
         sanitize()

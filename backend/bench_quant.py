@@ -215,19 +215,13 @@ def main(argv=None) -> int:
             tuning.append((m, n, k, alt.name, t))
             if t < best_us:
                 best_us, best = t, alt
-        r = {"m": m, "n": n, "k": k, "format": label, "bits": _bits(cfg.weight), "kernel": cfg.name, "rung_us": us, "best_us": best_us,
+        r = {"m": m, "n": n, "k": k, "format": label, "bits": cfg.weight_bits, "kernel": cfg.name, "rung_us": us, "best_us": best_us,
              "best": best.name, "floor_us": (wbytes + 2 * m * k + 2 * m * n) / bandwidth * 1e6, **peers[(m, n, k)]}
         rows.append(r)
         print(f"M={m:5} N={n:6} K={k:6} {label:17} rung {us:9.1f} us (best {best_us:8.1f})  cuBLAS {r['cublas_us']:8.1f}  "
               f"torch int4 {r['torch_int4_us']:8.1f}  torch int8 {r['torch_int8_us']:8.1f}  floor {r['floor_us']:7.1f}", flush=True)
     write_report(Path(args.out), rows, tuning, dev, date, bandwidth)
     return 0
-
-
-def _bits(weight: str) -> int:
-    from ir.numerics import element_format
-
-    return element_format(weight).bits
 
 
 def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandwidth: float) -> None:

@@ -38,14 +38,27 @@ def lowered(cfg) -> KernelOp:
     return lowered_gemm_kernel(cfg).ops.first
 
 
-def interpret_gemm(cfg, a, b, kernel=None):
+def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None) -> np.ndarray:
+    """Run a schedule's kernel(s) on the interpreter as the launcher does (the GEMM, and with a
+    split K the reduction over its workspace) into a poisoned output; returns the output."""
+    from lowering.tile_to_warp import splitk_reduce_kernel
+
+    out = mem.alloc(np.full((m, n), np.nan, out_dtype))  # poisoned: every element must be written
+    bias_ptr = [mem.alloc(bias)] if bias is not None else []
+    if cfg.split_k == 1:
+        run_kernel(kernel or lowered(cfg), cfg.grid(m, n), operands + bias_ptr + [out, m, n, k], mem)
+    else:
+        ws = mem.alloc(np.full(cfg.workspace_shape(m, n), np.nan, np.float32))
+        run_kernel(kernel or lowered(cfg), cfg.grid(m, n), operands + [ws, m, n, k], mem)
+        run_kernel(lowered_gemm_kernel(cfg, splitk_reduce_kernel).ops.first, cfg.reduce_grid(m, n), [ws] + bias_ptr + [out, m, n], mem)
+    return mem.read(out, np.empty((m, n), out_dtype))
+
+
+def interpret_gemm(cfg, a, b, kernel=None, bias=None):
     m, k = a.shape
     n = b.shape[1] if cfg.b_kn else b.shape[0]
     mem = DeviceMemory()
-    pa, pb = mem.alloc(a), mem.alloc(b)
-    pc = mem.alloc(np.full((m, n), np.nan, a.dtype))  # poisoned: every element must be written
-    run_kernel(kernel or lowered(cfg), ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), [pa, pb, pc, m, n, k], mem)
-    return mem.read(pc, np.empty((m, n), a.dtype))
+    return launch(cfg, mem, [mem.alloc(a), mem.alloc(b)], bias, m, n, k, a.dtype, kernel)
 
 
 @settings(max_examples=max(10, settings().max_examples // 4))  # each example interprets whole thread blocks
@@ -81,10 +94,7 @@ def test_epilogue_adds_bias_and_applies_the_activation(activation, dtype):
     m, n, k = 37, 45, 48
     a, b = (rng.standard_normal((m, k)) * 0.3).astype(dt), (rng.standard_normal((n, k)) * 0.3).astype(dt)
     bias = rng.standard_normal(n).astype(dt)
-    mem = DeviceMemory()
-    ptrs = [mem.alloc(a), mem.alloc(b), mem.alloc(bias), mem.alloc(np.full((m, n), np.nan, dt))]
-    run_kernel(lowered(cfg), (2, 2), ptrs + [m, n, k], mem)
-    out = mem.read(ptrs[3], np.empty((m, n), dt)).astype(np.float32)
+    out = interpret_gemm(cfg, a, b, bias=bias).astype(np.float32)
     y = a.astype(np.float32) @ b.astype(np.float32).T + bias.astype(np.float32)
     y = {"none": y, "relu": np.maximum(y, 0), "silu": y / (1 + np.exp(-y))}[activation]
     tol = 2e-3 if dtype == "f16" else 1e-2
@@ -120,10 +130,7 @@ def _broken(cfg, mutate):
 
 def _run(kernel, cfg, m=40, n=40, k=128):
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((m, k)).astype(np.float16), rng.standard_normal((n, k)).astype(np.float16)
-    mem = DeviceMemory()
-    args = [mem.alloc(a), mem.alloc(b), mem.alloc(np.zeros((m, n), np.float16)), m, n, k]
-    run_kernel(kernel, ((n + cfg.bn - 1) // cfg.bn, (m + cfg.bm - 1) // cfg.bm), args, mem)
+    interpret_gemm(cfg, rng.standard_normal((m, k)).astype(np.float16), rng.standard_normal((n, k)).astype(np.float16), kernel)
 
 
 def test_the_interpreter_catches_a_missing_barrier():
@@ -186,7 +193,8 @@ def schedules(draw):
     wm, wn = draw(st.sampled_from([16, 32, 64])), draw(st.sampled_from([16, 32, 64]))
     cfg = dict(dtype=draw(st.sampled_from(["f16", "bf16"])), bm=warps_m * wm, bn=warps_n * wn, bk=draw(st.sampled_from([32, 64])),
                warps_m=warps_m, warps_n=warps_n, stages=draw(st.integers(2, 4)), b_kn=draw(st.booleans()),
-               bias=draw(st.booleans()), activation=draw(st.sampled_from(["none", "relu"])), prefetch=draw(st.booleans()))
+               bias=draw(st.booleans()), activation=draw(st.sampled_from(["none", "relu"])), prefetch=draw(st.booleans()),
+               split_k=draw(st.integers(1, 3)), raster=draw(st.integers(1, 3)))
     try:
         return GemmConfig(**cfg)
     except ValueError:  # e.g. a tile that does not split over the threads
@@ -204,14 +212,11 @@ def test_any_valid_schedule_computes_the_product(cfg, mt, nt, seed):
     except ValueError:
         assume(False)
     a, b = rng.integers(-3, 4, (m, k)).astype(dt), rng.integers(-3, 4, (n, k)).astype(dt)
-    bias = rng.integers(-3, 4, n).astype(dt)
-    mem = DeviceMemory()
-    ptrs = [mem.alloc(a), mem.alloc(np.ascontiguousarray(b.T) if cfg.b_kn else b)] + ([mem.alloc(bias)] if cfg.bias else [])
-    ptrs.append(mem.alloc(np.full((m, n), np.nan, dt)))
-    run_kernel(lowered(cfg), (nt, mt), ptrs + [m, n, k], mem)
+    bias = rng.integers(-3, 4, n).astype(dt) if cfg.bias else None
+    out = interpret_gemm(cfg, a, np.ascontiguousarray(b.T) if cfg.b_kn else b, bias=bias)
     y = a.astype(np.float32) @ b.astype(np.float32).T + (bias.astype(np.float32) if cfg.bias else 0)
     y = np.maximum(y, 0) if cfg.activation == "relu" else y
-    assert np.array_equal(mem.read(ptrs[-1], np.empty((m, n), dt)).astype(np.float32), y.astype(dt).astype(np.float32))
+    assert np.array_equal(out.astype(np.float32), y.astype(dt).astype(np.float32))
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
@@ -233,28 +238,17 @@ def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
 def run_weight_gemm(cfg, fmt, x, w, bias=None):
     """Quantize w with `fmt`, pack it (lowering.ladder), run the lowered kernel(s) on the
     interpreter; returns (out, the weight the kernel computes with, the format's dequantized weight)."""
-    from ir.numerics import QuantFormat  # noqa: F401
     from lowering.ladder import pack_weight, unpack_weight
-    from lowering.tile_to_warp import splitk_reduce_kernel
 
     m, k = x.shape
     n = w.shape[0]
     q, s, z = fmt.quantize(w)
     packed = pack_weight(q, s, z, fmt, cfg.dtype)
-    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
     mem = DeviceMemory()
-    ptrs = [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)] + ([mem.alloc(packed.zeros)] if cfg.zero else [])
-    out = mem.alloc(np.full((m, n), np.nan, dt))
-    if cfg.split_k == 1:
-        ptrs += ([mem.alloc(bias)] if bias is not None else []) + [out]
-        run_kernel(lowered(cfg), cfg.grid(m, n), ptrs + [m, n, k], mem)
-    else:
-        ws = mem.alloc(np.full(cfg.workspace_shape(m, n), np.nan, np.float32))
-        run_kernel(lowered(cfg), cfg.grid(m, n), ptrs + [ws, m, n, k], mem)
-        reduce = lowered_gemm_kernel(cfg, splitk_reduce_kernel).ops.first
-        run_kernel(reduce, cfg.reduce_grid(m, n), [ws] + ([mem.alloc(bias)] if bias is not None else []) + [out, m, n], mem)
+    operands = [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)] + ([mem.alloc(packed.zeros)] if cfg.zero else [])
+    out = launch(cfg, mem, operands, bias, m, n, k, x.dtype)
     dense = unpack_weight(packed, cfg.weight, cfg.group, cfg.scale == "e8m0", cfg.dtype, k)
-    return mem.read(out, np.empty((m, n), dt)).astype(np.float32), dense, fmt.dequantize(q, s, z)
+    return out.astype(np.float32), dense, fmt.dequantize(q, s, z)
 
 
 WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kind, split-K, raster, 16-row tiles
