@@ -177,7 +177,7 @@ def mma_peak_tflops() -> float:
 
 def sanitize() -> None:
     """GEMMs of every path, checked, for running under compute-sanitizer: a small one and a large
-    one, one with K split, and quantized ones with zero points and with MX scales."""
+    one, one with K split, quantized ones with zero points and with MX scales, and 8-bit x 8-bit."""
     import torch
 
     import backend as rung
@@ -189,12 +189,12 @@ def sanitize() -> None:
         torch.cuda.synchronize()
         err = (y.float() - x.float() @ w.float().T).abs().max().item()
         print(f"sanitize {m}x{n}x{k}: max abs error {err:.3g}")
-    for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1)):
+    for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1), ("w8a8", 70), ("fp8", 3)):
         qw = rung.quantize(torch.randn(264, 512, device="cuda"), fmt, dtype="f16")
         x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
         y = rung.qlinear(x, qw)
         torch.cuda.synchronize()
-        err = (y.float() - x.float() @ qw.dequantize().float().T).abs().max().item()
+        err = (y.float() - x.float() @ qw.dequantize().float().T).abs().max().item()  # (8-bit x: quantization error included)
         print(f"sanitize {fmt} {m}x264x512: max abs error {err:.3g}")
 
 

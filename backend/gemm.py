@@ -75,12 +75,17 @@ class GemmKernels:
     @property
     def path(self) -> str:
         cfg = self.cfg
-        b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
-            "decoded in registers" if cfg.weight else f"{cfg.dtype} weight"
+        if cfg.a8:
+            b = f"{cfg.a8} activations and weight, scaled per token and channel, {cfg.dtype} out"
+        elif cfg.weight:
+            b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
+                "decoded in registers"
+        else:
+            b = f"{cfg.dtype} weight"
         epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
         split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
         hopper = " (the sm_80 path: no wgmma path yet)" if self.target.startswith("sm_90") else ""
-        return (f"{cfg.name}: mma.sync m16n8k16 {cfg.dtype}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
+        return (f"{cfg.name}: mma.sync {cfg.mma[1]} {cfg.mma[0]}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
                 f"{cfg.stages}-stage cp.async{split}, built for {self.target}{hopper}")
 
     def launch(self, addresses: dict[str, int], m: int, n: int, k: int, like) -> None:
@@ -102,6 +107,8 @@ class GemmKernels:
 @lru_cache(maxsize=None)
 def gemm_kernels(cfg: GemmConfig, target: str, ordinal: int = 0) -> GemmKernels:
     """The loadable kernels of a schedule; `path` names what runs."""
+    if cfg.a8 == "e4m3" and target in ("sm_80", "sm_86"):
+        raise RungError(f"fp8 (e4m3) mma.sync needs sm_89 or newer; the target is {target}")
     gemm = Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, "", ordinal, dynamic_shared(cfg.shared_bytes))
     reduce = None
     if cfg.split_k > 1:

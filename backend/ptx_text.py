@@ -7,7 +7,7 @@ from xdsl.ir import SSAValue
 
 from dialects.ptx import ForOp, KernelOp, YieldOp, kind_of
 
-PTX_VERSION = "8.0"
+PTX_VERSION = "8.4"  # 8.4: mma.sync on e4m3 (sm_89 and later)
 TARGETS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
 _CLASSES = {"pred": ("%p", ".pred"), "b16": ("%h", ".b16"), "b32": ("%r", ".b32"), "u32": ("%r", ".b32"),
             "s32": ("%r", ".b32"), "f32": ("%f", ".f32"), "b64": ("%rd", ".b64"), "u64": ("%rd", ".b64")}

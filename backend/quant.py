@@ -6,10 +6,13 @@ decode the weight in registers.
     y = rung.qlinear(x, qw)                             # x [..., K] f16/bf16 -> [..., N]
     qw = rung.QuantizedWeight.from_gptfast(weight, scales_and_zeros, group=128)
     qw = rung.QuantizedWeight.from_autogptq(qweight, qzeros, scales, group=128)
+    qw = rung.quantize(w, "w8a8")                       # int8 weight and activations (or "fp8": e4m3 both)
 
 Formats are ir.numerics presets ("int4", "uint4", "nf4", "mxfp4", "mxfp8", "int8", ...) or
 element formats ("int2", "e2m1", "e4m3", ...); keywords override the group size, the scale
 type and the zero-point mode. Quantizing rounds to nearest (ir.numerics.QuantFormat).
+"w8a8" and "fp8" quantize the weight per output channel and, at every call, the activations
+per token (absmax), and multiply 8-bit by 8-bit on the tensor cores (mma.m16n8k32).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from lowering.graph_to_tile import choose_config
 from lowering.ladder import PackedWeight, decoder, pack_weight, unpack_weight
 
 _UNSET = object()
+EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # preset -> weight element, mma input, largest value
 
 
 @dataclass
@@ -44,6 +48,7 @@ class QuantizedWeight:
     codes: object
     scales: object
     zeros: object | None
+    activations: str = ""  # "" (weight-only) or "s8" / "e4m3": codes [N, K] as stored, f32 scales [N], 8-bit activations per token
 
     @classmethod
     def from_values(cls, values, scales, zeros, fmt: QuantFormat, dtype: str, device) -> "QuantizedWeight":
@@ -75,8 +80,12 @@ class QuantizedWeight:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.zeros) if t is not None)
 
     def dequantize(self):
-        """The [N, K] weight the kernels compute with, as a tensor of the activation dtype on its device."""
+        """The [N, K] weight the kernels compute with, as a tensor of the activation dtype on its device
+        (8-bit weights: exactly, in float32)."""
         import torch
+
+        if self.activations:
+            return self.codes.float() * self.scales[:, None]
 
         def raw(t):
             if t is None:
@@ -176,14 +185,16 @@ def quantize(weight, format="int4", *, group=_UNSET, scale=_UNSET, zero=_UNSET, 
     weight's device; `dtype` (f16 or bf16) is the activations' type (default: the weight's, or f16)."""
     import torch
 
-    fmt = quant_format(format, group, scale, zero)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise RungError("quantize takes a 2-D torch tensor [N, K]")
+    dtype = dtype or {torch.bfloat16: "bf16"}.get(weight.dtype, "f16")
+    if format in EIGHT_BIT:
+        return _quantize_eight_bit(weight, format, dtype)
+    fmt = quant_format(format, group, scale, zero)
     try:
         decoder(fmt.element)
     except FormatError as e:
         raise RungError(f"{e}: Rung's kernels cannot read {fmt.element} weights") from None
-    dtype = dtype or {torch.bfloat16: "bf16"}.get(weight.dtype, "f16")
     try:
         values, scales, zeros = fmt.quantize(weight.detach().double().cpu().numpy())
     except FormatError as e:
@@ -191,10 +202,43 @@ def quantize(weight, format="int4", *, group=_UNSET, scale=_UNSET, zero=_UNSET, 
     return QuantizedWeight.from_values(values, scales, zeros, fmt, dtype, weight.device)
 
 
+def _quantize_eight_bit(weight, preset: str, dtype: str) -> QuantizedWeight:
+    """An 8-bit weight per output channel (f32 scales), stored as it is: ldmatrix reads it directly."""
+    import torch
+
+    element, a8, _ = EIGHT_BIT[preset]
+    n, k = weight.shape
+    if k % 16:
+        raise RungError(f"{preset} needs K a multiple of 16 (16-byte rows), got {k}")
+    fmt = QuantFormat(element, None, "f32")
+    try:
+        values, scales, _ = fmt.quantize(weight.detach().double().cpu().numpy())
+    except FormatError as e:
+        raise RungError(f"cannot quantize the weight as {element}: {e}") from None
+    codes = torch.from_numpy(values.astype(np.int8) if a8 == "s8" else values.astype(np.float32)).to(weight.device)
+    if a8 == "e4m3":
+        codes = codes.to(torch.float8_e4m3fn)  # exact: the values are e4m3 values
+    return QuantizedWeight(fmt, dtype, (n, k), codes, torch.from_numpy(scales[:, 0].copy()).to(weight.device), None, a8)
+
+
+def per_token(x2d, a8: str):
+    """8-bit activations and their f32 scales per row (absmax, round to nearest): what 8-bit
+    kernels multiply (x ~ x8 * scale[:, None])."""
+    import torch
+
+    largest = EIGHT_BIT["w8a8" if a8 == "s8" else "fp8"][2]
+    scale = (x2d.abs().amax(dim=1).float() / largest).clamp_min(torch.finfo(torch.float32).tiny)
+    y = x2d.float() / scale[:, None]
+    return (y.round().clamp(-127, 127).to(torch.int8) if a8 == "s8" else y.to(torch.float8_e4m3fn)), scale
+
+
 @lru_cache(maxsize=4096)
-def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, bias: bool, sms: int) -> GemmConfig:
-    cfg = choose_config(m, n, k, dtype, weight=fmt.element, group=fmt.group or 0, scale="e8m0" if fmt.scale == "e8m0" else "",
-                        zero=fmt.zero != "none", sms=sms)
+def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bias: bool, sms: int) -> GemmConfig:
+    if a8:
+        cfg = choose_config(m, n, k, dtype, sms=sms, a8=a8)
+    else:
+        cfg = choose_config(m, n, k, dtype, weight=fmt.element, group=fmt.group or 0, scale="e8m0" if fmt.scale == "e8m0" else "",
+                            zero=fmt.zero != "none", sms=sms)
     return dataclasses.replace(cfg, bias=bias) if bias else cfg
 
 
@@ -226,8 +270,11 @@ def qlinear(x, qw: QuantizedWeight, bias=None, out=None):
     check_same(("x", "out") + (("bias",) if bias is not None else ()), (x, out) + ((bias,) if bias is not None else ()))
     if m and n:
         ordinal = x.device.index or 0
-        cfg = _schedule(m, n, k, qw.dtype, qw.format, bias is not None, device_multiprocessors(x))
+        cfg = _schedule(m, n, k, qw.dtype, qw.format, qw.activations, bias is not None, device_multiprocessors(x))
         addresses = {"a": x.data_ptr(), "b": qw.codes.data_ptr(), "scales": qw.scales.data_ptr(), "c": out.data_ptr()}
+        if qw.activations:
+            x8, x_scales = per_token(x.reshape(m, k), qw.activations)
+            addresses.update(a=x8.data_ptr(), a_scales=x_scales.data_ptr())
         if qw.zeros is not None:
             addresses["zeros"] = qw.zeros.data_ptr()
         if bias is not None:

@@ -241,14 +241,15 @@ class MadOp(PtxOp):
 
 @irdl_op_definition
 class CvtOp(PtxOp):
-    """cvt.<dst kind>.<src kind> dst, src (integer widening and narrowing)."""
+    """cvt[.rn].<dst kind>.<src kind> dst, src: integer widening and narrowing, and integer to f32 (rounding to nearest)."""
 
     name = "ptx.cvt"
     x = operand_def(RegType)
     result = result_def(RegType)
 
     def text(self, r):
-        return f"cvt.{kind_of(self.result)}.{kind_of(self.x)} {r(self.result)}, {r(self.x)};"
+        to_float = kind_of(self.result) == "f32" and kind_of(self.x) != "f32"  # integer to float rounds: .rn
+        return f"cvt{'.rn' if to_float else ''}.{kind_of(self.result)}.{kind_of(self.x)} {r(self.result)}, {r(self.x)};"
 
     def execute(self, cta, x):
         return x.astype(KINDS[kind_of(self.result)])
@@ -508,11 +509,16 @@ def ldmatrix_lanes(cta, addr: np.ndarray, count: int, trans: bool) -> tuple[np.n
     return tuple(out)
 
 
+EIGHT_BIT = {"s8": np.int8, "e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2"}  # 8-bit mma input types, by numpy (or ml_dtypes) type
+
+
 @irdl_op_definition
 class MmaOp(PtxOp):
-    """mma.sync.aligned.<shape>.row.col.<acc>.<t>.<t>.<acc> {d}, {a}, {b}, {c}: shape m16n8k16 or
-    m16n8k8, t = f16 or bf16 (two per b32 register, the lower index in the low half), acc = f32
-    (one per register) or f16 (two per b32 register; f16 inputs only). Fragments: ir.layout."""
+    """mma.sync.aligned.<shape>.row.col.<acc>.<t>.<t>.<acc> {d}, {a}, {b}, {c}: t = f16 or bf16
+    (two per b32 register, the lower index in the low half) with shape m16n8k16 or m16n8k8 and
+    acc = f32 (one per register) or f16 (two per register; f16 inputs only); or t = s8 (acc
+    s32) or e4m3/e5m2 (acc f32, sm_89 and later) with shape m16n8k32, four per register, the
+    lowest index in the lowest byte. Fragments: ir.layout."""
 
     name = "ptx.mma"
     a = var_operand_def(RegType)
@@ -529,17 +535,21 @@ class MmaOp(PtxOp):
 
     def _counts(self) -> tuple[int, int, int]:
         """Registers of A, B and C/D."""
-        k16 = self._shape() == "m16n8k16"
-        return (4 if k16 else 2), (2 if k16 else 1), (4 if self._acc() == "f32" else 2)
+        k8 = self._shape() == "m16n8k8"
+        return (2 if k8 else 4), (1 if k8 else 2), (2 if self._acc() == "f16" else 4)
 
     def verify_(self):
-        if self._shape() not in ("m16n8k16", "m16n8k8") or self._acc() not in ("f32", "f16") or self.dtype.data not in ("f16", "bf16"):
+        t, shape, acc = self.dtype.data, self._shape(), self._acc()
+        if t in EIGHT_BIT:
+            if shape != "m16n8k32" or acc != ("s32" if t == "s8" else "f32"):
+                raise VerifyException("8-bit mma is m16n8k32 with s32 accumulators for s8 and f32 for e4m3/e5m2")
+        elif shape not in ("m16n8k16", "m16n8k8") or acc not in ("f32", "f16") or t not in ("f16", "bf16"):
             raise VerifyException("mma takes shape m16n8k16 or m16n8k8, f16 or bf16 inputs, f32 or f16 accumulators")
-        if self._acc() == "f16" and self.dtype.data != "f16":
+        if acc == "f16" and t != "f16":
             raise VerifyException("f16 accumulators need f16 inputs")
         na, nb, nc = self._counts()
         if len(self.a) != na + nb + nc or len(self.results_) != nc:
-            raise VerifyException(f"{self._shape()} with {self._acc()} accumulators takes {na} A, {nb} B and {nc} C registers and gives {nc}")
+            raise VerifyException(f"{shape} with {acc} accumulators takes {na} A, {nb} B and {nc} C registers and gives {nc}")
 
     def text(self, r):
         regs = [r(v) for v in self.a]
@@ -551,21 +561,30 @@ class MmaOp(PtxOp):
     def execute(self, cta, *regs):
         from ir.layout import MMA_SHAPES
 
-        def halves(words, dtype):
+        def values(words, dtype):
+            """[warps, 32, values] of the registers' packed elements, in order."""
             w = np.stack(words, axis=1).astype(np.uint32).reshape(-1, 32, len(words))
+            if dtype in EIGHT_BIT:
+                import ml_dtypes
+
+                t = np.dtype(getattr(ml_dtypes, EIGHT_BIT[dtype]) if isinstance(EIGHT_BIT[dtype], str) else EIGHT_BIT[dtype])
+                return np.ascontiguousarray(w).astype("<u4").view(np.uint8).view(t).astype(np.float64).reshape(w.shape[0], 32, -1)
             pair = np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16).reshape(w.shape[0], 32, -1)
             return unpack_halves(pair, dtype)
 
         na, nb, nc = self._counts()
-        a, b = halves(regs[:na], self.dtype.data), halves(regs[na:na + nb], self.dtype.data)
-        f16_acc = self._acc() == "f16"
-        c = halves(regs[na + nb:], "f16") if f16_acc else np.stack(regs[na + nb:], axis=1).reshape(-1, 32, 4).astype(np.float64)
+        a, b = values(regs[:na], self.dtype.data), values(regs[na:na + nb], self.dtype.data)
+        acc = self._acc()
+        if acc == "f16":
+            c = values(regs[na + nb:], "f16")
+        else:
+            c = np.stack(regs[na + nb:], axis=1).reshape(-1, 32, 4).astype(np.float64)
         mma = MMA_SHAPES[self._shape()]
         d = np.stack([mma(a[w], b[w], c[w]) for w in range(a.shape[0])]).reshape(-1, 4)
-        if f16_acc:  # round each element to f16 and pack pairs, the lower index in the low half
+        if acc == "f16":  # round each element to f16 and pack pairs, the lower index in the low half
             bits = d.astype(np.float16).view(np.uint16).astype(np.uint32)
             return bits[:, 0] | (bits[:, 1] << 16), bits[:, 2] | (bits[:, 3] << 16)
-        d = d.astype(np.float32)
+        d = d.astype(np.int64).astype(np.int32) if acc == "s32" else d.astype(np.float32)  # s32: exact, wrapping as the GPU does
         return tuple(d[:, i].copy() for i in range(4))
 
 

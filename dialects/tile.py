@@ -37,6 +37,7 @@ from ir.layout import Swizzle
 
 MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
 REDUCE_THREADS = 256  # threads per block of the split-K reduction
+EIGHT_BIT_OPERANDS = {"s8": ("s8", "m16n8k32", "s32"), "e4m3": ("e4m3", "m16n8k32", "f32")}  # mma input, shape, accumulator
 
 
 def copy_elems(k: int) -> int:
@@ -102,6 +103,8 @@ class GemmConfig:
     split_k: int = 1  # K split over grid z: partial sums in an f32 workspace, summed by a second kernel
     raster: int = 1  # blocks run in bands of `raster` M-tiles, so a band's B tiles are reused from L2
     prefetch: bool = False  # load the next k16 steps' fragments into registers while the current ones compute
+    a8: str = ""  # "" (A and B in dtype) or "s8" / "e4m3": 8-bit A [M, K] and B [N, K] with f32 scales per row of A
+    # and of B, multiplied by mma.m16n8k32; dtype is then the output's type
 
     def __post_init__(self):
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
@@ -128,6 +131,11 @@ class GemmConfig:
             self._check_weight()
         elif self.group or self.scale or self.zero:
             raise ValueError("group, scale and zero describe a low-precision weight: set `weight` too")
+        if self.a8:
+            if self.a8 not in EIGHT_BIT_OPERANDS or self.weight or self.b_kn or self.copy_elems != 8:
+                raise ValueError(f"8-bit operands (a8) are s8 or e4m3, with A [M, K] and B [N, K] rows 16-byte aligned, not {self.a8}")
+            if self.bk < 64:
+                raise ValueError("8-bit operands take BK 64 or 128 (32 bytes per mma step)")
         for tile in self.copied_tiles:
             if tile.elems == 1 and (tile.rows * tile.cols) % self.threads:
                 raise ValueError(f"a {tile.rows}x{tile.cols} tile copied element by element does not split evenly over {self.threads} threads")
@@ -155,21 +163,36 @@ class GemmConfig:
         return 32 * self.warps_m * self.warps_n
 
     @property
+    def k_unit(self) -> int:
+        """K elements per 16-bit unit of A's rows: 2 for 8-bit operands (a pair of bytes), else 1."""
+        return 2 if self.a8 else 1
+
+    @property
+    def bk_units(self) -> int:
+        """A k-tile in 16-bit units: the k16 steps of the kernel are k32 steps for 8-bit operands."""
+        return self.bk // self.k_unit
+
+    @property
+    def mma(self) -> tuple[str, str, str]:
+        """(input type, shape, accumulator type) of the kernel's mma.sync."""
+        return EIGHT_BIT_OPERANDS[self.a8] if self.a8 else (self.dtype, "m16n8k16", "f32")
+
+    @property
     def a_tile(self) -> SharedTile:
-        return SharedTile(self.bm, self.bk, self.copy_elems)
+        return SharedTile(self.bm, self.bk_units, self.copy_elems)
 
     @property
     def weight_bits(self) -> int:
         from ir.numerics import element_format
 
-        return element_format(self.weight).bits if self.weight else 16
+        return element_format(self.weight).bits if self.weight else 8 if self.a8 else 16
 
     @property
     def b_tile(self) -> SharedTile:
         if self.weight:  # packed codes: BK * bits / 16 halves a row, copied 16, 8 or 4 bytes at a time
             cols = self.bk * self.weight_bits // 16
             return SharedTile(self.bn, cols, min(8, cols))
-        return SharedTile(self.bk, self.bn, self.b_copy_elems) if self.b_kn else SharedTile(self.bn, self.bk, self.copy_elems)
+        return SharedTile(self.bk, self.bn, self.b_copy_elems) if self.b_kn else SharedTile(self.bn, self.bk_units, self.copy_elems)
 
     @property
     def scale_rows(self) -> int:
@@ -196,11 +219,11 @@ class GemmConfig:
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        """The kernel's parameters: addresses of a, b, [scales, [zeros],] [bias,] c (the f32 workspace
-        when K is split: the bias then goes to the reduction), then the sizes m, n, k."""
-        weight = ("scales", "zeros")[: 1 + self.zero] if self.weight else ()
+        """The kernel's parameters: addresses of a, b, [a_scales,] [scales, [zeros],] [bias,] c (the
+        f32 workspace when K is split: the bias then goes to the reduction), then the sizes m, n, k."""
+        scales = ("a_scales", "scales") if self.a8 else ("scales", "zeros")[: 1 + self.zero] if self.weight else ()
         bias = ("bias",) if self.bias and self.split_k == 1 else ()
-        return ("a", "b", *weight, *bias, "c", "m", "n", "k")
+        return ("a", "b", *scales, *bias, "c", "m", "n", "k")
 
     @property
     def param_kinds(self) -> tuple[str, ...]:
@@ -233,6 +256,7 @@ class GemmConfig:
         suffix += f"_split{self.split_k}" if self.split_k > 1 else ""
         suffix += f"_r{self.raster}" if self.raster > 1 else ""
         suffix += "_pf" if self.prefetch else ""
+        suffix += f"_x{self.a8}" if self.a8 else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 
@@ -249,6 +273,7 @@ class MatmulOp(IRDLOperation):
     name = "tile.matmul"
     x = operand_def(TensorType)
     w = operand_def(TensorType)
+    x_scales = opt_operand_def(TensorType)
     scales = opt_operand_def(TensorType)
     zeros = opt_operand_def(TensorType)
     bias = opt_operand_def(TensorType)
@@ -262,14 +287,18 @@ class MatmulOp(IRDLOperation):
     split_k = opt_prop_def(IntegerAttr)
     raster = opt_prop_def(IntegerAttr)
     prefetch = opt_prop_def(UnitAttr)
+    a8 = opt_prop_def(StringAttr)
     traits = traits_def(Pure())
-    assembly_format = ("$x `,` $w (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` type($x) `,` type($w) "
-                       "(`scales` type($scales)^)? (`zeros` type($zeros)^)? (`bias` type($bias)^)? `->` type($result)")
+    assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
+                       "type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
+                       "(`bias` type($bias)^)? `->` type($result)")
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
 
     @staticmethod
     def get(x: SSAValue, w: SSAValue, bias: SSAValue | None, cfg: GemmConfig, scales: SSAValue | None = None,
-            zeros: SSAValue | None = None, weight: QuantAttr | None = None) -> "MatmulOp":
+            zeros: SSAValue | None = None, weight: QuantAttr | None = None, x_scales: SSAValue | None = None,
+            result_element=None) -> "MatmulOp":
+        """`result_element`: the output's element type when x is 8-bit (cfg.a8)."""
         m, n = x.type.get_shape()[0], w.type.get_shape()[1 if cfg.b_kn else 0]
         props = {"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
                  "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
@@ -280,13 +309,16 @@ class MatmulOp(IRDLOperation):
             props["b_kn"] = UnitAttr()
         if cfg.prefetch:
             props["prefetch"] = UnitAttr()
+        if cfg.a8:
+            props["a8"] = StringAttr(cfg.a8)
         if weight is not None:
             props["weight"] = weight
         for name in ("split_k", "raster"):
             if getattr(cfg, name) > 1:
                 props[name] = IntegerAttr(getattr(cfg, name), i64)
-        operands = [x, w, [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else []]
-        return MatmulOp.build(operands=operands, result_types=[TensorType(x.type.element_type, [m, n])], properties=props)
+        operands = [x, w, [x_scales] if x_scales else [], [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else []]
+        out = TensorType(result_element or x.type.element_type, [m, n])
+        return MatmulOp.build(operands=operands, result_types=[out], properties=props)
 
     @property
     def config(self) -> GemmConfig:
@@ -299,16 +331,20 @@ class MatmulOp(IRDLOperation):
             fmt = self.weight.format
             weight = {"weight": fmt.element, "group": fmt.group or 0, "scale": "e8m0" if fmt.scale == "e8m0" else "",
                       "zero": fmt.zero != "none"}
-        return GemmConfig(str(self.x.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
-                          copy_elems(self.x.type.get_shape()[1]), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
+        a8 = self.a8.data if self.a8 else ""
+        k = self.x.type.get_shape()[1]
+        return GemmConfig(str(self.result.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
+                          8 if a8 else copy_elems(k), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
                           split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
-                          prefetch=self.prefetch is not None, **weight)
+                          prefetch=self.prefetch is not None, a8=a8, **weight)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
-        if str(x.element_type) not in ("f16", "bf16") or len(x.get_shape()) != 2:
+        if self.a8 is not None:
+            n = self._verify_eight_bit()
+        elif str(x.element_type) not in ("f16", "bf16") or len(x.get_shape()) != 2:
             raise VerifyException(f"tile.matmul takes x [M, K] of f16 or bf16, got {x}")
-        if self.weight is not None:
+        elif self.weight is not None:
             n = self._verify_packed_weight()
         else:
             k_dim = 0 if self.b_kn else 1
@@ -317,9 +353,12 @@ class MatmulOp(IRDLOperation):
             if self.scales is not None or self.zeros is not None:
                 raise VerifyException("scales and zeros belong to a low-precision weight: set `weight`")
             n = w.get_shape()[1 - k_dim]
-        want = TensorType(x.element_type, [x.get_shape()[0], n])
-        if self.bias is not None and self.bias.type != TensorType(x.element_type, [n]):
-            raise VerifyException(f"bias must be tensor<{n}x{x.element_type}>, got {self.bias.type}")
+        out = self.result.type.element_type
+        want = TensorType(out, [x.get_shape()[0], n])
+        if self.x_scales is not None and self.a8 is None:
+            raise VerifyException("x_scales belong to 8-bit operands: set `a8`")
+        if self.bias is not None and self.bias.type != TensorType(out, [n]):
+            raise VerifyException(f"bias must be tensor<{n}x{out}>, got {self.bias.type}")
         if self.result.type != want:
             raise VerifyException(f"result type must be {want}, got {self.result.type}")
         if len(self.block.get_values()) != 3 or len(self.warps.get_values()) != 2:
@@ -328,6 +367,23 @@ class MatmulOp(IRDLOperation):
             self.config
         except ValueError as e:
             raise VerifyException(str(e)) from None
+
+    def _verify_eight_bit(self) -> int:
+        """x [M, K] and w [N, K] of the 8-bit type, x_scales [M] and scales [N] of f32, K a multiple of 16."""
+        from xdsl.dialects.builtin import Float8E4M3FNType, f32, i8
+
+        x, w = self.x.type, self.w.type
+        elem = {"s8": i8, "e4m3": Float8E4M3FNType()}.get(self.a8.data)
+        if elem is None or x.element_type != elem or w.element_type != elem or len(x.get_shape()) != 2 or len(w.get_shape()) != 2:
+            raise VerifyException(f"8-bit operands {self.a8.data} need x [M, K] and w [N, K] of {elem}, got {x} and {w}")
+        (m, k), (n, k2) = x.get_shape(), w.get_shape()
+        if k != k2 or k % 16:
+            raise VerifyException(f"x and w must share K, a multiple of 16 (16-byte rows), got {k} and {k2}")
+        if self.x_scales is None or self.scales is None or self.x_scales.type != TensorType(f32, [m]) or self.scales.type != TensorType(f32, [n]):
+            raise VerifyException(f"8-bit operands need x_scales tensor<{m}xf32> and scales tensor<{n}xf32>")
+        if str(self.result.type.element_type) not in ("f16", "bf16"):
+            raise VerifyException(f"the result of 8-bit operands is f16 or bf16, got {self.result.type.element_type}")
+        return n
 
     def _verify_packed_weight(self) -> int:
         fmt = self.weight.format
@@ -341,7 +397,10 @@ class MatmulOp(IRDLOperation):
         return n
 
     def _dense_weight(self, w, scales, zeros):
-        """w as [N, K] values of the activation dtype (a packed weight decoded as the kernel decodes it)."""
+        """w as [N, K] values of the activation dtype (a packed weight decoded as the kernel decodes it;
+        8-bit operands times their per-row scale)."""
+        if self.a8 is not None:
+            return np.asarray(w, np.float64) * np.asarray(scales, np.float64)[:, None]
         if self.weight is None:
             return w.T if self.b_kn else w
         from lowering.ladder import PackedWeight, unpack_weight
@@ -352,10 +411,14 @@ class MatmulOp(IRDLOperation):
 
     def execute(self, x, w, *rest):
         cfg = self.config
-        scales = rest[0] if self.scales is not None else None
-        zeros = rest[1] if self.zeros is not None else None
-        bias = rest[-1] if self.bias is not None else None
+        rest = list(rest)
+        x_scales = rest.pop(0) if self.x_scales is not None else None
+        scales = rest.pop(0) if self.scales is not None else None
+        zeros = rest.pop(0) if self.zeros is not None else None
+        bias = rest.pop(0) if self.bias is not None else None
         w = self._dense_weight(w, scales, zeros)  # [N, K]
+        if x_scales is not None:
+            x = np.asarray(x, np.float64) * np.asarray(x_scales, np.float64)[:, None]
         m, k = x.shape
         n = w.shape[0]
         per_split = -(-k // cfg.bk // cfg.split_k) * cfg.bk

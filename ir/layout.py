@@ -12,7 +12,7 @@ tuples of ints (`IntTuple`); a 1-D index is split into coordinates colexicograph
 - `Swizzle(b, m, s)`: offset ^ ((offset >> s) & (2^b - 1) << m), a bijection that breaks
   shared-memory bank conflicts; `ComposedLayout(swizzle, layout)` applies it after a layout.
 
-Thread-value layouts (`MMA_M16N8K16_*`, `MMA_M16N8K8_*`) map (lane, value) to a fragment
+Thread-value layouts (`MMA_M16N8K16_*`, `MMA_M16N8K8_*`, `MMA_M16N8K32_*`) map (lane, value) to a fragment
 element's position in the PTX ISA's mma operand tiles; `MMA_SHAPES` computes with them.
 """
 
@@ -264,16 +264,18 @@ class ComposedLayout:
         return np.asarray(self.swizzle(self.layout.offsets()), dtype=np.int64)
 
 
-# --- tensor-core fragment layouts (PTX ISA, mma.sync.m16n8k{16,8} with 16-bit A/B) -------------
+# --- tensor-core fragment layouts (PTX ISA: mma.sync.m16n8k{16,8} with 16-bit A/B, m16n8k32 with 8-bit A/B)
 # Each maps (lane, value) -> the element's column-major index in its operand tile:
 # A is M x K (m + 16 k), B is N x K (n + 8 k), C/D is M x N = 16 x 8 (m + 16 n).
-# lane = (lane % 4, lane // 4) = (threadID_in_group, groupID).
+# lane = (lane % 4, lane // 4) = (threadID_in_group, groupID); a register holds 2 (16-bit) or 4 (8-bit) values.
 
 MMA_M16N8K16_A = Layout(((4, 8), (2, 2, 2)), ((32, 1), (16, 8, 128)))
 MMA_M16N8K16_B = Layout(((4, 8), (2, 2)), ((16, 1), (8, 64)))
 MMA_M16N8K16_C = Layout(((4, 8), (2, 2)), ((32, 1), (16, 8)))
 MMA_M16N8K8_A = Layout(((4, 8), (2, 2)), ((32, 1), (16, 8)))
 MMA_M16N8K8_B = Layout(((4, 8), 2), ((16, 1), 8))
+MMA_M16N8K32_A = Layout(((4, 8), (4, 2, 2)), ((64, 1), (16, 8, 256)))
+MMA_M16N8K32_B = Layout(((4, 8), (4, 2)), ((32, 1), (8, 128)))
 
 
 @dataclass(frozen=True)
@@ -314,5 +316,6 @@ MMA_C = TVLayout(MMA_M16N8K16_C, (16, 8))
 MMA_SHAPES = {
     "m16n8k16": MmaShape("m16n8k16", 16, TVLayout(MMA_M16N8K16_A, (16, 16)), TVLayout(MMA_M16N8K16_B, (8, 16)), MMA_C),
     "m16n8k8": MmaShape("m16n8k8", 8, TVLayout(MMA_M16N8K8_A, (16, 8)), TVLayout(MMA_M16N8K8_B, (8, 8)), MMA_C),
+    "m16n8k32": MmaShape("m16n8k32", 32, TVLayout(MMA_M16N8K32_A, (16, 32)), TVLayout(MMA_M16N8K32_B, (8, 32)), MMA_C),
 }
 MMA_A, MMA_B = MMA_SHAPES["m16n8k16"].a, MMA_SHAPES["m16n8k16"].b

@@ -37,10 +37,11 @@ SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launche
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat
 def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight: str = "", group: int = 0, scale: str = "",
-                  zero: bool = False, sms: int = SMS) -> GemmConfig:
+                  zero: bool = False, sms: int = SMS, a8: str = "") -> GemmConfig:
     """Tile sizes from the shape and the weight's format.
 
     M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N.
+    8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse.
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
     16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
@@ -52,6 +53,14 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         from lowering.ladder import block_elems, decoder
 
         block = block_elems(decoder(weight).bits)
+    if a8:  # 8-bit A and B: k-tiles of 64 or 128 bytes hold what 32 or 64 halves hold
+        if m <= 16:
+            cfg = GemmConfig(dtype, bm=16, bn=128, bk=128, warps_m=1, warps_n=4, stages=4, a8=a8)
+        elif m <= 64:
+            cfg = GemmConfig(dtype, bm=64, bn=128, bk=64, warps_m=2, warps_n=2, stages=4, a8=a8)
+        else:
+            cfg = GemmConfig(dtype, bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=3, raster=8, a8=a8)
+        return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms))
     if min(copies["copy_elems"], copies["b_copy_elems"]) < 8:
         return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
     if m <= 16 and weight:  # k-tiles of 8 KiB of codes; the next unit's words load while this one decodes (measured 1.3x)

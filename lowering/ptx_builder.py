@@ -139,7 +139,7 @@ class PtxBuilder:
             props["shape"] = StringAttr(shape)
         if acc != "f32":
             props["acc"] = StringAttr(acc)
-        results = [reg("f32")] * 4 if acc == "f32" else [reg("b32")] * 2
+        results = [reg("b32")] * 2 if acc == "f16" else [reg(acc)] * 4  # f16 pairs, or one f32/s32 per register
         out = self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=results, properties=props))
         return out if isinstance(out, tuple) else (out,)
 

@@ -133,19 +133,20 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     m0, n0 = b.mul(tile_m, cfg.bm), b.mul(tile_n, cfg.bn)
     zero = b.imm(0)
 
-    # --- this block's k-tiles: all of them, or split z's share
-    k_tiles = b.shr(b.add(k, cfg.bk - 1), cfg.bk.bit_length() - 1)
+    # --- this block's k-tiles: all of them, or split z's share (K counted in 16-bit units: 8-bit operands pair up)
+    bk, kq = cfg.bk_units, (b.shr(k, 1) if cfg.a8 else k)
+    k_tiles = b.shr(b.add(kq, bk - 1), bk.bit_length() - 1)
     if cfg.split_k > 1:
         per_split = b.div(b.add(k_tiles, cfg.split_k - 1), cfg.split_k)
         kt0 = b.mul(b.sreg("ctaid.z"), per_split)
         kt_end = b.min(k_tiles, b.add(kt0, per_split))
         count = b.sub(b.max(kt_end, kt0), kt0)
-        k_end = b.min(k, b.mul(kt_end, cfg.bk))  # copies stop at the split's end, zero-filling past it
+        k_end = b.min(kq, b.mul(kt_end, bk))  # copies stop at the split's end, zero-filling past it
     else:
-        kt0, count, k_end = zero, k_tiles, k
+        kt0, count, k_end = zero, k_tiles, kq
 
     # --- shared tiles and the copies that fill them, in cfg.copied_tiles order
-    elem = _element(cfg.dtype)
+    elem = IntegerType(16) if cfg.a8 else _element(cfg.dtype)  # 8-bit operands: raw pairs of bytes
     offset, bufs = 0, []
     for tile in cfg.copied_tiles:
         bufs.append(b.alloc_shared(SmemType.get(cfg.stages, tile.rows, tile.cols, E8M0 if tile.elem_bytes == 1 else elem), offset))
@@ -154,7 +155,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     at, bt = cfg.a_tile, cfg.b_tile
     halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
 
-    copies = [(_TileCopy(b, tid, at, cfg.threads, p["a"], halves(k), m0, m, zero, k_end, k_in_rows=False), cfg.bk)]
+    copies = [(_TileCopy(b, tid, at, cfg.threads, p["a"], halves(kq), m0, m, zero, k_end, k_in_rows=False), bk)]
     if cfg.weight:  # rows of K * bits / 16 halves of codes in mma order, then scales (and zeros) [K / group, N16]
         per_tile = bt.cols
         codes = _TileCopy(b, tid, bt, cfg.threads, p["b"], halves(b.shr(b.mul(k, cfg.weight_bits), 4)), n0, n, zero,
@@ -168,9 +169,9 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                                   k_in_rows=True)
             copies.append((rows_copy, None))
     elif cfg.b_kn:
-        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(n), zero, k_end, n0, n, k_in_rows=True), cfg.bk))
+        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(n), zero, k_end, n0, n, k_in_rows=True), bk))
     else:
-        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(k), n0, n, zero, k_end, k_in_rows=False), cfg.bk))
+        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(kq), n0, n, zero, k_end, k_in_rows=False), bk))
 
     def issue(bb: PtxBuilder, tile, stage):
         """Copy k-tile `tile` into pipeline stage `stage`."""
@@ -183,19 +184,20 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     lane16, lane8, lane_hi = b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4)
     lane_mat = b.and_(b.shr(lane, 3), 1)  # which of a pair of 8x8 matrices this lane addresses
     a_ld = [[(b.add(b.mul(warp_m, wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
-             for mi in range(mi_count)] for kk in range(cfg.bk // 16)]
+             for mi in range(mi_count)] for kk in range(bk // 16)]
     if cfg.b_kn:  # B tile is [BK, BN]: rows are k, read transposed
         b_ld = [[(b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)), b.add(b.mul(warp_n, wn), b.add(b.shl(lane_hi, 3), 16 * nj)))
-                 for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
+                 for nj in range(ni_count // 2)] for kk in range(bk // 16)]
     else:  # B tile is [BN, BK]: rows are n
         b_ld = [[(b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
-                 for nj in range(ni_count // 2)] for kk in range(cfg.bk // 16)]
+                 for nj in range(ni_count // 2)] for kk in range(bk // 16)]
 
     weights = _WeightFragments(b, cfg, lane, warp_n) if cfg.weight else None
 
     # --- a k-tile is done in units: the k16 steps one weight word covers (one step for an f16 B)
     steps = weights.steps if weights else 1
-    units = cfg.bk // 16 // steps
+    units = bk // 16 // steps
+    mma_type, mma_shape, acc_type = cfg.mma
 
     def load_unit(bb: PtxBuilder, stage, u) -> list:
         """Unit u's registers from shared memory: A fragments, then B fragments (or code words and scale pairs)."""
@@ -213,7 +215,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                 a = a_regs[4 * (step * mi_count + mi): 4 * (step * mi_count + mi) + 4]
                 for ni in range(ni_count):
                     i = (mi * ni_count + ni) * 4
-                    acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], cfg.dtype)
+                    acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], mma_type, mma_shape, acc_type)
         return acc
 
     def next_stage(bb: PtxBuilder, s):
@@ -223,7 +225,7 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     # --- prologue: the first stages - 1 tiles in flight
     for s in range(cfg.stages - 1):
         issue(b, b.add(kt0, s), b.imm(s))
-    acc_inits = [b.fimm(0.0)] * (mi_count * ni_count * 4)
+    acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * (mi_count * ni_count * 4)
 
     if cfg.prefetch:
         # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
@@ -264,6 +266,8 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
     group, tig = b.shr(lane, 2), b.and_(lane, 3)
     row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
     col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
+    if cfg.a8:  # 8-bit products: acc * a_scale[row] * scale[col], in f32
+        acc = _scaled(b, acc, acc_type, p["a_scales"], p["scales"], row0, col0, m, n, mi_count, ni_count)
     if cfg.split_k > 1:  # f32 partial sums into this split's slice of the workspace
         npad = b.add(n, b.and_(n, 1))
         split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
@@ -287,6 +291,22 @@ def gemm_kernel(cfg: GemmConfig) -> KernelOp:
                 lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
                 epilogue.store(row, row_in, ni, lo, hi)
     return kernel
+
+
+def _scaled(b: PtxBuilder, acc: list, acc_type: str, a_scales, scales, row0, col0, m, n, mi_count: int, ni_count: int) -> list:
+    """Accumulators times their row's and column's f32 scales (0 past M or N), as f32."""
+    def scale_at(ptr, index, limit):
+        inside = b.setp("lt", index, limit)
+        return b.selp(b.ld("global", b.add(ptr, b.cvt(b.shl(index, 2), "u64")), "f32", pred=inside), b.fimm(0.0), inside)
+
+    rows = [scale_at(a_scales, b.add(row0, mi * 16 + half * 8), m) for mi in range(mi_count) for half in range(2)]
+    cols = [scale_at(scales, b.add(col0, ni * 8 + j), n) for ni in range(ni_count) for j in range(2)]
+    out = []
+    for i, v in enumerate(acc):
+        mi, ni, slot = i // (4 * ni_count), (i // 4) % ni_count, i % 4  # slot: (row half, column) of the mma tile
+        v = b.cvt(v, "f32") if acc_type == "s32" else v
+        out.append(b.mul(b.mul(v, rows[2 * mi + slot // 2]), cols[2 * ni + slot % 2]))
+    return out
 
 
 def _scale_row(b: PtxBuilder, cfg: GemmConfig, tile):
@@ -449,7 +469,7 @@ class TileToWarp(ModulePass):
             cfg = mm.config
             define(lambda: gemm_kernel(cfg), cfg.name)
             (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
-            inputs = [mm.x, mm.w, *([mm.scales] if mm.scales else []), *([mm.zeros] if mm.zeros else [])]
+            inputs = [mm.x, mm.w, *(v for v in (mm.x_scales, mm.scales, mm.zeros) if v is not None)]
             if cfg.split_k == 1:
                 launches = [LaunchOp.get(cfg.name, inputs + ([mm.bias] if mm.bias else []), mm.result.type, cfg.grid(m, n), [m, n, k])]
             else:

@@ -66,6 +66,7 @@ def test_gptfast_codes_import():
 
 
 @pytest.mark.parametrize("call, message", [
+    (lambda: rung.quantize(torch.randn(8, 100), "w8a8"), "w8a8 needs K a multiple of 16"),
     (lambda: rung.quantize(torch.randn(8, 100), "int4", group=64), "group size 64 does not divide the reduction axis of length 100"),
     (lambda: rung.quantize(torch.randn(8, 128), "int9"), "unknown format 'int9'"),
     (lambda: rung.quantize(torch.randn(8, 128), "e3m2"), "no register decoder for e3m2"),
@@ -156,3 +157,32 @@ def test_compiled_qlinear_packs_its_weight_once():
     for _ in range(2):
         assert (fn(x, q, s).float() - ref).abs().max().item() < 4e-3 * ref.abs().max().item() + 1e-3
     assert len(fn._packed) == 1
+
+
+def test_fp8_needs_sm89():
+    from backend.gemm import gemm_kernels
+    from lowering.graph_to_tile import choose_config
+
+    with pytest.raises(RungError, match="fp8 \\(e4m3\\) mma.sync needs sm_89 or newer; the target is sm_80"):
+        gemm_kernels(choose_config(1, 256, 256, "f16", a8="e4m3"), "sm_80")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset, dtype", [("w8a8", torch.float16), ("w8a8", torch.bfloat16), ("fp8", torch.float16), ("fp8", torch.bfloat16)])
+@pytest.mark.parametrize("m", [1, 7, 16, 64, 256, 4096])
+def test_eight_bit_activations_match_dequantize_then_matmul(preset, dtype, m):
+    """x quantized per token, the weight per channel, multiplied 8-bit by 8-bit: equals
+    (x8 * xs) @ (w8 * ws)^T rounded once."""
+    from backend.quant import per_token
+
+    torch.manual_seed(m)
+    qw = rung.quantize(torch.randn(2048 + 72, 1024, device="cuda"), preset, dtype="f16" if dtype == torch.float16 else "bf16")
+    x = torch.randn(m, 1024, device="cuda", dtype=dtype)
+    out = torch.full((m, qw.shape[0]), float("nan"), device="cuda", dtype=dtype)
+    rung.qlinear(x, qw, out=out)
+    torch.cuda.synchronize()
+    x8, xs = per_token(x, qw.activations)
+    ref = (x8.float() * xs[:, None]) @ qw.dequantize().T
+    tol = (2e-2 if dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
+    assert not out.isnan().any() and (out.float() - ref).abs().max().item() <= tol

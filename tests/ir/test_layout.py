@@ -177,6 +177,23 @@ def test_m16n8k8_layouts_follow_the_ptx_isa():
         assert sorted(tv.layout.offsets().tolist()) == list(range(tv.layout.size))
 
 
+def test_m16n8k32_8bit_layouts_follow_the_ptx_isa():
+    """A: a_i with i < 4 or 8 <= i < 12 in row g, else g + 8; column 4t + (i % 4), + 16 for i >= 8.
+    B: b_i at k = 4t + (i % 4), + 16 for i >= 4, n = g."""
+    shape = MMA_SHAPES["m16n8k32"]
+    lane = np.arange(32)[:, None]
+    group, tig = lane // 4, lane % 4
+    i = np.arange(16)[None, :]
+    rows, cols = shape.a.coords
+    assert np.array_equal(rows, np.broadcast_to(group + 8 * ((i // 4) % 2), rows.shape))
+    assert np.array_equal(cols, np.broadcast_to(tig * 4 + i % 4 + 16 * (i // 8), cols.shape))
+    j = np.arange(8)[None, :]
+    n, k = shape.b.coords
+    assert np.array_equal(k, np.broadcast_to(tig * 4 + j % 4 + 16 * (j // 4), k.shape)) and np.array_equal(n, np.broadcast_to(group, n.shape))
+    for tv in (shape.a, shape.b):
+        assert sorted(tv.layout.offsets().tolist()) == list(range(tv.layout.size))
+
+
 @pytest.mark.parametrize("name", MMA_SHAPES)
 def test_mma_emulation_is_a_matmul(name):
     shape = MMA_SHAPES[name]
