@@ -222,8 +222,7 @@ class CompiledFunction:
             elif isinstance(op, MatmulOp):
                 (m, k), n = op.x.type.get_shape(), op.result.type.get_shape()[1]
                 out = torch.empty((m, n), dtype=vals[0].dtype, device=vals[0].device)
-                names = ["a", "b"] + ["scales"] * (op.scales is not None) + ["zeros"] * (op.zeros is not None) + ["bias"] * (op.bias is not None)
-                kernels.launch({**{p: v.data_ptr() for p, v in zip(names, vals)}, "c": out.data_ptr()}, m, n, k, out)
+                kernels.launch({**{p: v.data_ptr() for p, v in zip(op.operand_names, vals)}, "c": out.data_ptr()}, m, n, k, out)
                 env[op.result] = out
             else:  # graph.reshape: a view
                 env[op.results[0]] = vals[0].view(op.results[0].type.get_shape())

@@ -40,7 +40,8 @@ EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # p
 class QuantizedWeight:
     """A weight [N, K] in the layout Rung's kernels read (lowering.ladder.pack_weight), packed for
     `dtype` activations: `codes` int32 [N, K * bits / 32] in mma order, `scales` [K / group, N16]
-    (dtype, or uint8 e8m0 codes), `zeros` [K / group, N16] (dtype: w = q * s + z) or None."""
+    (dtype, or uint8 e8m0 codes), `zeros` [K / group, N16] (dtype: w = q * s + z) or None.
+    With `activations` (W8A8, FP8), codes are the 8-bit weight as it is and scales f32 [N]."""
 
     format: QuantFormat
     dtype: str
@@ -237,8 +238,7 @@ def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bia
     if a8:
         cfg = choose_config(m, n, k, dtype, sms=sms, a8=a8)
     else:
-        cfg = choose_config(m, n, k, dtype, weight=fmt.element, group=fmt.group or 0, scale="e8m0" if fmt.scale == "e8m0" else "",
-                            zero=fmt.zero != "none", sms=sms)
+        cfg = choose_config(m, n, k, dtype, sms=sms, **GemmConfig.weight_fields(fmt))
     return dataclasses.replace(cfg, bias=bias) if bias else cfg
 
 

@@ -140,6 +140,12 @@ class GemmConfig:
             if tile.elems == 1 and (tile.rows * tile.cols) % self.threads:
                 raise ValueError(f"a {tile.rows}x{tile.cols} tile copied element by element does not split evenly over {self.threads} threads")
 
+    @staticmethod
+    def weight_fields(fmt) -> dict:
+        """The schedule's fields for a weight of ir.numerics.QuantFormat `fmt` (kernels read its scales
+        in the activation dtype, or as e8m0 codes)."""
+        return {"weight": fmt.element, "group": fmt.group or 0, "scale": "e8m0" if fmt.scale == "e8m0" else "", "zero": fmt.zero != "none"}
+
     def _check_weight(self):
         from ir.numerics import FormatError
         from lowering.ladder import block_elems, decoder
@@ -321,16 +327,18 @@ class MatmulOp(IRDLOperation):
         return MatmulOp.build(operands=operands, result_types=[out], properties=props)
 
     @property
+    def operand_names(self) -> list[str]:
+        """The kernel parameter (GemmConfig.param_names, and "bias") each operand becomes, in order."""
+        named = (("a", self.x), ("b", self.w), ("a_scales", self.x_scales), ("scales", self.scales), ("zeros", self.zeros), ("bias", self.bias))
+        return [name for name, v in named if v is not None]
+
+    @property
     def config(self) -> GemmConfig:
         bm, bn, bk = self.block.get_values()
         wm, wn = self.warps.get_values()
         act = self.activation.data if self.activation else "none"
         n = self.result.type.get_shape()[1]
-        weight = {}
-        if self.weight is not None:
-            fmt = self.weight.format
-            weight = {"weight": fmt.element, "group": fmt.group or 0, "scale": "e8m0" if fmt.scale == "e8m0" else "",
-                      "zero": fmt.zero != "none"}
+        weight = GemmConfig.weight_fields(self.weight.format) if self.weight is not None else {}
         a8 = self.a8.data if self.a8 else ""
         k = self.x.type.get_shape()[1]
         return GemmConfig(str(self.result.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,

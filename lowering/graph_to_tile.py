@@ -173,7 +173,7 @@ class QLinearToTile(RewritePattern):
         if dtype not in ("f16", "bf16"):
             return
         n, k = op.qweight.type.get_shape()
-        weight = {"weight": fmt.element, "group": fmt.group or 0, "scale": "e8m0" if fmt.scale == "e8m0" else "", "zero": fmt.zero != "none"}
+        weight = GemmConfig.weight_fields(fmt)
         pack = PackWeightOp.get(op.qweight, op.scales, op.zeros, op.format, dtype)
         rewriter.insert(pack)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,

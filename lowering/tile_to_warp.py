@@ -469,7 +469,7 @@ class TileToWarp(ModulePass):
             cfg = mm.config
             define(lambda: gemm_kernel(cfg), cfg.name)
             (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
-            inputs = [mm.x, mm.w, *(v for v in (mm.x_scales, mm.scales, mm.zeros) if v is not None)]
+            inputs = [v for name, v in zip(mm.operand_names, mm.operands) if name != "bias"]  # the kernel's order (param_names)
             if cfg.split_k == 1:
                 launches = [LaunchOp.get(cfg.name, inputs + ([mm.bias] if mm.bias else []), mm.result.type, cfg.grid(m, n), [m, n, k])]
             else:
