@@ -272,8 +272,10 @@ class MatmulOp(IRDLOperation):
     + bias) with w [K, N]), optional bias [N], f16 or bf16, f32 accumulation and epilogue, one
     rounding at the end; `activation` is none, relu or silu. With `weight`, w is a low-precision
     weight of that format as tile.pack_weight lays it out: codes [N, K * bits / 32] (i32),
-    scales and zeros [K / group, N16]. `split_k` > 1 splits K into partial sums; `raster` orders
-    the blocks in bands of M-tiles; `prefetch` double-buffers fragments in registers.
+    scales and zeros [K / group, N16]. With `a8` (s8 or e4m3), x [M, K] and w [N, K] are 8-bit
+    with f32 x_scales [M] and scales [N], and the result is f16 or bf16. `split_k` > 1 splits K into
+    partial sums; `raster` orders the blocks in bands of M-tiles; `prefetch` double-buffers
+    fragments in registers.
     dialects.tile.GemmConfig is the schedule these properties spell out."""
 
     name = "tile.matmul"
