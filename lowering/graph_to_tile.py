@@ -212,7 +212,6 @@ class GraphToTile(ModulePass):
     raster: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        fields = ("bm", "bn", "bk", "warps_m", "warps_n", "stages", "split_k", "raster")
-        override = {f: v for f in fields if (v := getattr(self, f))}
+        override = {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name))}  # the options set (0: unset)
         patterns = GreedyRewritePatternApplier([LinearToTile(override), QLinearToTile(override), MatmulToTile(override)])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)
