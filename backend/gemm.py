@@ -22,29 +22,35 @@ from backend.cache import cached_text
 from backend.jit import Kernel, device
 from backend.ptx_text import module_text
 from dialects.ptx import dynamic_shared
-from dialects.tile import GemmConfig
+from dialects.tile import REDUCE_THREADS, GemmConfig, reduce_grid, reduce_param_kinds
 from ir.errors import RungError
 from lowering.graph_to_tile import choose_config
-from lowering.tile_to_warp import gemm_kernel, splitk_reduce_kernel
+from lowering.tile_to_warp import gemm_kernel, sum_splits_kernel, sum_splits_name
 
 _DTYPES = {"float16": "f16", "bfloat16": "bf16"}  # torch dtype name -> IR element type
 log = logging.getLogger("rung")
 
 
-def lowered_gemm_kernel(cfg: GemmConfig, generator=gemm_kernel) -> ModuleOp:
+def reduction_of(cfg: GemmConfig) -> tuple:
+    """(split_k, dtype, bias, activation): what the split-K reduction of a schedule does."""
+    return cfg.split_k, cfg.dtype, cfg.bias, cfg.activation
+
+
+def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False) -> ModuleOp:
     """A module holding one of the schedule's kernels (the GEMM, or its split-K reduction)
     after smem-swizzle and warp-to-ptx."""
     from ir.context import make_context
     from ir.passes import run_pipeline
 
-    module = ModuleOp([generator(cfg)])
+    module = ModuleOp([sum_splits_kernel(*reduction_of(cfg)) if reduction else gemm_kernel(cfg)])
     run_pipeline(module, "smem-swizzle,warp-to-ptx", make_context())
     return module
 
 
-def gemm_ptx(cfg: GemmConfig, target: str, generator=gemm_kernel) -> str:
+def gemm_ptx(cfg: GemmConfig, target: str, reduction: bool = False) -> str:
     """The PTX of one of a schedule's kernels (from the disk cache when it holds it)."""
-    return cached_text((target, generator.__name__, repr(cfg)), lambda: module_text(lowered_gemm_kernel(cfg, generator), target))[0]
+    key = (target, "sum_splits", repr(reduction_of(cfg))) if reduction else (target, "gemm", repr(cfg))
+    return cached_text(key, lambda: module_text(lowered_gemm_kernel(cfg, reduction), target))[0]
 
 
 @lru_cache(maxsize=None)
@@ -101,7 +107,7 @@ class GemmKernels:
         ws = torch.empty(cfg.workspace_shape(m, n), dtype=torch.float32, device=like.device)
         self.gemm.launch(cfg.grid(m, n), tuple(ws.data_ptr() if p == "c" else addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)
         bias = (addresses["bias"],) if cfg.bias else ()
-        self.reduce.launch(cfg.reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream)
+        self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream)
 
 
 @lru_cache(maxsize=None)
@@ -112,7 +118,8 @@ def gemm_kernels(cfg: GemmConfig, target: str, ordinal: int = 0) -> GemmKernels:
     gemm = Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, "", ordinal, dynamic_shared(cfg.shared_bytes))
     reduce = None
     if cfg.split_k > 1:
-        reduce = Kernel(cfg.name + "_reduce", gemm_ptx(cfg, target, splitk_reduce_kernel), 256, cfg.reduce_param_kinds, "", ordinal)
+        reduce = Kernel(sum_splits_name(*reduction_of(cfg)), gemm_ptx(cfg, target, reduction=True), REDUCE_THREADS,
+                        reduce_param_kinds(cfg.bias), "", ordinal)
     kernels = GemmKernels(cfg, target, gemm, reduce)
     for kernel in (gemm, reduce):
         if kernel is not None:

@@ -78,7 +78,7 @@ def opt_main(argv: list[str] | None = None) -> int:
                 raise RungError(f"unknown target '{args.target}' (known: {', '.join(TARGETS)})")
             out = module_text(module, args.target)
             if ".entry" not in out:
-                raise RungError("the module holds no ptx.kernel: lower it first (e.g. -p graph-to-tile,tile-to-warp,smem-swizzle,warp-to-ptx)")
+                raise RungError("the module holds no ptx.kernel: lower it first (e.g. -p graph-to-tile,tile-expand,tile-to-warp,smem-swizzle,warp-to-ptx)")
         else:
             out = print_ir(module)
         if args.output:

@@ -40,6 +40,12 @@ def _graph_to_tile():
     return GraphToTile
 
 
+def _tile_expand():
+    from lowering.tile_expand import TileExpand
+
+    return TileExpand
+
+
 def _tile_to_warp():
     from lowering.tile_to_warp import TileToWarp
 
@@ -64,12 +70,13 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "dce": _dce,
     "decompose-graph": _decompose_graph,
     "graph-to-tile": _graph_to_tile,
+    "tile-expand": _tile_expand,
     "tile-to-warp": _tile_to_warp,
     "smem-swizzle": _smem_swizzle,
     "warp-to-ptx": _warp_to_ptx,
 }
 # graph to PTX: the pipeline rung.compile and the examples use
-LOWER_TO_PTX = "graph-to-tile,tile-to-warp,smem-swizzle,warp-to-ptx"
+LOWER_TO_PTX = "graph-to-tile,tile-expand,tile-to-warp,smem-swizzle,warp-to-ptx"
 _SUMMARIES = {"cse": "Eliminate common subexpressions (xDSL).", "dce": "Remove unused pure ops (xDSL)."}
 
 

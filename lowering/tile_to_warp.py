@@ -1,8 +1,19 @@
-"""tile-to-warp: each tile.matmul becomes ptx.launch of generated kernels (one per schedule).
+"""tile-to-warp: each tile.kernel (a block program, lowering.tile_expand) becomes a ptx.kernel,
+lowered op by op; tile.launch and tile.sum_splits become ptx.launch.
 
-The kernel computes C = act(A @ B^T + bias) per lane: ptx ops for arithmetic, cp.async groups,
-barriers and mma.sync, and warp ops that address the shared tiles by (stage, row, column);
-`smem-swizzle` then picks the tiles' layouts and `warp-to-ptx` turns coordinates into addresses.
+Per lane: ptx ops for arithmetic, cp.async groups, barriers and mma.sync, and warp ops that
+address the shared tiles by (stage, row, column); `smem-swizzle` then picks the tiles' layouts
+and `warp-to-ptx` turns coordinates into addresses. What each tile op becomes:
+- tile.block_origin, tile.k_range: the block's tile from ctaid (banded by `raster`), its k-tiles;
+- tile.shared_buffer: a warp.alloc_shared tile; tile.copy: per-thread addresses and bounds set up
+  once, a guarded cp.async per k-tile (a load and a shared store when rows are 2-byte aligned);
+- tile.pipeline: `stages - 1` k-tiles issued ahead, then a loop that waits, passes one barrier,
+  issues the next k-tile and computes this one in units of k16 steps (with `prefetch`, the next
+  unit's fragments load while this one computes);
+- tile.fragment: ldmatrix (x4, .trans for bt) or shared loads of code words and scale pairs;
+  tile.decode: lowering.ladder's register decoder, then q * s + z by fma; tile.mma: mma.sync;
+- tile.epilogue with tile.store: scales, bias and activation applied to each pair of
+  accumulators as it is stored (f32 pairs into a split's workspace slice).
 
 A [M, K], B ([N, K], or [K, N] with `b_kn`) and C [M, N] are row-major f16 or bf16;
 accumulation is f32 (mma.sync.m16n8k16). One thread block computes a BM x BN tile of C with
@@ -26,12 +37,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import IntegerType, ModuleOp, Signedness, TensorType, f32
+from xdsl.dialects.builtin import IntegerType, ModuleOp, Signedness
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from dialects import tile
 from dialects.ptx import KernelOp, LaunchOp
-from dialects.tile import REDUCE_THREADS, GemmConfig, MatmulOp, SharedTile
+from dialects.tile import REDUCE_THREADS, GemmConfig, SharedTile, reduce_grid, reduce_param_kinds
+from ir.errors import RungError
 from dialects.warp import SmemType
 from lowering.ladder import decoder
 from lowering.ptx_builder import PtxBuilder
@@ -118,179 +131,281 @@ E8M0 = IntegerType(8, Signedness.UNSIGNED)  # MX scales in shared memory: their 
 
 
 def gemm_kernel(cfg: GemmConfig) -> KernelOp:
-    """The kernel; parameters `cfg.param_names`; grid `cfg.grid(m, n)`."""
-    kernel = KernelOp.get(cfg.name, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
-    b = PtxBuilder(kernel.body.block)
-    p = dict(zip(cfg.param_names, kernel.body.block.args))
-    m, n, k = p["m"], p["n"], p["k"]
-    wm, wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
-    mi_count, ni_count = wm // 16, wn // 8
+    """The kernel of schedule `cfg`: its block program (lowering.tile_expand) lowered; parameters
+    `cfg.param_names`, grid `cfg.grid(m, n)`."""
+    from lowering.tile_expand import block_program
 
-    tid = b.sreg("tid.x")
-    lane, warp = b.and_(tid, 31), b.shr(tid, 5)
-    warp_m, warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
-    tile_m, tile_n = _block_tile(b, cfg)
-    m0, n0 = b.mul(tile_m, cfg.bm), b.mul(tile_n, cfg.bn)
-    zero = b.imm(0)
+    return lower_kernel(block_program(cfg))
 
-    # --- this block's k-tiles: all of them, or split z's share (K counted in 16-bit units: 8-bit operands pair up)
-    bk, kq = cfg.bk_units, (b.shr(k, 1) if cfg.a8 else k)
-    k_tiles = b.shr(b.add(kq, bk - 1), bk.bit_length() - 1)
-    if cfg.split_k > 1:
-        per_split = b.div(b.add(k_tiles, cfg.split_k - 1), cfg.split_k)
-        kt0 = b.mul(b.sreg("ctaid.z"), per_split)
-        kt_end = b.min(k_tiles, b.add(kt0, per_split))
-        count = b.sub(b.max(kt_end, kt0), kt0)
-        k_end = b.min(kq, b.mul(kt_end, bk))  # copies stop at the split's end, zero-filling past it
-    else:
-        kt0, count, k_end = zero, k_tiles, kq
 
-    # --- shared tiles and the copies that fill them, in cfg.copied_tiles order
-    elem = IntegerType(16) if cfg.a8 else _element(cfg.dtype)  # 8-bit operands: raw pairs of bytes
-    offset, bufs = 0, []
-    for tile in cfg.copied_tiles:
-        bufs.append(b.alloc_shared(SmemType.get(cfg.stages, tile.rows, tile.cols, E8M0 if tile.elem_bytes == 1 else elem), offset))
-        offset += cfg.stages * tile.bytes
-    a_buf, b_buf, *weight_bufs = bufs
-    at, bt = cfg.a_tile, cfg.b_tile
-    halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
+def lower_kernel(program: tile.KernelOp) -> KernelOp:
+    """The ptx.kernel of a block program, its ops lowered in order."""
+    return _BlockLowering(program).kernel
 
-    copies = [(_TileCopy(b, tid, at, cfg.threads, p["a"], halves(kq), m0, m, zero, k_end, k_in_rows=False), bk)]
-    if cfg.weight:  # rows of K * bits / 16 halves of codes in mma order, then scales (and zeros) [K / group, N16]
-        per_tile = bt.cols
-        codes = _TileCopy(b, tid, bt, cfg.threads, p["b"], halves(b.shr(b.mul(k, cfg.weight_bits), 4)), n0, n, zero,
-                          b.shr(b.mul(k_end, cfg.weight_bits), 4), k_in_rows=False)
-        copies.append((codes, per_tile))
-        st = cfg.scale_tile
-        groups = b.shr(k, cfg.group.bit_length() - 1) if cfg.group else b.imm(1)
-        n16 = b.and_(b.add(n, 15), ~15 & 0xFFFFFFFF)
-        for name in ("scales", "zeros")[: 1 + cfg.zero]:
-            rows_copy = _TileCopy(b, tid, st, cfg.threads, p[name], b.cvt(b.mul(n16, st.elem_bytes), "u64"), zero, groups, n0, n,
-                                  k_in_rows=True)
-            copies.append((rows_copy, None))
-    elif cfg.b_kn:
-        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(n), zero, k_end, n0, n, k_in_rows=True), bk))
-    else:
-        copies.append((_TileCopy(b, tid, bt, cfg.threads, p["b"], halves(kq), n0, n, zero, k_end, k_in_rows=False), bk))
 
-    def issue(bb: PtxBuilder, tile, stage):
-        """Copy k-tile `tile` into pipeline stage `stage`."""
-        for (copy, per_tile), buf in zip(copies, bufs):
-            k0 = bb.mul(tile, per_tile) if per_tile else _scale_row(bb, cfg, tile)
-            copy.issue(bb, k0, buf, stage)
-        bb.commit()
+class _BlockLowering:
+    """Lowers a tile.kernel op by op. `values` maps each tile value to what stands for it in the
+    kernel: registers, a shared tile, or (inside the pipeline) a copy or fragment load set up
+    once and issued per k-tile."""
 
-    # --- the (row, col) of the tile each lane gives ldmatrix, per k16 step and fragment
-    lane16, lane8, lane_hi = b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4)
-    lane_mat = b.and_(b.shr(lane, 3), 1)  # which of a pair of 8x8 matrices this lane addresses
-    a_ld = [[(b.add(b.mul(warp_m, wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
-             for mi in range(mi_count)] for kk in range(bk // 16)]
-    if cfg.b_kn:  # B tile is [BK, BN]: rows are k, read transposed
-        b_ld = [[(b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)), b.add(b.mul(warp_n, wn), b.add(b.shl(lane_hi, 3), 16 * nj)))
-                 for nj in range(ni_count // 2)] for kk in range(bk // 16)]
-    else:  # B tile is [BN, BK]: rows are n
-        b_ld = [[(b.add(b.mul(warp_n, wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
-                 for nj in range(ni_count // 2)] for kk in range(bk // 16)]
+    def __init__(self, program: tile.KernelOp):
+        cfg = self.cfg = program.config
+        self.kernel = KernelOp.get(program.sym_name.data, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
+        b = self.b = PtxBuilder(self.kernel.body.block)
+        params = self.kernel.body.block.args
+        self.p = dict(zip(cfg.param_names, params))
+        self.values = dict(zip(program.body.block.args, params))
+        self.param_of = dict(zip(program.body.block.args, cfg.param_names))
+        self.shared: dict = {}  # buffer value -> its SharedTile
+        self.m, self.n, self.k = self.p["m"], self.p["n"], self.p["k"]
+        self.wm, self.wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
+        self.mi_count, self.ni_count = self.wm // 16, self.wn // 8
+        tid = self.tid = b.sreg("tid.x")
+        self.lane, warp = b.and_(tid, 31), b.shr(tid, 5)
+        self.warp_m, self.warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
+        self.shared_offset = 0
+        for op in program.body.block.ops:
+            getattr(self, "_" + op.name.split(".")[1])(op)
 
-    weights = _WeightFragments(b, cfg, lane, warp_n) if cfg.weight else None
+    def _yield(self, op) -> None:
+        pass
 
-    # --- a k-tile is done in units: the k16 steps one weight word covers (one step for an f16 B)
-    steps = weights.steps if weights else 1
-    units = bk // 16 // steps
-    mma_type, mma_shape, acc_type = cfg.mma
+    def _block_origin(self, op: tile.BlockOriginOp) -> None:
+        b, cfg = self.b, self.cfg
+        tile_m, tile_n = _block_tile(b, cfg)
+        self.values[op.row], self.values[op.col] = b.mul(tile_m, cfg.bm), b.mul(tile_n, cfg.bn)
+        self.zero = b.imm(0)
 
-    def load_unit(bb: PtxBuilder, stage, u) -> list:
-        """Unit u's registers from shared memory: A fragments, then B fragments (or code words and scale pairs)."""
-        regs = [r for step in range(steps) for mi in range(mi_count) for r in bb.tile_ldmatrix(a_buf, stage, *a_ld[u * steps + step][mi])]
-        if weights:
-            return regs + weights.load(bb, b_buf, weight_bufs, stage, u)
-        return regs + [r for nj in range(ni_count // 2) for r in bb.tile_ldmatrix(b_buf, stage, *b_ld[u][nj], trans=cfg.b_kn)]
+    def _k_range(self, op: tile.KRangeOp) -> None:
+        """This block's k-tiles, K counted in 16-bit units (8-bit operands pair up); copies stop at
+        the split's end (`k_end`), zero-filling past it."""
+        b, cfg, k = self.b, self.cfg, self.k
+        bk = cfg.bk_units
+        self.kq = b.shr(k, 1) if cfg.a8 else k
+        k_tiles = b.shr(b.add(self.kq, bk - 1), bk.bit_length() - 1)
+        if cfg.split_k > 1:
+            per_split = b.div(b.add(k_tiles, cfg.split_k - 1), cfg.split_k)
+            kt0 = b.mul(b.sreg("ctaid.z"), per_split)
+            kt_end = b.min(k_tiles, b.add(kt0, per_split))
+            count = b.sub(b.max(kt_end, kt0), kt0)
+            self.k_end = b.min(self.kq, b.mul(kt_end, bk))
+        else:
+            kt0, count, self.k_end = self.zero, k_tiles, self.kq
+        self.values[op.first], self.values[op.count] = kt0, count
 
-    def compute_unit(bb: PtxBuilder, raw: list, acc: list, u) -> list:
-        a_regs, b_raw = raw[:4 * mi_count * steps], raw[4 * mi_count * steps:]
-        b_frags = weights.decode(bb, b_raw, u) if weights else [[tuple(b_raw[2 * i:2 * i + 2]) for i in range(ni_count)]]
+    def _shared_buffer(self, op: tile.SharedBufferOp) -> None:
+        """The schedule's next shared tile (in cfg.copied_tiles order, as tile.kernel verifies)."""
+        cfg = self.cfg
+        shared = cfg.copied_tiles[len(self.shared)]
+        elem = E8M0 if shared.elem_bytes == 1 else IntegerType(16) if cfg.a8 else _element(cfg.dtype)  # 8-bit operands: pairs of bytes
+        self.values[op.result] = self.b.alloc_shared(SmemType.get(cfg.stages, shared.rows, shared.cols, elem), self.shared_offset)
+        self.shared[op.result] = shared
+        self.shared_offset += cfg.stages * shared.bytes
+
+    def _zeros(self, op: tile.ZerosOp) -> None:
+        self.values[op.result] = None  # the pipeline sets the accumulator's registers to zero where its loop starts
+
+    def _copy(self, op: tile.CopyOp) -> tuple[_TileCopy, int | None]:
+        """The copy's per-thread addresses and bounds, set up once, by what it copies; and its
+        k-tile step in 16-bit units (None: the scale row of the k-tile's group)."""
+        b, cfg, p = self.b, self.cfg, self.p
+        name, fixed, shared = self.param_of[op.src], self.values[op.fixed], self.shared[op.buffer]
+        halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
+
+        def copy(ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows):
+            return _TileCopy(b, self.tid, shared, cfg.threads, ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows)
+
+        if name == "a":
+            return copy(p["a"], halves(self.kq), fixed, self.m, self.zero, self.k_end, False), cfg.bk_units
+        if name == "b" and cfg.weight:  # rows of K * bits / 16 halves of codes in mma order
+            bits = cfg.weight_bits
+            return copy(p["b"], halves(b.shr(b.mul(self.k, bits), 4)), fixed, self.n, self.zero, b.shr(b.mul(self.k_end, bits), 4), False), shared.cols
+        if name == "b" and cfg.b_kn:
+            return copy(p["b"], halves(self.n), self.zero, self.k_end, fixed, self.n, True), cfg.bk_units
+        if name == "b":
+            return copy(p["b"], halves(self.kq), fixed, self.n, self.zero, self.k_end, False), cfg.bk_units
+        if not hasattr(self, "groups"):  # scales and zero terms [K / group, N16]
+            self.groups = b.shr(self.k, cfg.group.bit_length() - 1) if cfg.group else b.imm(1)
+            self.n16 = b.and_(b.add(self.n, 15), ~15 & 0xFFFFFFFF)
+        return copy(p[name], b.cvt(b.mul(self.n16, shared.elem_bytes), "u64"), self.zero, self.groups, fixed, self.n, True), None
+
+    def _fragment_loader(self, op: tile.FragmentOp, lane_coords):
+        """A function (builder, stage, unit) -> the registers this lane loads of the fragment's
+        part for that unit (a unit: the k16 steps one weight word covers; one step otherwise)."""
+        b, cfg, layout = self.b, self.cfg, op.result.type.layout.data
+        buf = self.values[op.buffer]
+        lane16, lane8, lane_hi, lane_mat = lane_coords
+        steps, bk = self.steps, cfg.bk_units
+        if layout == "a":
+            at = [[(b.add(b.mul(self.warp_m, self.wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
+                   for mi in range(self.mi_count)] for kk in range(bk // 16)]
+            return lambda bb, stage, u: [r for step in range(steps) for mi in range(self.mi_count)
+                                         for r in bb.tile_ldmatrix(buf, stage, *at[u * steps + step][mi])]
+        if layout == "bt":  # B tile is [BK, BN]: rows are k, read transposed
+            at = [[(b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)), b.add(b.mul(self.warp_n, self.wn), b.add(b.shl(lane_hi, 3), 16 * nj)))
+                   for nj in range(self.ni_count // 2)] for kk in range(bk // 16)]
+        elif layout == "b":  # B tile is [BN, BK]: rows are n
+            at = [[(b.add(b.mul(self.warp_n, self.wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
+                   for nj in range(self.ni_count // 2)] for kk in range(bk // 16)]
+        elif layout == "packed":
+            self.weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
+            return lambda bb, stage, u: self.weights.load_codes(bb, buf, stage, u)
+        else:  # group rows: scales, then zero terms
+            is_scale = self.param_of.get(self._source_of(op)) == "scales"
+            return lambda bb, stage, u: self.weights.load_group(bb, buf, stage, u, is_scale)
+        return lambda bb, stage, u: [r for nj in range(self.ni_count // 2) for r in bb.tile_ldmatrix(buf, stage, *at[u][nj], trans=layout == "bt")]
+
+    def _source_of(self, fragment: tile.FragmentOp):
+        """The kernel argument the fragment's buffer is copied from."""
+        return next(c.src for c in self.copies_of if c.buffer == fragment.buffer)
+
+    def _pipeline(self, op: tile.PipelineOp) -> None:
+        b, cfg = self.b, self.cfg
+        copy_ops = [o for o in op.copy.block.ops if isinstance(o, tile.CopyOp)]
+        self.copies_of = copy_ops
+        copies = [(self._copy(c), self.values[c.buffer]) for c in copy_ops]
+
+        def issue(bb: PtxBuilder, k_tile, stage):
+            """Copy k-tile `k_tile` into pipeline stage `stage`."""
+            for ((copy, per_tile), buf) in copies:
+                k0 = bb.mul(k_tile, per_tile) if per_tile else _scale_row(bb, cfg, k_tile)
+                copy.issue(bb, k0, buf, stage)
+            bb.commit()
+
+        # fragment loads: each lane's ldmatrix rows and columns (or words and scale pairs) are set up once
+        lane = self.lane
+        lane_coords = (b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4), b.and_(b.shr(lane, 3), 1))  # lane_mat: which of a pair of 8x8 matrices
+        compute_ops = [o for o in op.compute.block.ops if not isinstance(o, tile.YieldOp)]
+        decodes = [o for o in compute_ops if isinstance(o, tile.DecodeOp)]
+        self.weights = None  # set up after A's fragment loads (kept in the order the kernel always had)
+        self.steps = decoder(cfg.weight).per_word // 4 if decodes else 1
+        fragments = [o for o in compute_ops if isinstance(o, tile.FragmentOp)]
+        loaders = [self._fragment_loader(f, lane_coords) for f in fragments]
+        units = cfg.bk_units // 16 // self.steps
+        acc_type = cfg.mma[2]
+        acc_arg = op.compute.block.args[1]
+
+        def load_unit(bb: PtxBuilder, stage, u) -> list:
+            """Unit u's fragment registers from shared memory, fragment after fragment."""
+            parts = [load(bb, stage, u) for load in loaders]
+            self.unit_sizes = [len(part) for part in parts]  # the same for every unit
+            return [r for part in parts for r in part]
+
+        def compute_unit(bb: PtxBuilder, raw: list, acc: list, u) -> list:
+            regs, at = {}, 0
+            for f, load_count in zip(fragments, self.unit_sizes):
+                regs[f.result], at = raw[at:at + load_count], at + load_count
+            regs[acc_arg] = list(acc)
+            for o in compute_ops:
+                if isinstance(o, tile.DecodeOp):
+                    zeros = regs[o.zeros] if o.zeros is not None else None
+                    regs[o.result] = self.weights.decode(bb, regs[o.codes], regs[o.scales], zeros, u)
+                elif isinstance(o, tile.MmaOp):
+                    b_regs = regs[o.b]
+                    if isinstance(o.b.owner, tile.FragmentOp):  # ldmatrix'ed: a register pair per n8 tile
+                        b_regs = [[tuple(b_regs[2 * i:2 * i + 2]) for i in range(self.ni_count)]]
+                    regs[o.result] = self._mma(bb, regs[o.a], b_regs, regs[o.acc])
+            return regs[op.compute.block.last_op.values[0]]
+
+        # --- prologue: the first stages - 1 k-tiles in flight
+        kt0, count = self.values[op.first], self.values[op.count]
+        for s in range(cfg.stages - 1):
+            issue(b, b.add(kt0, s), b.imm(s))
+        acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * (self.mi_count * self.ni_count * 4)
+
+        if cfg.prefetch:
+            # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
+            # the next k-tile, passes the tile's one barrier and loads that tile's first unit.
+            b.wait(cfg.stages - 2)
+            b.barrier()
+            first = load_unit(b, b.imm(0), 0)
+            loop, body, kt, carried = b.for_(0, count, 1, acc_inits + first + [b.imm(0), b.imm(cfg.stages - 1)])
+            acc, raw, read_stage, write_stage = carried[:len(acc_inits)], carried[len(acc_inits):-2], carried[-2], carried[-1]
+            following = read_stage
+            for u in range(units):
+                if u == 0:  # the stage read in the previous k-tile is free (every warp passed its barrier); issuing
+                    # before the wait below keeps one committed group per k-tile ahead of it, whatever `units` is
+                    issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
+                if u == units - 1:
+                    body.wait(cfg.stages - 2)
+                    body.barrier()
+                    following = _next_stage(body, read_stage, cfg.stages)
+                    raw_next = load_unit(body, following, 0)
+                else:
+                    raw_next = load_unit(body, read_stage, u + 1)
+                acc = compute_unit(body, raw, acc, u)
+                raw = raw_next
+            body.yield_([*acc, *raw, following, _next_stage(body, write_stage, cfg.stages)])
+        else:
+            loop, body, kt, carried = b.for_(0, count, 1, acc_inits + [b.imm(0), b.imm(cfg.stages - 1)])
+            acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
+            body.wait(cfg.stages - 2)
+            body.barrier()
+            issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
+            for u in range(units):
+                raw = load_unit(body, read_stage, u)
+                acc = compute_unit(body, raw, acc, u)
+            body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])
+        b.wait(0)
+        self.values[op.result] = list(loop.results)[:len(acc_inits)]
+
+    def _mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list) -> list:
+        """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs."""
+        mma_type, mma_shape, acc_type = self.cfg.mma
         acc = list(acc)
-        for step in range(steps):
-            for mi in range(mi_count):
-                a = a_regs[4 * (step * mi_count + mi): 4 * (step * mi_count + mi) + 4]
-                for ni in range(ni_count):
-                    i = (mi * ni_count + ni) * 4
+        for step in range(len(b_frags)):
+            for mi in range(self.mi_count):
+                a = a_regs[4 * (step * self.mi_count + mi): 4 * (step * self.mi_count + mi) + 4]
+                for ni in range(self.ni_count):
+                    i = (mi * self.ni_count + ni) * 4
                     acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], mma_type, mma_shape, acc_type)
         return acc
 
-    def next_stage(bb: PtxBuilder, s):
-        nxt = bb.add(s, 1)
-        return bb.selp(0, nxt, bb.setp("eq", nxt, cfg.stages))
+    def _epilogue(self, op: tile.EpilogueOp) -> None:
+        self.values[op.result] = op  # applied pair by pair as tile.store writes them
 
-    # --- prologue: the first stages - 1 tiles in flight
-    for s in range(cfg.stages - 1):
-        issue(b, b.add(kt0, s), b.imm(s))
-    acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * (mi_count * ni_count * 4)
-
-    if cfg.prefetch:
-        # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
-        # the next k-tile, passes the tile's one barrier and loads that tile's first unit.
-        b.wait(cfg.stages - 2)
-        b.barrier()
-        first = load_unit(b, b.imm(0), 0)
-        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + first + [b.imm(0), b.imm(cfg.stages - 1)])
-        acc, raw, read_stage, write_stage = carried[:len(acc_inits)], carried[len(acc_inits):-2], carried[-2], carried[-1]
-        following = read_stage
-        for u in range(units):
-            if u == 0:  # the stage read in the previous k-tile is free (every warp passed its barrier); issuing
-                # before the wait below keeps one committed group per k-tile ahead of it, whatever `units` is
-                issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
-            if u == units - 1:
-                body.wait(cfg.stages - 2)
-                body.barrier()
-                following = next_stage(body, read_stage)
-                raw_next = load_unit(body, following, 0)
-            else:
-                raw_next = load_unit(body, read_stage, u + 1)
-            acc = compute_unit(body, raw, acc, u)
-            raw = raw_next
-        body.yield_([*acc, *raw, following, next_stage(body, write_stage)])
-    else:
-        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + [b.imm(0), b.imm(cfg.stages - 1)])
-        acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
-        body.wait(cfg.stages - 2)
-        body.barrier()
-        issue(body, body.add(body.add(kt0, kt), cfg.stages - 1), write_stage)
-        for u in range(units):
-            acc = compute_unit(body, load_unit(body, read_stage, u), acc, u)
-        body.yield_([*acc, next_stage(body, read_stage), next_stage(body, write_stage)])
-    b.wait(0)
-    acc = list(loop.results)[:len(acc_inits)]
-
-    # --- epilogue: each lane holds rows group and group + 8, columns 2 tig and 2 tig + 1 of each mma tile
-    group, tig = b.shr(lane, 2), b.and_(lane, 3)
-    row0 = b.add(b.add(m0, b.mul(warp_m, wm)), group)
-    col0 = b.add(b.add(n0, b.mul(warp_n, wn)), b.shl(tig, 1))
-    if cfg.a8:  # 8-bit products: acc * a_scale[row] * scale[col], in f32
-        acc = _scaled(b, acc, acc_type, p["a_scales"], p["scales"], row0, col0, m, n, mi_count, ni_count)
-    if cfg.split_k > 1:  # f32 partial sums into this split's slice of the workspace
-        npad = b.add(n, b.and_(n, 1))
-        split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
+    def _store(self, op: tile.StoreOp) -> None:
+        """Each lane stores rows g and g + 8, columns 2t and 2t + 1 of each mma tile, through the epilogue."""
+        b, cfg = self.b, self.cfg
+        epilogue: tile.EpilogueOp = self.values[op.value]
+        acc = self.values[epilogue.acc]
+        m, n, mi_count, ni_count = self.m, self.n, self.mi_count, self.ni_count
+        lane = self.lane
+        group, tig = b.shr(lane, 2), b.and_(lane, 3)
+        row0 = b.add(b.add(self.values[epilogue.row], b.mul(self.warp_m, self.wm)), group)
+        col0 = b.add(b.add(self.values[epilogue.col], b.mul(self.warp_n, self.wn)), b.shl(tig, 1))
+        if epilogue.row_scales is not None:  # 8-bit products: acc * a_scale[row] * scale[col], in f32
+            acc = _scaled(b, acc, cfg.mma[2], self.values[epilogue.row_scales], self.values[epilogue.col_scales], row0, col0, m, n,
+                          mi_count, ni_count)
+        if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
+            npad = b.add(n, b.and_(n, 1))
+            split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
+            for mi in range(mi_count):
+                for half in range(2):
+                    row = b.add(row0, mi * 16 + half * 8)
+                    row_in = b.setp("lt", row, m)
+                    row_addr = b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, mi * 16 + half * 8), npad), 2), "u64"))
+                    for ni in range(ni_count):
+                        col = b.add(col0, ni * 8)
+                        lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
+                        inside = b.and_pred(row_in, b.setp("lt", col, n))
+                        b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [lo, hi], pred=inside)
+            return
+        bias = self.values[epilogue.bias] if epilogue.bias is not None else None
+        activation = epilogue.activation.data if epilogue.activation else "none"
+        out = _Epilogue(b, cfg.dtype, activation, self.values[op.out], n, bias, [b.add(col0, ni * 8) for ni in range(ni_count)])
         for mi in range(mi_count):
             for half in range(2):
                 row = b.add(row0, mi * 16 + half * 8)
                 row_in = b.setp("lt", row, m)
-                row_addr = b.add(p["c"], b.cvt(b.shl(b.mul(b.add(split_row0, mi * 16 + half * 8), npad), 2), "u64"))
                 for ni in range(ni_count):
-                    col = b.add(col0, ni * 8)
                     lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
-                    inside = b.and_pred(row_in, b.setp("lt", col, n))
-                    b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [lo, hi], pred=inside)
-        return kernel
-    epilogue = _Epilogue(b, cfg, p["c"], n, p.get("bias"), [b.add(col0, ni * 8) for ni in range(ni_count)])
-    for mi in range(mi_count):
-        for half in range(2):
-            row = b.add(row0, mi * 16 + half * 8)
-            row_in = b.setp("lt", row, m)
-            for ni in range(ni_count):
-                lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
-                epilogue.store(row, row_in, ni, lo, hi)
-    return kernel
+                    out.store(row, row_in, ni, lo, hi)
+
+
+def _next_stage(b: PtxBuilder, s, stages: int):
+    nxt = b.add(s, 1)
+    return b.selp(0, nxt, b.setp("eq", nxt, stages))
 
 
 def _scaled(b: PtxBuilder, acc: list, acc_type: str, a_scales, scales, row0, col0, m, n, mi_count: int, ni_count: int) -> list:
@@ -322,35 +437,39 @@ class _Epilogue:
     """Bias, activation and the rounded store of (row, col), (row, col + 1) pairs of C: bias loaded
     once per column, the pair stored as one 32-bit word when N is even, half by half when odd."""
 
-    def __init__(self, b: PtxBuilder, cfg: GemmConfig, c_ptr, n, bias_ptr, cols):
-        self.b, self.cfg, self.c_ptr, self.n, self.cols = b, cfg, c_ptr, n, cols
+    def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols):
+        self.b, self.dtype, self.activation, self.c_ptr, self.n, self.cols = b, dtype, activation, c_ptr, n, cols
         self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
-        self.biases = [_load_bias_pair(b, bias_ptr, col, n, cfg.dtype) for col in cols] if bias_ptr is not None else None
+        self.biases = [_load_bias_pair(b, bias_ptr, col, n, dtype) for col in cols] if bias_ptr is not None else None
         self.row_bytes = b.cvt(b.shl(n, 1), "u64")
         self._rows = {}
 
     def store(self, row, row_in, i, lo, hi) -> None:
-        b, cfg, col = self.b, self.cfg, self.cols[i]
+        b, dtype, col = self.b, self.dtype, self.cols[i]
         if row not in self._rows:
             self._rows[row] = b.add(self.c_ptr, b.mul(b.cvt(row, "u64"), self.row_bytes))
         if self.biases:
             lo, hi = b.add(lo, self.biases[i][0]), b.add(hi, self.biases[i][1])
-        lo, hi = _activation(b, lo, cfg.activation), _activation(b, hi, cfg.activation)
+        lo, hi = _activation(b, lo, self.activation), _activation(b, hi, self.activation)
         addr = b.add(self._rows[row], b.cvt(b.shl(col, 1), "u64"))
         both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
-        b.st("global", addr, [b.cvt_pack(hi, lo, cfg.dtype)], pred=b.and_pred(both, self.n_even))
+        b.st("global", addr, [b.cvt_pack(hi, lo, dtype)], pred=b.and_pred(both, self.n_even))
         # odd N: rows are only 2-byte aligned, so store the halves one by one
         first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, self.n)), self.n_odd)
-        b.st("global", addr, [b.cvt_half(lo, cfg.dtype)], pred=first)
-        b.st("global", addr, [b.cvt_half(hi, cfg.dtype)], offset=2, pred=b.and_pred(both, self.n_odd))
+        b.st("global", addr, [b.cvt_half(lo, dtype)], pred=first)
+        b.st("global", addr, [b.cvt_half(hi, dtype)], offset=2, pred=b.and_pred(both, self.n_odd))
 
 
-def splitk_reduce_kernel(cfg: GemmConfig) -> KernelOp:
-    """Sums the split_k partial results of a workspace [split_k, M, N rounded up to even], then
+def sum_splits_name(split_k: int, dtype: str, bias: bool, activation: str) -> str:
+    return f"rung_sum_splits_{dtype}_s{split_k}" + ("_bias" if bias else "") + ("" if activation == "none" else f"_{activation}")
+
+
+def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str) -> KernelOp:
+    """Sums split_k partial results of a workspace [split_k, M, N rounded up to even], then
     applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] c, m, n)."""
-    kernel = KernelOp.get(cfg.name + "_reduce", list(cfg.reduce_param_kinds), REDUCE_THREADS)
+    kernel = KernelOp.get(sum_splits_name(split_k, dtype, bias, activation), list(reduce_param_kinds(bias)), REDUCE_THREADS)
     b = PtxBuilder(kernel.body.block)
-    ws, *bias, c_ptr, m, n = kernel.body.block.args
+    ws, *bias_ptr, c_ptr, m, n = kernel.body.block.args
     pairs_per_row = b.shr(b.add(n, 1), 1)
     idx = b.add(b.mul(b.sreg("ctaid.x"), REDUCE_THREADS), b.sreg("tid.x"))
     row = b.div(idx, pairs_per_row)
@@ -358,11 +477,11 @@ def splitk_reduce_kernel(cfg: GemmConfig) -> KernelOp:
     row_in = b.setp("lt", row, m)
     npad = b.shl(pairs_per_row, 1)
     lo = hi = None
-    for z in range(cfg.split_k):
+    for z in range(split_k):
         addr = b.add(ws, b.cvt(b.shl(b.add(b.mul(b.add(b.mul(m, z), row), npad), col), 2), "u64"))
         plo, phi = b.ld("global", addr, "f32", n=2, pred=row_in)
         lo, hi = (plo, phi) if z == 0 else (b.add(lo, plo), b.add(hi, phi))
-    _Epilogue(b, cfg, c_ptr, n, bias[0] if bias else None, [col]).store(row, row_in, 0, lo, hi)
+    _Epilogue(b, dtype, activation, c_ptr, n, bias_ptr[0] if bias_ptr else None, [col]).store(row, row_in, 0, lo, hi)
     return kernel
 
 
@@ -394,37 +513,30 @@ class _WeightFragments:
         h = body.tile_load(buf, stage, srow, row, kind="b16")
         return body.pack_halves(h, h)
 
-    def _srows(self, blk) -> list[int]:
-        """The scale rows (groups within the k-tile) the steps of k-block blk use."""
+    def _srow(self, blk, step) -> int:
+        """The scale row (group within the k-tile) of k16 step `step` of k-block blk."""
         cfg = self.cfg
-        rows = [(16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0 for step in range(self.steps)]
-        return sorted(set(rows))
+        return (16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0
 
-    def load(self, body: PtxBuilder, codes, weight_bufs, stage, blk) -> list:
-        """k-block blk's registers: a code word per n8 tile, then per scale row its steps use and n8
-        tile the scale pair (and zero pair)."""
-        regs = [body.tile_load(codes, stage, row, self.cols[blk]) for row in self.rows]
-        for srow in self._srows(blk):
-            for row in self.rows:
-                regs.append(self._pair(body, weight_bufs[0], stage, self.scale_rows[srow], row, True))
-                if self.cfg.zero:
-                    regs.append(self._pair(body, weight_bufs[1], stage, self.scale_rows[srow], row, False))
-        return regs
+    def load_codes(self, body: PtxBuilder, codes, stage, blk) -> list:
+        """k-block blk's code words: one per n8 tile."""
+        return [body.tile_load(codes, stage, row, self.cols[blk]) for row in self.rows]
 
-    def decode(self, body: PtxBuilder, raw: list, blk) -> list[list[tuple]]:
-        """[k16 step of the block][n8 tile] -> the two B registers, from `load`'s registers."""
+    def load_group(self, body: PtxBuilder, buf, stage, blk, is_scale: bool) -> list:
+        """Per scale row the steps of k-block blk use, and per n8 tile, the scale (or zero term) pair."""
+        srows = sorted({self._srow(blk, step) for step in range(self.steps)})
+        return [self._pair(body, buf, stage, self.scale_rows[srow], row, is_scale) for srow in srows for row in self.rows]
+
+    def decode(self, body: PtxBuilder, words: list, scales: list, zeros: list | None, blk) -> list[list[tuple]]:
+        """[k16 step of the block][n8 tile] -> the two B registers: codes decoded, times the scale, plus the zero term."""
         cfg = self.cfg
-        words, pairs = raw[:len(self.rows)], raw[len(self.rows):]
-        per = 2 if cfg.zero else 1
-        at = {(srow, ni): pairs[per * (i * len(self.rows) + ni): per * (i * len(self.rows) + ni) + per]
-              for i, srow in enumerate(self._srows(blk)) for ni in range(len(self.rows))}
+        srows = sorted({self._srow(blk, step) for step in range(self.steps)})
         out = [[None] * len(self.rows) for _ in range(self.steps)]
         for ni, word in enumerate(words):
             regs = self.dec.emit(body, word, cfg.dtype)
             for step in range(self.steps):
-                srow = (16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0
-                s2, *z = at[(srow, ni)]
-                z2 = z[0] if z else self.minus_zero
+                at = srows.index(self._srow(blk, step)) * len(self.rows) + ni
+                s2, z2 = scales[at], zeros[at] if zeros else self.minus_zero
                 out[step][ni] = (body.fma2(regs[2 * step], s2, z2, cfg.dtype), body.fma2(regs[2 * step + 1], s2, z2, cfg.dtype))
         return out
 
@@ -453,28 +565,27 @@ def _activation(b: PtxBuilder, v, activation: str):
 
 @dataclass(frozen=True)
 class TileToWarp(ModulePass):
-    """Generate the warp-level kernels of each tile.matmul schedule and launch them in place of the op."""
+    """Lower each tile.kernel (block program) to a ptx.kernel, and tile.launch and tile.sum_splits to ptx.launch."""
 
     name = "tile-to-warp"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if any(isinstance(o, tile.MatmulOp) for o in op.walk()):
+            raise RungError("tile-to-warp lowers block programs: expand tile.matmul first (-p tile-expand)")
         kernels = {k.sym_name.data for k in op.ops if isinstance(k, KernelOp)}
-
-        def define(kernel_of, name):
+        for launch in [o for o in op.walk() if isinstance(o, tile.LaunchOp)]:
+            cfg = launch.definition().config
+            (m, k), w = launch.inputs[0].type.get_shape(), launch.inputs[1].type.get_shape()
+            n = w[1] if cfg.b_kn else w[0]
+            Rewriter.replace_op(launch, LaunchOp.get(launch.kernel.root_reference.data, list(launch.inputs), launch.result.type, cfg.grid(m, n), [m, n, k]))
+        for total in [o for o in op.walk() if isinstance(o, tile.SumSplitsOp)]:
+            (m, n), dtype = total.result.type.get_shape(), str(total.result.type.element_type)
+            activation = total.activation.data if total.activation else "none"
+            name = sum_splits_name(total.split_k, dtype, total.bias is not None, activation)
             if name not in kernels:
-                op.body.block.add_op(kernel_of())
+                op.body.block.add_op(sum_splits_kernel(total.split_k, dtype, total.bias is not None, activation))
                 kernels.add(name)
-
-        for mm in [o for o in op.walk() if isinstance(o, MatmulOp)]:
-            cfg = mm.config
-            define(lambda: gemm_kernel(cfg), cfg.name)
-            (m, k), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
-            inputs = [v for name, v in zip(mm.operand_names, mm.operands) if name != "bias"]  # the kernel's order (param_names)
-            if cfg.split_k == 1:
-                launches = [LaunchOp.get(cfg.name, inputs + ([mm.bias] if mm.bias else []), mm.result.type, cfg.grid(m, n), [m, n, k])]
-            else:
-                define(lambda: splitk_reduce_kernel(cfg), cfg.name + "_reduce")
-                partial = LaunchOp.get(cfg.name, inputs, TensorType(f32, cfg.workspace_shape(m, n)), cfg.grid(m, n), [m, n, k])
-                launches = [partial, LaunchOp.get(cfg.name + "_reduce", [partial.result] + ([mm.bias] if mm.bias else []),
-                                                  mm.result.type, cfg.reduce_grid(m, n), [m, n])]
-            Rewriter.replace_op(mm, launches)
+            inputs = [total.partial] + ([total.bias] if total.bias else [])
+            Rewriter.replace_op(total, LaunchOp.get(name, inputs, total.result.type, reduce_grid(m, n), [m, n]))
+        for program in [o for o in op.walk() if isinstance(o, tile.KernelOp)]:
+            Rewriter.replace_op(program, lower_kernel(program))

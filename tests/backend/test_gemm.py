@@ -145,10 +145,9 @@ def test_loadable_kernel_matches_its_ptx(cfg):
 
 def test_split_k_reduction_matches_its_ptx():
     from backend.gemm import gemm_kernels, lowered_gemm_kernel
-    from lowering.tile_to_warp import splitk_reduce_kernel
 
     cfg = GemmConfig("bf16", bm=16, bn=128, bk=64, warps_m=1, warps_n=4, split_k=4, bias=True, activation="silu")
     kernels = gemm_kernels(cfg, "sm_90a")
-    reduce_op = lowered_gemm_kernel(cfg, splitk_reduce_kernel).ops.first
+    reduce_op = lowered_gemm_kernel(cfg, reduction=True).ops.first
     assert "bias" not in cfg.param_names and kernels.reduce.param_kinds == tuple(a.type.kind.data for a in reduce_op.body.block.args)
     assert "K split 4 ways + reduction" in kernels.path and "no wgmma path yet" in kernels.path

@@ -26,13 +26,13 @@ IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in o.items())}-{d}" for f, o, d in FOR
 
 
 def test_quantize_packs_what_the_format_dequantizes_to():
-    w = torch.randn(72, 256, dtype=torch.float64)
+    w = torch.from_numpy(np.random.default_rng(7).standard_normal((72, 256)))
     for name, overrides, dtype in FORMATS:
         fmt = quant_format(name, **overrides)
         qw = rung.quantize(w, fmt, dtype=dtype)
         values, scales, zeros = fmt.quantize(w.numpy())
         exact = torch.from_numpy(fmt.dequantize(values, scales, zeros))
-        tol = 2e-3 if dtype == "f16" else 1e-2
+        tol = 2e-3 if dtype == "f16" else 2e-2  # bf16: the zero term (up to twice the row's magnitude) is rounded at 2^-8 too
         got = qw.dequantize().double()
         assert qw.shape == (72, 256) and qw.codes.dtype == torch.int32
         # one rounding of q * s + z to dtype, z = -(zero * s) rounded too: off by ulps of the row's magnitude at most

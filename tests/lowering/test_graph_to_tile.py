@@ -1,4 +1,4 @@
-"""graph-to-tile, tile-to-warp, smem-swizzle and warp-to-ptx keep the program's meaning, level by level."""
+"""graph-to-tile, tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx keep the program's meaning, level by level."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from dialects import graph as g
 from dialects.ptx import KernelOp, LaunchOp
+from dialects.tile import KernelOp as TileKernel
 from dialects.tile import MatmulOp
 from ir.cli import random_inputs
 from ir.context import make_context, parse_ir, print_ir
@@ -39,8 +40,11 @@ def test_each_level_computes_the_same_linear(lead, n, k, dtype, schedule, seed):
     run_pipeline(module, f"graph-to-tile{schedule}", ctx)
     assert any(isinstance(op, MatmulOp) for op in module.walk())
     assert np.array_equal(run(module, inputs)[0], expected)
+    run_pipeline(module, "tile-expand", ctx)
+    assert any(isinstance(op, TileKernel) for op in module.ops) and not any(isinstance(op, MatmulOp) for op in module.walk())
+    assert np.array_equal(run(module, inputs)[0], expected)  # the block program, block by block
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
-    assert any(isinstance(op, LaunchOp) for op in module.walk()) and not any(isinstance(op, MatmulOp) for op in module.walk())
+    assert any(isinstance(op, LaunchOp) for op in module.walk()) and not any(isinstance(op, TileKernel) for op in module.walk())
     assert np.array_equal(run(module, inputs)[0], expected)
     assert print_ir(parse_ir(print_ir(module))) == print_ir(module)  # every level parses back
 
@@ -101,6 +105,8 @@ def test_matmul_lowers_with_b_as_k_by_n(m, n, k, dtype, seed):
     run_pipeline(module, "graph-to-tile", ctx)
     (mm,) = [op for op in module.walk() if isinstance(op, MatmulOp)]
     assert mm.config.b_kn
+    assert np.array_equal(run(module, inputs)[0], expected)
+    run_pipeline(module, "tile-expand", ctx)
     assert np.array_equal(run(module, inputs)[0], expected)
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     assert np.array_equal(run(module, inputs)[0], expected)

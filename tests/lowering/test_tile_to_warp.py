@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from backend.ptx_text import module_text
 from ir.interpreter import DeviceMemory, run_kernel
 from ir.errors import RungError
-from dialects.tile import copy_elems
+from dialects.tile import copy_elems, reduce_grid
 from backend.bench_gemm import CANDIDATES
 from backend.gemm import lowered_gemm_kernel
 from dialects.ptx import KernelOp
@@ -42,7 +42,6 @@ def lowered(cfg) -> KernelOp:
 def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None) -> np.ndarray:
     """Run a schedule's kernel(s) on the interpreter as the launcher does (the GEMM, and with a
     split K the reduction over its workspace) into a poisoned output; returns the output."""
-    from lowering.tile_to_warp import splitk_reduce_kernel
 
     out = mem.alloc(np.full((m, n), np.nan, out_dtype))  # poisoned: every element must be written
     bias_ptr = [mem.alloc(bias)] if bias is not None else []
@@ -51,7 +50,7 @@ def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None) -> n
     else:
         ws = mem.alloc(np.full(cfg.workspace_shape(m, n), np.nan, np.float32))
         run_kernel(kernel or lowered(cfg), cfg.grid(m, n), operands + [ws, m, n, k], mem)
-        run_kernel(lowered_gemm_kernel(cfg, splitk_reduce_kernel).ops.first, cfg.reduce_grid(m, n), [ws] + bias_ptr + [out, m, n], mem)
+        run_kernel(lowered_gemm_kernel(cfg, reduction=True).ops.first, reduce_grid(m, n), [ws] + bias_ptr + [out, m, n], mem)
     return mem.read(out, np.empty((m, n), out_dtype))
 
 
