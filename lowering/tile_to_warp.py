@@ -157,6 +157,7 @@ class _BlockLowering:
         self.values = dict(zip(program.body.block.args, params))
         self.param_of = dict(zip(program.body.block.args, cfg.param_names))
         self.shared: dict = {}  # buffer value -> its SharedTile
+        self.source: dict = {}  # buffer value -> the kernel argument copied into it
         self.m, self.n, self.k = self.p["m"], self.p["n"], self.p["k"]
         self.wm, self.wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
         self.mi_count, self.ni_count = self.wm // 16, self.wn // 8
@@ -210,6 +211,7 @@ class _BlockLowering:
         k-tile step in 16-bit units (None: the scale row of the k-tile's group)."""
         b, cfg, p = self.b, self.cfg, self.p
         name, fixed, shared = self.param_of[op.src], self.values[op.fixed], self.shared[op.buffer]
+        self.source[op.buffer] = name
         halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
 
         def copy(ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows):
@@ -251,18 +253,13 @@ class _BlockLowering:
             self.weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
             return lambda bb, stage, u: self.weights.load_codes(bb, buf, stage, u)
         else:  # group rows: scales, then zero terms
-            is_scale = self.param_of.get(self._source_of(op)) == "scales"
+            is_scale = self.source[op.buffer] == "scales"
             return lambda bb, stage, u: self.weights.load_group(bb, buf, stage, u, is_scale)
         return lambda bb, stage, u: [r for nj in range(self.ni_count // 2) for r in bb.tile_ldmatrix(buf, stage, *at[u][nj], trans=layout == "bt")]
-
-    def _source_of(self, fragment: tile.FragmentOp):
-        """The kernel argument the fragment's buffer is copied from."""
-        return next(c.src for c in self.copies_of if c.buffer == fragment.buffer)
 
     def _pipeline(self, op: tile.PipelineOp) -> None:
         b, cfg = self.b, self.cfg
         copy_ops = [o for o in op.copy.block.ops if isinstance(o, tile.CopyOp)]
-        self.copies_of = copy_ops
         copies = [(self._copy(c), self.values[c.buffer]) for c in copy_ops]
 
         def issue(bb: PtxBuilder, k_tile, stage):
