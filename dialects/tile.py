@@ -253,6 +253,13 @@ class GemmConfig:
         return (self.a_tile, self.b_tile, *extra)
 
     @property
+    def copy_k_steps(self) -> tuple[tuple[int, tuple[int, int]], ...]:
+        """Per copied tile (copied_tiles order): the source dimension K runs along, and (num, den)
+        placing k-tile t at t * num // den along it (rows or columns of the source)."""
+        b = (1, (self.bk * self.weight_bits // 32, 1)) if self.weight else (0 if self.b_kn else 1, (self.bk, 1))
+        return ((1, (self.bk, 1)), b) + ((0, (self.bk, self.group)),) * (len(self.copied_tiles) - 2)
+
+    @property
     def shared_bytes(self) -> int:
         return self.stages * sum(t.bytes for t in self.copied_tiles)
 
@@ -760,6 +767,9 @@ class KernelOp(IRDLOperation):
             stages, rows, cols = t.get_shape()
             if (stages, rows, cols * element_bits(t.element) // 8) != (cfg.stages, tile.rows, tile.bytes // tile.rows):
                 raise VerifyException(f"shared buffer {t} does not hold the schedule's {tile.rows}x{tile.bytes // tile.rows}-byte tiles")
+        for copy, (k_dim, k_step) in zip(self.ops_of(CopyOp), cfg.copy_k_steps, strict=True):
+            if (copy.k_dim.value.data, tuple(copy.k_step.get_values())) != (k_dim, k_step):
+                raise VerifyException(f"tile.copy into {copy.buffer.type} places k-tiles by k_dim = {k_dim}, k_step = {list(k_step)} in this schedule")
 
     def interpret(self, operands: list, out: np.ndarray) -> np.ndarray:
         """Run every block of the grid, one after another, into `out`."""

@@ -58,18 +58,17 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
 
     origin = add(t.BlockOriginOp.build(result_types=[t.IndexType()] * 2))
     k_range = add(t.KRangeOp.build(operands=[arg["a"]], result_types=[t.IndexType()] * 2))
-    # (source, shared element, tile rows x cols in elements, along which dim K runs, k-tile -> rows or columns, bytes per copy)
+    # (source, shared element, tile rows x cols in elements, bytes per copy), in cfg.copied_tiles order
     bits = cfg.weight_bits
-    copies = [("a", ab, (cfg.bm, cfg.bk), 1, (cfg.bk, 1), 2 * cfg.copy_elems)]
+    copies = [("a", ab, (cfg.bm, cfg.bk), 2 * cfg.copy_elems)]
     if cfg.weight:
         scale_elem = arg["scales"].type.element_type
-        copies.append(("b", i32, (cfg.bn, cfg.bk * bits // 32), 1, (cfg.bk * bits // 32, 1), 2 * cfg.b_tile.elems))
-        copies += [(name, elem, (cfg.scale_rows, cfg.bn), 0, (cfg.bk, cfg.group), 16)
-                   for name, elem in (("scales", scale_elem), ("zeros", act))[:1 + cfg.zero]]
+        copies.append(("b", i32, (cfg.bn, cfg.bk * bits // 32), 2 * cfg.b_tile.elems))
+        copies += [(name, elem, (cfg.scale_rows, cfg.bn), 16) for name, elem in (("scales", scale_elem), ("zeros", act))[:1 + cfg.zero]]
     elif cfg.b_kn:
-        copies.append(("b", ab, (cfg.bk, cfg.bn), 0, (cfg.bk, 1), 2 * cfg.b_copy_elems))
+        copies.append(("b", ab, (cfg.bk, cfg.bn), 2 * cfg.b_copy_elems))
     else:
-        copies.append(("b", ab, (cfg.bn, cfg.bk), 1, (cfg.bk, 1), 2 * cfg.copy_elems))
+        copies.append(("b", ab, (cfg.bn, cfg.bk), 2 * cfg.copy_elems))
     buffers = {name: add(t.SharedBufferOp.build(result_types=[t.SharedType.get(cfg.stages, *shape, elem)])).result
                for name, elem, shape, *_ in copies}
     acc_elem = i32 if cfg.a8 == "s8" else f32
@@ -78,7 +77,7 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
     pipeline = add(t.PipelineOp.get(k_range.first, k_range.count, zeros.result))
     copy, compute = pipeline.copy.block, pipeline.compute.block
     k_tile, stage = copy.args
-    for name, _, _, k_dim, k_step, nbytes in copies:
+    for (name, _, _, nbytes), (k_dim, k_step) in zip(copies, cfg.copy_k_steps):
         fixed = origin.row if name == "a" else origin.col
         copy.add_op(t.CopyOp.get(arg[name], fixed, k_tile, buffers[name], stage, k_dim, k_step, nbytes))
     copy.add_op(t.YieldOp.build(operands=[[]]))

@@ -259,6 +259,8 @@ class _BlockLowering:
 
     def _pipeline(self, op: tile.PipelineOp) -> None:
         b, cfg = self.b, self.cfg
+        if not isinstance(op.init.owner, tile.ZerosOp):  # the loop below starts its accumulators at zero
+            raise RungError("tile-to-warp: a tile.pipeline's accumulator must start from tile.zeros")
         copy_ops = [o for o in op.copy.block.ops if isinstance(o, tile.CopyOp)]
         copies = [(self._copy(c), self.values[c.buffer]) for c in copy_ops]
 
@@ -274,7 +276,7 @@ class _BlockLowering:
         lane_coords = (b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4), b.and_(b.shr(lane, 3), 1))  # lane_mat: which of a pair of 8x8 matrices
         compute_ops = [o for o in op.compute.block.ops if not isinstance(o, tile.YieldOp)]
         decodes = [o for o in compute_ops if isinstance(o, tile.DecodeOp)]
-        self.weights = None  # set up after A's fragment loads (kept in the order the kernel always had)
+        self.weights = None  # set up by the packed fragment's loader (after A's address setup)
         self.steps = decoder(cfg.weight).per_word // 4 if decodes else 1
         fragments = [o for o in compute_ops if isinstance(o, tile.FragmentOp)]
         loaders = [self._fragment_loader(f, lane_coords) for f in fragments]
