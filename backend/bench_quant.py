@@ -34,7 +34,11 @@ EIGHT_BIT = {"w8a8 (int8 x int8)": "s8", "fp8 (e4m3 x e4m3)": "e4m3"}  # 8-bit a
 TARGET_SPEEDUP = {4: 3.0, 2: 5.0, 1: 7.0}  # vs cuBLAS fp16 at M <= 16, by weight bits
 SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice (the measurement choose_config follows)
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=2), dict(stages=4),
-    dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64),
+    dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64), dict(scale_partials=False), dict(scale_partials=True),
+]
+FORMAT_CANDIDATES = [  # every other format at M = 1: the loop, the split and where the scales apply
+    dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(prefetch=False, split_k=4),
+    dict(prefetch=False, scale_partials=False), dict(prefetch=False, scale_partials=True),
 ]
 
 
@@ -186,12 +190,15 @@ def plan(sms: int, quick: bool = False) -> list[tuple]:
             for label, (weight, group, scale, zero) in names.items():
                 cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
                 candidates = []
-                if label == "int4 g128" and m <= 16 and (n, k) in SHAPES[3:]:
-                    for cand in SMALL_M_CANDIDATES:
+                tried = SMALL_M_CANDIDATES if label == "int4 g128" and m <= 16 else FORMAT_CANDIDATES if m == 1 else []
+                if (n, k) in SHAPES[3:]:
+                    for cand in tried:
                         try:
-                            candidates.append(dataclasses.replace(cfg, **cand))
+                            alt = dataclasses.replace(cfg, **cand)
                         except ValueError:  # not a valid schedule beside this one
-                            pass
+                            continue
+                        if alt != cfg and alt not in candidates:
+                            candidates.append(alt)
                 cases.append((m, n, k, label, cfg, candidates))
             if (n, k) in SHAPES[3:] and m in (1, 16, 4096):
                 cases += [(m, n, k, label, choose_config(m, n, k, "f16", sms=sms, a8=a8), []) for label, a8 in EIGHT_BIT.items()]
@@ -272,7 +279,7 @@ def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandw
     lines += ["", "8-bit activations are quantized per token before the kernel (rung.qlinear does it with torch ops; not in the "
               "times above): " + ", ".join(f"{a8} {us:.1f} us" for a8, us in quantize_us.items()) + " for a 4096 x 8192 f16 input."]
     if tuning:
-        lines += ["", "Small-M schedules tried (int4 g128):", "", "| M | N | K | schedule | us |", "| --- | --- | --- | --- | --- |"]
+        lines += ["", "Small-M schedules tried (int4 g128 at M <= 16, every format at M = 1):", "", "| M | N | K | schedule | us |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {m} | {n} | {k} | {name} | {us:.1f} |" for m, n, k, name, us in tuning]
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_quant.md").write_text("\n".join(lines) + "\n")

@@ -223,7 +223,7 @@ AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemO
 
 @irdl_op_definition
 class MadOp(PtxOp):
-    """mad.lo.<kind> dst, a, b, c: a * b + c."""
+    """mad.lo.<kind> dst, a, b, c: a * b + c of integers; of f32, fma.rn.f32 (a u32 operand holds f32 bits)."""
 
     name = "ptx.mad"
     a = operand_def(RegType)
@@ -232,9 +232,15 @@ class MadOp(PtxOp):
     result = result_def(RegType)
 
     def text(self, r):
-        return f"mad.lo.{kind_of(self.result)} {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)};"
+        k = kind_of(self.result)
+        op = "fma.rn" if k == "f32" else "mad.lo"
+        return f"{op}.{k} {r(self.result)}, {r(self.a)}, {r(self.b)}, {r(self.c)};"
 
     def execute(self, cta, a, b, c):
+        if kind_of(self.result) == "f32":  # the product is exact in float64; the sum rounds there, then to f32 (a double
+            # rounding: it can differ from the fused result by one ulp where the float64 sum lands on an f32 halfway point)
+            a, b, c = (x if x.dtype == np.float32 else x.astype(np.uint32).view(np.float32) for x in (a, b, c))
+            return (a.astype(np.float64) * b + c).astype(np.float32)
         with np.errstate(over="ignore"):
             return (a * b + c).astype(a.dtype)
 
@@ -754,6 +760,23 @@ class PackHalvesOp(PtxOp):
 
 
 @irdl_op_definition
+class UnpackHalvesOp(PtxOp):
+    """mov.b32 {lo, hi}, x: a 32-bit register's halves as two 16-bit registers."""
+
+    name = "ptx.unpack_halves"
+    x = operand_def(RegType)
+    lo = result_def(RegType)
+    hi = result_def(RegType)
+
+    def text(self, r):
+        return f"mov.b32 {{{r(self.lo)}, {r(self.hi)}}}, {r(self.x)};"
+
+    def execute(self, cta, x):
+        x = np.asarray(x).astype(np.uint32)
+        return (x & 0xFFFF).astype(np.uint16), (x >> 16).astype(np.uint16)
+
+
+@irdl_op_definition
 class Fma2Op(PtxOp):
     """fma.rn.<t>x2 d, a, b, c: per 16-bit half, a * b + c rounded once to f16 or bf16."""
 
@@ -903,5 +926,5 @@ class LaunchOp(IRDLOperation):
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
     CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
+    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
 ], [RegType])

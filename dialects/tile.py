@@ -138,6 +138,8 @@ class GemmConfig:
     prefetch: bool = False  # load the next k16 steps' fragments into registers while the current ones compute
     a8: str = ""  # "" (A and B in dtype) or "s8" / "e4m3": 8-bit A [M, K] and B [N, K] with f32 scales per row of A
     # and of B, multiplied by mma.m16n8k32; dtype is then the output's type
+    scale_partials: bool = False  # with `weight` (no zero terms): mma the unscaled codes' values and scale each group's
+    # f32 partial sums by its column's scale, instead of scaling every decoded weight (fewer ops where M-tiles are 16 rows)
 
     def __post_init__(self):
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
@@ -162,8 +164,10 @@ class GemmConfig:
             raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the {MAX_SHARED_BYTES // 1024} KiB a block can have")
         if self.weight:
             self._check_weight()
-        elif self.group or self.scale or self.zero:
-            raise ValueError("group, scale and zero describe a low-precision weight: set `weight` too")
+        elif self.group or self.scale or self.zero or self.scale_partials:
+            raise ValueError("group, scale, zero and scale_partials describe a low-precision weight: set `weight` too")
+        if self.scale_partials and self.zero:
+            raise ValueError("scale_partials scales partial sums: a weight with zero terms scales each value")
         if self.a8:
             if self.a8 not in EIGHT_BIT_OPERANDS or self.weight or self.b_kn or self.copy_elems != 8:
                 raise ValueError(f"8-bit operands (a8) are s8 or e4m3, with A [M, K] and B [N, K] rows 16-byte aligned, not {self.a8}")
@@ -294,6 +298,7 @@ class GemmConfig:
         suffix += f"_r{self.raster}" if self.raster > 1 else ""
         suffix += "_pf" if self.prefetch else ""
         suffix += f"_x{self.a8}" if self.a8 else ""
+        suffix += "_sp" if self.scale_partials else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 
@@ -306,7 +311,8 @@ class MatmulOp(IRDLOperation):
     scales and zeros [K / group, N16]. With `a8` (s8 or e4m3), x [M, K] and w [N, K] are 8-bit
     with f32 x_scales [M] and scales [N], and the result is f16 or bf16. `split_k` > 1 splits K into
     partial sums; `raster` orders the blocks in bands of M-tiles; `prefetch` double-buffers
-    fragments in registers.
+    fragments in registers; `scale_partials` scales each group's f32 partial sums (w = q * s
+    unrounded) instead of each decoded weight (w = q * s + z rounded to the activation type).
     dialects.tile.GemmConfig is the schedule these properties spell out."""
 
     name = "tile.matmul"
@@ -327,6 +333,7 @@ class MatmulOp(IRDLOperation):
     raster = opt_prop_def(IntegerAttr)
     prefetch = opt_prop_def(UnitAttr)
     a8 = opt_prop_def(StringAttr)
+    scale_partials = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
                        "type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
@@ -348,6 +355,8 @@ class MatmulOp(IRDLOperation):
             props["b_kn"] = UnitAttr()
         if cfg.prefetch:
             props["prefetch"] = UnitAttr()
+        if cfg.scale_partials:
+            props["scale_partials"] = UnitAttr()
         if cfg.a8:
             props["a8"] = StringAttr(cfg.a8)
         if weight is not None:
@@ -377,7 +386,7 @@ class MatmulOp(IRDLOperation):
         return GemmConfig(str(self.result.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
                           8 if a8 else copy_elems(k), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
                           split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
-                          prefetch=self.prefetch is not None, a8=a8, **weight)
+                          prefetch=self.prefetch is not None, a8=a8, scale_partials=self.scale_partials is not None, **weight)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
@@ -457,7 +466,14 @@ class MatmulOp(IRDLOperation):
         scales = rest.pop(0) if self.scales is not None else None
         zeros = rest.pop(0) if self.zeros is not None else None
         bias = rest.pop(0) if self.bias is not None else None
-        w = self._dense_weight(w, scales, zeros)  # [N, K]
+        if cfg.scale_partials:  # the codes' values, and each group's partial sums scaled (as the kernel does)
+            from lowering.ladder import decode_values, group_scales
+
+            k = x.shape[1]
+            s = group_scales(_bits(scales, cfg.dtype)[:, :w.shape[0]], cfg.scale == "e8m0", cfg.dtype, rounded=False)
+            w = decode_values(np.asarray(w).view(np.uint32), cfg.weight, cfg.dtype, k)
+        else:
+            w = self._dense_weight(w, scales, zeros)  # [N, K]
         if x_scales is not None:
             x = np.asarray(x, np.float64) * np.asarray(x_scales, np.float64)[:, None]
         m, k = x.shape
@@ -471,7 +487,12 @@ class MatmulOp(IRDLOperation):
                     for k0 in range(s0, min(k, s0 + per_split), cfg.bk):
                         a = x[m0:m0 + cfg.bm, k0:k0 + cfg.bk].astype(np.float32)
                         b = w[n0:n0 + cfg.bn, k0:k0 + cfg.bk].astype(np.float32)
-                        acc += a @ b.T
+                        if cfg.scale_partials:
+                            per = cfg.group if 0 < cfg.group < cfg.bk else cfg.bk
+                            rows = s[k0 // cfg.group:][:cfg.bk // per] if cfg.group else s[:1]
+                            acc = add_scaled_partials(acc, a, b, rows[:, n0:n0 + cfg.bn], per)
+                        else:
+                            acc += a @ b.T
                     y[m0:m0 + cfg.bm, n0:n0 + cfg.bn] += acc
         if bias is not None:
             y += bias.astype(np.float32)
@@ -609,6 +630,7 @@ FRAGMENT_LAYOUTS = {
     "bt": "mma B operand stored [K, N] (ldmatrix.trans)",
     "packed": "low-precision B codes [N, K * bits / 32] in mma order: one 32-bit word per lane, n8 tile and k-block",
     "group": "scale or zero rows [groups, N]: each lane holds the columns of its B fragments",
+    "group_acc": "scale rows [groups, N]: each lane holds the columns of its accumulators",
     "acc": "mma accumulator [M, N]: lane (g, t) holds rows g and g + 8, columns 2t and 2t + 1 of each 16 x 8 tile",
 }
 
@@ -738,8 +760,12 @@ class KernelOp(IRDLOperation):
         else:  # f32 partial sums; 8-bit operands: the reduction rounds to its own type
             dtype = "f16" if a8 else str(x.element_type)
         epilogue, decode = self.ops_of(EpilogueOp)[0], self.ops_of(DecodeOp)
-        weight = dict(weight=decode[0].element.data, group=decode[0].group.value.data, scale="e8m0" if decode[0].e8m0 else "",
-                      zero=decode[0].zeros is not None) if decode else {}
+        weight = {}
+        if decode:  # the scales go with the decode, or with the mma (scale_partials)
+            scaled = decode[0] if decode[0].scales is not None else self.ops_of(MmaOp)[0]
+            weight = dict(weight=decode[0].element.data, group=scaled.group.value.data if scaled.group else 0,
+                          scale="e8m0" if _is_e8m0(scaled.scales) else "", zero=decode[0].zeros is not None,
+                          scale_partials=scaled is not decode[0])
         b_kn = b_copy.k_dim.value.data == 0
         return GemmConfig(dtype, bm, bn, bk, wm, wn, self.stages.value.data, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
@@ -1021,49 +1047,74 @@ class FragmentOp(IRDLOperation):
 
 @irdl_op_definition
 class DecodeOp(IRDLOperation):
-    """B [BN, BK] in the activation type from a k-tile of `element` codes and the scale rows (and
-    zero terms) of its `group`s (0: one per output channel; ui8 scales are e8m0 codes): w = q * s
-    + z, rounded once, as lowering.ladder's register decoders compute it."""
+    """B [BN, BK] in the activation type from a k-tile of `element` codes. With the scale rows
+    (and zero terms) of its `group`s (0: one per output channel; ui8 scales are e8m0 codes):
+    w = q * s + z, rounded once, as lowering.ladder's register decoders compute it; without
+    them, the codes' values q (which tile.mma then scales per group)."""
 
     name = "tile.decode"
     codes = operand_def(FragType)
-    scales = operand_def(FragType)
+    scales = opt_operand_def(FragType)
     zeros = opt_operand_def(FragType)
     result = result_def(FragType)
     element = prop_def(StringAttr)
-    group = prop_def(IntegerAttr)
-    assembly_format = "$codes `,` $scales (`zeros` $zeros^)? attr-dict `:` type($codes) `,` type($scales) (`zeros` type($zeros)^)? `->` type($result)"
+    group = opt_prop_def(IntegerAttr)
+    assembly_format = ("$codes (`scales` $scales^)? (`zeros` $zeros^)? attr-dict `:` type($codes) (`scales` type($scales)^)? "
+                       "(`zeros` type($zeros)^)? `->` type($result)")
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
 
-    @property
-    def e8m0(self) -> bool:
-        return isinstance(self.scales.type.element, IntegerType)
-
     def verify_(self):
-        layouts = [self.codes.type.layout.data, self.scales.type.layout.data, self.result.type.layout.data]
-        if layouts != ["packed", "group", "b"] or (self.zeros is not None and self.zeros.type.layout.data != "group"):
-            raise VerifyException("tile.decode takes packed codes and group scales (and zeros) to a b fragment")
+        layouts = [self.codes.type.layout.data, self.result.type.layout.data]
+        extra = [v.type.layout.data for v in (self.scales, self.zeros) if v is not None]
+        if layouts != ["packed", "b"] or any(x != "group" for x in extra):
+            raise VerifyException("tile.decode takes packed codes (and group scales and zeros) to a b fragment")
+        if self.zeros is not None and self.scales is None:
+            raise VerifyException("tile.decode's zero terms come with scales")
+        if (self.scales is None) != (self.group is None):
+            raise VerifyException("tile.decode's scales come with their group size, and only with them")
 
-    def run(self, ids: BlockIds, codes, scales, zeros=None):
-        from lowering.ladder import PackedWeight, unpack_weight
+    def run(self, ids: BlockIds, codes, scales=None, zeros=None):
+        from lowering.ladder import PackedWeight, decode_values, unpack_weight
 
-        bk, dtype, group = self.result.type.get_shape()[1], str(self.result.type.element), self.group.value.data
+        bk, dtype = self.result.type.get_shape()[1], str(self.result.type.element)
+        if scales is None:
+            return decode_values(codes.view(np.uint32), self.element.data, dtype, bk).astype(np.float32)
+        group = self.group.value.data
         packed = PackedWeight(codes.view(np.uint32), _bits(scales, dtype), _bits(zeros, dtype) if zeros is not None else None)
-        return unpack_weight(packed, self.element.data, group if 0 < group < bk else 0, self.e8m0, dtype, bk)  # (one row: the whole k-tile)
+        return unpack_weight(packed, self.element.data, group if 0 < group < bk else 0, _is_e8m0(self.scales), dtype, bk)
+
+
+def _is_e8m0(scales: SSAValue | None) -> bool:
+    """Whether a scale operand holds e8m0 codes (ui8) rather than the activation type's values."""
+    return scales is not None and isinstance(scales.type.element, IntegerType)
+
+
+def add_scaled_partials(acc: np.ndarray, a: np.ndarray, b: np.ndarray, scales: np.ndarray, per: int) -> np.ndarray:
+    """acc + a @ b^T taken `per` K elements (a group) at a time: each group's f32 partial sum
+    times its row of `scales` (one value per column of b's rows), added to acc as fma does."""
+    for g in range(-(-a.shape[1] // per)):
+        part = a[:, g * per:(g + 1) * per].astype(np.float32) @ b[:, g * per:(g + 1) * per].T.astype(np.float32)
+        acc = (acc.astype(np.float64) + part.astype(np.float64) * scales[g][None]).astype(np.float32)
+    return acc
 
 
 @irdl_op_definition
 class MmaOp(IRDLOperation):
     """acc + a @ b^T (a [BM, BK]; b [BN, BK], or [BK, BN] with layout bt: acc + a @ b) on tensor
-    cores, accumulating in f32 (s32 for s8 operands)."""
+    cores, accumulating in f32 (s32 for s8 operands). With `scales` (rows of `group` K elements,
+    0: one row for the k-tile; ui8: e8m0 codes): each group's f32 partial sum a_g @ b_g^T is
+    multiplied by its row of scales, column by column, as it is added to acc."""
 
     name = "tile.mma"
     T: ClassVar = VarConstraint("T", base(FragType))
     a = operand_def(FragType)
     b = operand_def(FragType)
     acc = operand_def(T)
+    scales = opt_operand_def(FragType)
     result = result_def(T)
-    assembly_format = "$a `,` $b `,` $acc attr-dict `:` type($a) `,` type($b) `->` type($result)"
+    group = opt_prop_def(IntegerAttr)
+    assembly_format = "$a `,` $b `,` $acc (`scales` $scales^)? attr-dict `:` type($a) `,` type($b) (`scales` type($scales)^)? `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
 
     def verify_(self):
         a, b, acc = self.a.type, self.b.type, self.acc.type
@@ -1072,12 +1123,26 @@ class MmaOp(IRDLOperation):
         (m, k), (n, kb) = a.get_shape(), b.get_shape()[::-1] if b.layout.data == "bt" else b.get_shape()
         if k != kb or acc.get_shape() != (m, n):
             raise VerifyException(f"tile.mma shapes: {a}, {b} -> {acc}")
+        if (self.scales is None) != (self.group is None):
+            raise VerifyException("tile.mma's scales come with their group size, and only with them")
+        if self.scales is not None:
+            s, group = self.scales.type, self.group.value.data
+            rows = k // group if 0 < group < k else 1
+            if s.layout.data != "group_acc" or s.get_shape() != (rows, n) or group % 16 or str(acc.element) != "f32":
+                raise VerifyException(f"tile.mma scales f32 partial sums by group_acc rows [{rows}, {n}] of a group that is a multiple of 16, "
+                                      f"got {s} for group {group}")
 
-    def run(self, ids: BlockIds, a, b, acc):
+    def run(self, ids: BlockIds, a, b, acc, scales=None):
         b = b.T if self.b.type.layout.data == "bt" else b
         if acc.dtype == np.int32:
             return (a.astype(np.int64) @ b.T.astype(np.int64) + acc).astype(np.int32)
-        return acc + a.astype(np.float32) @ b.T.astype(np.float32)
+        if scales is None:
+            return acc + a.astype(np.float32) @ b.T.astype(np.float32)
+        from lowering.ladder import group_scales
+
+        k, group, dtype = a.shape[1], self.group.value.data, str(self.a.type.element)
+        s = group_scales(_bits(scales, dtype), _is_e8m0(self.scales), dtype, rounded=False)
+        return add_scaled_partials(acc, a, b, s, group if 0 < group < k else k)
 
 
 @irdl_op_definition

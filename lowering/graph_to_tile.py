@@ -40,7 +40,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
                   zero: bool = False, sms: int = SMS, a8: str = "") -> GemmConfig:
     """Tile sizes from the shape and the weight's format.
 
-    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N.
+    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N;
+    groups of 64 or more (or per channel) without zero terms scale partial sums (scale_partials);
+    decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse.
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
@@ -50,7 +52,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     packed = {"weight": weight, "group": group, "scale": scale, "zero": zero}
     block = 16
     if weight:
-        from lowering.ladder import block_elems, decoder
+        from lowering.ladder import LutDecode, block_elems, decoder
 
         block = block_elems(decoder(weight).bits)
     if a8:  # 8-bit A and B: k-tiles of 64 or 128 bytes hold what 32 or 64 halves hold
@@ -64,8 +66,17 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     if min(copies["copy_elems"], copies["b_copy_elems"]) < 8:
         return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
     if m <= 16 and weight:  # k-tiles of 8 KiB of codes; the next unit's words load while this one decodes (measured 1.3x)
-        bk = max(min(128, 512 // decoder(weight).bits), block)
-        cfg = GemmConfig(dtype, bm=16, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=True, **copies, **packed)
+        d = decoder(weight)
+        bk = max(min(128, 512 // d.bits), block)
+        # one f32 fma per accumulator and group costs less than scaling every weight pair once a group spans 4 k16 steps
+        partials = not zero and (group == 0 or group >= 64)
+        # decode-bound formats (1 and 2 bits, table lookups): 2- and 1-bit words decode into too many registers to
+        # prefetch (4 blocks a multiprocessor instead of 3), and two waves of blocks balance better than one
+        # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9)
+        decode_bound = d.bits <= 2 or isinstance(d, LutDecode)
+        cfg = GemmConfig(dtype, bm=16, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > 2, scale_partials=partials,
+                         **copies, **packed)
+        return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, waves=2 if decode_bound else 1))
     elif m <= 16:
         cfg = GemmConfig(dtype, bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, **copies)
     elif m <= 64:
@@ -82,17 +93,17 @@ def resident_blocks(cfg: GemmConfig) -> int:
     return max(1, min((228 * 1024) // (cfg.shared_bytes + 1024), 2048 // cfg.threads, 65536 // (128 * cfg.threads), 32))
 
 
-def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int) -> int:
-    """K splits that fill the GPU in one wave of resident blocks (a partial second wave would
+def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1) -> int:
+    """K splits that fill the GPU in `waves` waves of resident blocks (a partial second wave would
     leave most multiprocessors idle at the end), with at least 4 k-tiles a split. Once there is
     a block per multiprocessor, further splits must keep the f32 partial sums (written and read
     back) under a quarter of the weight's bytes."""
     blocks = math.prod(cfg.grid(m, n)[:2])
     k_tiles = -(-k // cfg.bk)
-    one_wave = max(1, resident_blocks(cfg) * sms // blocks)
+    full = max(1, waves * resident_blocks(cfg) * sms // blocks)
     filled = -(-sms // blocks)  # splits for one block per multiprocessor
     budget = int(0.25 * k * cfg.weight_bits / 8 / (8 * m))
-    return max(1, min(one_wave, max(filled, budget), k_tiles // 4, 16))
+    return max(1, min(full, max(filled, budget), k_tiles // 4, 16))
 
 
 def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,

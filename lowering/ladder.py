@@ -7,8 +7,9 @@ or bf16x2 pairs in registers. The decoder is generated from the format's bit-lev
 one of three kinds:
 
 - integers (`IntDecode`): the stored code u = q + offset of pair j sits at bits b*j and
-  16 + b*j; one shift and one lop3 drop both codes into the mantissas of a "magic" f16x2
-  (2^10 + u; 2^7 + u for bf16), one fma subtracts magic + offset;
+  16 + b*j; one lop3 drops both codes into the mantissas of a "magic" f16x2 (2^10 + u; 2^7 + u
+  for bf16), one fma subtracts magic + offset; a shift is needed only once per window of pairs
+  whose codes fit the mantissa where they lie (2 pairs of int4, 5 of int2, 10 of int1 for f16);
 - minifloats (`FloatDecode`, e2m1, e4m3, e5m2): one shift brings pair j to the top of each
   half; the exponent and mantissa bits are shifted under the target's exponent field, the sign
   kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent;
@@ -113,17 +114,23 @@ class IntDecode(Decoder):
         return np.asarray(codes, np.float64) - self.offset
 
     def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+        """One shift per window of pairs: a code at bits b*i of a half already lies inside the
+        magic float's mantissa (2^p + u * 2^(b*i), exact), so lop3 takes it without shifting and
+        the fma scales by 2^-(b*i) as it subtracts 2^(p - b*i) + offset, exactly."""
         pattern, value, capacity = MAGIC[dtype]
         if 1 << self.bits > capacity:
             raise FormatError(f"{self.bits}-bit codes do not fit the mantissa of {dtype}")
-        mask = ((1 << self.bits) - 1) * PAIR
-        bias = int(half_bits(-(value + self.offset), dtype))
-        one = int(half_bits(1.0, dtype))
+        window = (capacity.bit_length() - 1) // self.bits  # pairs whose codes fit the mantissa unshifted
         out = []
         for j in range(self.per_word // 2):
-            shifted = word if j == 0 else b.shr(word, self.bits * j)
+            i = j % window  # place within the window
+            if i == 0:
+                shifted = word if j == 0 else b.shr(word, self.bits * j)
+            mask = (((1 << self.bits) - 1) << (self.bits * i)) * PAIR
             magic_plus_code = b.lop3(shifted, mask, pattern * PAIR, OR_AND_LUT)
-            out.append(b.fma2(magic_plus_code, one * PAIR, bias * PAIR, dtype))
+            unit = int(half_bits(2.0 ** -(self.bits * i), dtype))
+            bias = int(half_bits(-(value / 2 ** (self.bits * i) + self.offset), dtype))
+            out.append(b.fma2(magic_plus_code, unit * PAIR, bias * PAIR, dtype))
         return out
 
 
@@ -268,25 +275,36 @@ def pack_weight(values, scales, zeros, fmt: QuantFormat, dtype: str) -> PackedWe
     return PackedWeight(mma_b_words(values, decoder(fmt.element)), packed_scales, z)
 
 
-def unpack_weight(packed: PackedWeight, element: str, group: int, mx: bool, dtype: str, k: int) -> np.ndarray:
-    """The [N, K] weight a kernel computes with from `packed`: each value decoded to dtype, times
-    its scale plus its zero term, rounded once to dtype (the decoders' fma), as float32."""
-    d = decoder(element)
-    codes = packed.codes
-    n = codes.shape[0]
-    stored = d.unpack(codes)
-    q = np.empty((n, k), np.float64)
-    q[:, mma_order(k, d.bits)] = d.values(stored)
-    q = _as_dtype(q, dtype)
+def unpack_weight(packed: PackedWeight, element: str, group: int, mx: bool, dtype: str, k: int, rounded: bool = True) -> np.ndarray:
+    """The [N, K] weight a kernel computes with from `packed`, as float32: each value decoded to
+    dtype, times its scale plus its zero term, rounded once to dtype (the decoders' fma); with
+    `rounded` False, q * s as it is (kernels that scale partial sums, GemmConfig.scale_partials;
+    MX scales then stay exact powers of two)."""
+    q = decode_values(packed.codes, element, dtype, k)
+    n = q.shape[0]
     groups = k // group if group else 1
-    if mx:
-        s = _as_dtype(FORMATS["e8m0"].decode(packed.scales[:, :n]), dtype)
-    else:
-        s = _from_bits(packed.scales[:, :n], dtype)
+    s = group_scales(packed.scales[:, :n], mx, dtype, rounded)
     z = _from_bits(packed.zeros[:, :n], dtype) if packed.zeros is not None else np.zeros((groups, n))
     per = k // groups
-    w = q.reshape(n, groups, per) * s.T[..., None] + z.T[..., None]  # exact in float64: one rounding follows
-    return _as_dtype(w.reshape(n, k), dtype).astype(np.float32)
+    w = (q.reshape(n, groups, per) * s.T[..., None] + z.T[..., None]).reshape(n, k)  # exact in float64
+    return (_as_dtype(w, dtype) if rounded else w).astype(np.float32)
+
+
+def decode_values(codes: np.ndarray, element: str, dtype: str, k: int) -> np.ndarray:
+    """The values q [N, K] of codes in mma order (`mma_b_words`), rounded to dtype, as float64."""
+    d = decoder(element)
+    q = np.empty((codes.shape[0], k), np.float64)
+    q[:, mma_order(k, d.bits)] = d.values(d.unpack(codes))
+    return _as_dtype(q, dtype)
+
+
+def group_scales(scales, mx: bool, dtype: str, rounded: bool = True) -> np.ndarray:
+    """Packed scales (16-bit patterns of dtype, or e8m0 codes) as float64 values; an e8m0 scale
+    2^(e - 127) is rounded to dtype's range unless `rounded` is False."""
+    if mx:
+        s = FORMATS["e8m0"].decode(scales)
+        return _as_dtype(s, dtype) if rounded else s
+    return _from_bits(scales, dtype)
 
 
 def _as_dtype(x, dtype: str) -> np.ndarray:

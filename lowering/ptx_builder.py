@@ -190,6 +190,16 @@ class PtxBuilder:
     def pack_halves(self, lo, hi) -> SSAValue:
         return self._add(ptx.PackHalvesOp.create(operands=[lo, hi], result_types=[reg("b32")]))
 
+    def unpack_halves(self, x) -> tuple[SSAValue, SSAValue]:
+        """(low, high) 16-bit halves of a 32-bit register."""
+        return self._add(ptx.UnpackHalvesOp.create(operands=[x], result_types=[reg("b16")] * 2))
+
+    def mad(self, a, b, c) -> SSAValue:
+        """a * b + c in a's kind (f32: fused, rounded once)."""
+        kind = ptx.kind_of(a)
+        b, c = self._v(b, kind), self._v(c, kind)
+        return self._add(ptx.MadOp.create(operands=[a, b, c], result_types=[reg(kind)]))
+
     def fma2(self, a, b, c, dtype: str) -> SSAValue:
         a, b, c = (self._v(v, "b32") for v in (a, b, c))
         return self._add(ptx.Fma2Op.create(operands=[a, b, c], result_types=[reg("b32")], properties={"dtype": StringAttr(dtype)}))

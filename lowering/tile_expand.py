@@ -92,16 +92,21 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
         return op.result
 
     a = fragment("a", "a")
+    group = {"group": IntegerAttr(cfg.group, i64)}
+    mma_scales = []
     if cfg.weight:
-        codes, scales = fragment("b", "packed"), fragment("scales", "group")
-        zero_terms = [fragment("zeros", "group")] if cfg.zero else []
-        decode = t.DecodeOp.build(operands=[codes, scales, zero_terms], result_types=[t.FragType.get(cfg.bn, cfg.bk, act, "b")],
-                                  properties={"element": StringAttr(cfg.weight), "group": IntegerAttr(cfg.group, i64)})
+        codes = fragment("b", "packed")
+        if cfg.scale_partials:  # the mma scales each group's partial sums
+            mma_scales, decode_scales, zero_terms = [fragment("scales", "group_acc")], [], []
+        else:
+            decode_scales, zero_terms = [fragment("scales", "group")], [fragment("zeros", "group")] if cfg.zero else []
+        decode = t.DecodeOp.build(operands=[codes, decode_scales, zero_terms], result_types=[t.FragType.get(cfg.bn, cfg.bk, act, "b")],
+                                  properties={"element": StringAttr(cfg.weight), **({} if mma_scales else group)})
         compute.add_op(decode)
         b = decode.result
     else:
         b = fragment("b", "bt" if cfg.b_kn else "b")
-    mma = t.MmaOp.build(operands=[a, b, acc], result_types=[acc.type])
+    mma = t.MmaOp.build(operands=[a, b, acc, mma_scales], result_types=[acc.type], properties=group if mma_scales else {})
     compute.add_op(mma)
     compute.add_op(t.YieldOp.build(operands=[[mma.result]]))
 

@@ -252,6 +252,8 @@ class _BlockLowering:
         elif layout == "packed":
             self.weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
             return lambda bb, stage, u: self.weights.load_codes(bb, buf, stage, u)
+        elif layout == "group_acc":
+            return lambda bb, stage, u: self.weights.load_acc_scales(bb, buf, stage, u)
         else:  # group rows: scales, then zero terms
             is_scale = self.source[op.buffer] == "scales"
             return lambda bb, stage, u: self.weights.load_group(bb, buf, stage, u, is_scale)
@@ -284,21 +286,27 @@ class _BlockLowering:
         acc_type = cfg.mma[2]
         acc_arg = op.compute.block.args[1]
 
+        unit_sizes = {}  # unit -> registers each fragment loads for it (a unit's scale rows may differ)
+
         def load_unit(bb: PtxBuilder, stage, u) -> list:
             """Unit u's fragment registers from shared memory, fragment after fragment."""
             parts = [load(bb, stage, u) for load in loaders]
-            self.unit_sizes = [len(part) for part in parts]  # the same for every unit
+            unit_sizes[u] = [len(part) for part in parts]
             return [r for part in parts for r in part]
+
+        partial = []  # scale_partials: the f32 partial sums of the group being accumulated (within one k-tile)
 
         def compute_unit(bb: PtxBuilder, raw: list, acc: list, u) -> list:
             regs, at = {}, 0
-            for f, load_count in zip(fragments, self.unit_sizes):
+            for f, load_count in zip(fragments, unit_sizes[u]):
                 regs[f.result], at = raw[at:at + load_count], at + load_count
             regs[acc_arg] = list(acc)
             for o in compute_ops:
                 if isinstance(o, tile.DecodeOp):
-                    zeros = regs[o.zeros] if o.zeros is not None else None
-                    regs[o.result] = self.weights.decode(bb, regs[o.codes], regs[o.scales], zeros, u)
+                    scales, zeros = (regs[v] if v is not None else None for v in (o.scales, o.zeros))
+                    regs[o.result] = self.weights.decode(bb, regs[o.codes], scales, zeros, u)
+                elif isinstance(o, tile.MmaOp) and o.scales is not None:
+                    regs[o.result] = self._scaled_mma(bb, regs[o.a], regs[o.b], regs[o.acc], regs[o.scales], u, partial)
                 elif isinstance(o, tile.MmaOp):
                     b_regs = regs[o.b]
                     if isinstance(o.b.owner, tile.FragmentOp):  # ldmatrix'ed: a register pair per n8 tile
@@ -358,6 +366,23 @@ class _BlockLowering:
                 for ni in range(self.ni_count):
                     i = (mi * self.ni_count + ni) * 4
                     acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], mma_type, mma_shape, acc_type)
+        return acc
+
+    def _scaled_mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list, scales: list, u: int, partial: list) -> list:
+        """acc + the unit's k16 steps, each group's partial sums (`partial`, carried from unit to unit
+        of a k-tile) started at zero and added to acc times their columns' f32 scales where the group ends."""
+        w, per_step = self.weights, 4 * self.mi_count
+        acc, used = list(acc), 0
+        for step in range(len(b_frags)):
+            k16 = u * len(b_frags) + step  # the step within the k-tile
+            if k16 % w.group_steps == 0:
+                partial[:] = [bb.fimm(0.0)] * len(acc)
+            partial[:] = self._mma(bb, a_regs[per_step * step: per_step * (step + 1)], [b_frags[step]], partial)
+            if (k16 + 1) % w.group_steps == 0:
+                col_scales = w.column_scales(bb, scales[used:used + w.scale_regs])
+                used += w.scale_regs
+                for i, p in enumerate(partial):  # accumulator i: n8 tile (i // 4) % ni_count, column (i % 4) % 2 of it
+                    acc[i] = bb.mad(p, col_scales[2 * ((i // 4) % self.ni_count) + i % 2], acc[i])
         return acc
 
     def _epilogue(self, op: tile.EpilogueOp) -> None:
@@ -499,6 +524,11 @@ class _WeightFragments:
         self.cols = [b.shl(b.add(tig, 4 * blk), 1) for blk in range(blocks)]  # word t of block blk, in halves
         self.scale_rows = [b.imm(r) for r in range(cfg.scale_rows)]
         self.minus_zero = b.imm(0x80008000, "b32")  # x * s + (-0) is x * s, signed zeros included
+        self.group_steps = (cfg.group if 0 < cfg.group < cfg.bk else cfg.bk) // 16  # k16 steps a scale covers in a k-tile
+        self.acc_cols = [b.add(b.mul(warp_n, wn), b.add(b.shl(tig, 1), 8 * ni)) for ni in range(wn // 8)]  # columns 2t (and 2t + 1)
+        if cfg.scale == "e8m0":  # a byte per column
+            self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
+        self.scale_regs = len(self.acc_cols)  # registers a group's accumulator scales take (a pair of halves in one)
 
     def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
         """A row's scale (or zero term) as a dtype x2 pair."""
@@ -517,6 +547,28 @@ class _WeightFragments:
         cfg = self.cfg
         return (16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0
 
+    def load_acc_scales(self, body: PtxBuilder, buf, stage, blk) -> list:
+        """The scales of this lane's accumulator columns (2t, 2t + 1 of each n8 tile; `scale_regs`
+        registers), for each group whose last k16 step is in k-block blk."""
+        cfg = self.cfg
+        steps = range(blk * self.steps, (blk + 1) * self.steps)
+        ending = [(s + 1) // self.group_steps - 1 for s in steps if (s + 1) % self.group_steps == 0]
+        out = []
+        for g in ending:
+            srow = self.scale_rows[g if cfg.scale_rows > 1 else 0]
+            for col in self.acc_cols:
+                if cfg.scale == "e8m0":  # 2^(e - 127) as f32 bits; code 0 is the subnormal 2^-127
+                    out.append(body.max(body.shl(body.tile_load(buf, stage, srow, col, kind="u32", byte=True), 23), 0x00400000))
+                else:
+                    out.append(body.tile_load(buf, stage, srow, col))
+        return out
+
+    def column_scales(self, body: PtxBuilder, regs: list) -> list:
+        """A group's loaded scales as f32, two per n8 tile (columns 2t, 2t + 1)."""
+        if self.cfg.scale == "e8m0":
+            return regs
+        return [body.cvt_widen(h, self.cfg.dtype) for pair in regs for h in body.unpack_halves(pair)]
+
     def load_codes(self, body: PtxBuilder, codes, stage, blk) -> list:
         """k-block blk's code words: one per n8 tile."""
         return [body.tile_load(codes, stage, row, self.cols[blk]) for row in self.rows]
@@ -526,14 +578,18 @@ class _WeightFragments:
         srows = sorted({self._srow(blk, step) for step in range(self.steps)})
         return [self._pair(body, buf, stage, self.scale_rows[srow], row, is_scale) for srow in srows for row in self.rows]
 
-    def decode(self, body: PtxBuilder, words: list, scales: list, zeros: list | None, blk) -> list[list[tuple]]:
-        """[k16 step of the block][n8 tile] -> the two B registers: codes decoded, times the scale, plus the zero term."""
+    def decode(self, body: PtxBuilder, words: list, scales: list | None, zeros: list | None, blk) -> list[list[tuple]]:
+        """[k16 step of the block][n8 tile] -> the two B registers: codes decoded, times the scale, plus
+        the zero term (without scales: the codes' values)."""
         cfg = self.cfg
         srows = sorted({self._srow(blk, step) for step in range(self.steps)})
         out = [[None] * len(self.rows) for _ in range(self.steps)]
         for ni, word in enumerate(words):
             regs = self.dec.emit(body, word, cfg.dtype)
             for step in range(self.steps):
+                if scales is None:
+                    out[step][ni] = (regs[2 * step], regs[2 * step + 1])
+                    continue
                 at = srows.index(self._srow(blk, step)) * len(self.rows) + ni
                 s2, z2 = scales[at], zeros[at] if zeros else self.minus_zero
                 out[step][ni] = (body.fma2(regs[2 * step], s2, z2, cfg.dtype), body.fma2(regs[2 * step + 1], s2, z2, cfg.dtype))

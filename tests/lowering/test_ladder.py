@@ -14,7 +14,7 @@ from dialects.ptx import KernelOp
 from ir.interpreter import DeviceMemory, run_kernel
 from ir.layout import MMA_SHAPES
 from ir.numerics import FormatError
-from lowering.ladder import Decoder, decoder, half_bits, mma_b_words, pack_pairs
+from lowering.ladder import Decoder, decoder, half_bits, mma_b_words
 from lowering.ptx_builder import PtxBuilder
 
 FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4"]

@@ -249,7 +249,7 @@ def run_weight_gemm(cfg, fmt, x, w, bias=None):
     mem = DeviceMemory()
     operands = [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)] + ([mem.alloc(packed.zeros)] if cfg.zero else [])
     out = launch(cfg, mem, operands, bias, m, n, k, x.dtype)
-    dense = unpack_weight(packed, cfg.weight, cfg.group, cfg.scale == "e8m0", cfg.dtype, k)
+    dense = unpack_weight(packed, cfg.weight, cfg.group, cfg.scale == "e8m0", cfg.dtype, k, rounded=not cfg.scale_partials)
     return out.astype(np.float32), dense, fmt.dequantize(q, s, z)
 
 
@@ -269,6 +269,14 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("e5m2", 64, "f16", "none"), dict(dtype="f16", bk=64)),
     (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bm=16, warps_m=1, warps_n=2)),
     (("nf4", 64, "f32", "none"), dict(dtype="bf16", bk=64, split_k=2)),
+    # scales applied to each group's partial sums (scale_partials): groups within, across and beyond a unit and a k-tile
+    (("int4", 128, "f16", "none"), dict(dtype="f16", bk=128, bm=16, warps_m=1, warps_n=2, prefetch=True, scale_partials=True)),
+    (("int4", None, "bf16", "none"), dict(dtype="bf16", bk=64, split_k=2, scale_partials=True)),
+    (("int2", 64, "f16", "none"), dict(dtype="f16", bk=128, bm=16, warps_m=1, warps_n=2, scale_partials=True)),
+    (("int2", 32, "bf16", "none"), dict(dtype="bf16", bk=128, prefetch=True, scale_partials=True)),
+    (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bias=True, activation="relu", scale_partials=True)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=16, warps_m=1, warps_n=2, scale_partials=True)),
+    (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, prefetch=True, scale_partials=True)),
 ]
 
 
@@ -308,12 +316,15 @@ def test_weight_schedules_are_checked():
         GemmConfig(weight="e3m2")
     with pytest.raises(ValueError, match="set `weight` too"):
         GemmConfig(group=128)
+    with pytest.raises(ValueError, match="a weight with zero terms scales each value"):
+        GemmConfig(weight="uint4", group=128, zero=True, scale_partials=True)
 
 
 @pytest.mark.parametrize("cfg", [GemmConfig("f16", bm=64, bn=64, stages=3), GemmConfig("bf16", b_kn=True, stages=4),
                                  GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int4", group=32, split_k=2),
                                  GemmConfig("bf16", bm=32, bn=32, bk=64, warps_m=1, warps_n=1, weight="e2m1", group=32, scale="e8m0"),
-                                 GemmConfig("f16", bm=32, bn=64, bk=128, warps_m=1, warps_n=2, weight="int1", group=128, zero=True)],
+                                 GemmConfig("f16", bm=32, bn=64, bk=128, warps_m=1, warps_n=2, weight="int1", group=128, zero=True),
+                                 GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int2", group=64, scale_partials=True)],
                          ids=lambda c: c.name)
 def test_prefetching_fragments_changes_no_bit(cfg):
     """The double-buffered main loop (the next unit's fragments load while the current one
