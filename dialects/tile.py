@@ -763,7 +763,11 @@ class KernelOp(IRDLOperation):
         weight = {}
         if decode:  # the scales go with the decode, or with the mma (scale_partials)
             scaled = decode[0] if decode[0].scales is not None else self.ops_of(MmaOp)[0]
-            weight = dict(weight=decode[0].element.data, group=scaled.group.value.data if scaled.group else 0,
+            if scaled.scales is None:
+                raise ValueError("a decoded weight's scales go to tile.decode or to the tile.mma that takes it: neither has them")
+            if scaled.group is None:
+                raise ValueError(f"{scaled.name}'s scales come with their group size")
+            weight = dict(weight=decode[0].element.data, group=scaled.group.value.data,
                           scale="e8m0" if _is_e8m0(scaled.scales) else "", zero=decode[0].zeros is not None,
                           scale_partials=scaled is not decode[0])
         b_kn = b_copy.k_dim.value.data == 0

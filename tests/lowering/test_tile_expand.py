@@ -153,16 +153,26 @@ def test_tile_to_warp_asks_for_expanded_matmuls():
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("{group = 128 : i64}", "", "scales come with their group size|places k-tiles"),  # (the kernel, verified first, sees no groups)
+    ("{group = 128 : i64}", "", "tile.mma.s scales come with their group size"),
     ("{group = 128 : i64}", "{group = 24 : i64}", "multiple of 16"),
     ("1x128xf16, group_acc", "1x128xf16, group", "group_acc rows"),
     ('{element = "int4"}', '{element = "int4", group = 128 : i64}', "tile.decode's scales come with their group size"),
 ])
 def test_scaled_partial_sums_are_checked(old, new, message):
     """scale_partials: tile.decode gives the codes' values and tile.mma scales each group's partial sums."""
-    cfg = GemmConfig("f16", bm=16, bn=128, bk=128, warps_m=1, warps_n=4, stages=3, weight="int4", group=128, scale_partials=True)
-    text = print_ir(ModuleOp([block_program(cfg)]))
+    text = _partials_program()
     parse_ir(text)
     assert old in text
     with pytest.raises(RungError, match=message):
         parse_ir(text.replace(old, new))
+
+
+def _partials_program() -> str:
+    cfg = GemmConfig("f16", bm=16, bn=128, bk=128, warps_m=1, warps_n=4, stages=3, weight="int4", group=128, scale_partials=True)
+    return print_ir(ModuleOp([block_program(cfg)]))
+
+
+def test_a_decoded_weight_needs_its_scales_somewhere():
+    text = _partials_program().replace(" scales %19 {group = 128 : i64}", "").replace(" scales !tile.frag<1x128xf16, group_acc>", "")
+    with pytest.raises(RungError, match="neither has them"):
+        parse_ir(text)
