@@ -238,9 +238,14 @@ class GemmConfig:
         return SharedTile(self.bk, self.bn, self.b_copy_elems) if self.b_kn else SharedTile(self.bn, self.bk_units, self.copy_elems)
 
     @property
+    def scale_span(self) -> int:
+        """K elements of a k-tile one row of scales covers: a group, or the whole k-tile."""
+        return self.group if 0 < self.group < self.bk else self.bk
+
+    @property
     def scale_rows(self) -> int:
         """Rows of scales (groups) one k-tile spans."""
-        return self.bk // self.group if 0 < self.group < self.bk else 1
+        return self.bk // self.scale_span
 
     @property
     def scale_tile(self) -> SharedTile | None:
@@ -488,9 +493,8 @@ class MatmulOp(IRDLOperation):
                         a = x[m0:m0 + cfg.bm, k0:k0 + cfg.bk].astype(np.float32)
                         b = w[n0:n0 + cfg.bn, k0:k0 + cfg.bk].astype(np.float32)
                         if cfg.scale_partials:
-                            per = cfg.group if 0 < cfg.group < cfg.bk else cfg.bk
-                            rows = s[k0 // cfg.group:][:cfg.bk // per] if cfg.group else s[:1]
-                            acc = add_scaled_partials(acc, a, b, rows[:, n0:n0 + cfg.bn], per)
+                            rows = s[k0 // cfg.group:][:cfg.scale_rows] if cfg.group else s[:1]
+                            acc = add_scaled_partials(acc, a, b, rows[:, n0:n0 + cfg.bn], cfg.scale_span)
                         else:
                             acc += a @ b.T
                     y[m0:m0 + cfg.bm, n0:n0 + cfg.bn] += acc

@@ -524,7 +524,7 @@ class _WeightFragments:
         self.cols = [b.shl(b.add(tig, 4 * blk), 1) for blk in range(blocks)]  # word t of block blk, in halves
         self.scale_rows = [b.imm(r) for r in range(cfg.scale_rows)]
         self.minus_zero = b.imm(0x80008000, "b32")  # x * s + (-0) is x * s, signed zeros included
-        self.group_steps = (cfg.group if 0 < cfg.group < cfg.bk else cfg.bk) // 16  # k16 steps a scale covers in a k-tile
+        self.group_steps = cfg.scale_span // 16  # k16 steps a row of scales covers in a k-tile
         self.acc_cols = [b.add(b.mul(warp_n, wn), b.add(b.shl(tig, 1), 8 * ni)) for ni in range(wn // 8)]  # columns 2t (and 2t + 1)
         if cfg.scale == "e8m0":  # a byte per column
             self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
@@ -545,7 +545,7 @@ class _WeightFragments:
     def _srow(self, blk, step) -> int:
         """The scale row (group within the k-tile) of k16 step `step` of k-block blk."""
         cfg = self.cfg
-        return (16 * (blk * self.steps + step)) // cfg.group if 0 < cfg.group < cfg.bk else 0
+        return (16 * (blk * self.steps + step)) // cfg.scale_span
 
     def load_acc_scales(self, body: PtxBuilder, buf, stage, blk) -> list:
         """The scales of this lane's accumulator columns (2t, 2t + 1 of each n8 tile; `scale_regs`
@@ -555,7 +555,7 @@ class _WeightFragments:
         ending = [(s + 1) // self.group_steps - 1 for s in steps if (s + 1) % self.group_steps == 0]
         out = []
         for g in ending:
-            srow = self.scale_rows[g if cfg.scale_rows > 1 else 0]
+            srow = self.scale_rows[g]  # (a group per row of the k-tile, or one row for all of it)
             for col in self.acc_cols:
                 if cfg.scale == "e8m0":  # 2^(e - 127) as f32 bits; code 0 is the subnormal 2^-127
                     out.append(body.max(body.shl(body.tile_load(buf, stage, srow, col, kind="u32", byte=True), 23), 0x00400000))
