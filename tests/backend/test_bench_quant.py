@@ -1,8 +1,9 @@
 """The benchmarks' schedules are checked before device time goes to them: every schedule either
 benchmark times (the scheduler's choices for its shapes and the candidates) is assembled by
-ptxas for sm_90a, with no spills."""
+ptxas for sm_90a, with no spills (but those measured and listed)."""
 
 import dataclasses
+import re
 import shutil
 import subprocess
 
@@ -11,6 +12,11 @@ import pytest
 from backend import bench_gemm, bench_quant
 from backend.gemm import lowered_gemm_kernel
 from backend.ptx_text import module_text
+
+
+# Spills kept because the schedule measured faster than the same tile without them (H100, 2026-11-23,
+# M = 4096 x 28672 x 8192: 4 warps 4940 us with 40 bytes spilled, 8 warps 5561 us with none)
+MEASURED_SPILLS = {"rung_gemm_f16_128x128x64_w2x2_s3_r8_xe4m3": 40}
 
 
 def planned_schedules(sms: int = 132) -> list:
@@ -31,4 +37,5 @@ def test_every_benchmarked_schedule_assembles_without_spills(tmp_path):
         src = tmp_path / "k.ptx"
         src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
         r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
-        assert r.returncode == 0 and "0 bytes spill stores" in r.stderr, (cfg.name, r.stderr)
+        spilled = int(re.search(r"(\d+) bytes spill stores", r.stderr).group(1))
+        assert r.returncode == 0 and spilled == MEASURED_SPILLS.get(cfg.name, 0), (cfg.name, r.stderr)
