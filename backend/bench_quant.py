@@ -34,11 +34,11 @@ EIGHT_BIT = {"w8a8 (int8 x int8)": "s8", "fp8 (e4m3 x e4m3)": "e4m3"}  # 8-bit a
 TARGET_SPEEDUP = {4: 3.0, 2: 5.0, 1: 7.0}  # vs cuBLAS fp16 at M <= 16, by weight bits
 SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice (the measurement choose_config follows)
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=2), dict(stages=4),
-    dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64), dict(scale_partials=False), dict(scale_partials=True),
+    dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64), dict(scale_partials=False), dict(scale_partials=True), dict(bm=16),
 ]
 FORMAT_CANDIDATES = [  # every other format at M = 1: the loop, the split and where the scales apply
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(prefetch=False, split_k=4),
-    dict(prefetch=False, scale_partials=False), dict(prefetch=False, scale_partials=True),
+    dict(prefetch=False, scale_partials=False), dict(prefetch=False, scale_partials=True), dict(bm=16), dict(bm=16, prefetch=False),
 ]
 
 

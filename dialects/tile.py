@@ -152,8 +152,10 @@ class GemmConfig:
         if self.bk not in (32, 64, 128):
             raise ValueError(f"BK must be 32, 64 or 128, got {self.bk}")
         wm, wn = self.bm // self.warps_m, self.bn // self.warps_n
-        if self.bm % self.warps_m or self.bn % self.warps_n or wm % 16 or wn % 16:
-            raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16")
+        if self.bm == 8 and (not self.weight or self.warps_m != 1):
+            raise ValueError("8-row tiles put a packed weight in the mma's A operand: they need `weight` and one warp along M")
+        if self.bm % self.warps_m or self.bn % self.warps_n or (wm % 16 and not self.weight_is_a) or wn % 16:
+            raise ValueError(f"warp tile {wm}x{wn} must be a multiple of 16x16 (or 8x16 for a packed weight)")
         if self.warps_m & (self.warps_m - 1) or self.warps_n & (self.warps_n - 1):
             raise ValueError(f"warps per dim must be powers of two, got {self.warps_m}x{self.warps_n}")
         if self.stages < 2:
@@ -200,6 +202,13 @@ class GemmConfig:
             raise ValueError(f"group {self.group} must be a power of two and a multiple of 16")
         if self.scale not in ("", "e8m0"):
             raise ValueError(f"weight scales are in the activation dtype or e8m0, not {self.scale}")
+
+    @property
+    def weight_is_a(self) -> bool:
+        """8-row tiles (M <= 8, decoding): the decoded weight is mma.m16n8k16's A operand (16 output
+        channels) and the activations its B (8 rows of A), so one mma covers twice the weight a
+        16-row tile's does; the accumulators hold C transposed."""
+        return self.bm == 8
 
     @property
     def threads(self) -> int:

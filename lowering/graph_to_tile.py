@@ -40,7 +40,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
                   zero: bool = False, sms: int = SMS, a8: str = "") -> GemmConfig:
     """Tile sizes from the shape and the weight's format.
 
-    M <= 16 (decoding): the weight streams through 16-row tiles, 4 warps side by side along N;
+    M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
+    operand, GemmConfig.weight_is_a) or 16-row ones, 4 warps side by side along N;
     groups of 64 or more (or per channel) without zero terms scale partial sums (scale_partials);
     decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
@@ -70,12 +71,15 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         bk = max(min(128, 512 // d.bits), block)
         # one f32 fma per accumulator and group costs less than scaling every weight pair once a group spans 4 k16 steps
         partials = not zero and (group == 0 or group >= 64)
-        # decode-bound formats (1 and 2 bits, table lookups): 2- and 1-bit words decode into too many registers to
-        # prefetch (4 blocks a multiprocessor instead of 3), and two waves of blocks balance better than one
+        # decode-bound formats (1 and 2 bits, table lookups): two waves of blocks balance better than one, and
+        # 1-bit words (2-bit ones too with 16-row tiles) decode into too many registers to prefetch
         # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9)
         decode_bound = d.bits <= 2 or isinstance(d, LutDecode)
-        cfg = GemmConfig(dtype, bm=16, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > 2, scale_partials=partials,
-                         **copies, **packed)
+        # M <= 8: 8-row tiles put the weight in the mma's A operand, half the mma and partial-sum work and a third
+        # fewer registers (measured at M = 1 on 28672 x 8192: int1 34.5 -> 28.4 us, int2 38.4 -> 33.5, nf4 71.0 -> 61.5)
+        bm = 8 if m <= 8 else 16
+        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
+                         scale_partials=partials, **copies, **packed)
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, waves=2 if decode_bound else 1))
     elif m <= 16:
         cfg = GemmConfig(dtype, bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, **copies)

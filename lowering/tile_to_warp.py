@@ -21,6 +21,8 @@ warps_m x warps_n warps; K advances in BK steps through a `stages`-deep cp.async
 shared memory; a [K, N] B is read with ldmatrix.trans. Fragments follow
 `ir.layout.MMA_M16N8K16_*`. A low-precision B (`weight`) arrives as lowering.ladder stores it:
 its codes, scales and zero terms are copied like any tile and decoded in registers before mma.
+With 8-row tiles (GemmConfig.weight_is_a) the decoded weight is the mma's A operand and A's
+rows its B operand: the accumulators hold C transposed and are stored element by element.
 
 Blocks run in bands of `raster` M-tiles (the grid's x sweeps N inside a band), so the B tiles
 a band reads stay in L2 while its blocks use them. With `split_k`, grid z splits the k-tiles
@@ -160,7 +162,9 @@ class _BlockLowering:
         self.source: dict = {}  # buffer value -> the kernel argument copied into it
         self.m, self.n, self.k = self.p["m"], self.p["n"], self.p["k"]
         self.wm, self.wn = cfg.bm // cfg.warps_m, cfg.bn // cfg.warps_n
-        self.mi_count, self.ni_count = self.wm // 16, self.wn // 8
+        self.mi_count, self.ni_count = max(1, self.wm // 16), self.wn // 8
+        # accumulators per lane: 4 per m16n8 tile, or (weight_is_a) 4 per 16 columns of C transposed
+        self.acc_count = 2 * self.ni_count if cfg.weight_is_a else 4 * self.mi_count * self.ni_count
         tid = self.tid = b.sreg("tid.x")
         self.lane, warp = b.and_(tid, 31), b.shr(tid, 5)
         self.warp_m, self.warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
@@ -238,6 +242,9 @@ class _BlockLowering:
         buf = self.values[op.buffer]
         lane16, lane8, lane_hi, lane_mat = lane_coords
         steps, bk = self.steps, cfg.bk_units
+        if layout == "a" and cfg.weight_is_a:  # the mma's B operand: k16 steps of rows m = lane % 8 (ldmatrix.x2)
+            at = [(lane8, b.shl(b.add(lane_mat, 2 * kk), 3)) for kk in range(bk // 16)]
+            return lambda bb, stage, u: [r for step in range(steps) for r in bb.tile_ldmatrix(buf, stage, *at[u * steps + step], n=2)]
         if layout == "a":
             at = [[(b.add(b.mul(self.warp_m, self.wm), b.add(lane16, 16 * mi)), b.shl(b.add(lane_hi, 2 * kk), 3))
                    for mi in range(self.mi_count)] for kk in range(bk // 16)]
@@ -318,7 +325,7 @@ class _BlockLowering:
         kt0, count = self.values[op.first], self.values[op.count]
         for s in range(cfg.stages - 1):
             issue(b, b.add(kt0, s), b.imm(s))
-        acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * (self.mi_count * self.ni_count * 4)
+        acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * self.acc_count
 
         if cfg.prefetch:
             # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
@@ -357,10 +364,17 @@ class _BlockLowering:
         self.values[op.result] = list(loop.results)[:len(acc_inits)]
 
     def _mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list) -> list:
-        """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs."""
+        """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs.
+        With weight_is_a, acc^T + b^T a^T: n8 tiles 2j and 2j + 1 are rows 0-7 and 8-15 of A."""
         mma_type, mma_shape, acc_type = self.cfg.mma
         acc = list(acc)
         for step in range(len(b_frags)):
+            if self.cfg.weight_is_a:
+                act = a_regs[2 * step: 2 * step + 2]
+                for j in range(self.ni_count // 2):
+                    (w0, w1), (w2, w3) = b_frags[step][2 * j], b_frags[step][2 * j + 1]
+                    acc[4 * j:4 * j + 4] = bb.mma([w0, w2, w1, w3], act, acc[4 * j:4 * j + 4], mma_type, mma_shape, acc_type)
+                continue
             for mi in range(self.mi_count):
                 a = a_regs[4 * (step * self.mi_count + mi): 4 * (step * self.mi_count + mi) + 4]
                 for ni in range(self.ni_count):
@@ -371,7 +385,7 @@ class _BlockLowering:
     def _scaled_mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list, scales: list, u: int, partial: list) -> list:
         """acc + the unit's k16 steps, each group's partial sums (`partial`, carried from unit to unit
         of a k-tile) started at zero and added to acc times their columns' f32 scales where the group ends."""
-        w, per_step = self.weights, 4 * self.mi_count
+        w, per_step = self.weights, 2 if self.cfg.weight_is_a else 4 * self.mi_count
         acc, used = list(acc), 0
         for step in range(len(b_frags)):
             k16 = u * len(b_frags) + step  # the step within the k-tile
@@ -381,9 +395,14 @@ class _BlockLowering:
             if (k16 + 1) % w.group_steps == 0:
                 col_scales = w.column_scales(bb, scales[used:used + w.scale_regs])
                 used += w.scale_regs
-                for i, p in enumerate(partial):  # accumulator i: n8 tile (i // 4) % ni_count, column (i % 4) % 2 of it
-                    acc[i] = bb.mad(p, col_scales[2 * ((i // 4) % self.ni_count) + i % 2], acc[i])
+                for i, p in enumerate(partial):
+                    acc[i] = bb.mad(p, col_scales[self._acc_column(i)], acc[i])
         return acc
+
+    def _acc_column(self, i: int) -> int:
+        """Which of the lane's accumulator columns (_WeightFragments.acc_cols order) accumulator i is in:
+        of n8 tile (i // 4) % ni_count, column 2t + i % 2; or (weight_is_a) column g + 8 * (i % 4 // 2) of 16 columns i // 4."""
+        return 2 * (i // 4) + i % 4 // 2 if self.cfg.weight_is_a else 2 * ((i // 4) % self.ni_count) + i % 2
 
     def _epilogue(self, op: tile.EpilogueOp) -> None:
         self.values[op.result] = op  # applied pair by pair as tile.store writes them
@@ -393,6 +412,8 @@ class _BlockLowering:
         b, cfg = self.b, self.cfg
         epilogue: tile.EpilogueOp = self.values[op.value]
         acc = self.values[epilogue.acc]
+        if cfg.weight_is_a:
+            return self._store_transposed(op, epilogue, acc)
         m, n, mi_count, ni_count = self.m, self.n, self.mi_count, self.ni_count
         lane = self.lane
         group, tig = b.shr(lane, 2), b.and_(lane, 3)
@@ -425,6 +446,37 @@ class _BlockLowering:
                 for ni in range(ni_count):
                     lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
                     out.store(row, row_in, ni, lo, hi)
+
+
+    def _store_transposed(self, op: tile.StoreOp, epilogue: tile.EpilogueOp, acc: list) -> None:
+        """weight_is_a: lane (g, t) holds C[2t + r, 16j + g + 8h] as accumulator 4j + 2h + r; each is
+        stored alone (at most 8 rows: few bytes), through the bias and activation or into the workspace."""
+        b, cfg, m, n = self.b, self.cfg, self.m, self.n
+        group, tig = b.shr(self.lane, 2), b.and_(self.lane, 3)
+        row0 = b.add(self.values[epilogue.row], b.shl(tig, 1))
+        col0 = b.add(b.add(self.values[epilogue.col], b.mul(self.warp_n, self.wn)), group)
+        rows = [row0, b.add(row0, 1)]
+        cols = [b.add(col0, 16 * j + 8 * h) for j in range(self.ni_count // 2) for h in range(2)]
+        row_in, col_in = [b.setp("lt", r, m) for r in rows], [b.setp("lt", c, n) for c in cols]
+        split = len(op.out.type.get_shape()) == 3
+        if split:  # f32 partial sums into this split's slice of the workspace
+            row_stride, elem_bytes = b.add(n, b.and_(n, 1)), 4
+            rows = [b.add(b.mul(b.sreg("ctaid.z"), m), r) for r in rows]
+        else:
+            row_stride, elem_bytes = n, 2
+            bias = self.values[epilogue.bias] if epilogue.bias is not None else None
+            biases = [_load_biases(b, bias, col, n, cfg.dtype, 1)[0] for col in cols] if bias is not None else None
+            activation = epilogue.activation.data if epilogue.activation else "none"
+        for r, row in enumerate(rows):
+            row_addr = b.add(self.values[op.out], b.mul(b.cvt(row, "u64"), b.cvt(b.mul(row_stride, elem_bytes), "u64")))
+            for c, col in enumerate(cols):
+                v, inside = acc[2 * c + r], b.and_pred(row_in[r], col_in[c])
+                addr = b.add(row_addr, b.cvt(b.mul(col, elem_bytes), "u64"))
+                if split:
+                    b.st("global", addr, [v], pred=inside)
+                    continue
+                v = _activation(b, b.add(v, biases[c]) if biases else v, activation)
+                b.st("global", addr, [b.cvt_half(v, cfg.dtype)], pred=inside)
 
 
 def _next_stage(b: PtxBuilder, s, stages: int):
@@ -464,7 +516,7 @@ class _Epilogue:
     def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols):
         self.b, self.dtype, self.activation, self.c_ptr, self.n, self.cols = b, dtype, activation, c_ptr, n, cols
         self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
-        self.biases = [_load_bias_pair(b, bias_ptr, col, n, dtype) for col in cols] if bias_ptr is not None else None
+        self.biases = [_load_biases(b, bias_ptr, col, n, dtype, 2) for col in cols] if bias_ptr is not None else None
         self.row_bytes = b.cvt(b.shl(n, 1), "u64")
         self._rows = {}
 
@@ -525,9 +577,12 @@ class _WeightFragments:
         self.scale_rows = [b.imm(r) for r in range(cfg.scale_rows)]
         self.minus_zero = b.imm(0x80008000, "b32")  # x * s + (-0) is x * s, signed zeros included
         self.group_steps = cfg.scale_span // 16  # k16 steps a row of scales covers in a k-tile
-        self.acc_cols = [b.add(b.mul(warp_n, wn), b.add(b.shl(tig, 1), 8 * ni)) for ni in range(wn // 8)]  # columns 2t (and 2t + 1)
-        if cfg.scale == "e8m0":  # a byte per column
-            self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
+        if cfg.weight_is_a:  # columns g and g + 8 of each 16
+            self.acc_cols = [b.add(b.mul(warp_n, wn), b.add(group_id, 8 * h)) for h in range(wn // 8)]
+        else:
+            self.acc_cols = [b.add(b.mul(warp_n, wn), b.add(b.shl(tig, 1), 8 * ni)) for ni in range(wn // 8)]  # columns 2t (and 2t + 1)
+            if cfg.scale == "e8m0":  # a byte per column
+                self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
         self.scale_regs = len(self.acc_cols)  # registers a group's accumulator scales take (a pair of halves in one)
 
     def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
@@ -548,8 +603,8 @@ class _WeightFragments:
         return (16 * (blk * self.steps + step)) // cfg.scale_span
 
     def load_acc_scales(self, body: PtxBuilder, buf, stage, blk) -> list:
-        """The scales of this lane's accumulator columns (2t, 2t + 1 of each n8 tile; `scale_regs`
-        registers), for each group whose last k16 step is in k-block blk."""
+        """The scales of this lane's accumulator columns (`acc_cols`: a pair of halves per register, or
+        one half with weight_is_a; `scale_regs` registers), for each group whose last k16 step is in k-block blk."""
         cfg = self.cfg
         steps = range(blk * self.steps, (blk + 1) * self.steps)
         ending = [(s + 1) // self.group_steps - 1 for s in steps if (s + 1) % self.group_steps == 0]
@@ -560,13 +615,15 @@ class _WeightFragments:
                 if cfg.scale == "e8m0":  # 2^(e - 127) as f32 bits; code 0 is the subnormal 2^-127
                     out.append(body.max(body.shl(body.tile_load(buf, stage, srow, col, kind="u32", byte=True), 23), 0x00400000))
                 else:
-                    out.append(body.tile_load(buf, stage, srow, col))
+                    out.append(body.tile_load(buf, stage, srow, col, kind="b16" if cfg.weight_is_a else "b32"))
         return out
 
     def column_scales(self, body: PtxBuilder, regs: list) -> list:
-        """A group's loaded scales as f32, two per n8 tile (columns 2t, 2t + 1)."""
+        """A group's loaded scales as f32, one per accumulator column (_BlockLowering._acc_column)."""
         if self.cfg.scale == "e8m0":
             return regs
+        if self.cfg.weight_is_a:
+            return [body.cvt_widen(h, self.cfg.dtype) for h in regs]
         return [body.cvt_widen(h, self.cfg.dtype) for pair in regs for h in body.unpack_halves(pair)]
 
     def load_codes(self, body: PtxBuilder, codes, stage, blk) -> list:
@@ -596,15 +653,15 @@ class _WeightFragments:
         return out
 
 
-def _load_bias_pair(b: PtxBuilder, bias_ptr, col, n, dtype: str):
-    """bias[col] and bias[col + 1] as f32 (0 past N)."""
+def _load_biases(b: PtxBuilder, bias_ptr, col, n, dtype: str, count: int) -> list:
+    """bias[col], ..., bias[col + count - 1] as f32 (0 past N)."""
     addr = b.add(bias_ptr, b.cvt(b.shl(col, 1), "u64"))
-    pair = []
-    for i in range(2):
+    out = []
+    for i in range(count):
         inside = b.setp("lt", b.add(col, i), n)
         raw = b.ld("global", addr, "b16", offset=2 * i, pred=inside)
-        pair.append(b.selp(b.cvt_widen(raw, dtype), b.fimm(0.0), inside))
-    return pair
+        out.append(b.selp(b.cvt_widen(raw, dtype), b.fimm(0.0), inside))
+    return out
 
 
 LOG2E = 1.4426950408889634

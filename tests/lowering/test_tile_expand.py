@@ -103,7 +103,8 @@ def _qlinear_module(fmt, m: int, n: int, k: int, dtype):
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
-@pytest.mark.parametrize("schedule", ["{bm=16 bn=64 bk=128 warps_m=1 warps_n=2 stages=2}", "{bm=32 bn=32 bk=128 warps_m=2 warps_n=1 split_k=2}"])
+@pytest.mark.parametrize("schedule", ["{bm=16 bn=64 bk=128 warps_m=1 warps_n=2 stages=2}", "{bm=32 bn=32 bk=128 warps_m=2 warps_n=1 split_k=2}",
+                                      "{bm=8 bn=32 bk=128 warps_m=1 warps_n=1 stages=2}"])
 def test_packed_weights_decode_in_the_block_program(fmt, schedule):
     dtype = bf16 if fmt.element == "nf4" else f16
     if fmt.element == "int8":

@@ -277,6 +277,14 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bias=True, activation="relu", scale_partials=True)),
     (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=16, warps_m=1, warps_n=2, scale_partials=True)),
     (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, prefetch=True, scale_partials=True)),
+    # 8-row tiles (weight_is_a): the weight is the mma's A operand, C is stored from its transpose
+    (("int4", 128, "f16", "none"), dict(dtype="f16", bk=128, bm=8, warps_n=2, bn=64, prefetch=True, scale_partials=True)),
+    (("int2", 64, "f16", "none"), dict(dtype="f16", bk=128, bm=8, scale_partials=True, bias=True, activation="relu")),
+    (("int1", 128, "f16", "original"), dict(dtype="f16", bk=128, bm=8, split_k=2)),
+    (("uint4", 32, "bf16", "quantized"), dict(dtype="bf16", bk=64, bm=8, warps_n=2, bn=64, bias=True, activation="silu")),
+    (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bm=8, split_k=3, scale_partials=True)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=8, scale_partials=True)),
+    (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, bm=8, prefetch=True)),
 ]
 
 
@@ -301,7 +309,7 @@ def test_low_precision_weights_decode_in_registers(fmt, schedule):
     tol = 2e-3 if cfg.dtype == "f16" else 1e-2
     np.testing.assert_allclose(dense, exact, rtol=tol, atol=tol * np.abs(exact).max())
     ref = x.astype(np.float32) @ dense.T + (bias.astype(np.float32) if bias is not None else 0)
-    ref = np.maximum(ref, 0) if cfg.activation == "relu" else ref
+    ref = np.maximum(ref, 0) if cfg.activation == "relu" else ref / (1 + np.exp(-ref)) if cfg.activation == "silu" else ref
     np.testing.assert_allclose(out, ref.astype(dt).astype(np.float32), rtol=tol, atol=tol * np.abs(ref).max())
 
 
@@ -318,13 +326,18 @@ def test_weight_schedules_are_checked():
         GemmConfig(group=128)
     with pytest.raises(ValueError, match="a weight with zero terms scales each value"):
         GemmConfig(weight="uint4", group=128, zero=True, scale_partials=True)
+    with pytest.raises(ValueError, match="8-row tiles put a packed weight in the mma's A operand"):
+        GemmConfig(bm=8, warps_m=1)
+    with pytest.raises(ValueError, match="one warp along M"):
+        GemmConfig(bm=8, warps_m=2, weight="int4")
 
 
 @pytest.mark.parametrize("cfg", [GemmConfig("f16", bm=64, bn=64, stages=3), GemmConfig("bf16", b_kn=True, stages=4),
                                  GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int4", group=32, split_k=2),
                                  GemmConfig("bf16", bm=32, bn=32, bk=64, warps_m=1, warps_n=1, weight="e2m1", group=32, scale="e8m0"),
                                  GemmConfig("f16", bm=32, bn=64, bk=128, warps_m=1, warps_n=2, weight="int1", group=128, zero=True),
-                                 GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int2", group=64, scale_partials=True)],
+                                 GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int2", group=64, scale_partials=True),
+                                 GemmConfig("f16", bm=8, bn=64, bk=128, warps_m=1, warps_n=2, weight="int4", group=128, scale_partials=True)],
                          ids=lambda c: c.name)
 def test_prefetching_fragments_changes_no_bit(cfg):
     """The double-buffered main loop (the next unit's fragments load while the current one
