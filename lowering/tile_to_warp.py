@@ -447,7 +447,6 @@ class _BlockLowering:
                     lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
                     out.store(row, row_in, ni, lo, hi)
 
-
     def _store_transposed(self, op: tile.StoreOp, epilogue: tile.EpilogueOp, acc: list) -> None:
         """weight_is_a: lane (g, t) holds C[2t + r, 16j + g + 8h] as accumulator 4j + 2h + r; each is
         stored alone (at most 8 rows: few bytes), through the bias and activation or into the workspace."""
@@ -457,26 +456,22 @@ class _BlockLowering:
         col0 = b.add(b.add(self.values[epilogue.col], b.mul(self.warp_n, self.wn)), group)
         rows = [row0, b.add(row0, 1)]
         cols = [b.add(col0, 16 * j + 8 * h) for j in range(self.ni_count // 2) for h in range(2)]
-        row_in, col_in = [b.setp("lt", r, m) for r in rows], [b.setp("lt", c, n) for c in cols]
-        split = len(op.out.type.get_shape()) == 3
-        if split:  # f32 partial sums into this split's slice of the workspace
-            row_stride, elem_bytes = b.add(n, b.and_(n, 1)), 4
-            rows = [b.add(b.mul(b.sreg("ctaid.z"), m), r) for r in rows]
-        else:
-            row_stride, elem_bytes = n, 2
-            bias = self.values[epilogue.bias] if epilogue.bias is not None else None
-            biases = [_load_biases(b, bias, col, n, cfg.dtype, 1)[0] for col in cols] if bias is not None else None
-            activation = epilogue.activation.data if epilogue.activation else "none"
+        row_in = [b.setp("lt", r, m) for r in rows]
+        if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
+            npad = b.add(n, b.and_(n, 1))
+            split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
+            col_in = [b.setp("lt", c, n) for c in cols]
+            for r in range(2):
+                row_addr = b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, r), npad), 2), "u64"))
+                for c, col in enumerate(cols):
+                    b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [acc[2 * c + r]], pred=b.and_pred(row_in[r], col_in[c]))
+            return
+        bias = self.values[epilogue.bias] if epilogue.bias is not None else None
+        activation = epilogue.activation.data if epilogue.activation else "none"
+        out = _Epilogue(b, cfg.dtype, activation, self.values[op.out], n, bias, cols, width=1)
         for r, row in enumerate(rows):
-            row_addr = b.add(self.values[op.out], b.mul(b.cvt(row, "u64"), b.cvt(b.mul(row_stride, elem_bytes), "u64")))
-            for c, col in enumerate(cols):
-                v, inside = acc[2 * c + r], b.and_pred(row_in[r], col_in[c])
-                addr = b.add(row_addr, b.cvt(b.mul(col, elem_bytes), "u64"))
-                if split:
-                    b.st("global", addr, [v], pred=inside)
-                    continue
-                v = _activation(b, b.add(v, biases[c]) if biases else v, activation)
-                b.st("global", addr, [b.cvt_half(v, cfg.dtype)], pred=inside)
+            for c in range(len(cols)):
+                out.store_one(row, row_in[r], c, acc[2 * c + r])
 
 
 def _next_stage(b: PtxBuilder, s, stages: int):
@@ -510,24 +505,39 @@ def _scale_row(b: PtxBuilder, cfg: GemmConfig, tile):
 
 
 class _Epilogue:
-    """Bias, activation and the rounded store of (row, col), (row, col + 1) pairs of C: bias loaded
-    once per column, the pair stored as one 32-bit word when N is even, half by half when odd."""
+    """Bias, activation and the rounded store of C at `width` (2: (row, col), (row, col + 1) pairs;
+    1: single elements) per column: bias loaded once per column, a pair stored as one 32-bit word
+    when N is even, half by half when odd."""
 
-    def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols):
+    def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols, width: int = 2):
         self.b, self.dtype, self.activation, self.c_ptr, self.n, self.cols = b, dtype, activation, c_ptr, n, cols
-        self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
-        self.biases = [_load_biases(b, bias_ptr, col, n, dtype, 2) for col in cols] if bias_ptr is not None else None
+        if width == 2:
+            self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
+        else:
+            self.col_in = [b.setp("lt", col, n) for col in cols]
+        self.biases = [_load_biases(b, bias_ptr, col, n, dtype, width) for col in cols] if bias_ptr is not None else None
         self.row_bytes = b.cvt(b.shl(n, 1), "u64")
         self._rows = {}
 
+    def _address(self, row, col):
+        if row not in self._rows:
+            self._rows[row] = self.b.add(self.c_ptr, self.b.mul(self.b.cvt(row, "u64"), self.row_bytes))
+        return self.b.add(self._rows[row], self.b.cvt(self.b.shl(col, 1), "u64"))
+
+    def _finish(self, v, i: int, j: int):
+        """Value j of column i with its bias and activation."""
+        return _activation(self.b, self.b.add(v, self.biases[i][j]) if self.biases else v, self.activation)
+
+    def store_one(self, row, row_in, i, v) -> None:
+        """C[row, cols[i]] (width 1)."""
+        b = self.b
+        b.st("global", self._address(row, self.cols[i]), [b.cvt_half(self._finish(v, i, 0), self.dtype)],
+             pred=b.and_pred(row_in, self.col_in[i]))
+
     def store(self, row, row_in, i, lo, hi) -> None:
         b, dtype, col = self.b, self.dtype, self.cols[i]
-        if row not in self._rows:
-            self._rows[row] = b.add(self.c_ptr, b.mul(b.cvt(row, "u64"), self.row_bytes))
-        if self.biases:
-            lo, hi = b.add(lo, self.biases[i][0]), b.add(hi, self.biases[i][1])
-        lo, hi = _activation(b, lo, self.activation), _activation(b, hi, self.activation)
-        addr = b.add(self._rows[row], b.cvt(b.shl(col, 1), "u64"))
+        lo, hi = self._finish(lo, i, 0), self._finish(hi, i, 1)
+        addr = self._address(row, col)
         both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
         b.st("global", addr, [b.cvt_pack(hi, lo, dtype)], pred=b.and_pred(both, self.n_even))
         # odd N: rows are only 2-byte aligned, so store the halves one by one
