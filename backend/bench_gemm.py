@@ -1,4 +1,4 @@
-"""GEMM benchmark: Rung's mma.sync kernel against cuBLAS (torch.matmul) in one run.
+"""GEMM benchmark: Rung's kernels (mma.sync, and wgmma on sm_90a) against cuBLAS (torch.matmul) in one run.
 
     python -m backend.bench_gemm [--out DIR] [--quick]
     python -m backend.bench_gemm --sanitize        # GEMMs of every path, for compute-sanitizer
@@ -24,31 +24,43 @@ MS = [1, 16, 256, 4096]
 CASES = [(4096, 4096, 4096)] + [(m, n, k) for n, k in SHAPES for m in MS]  # (M, N, K)
 CALLS = 20
 # Schedules tried besides the default one where M is large, and where M <= 16 (a measured choice for choose_config).
+MMA_SYNC = dict(wgmma=False)
 CANDIDATES = [
-    dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4),
-    dict(bm=256, bn=128, bk=32, warps_m=4, warps_n=2, stages=4),
-    dict(bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=4),
-    dict(bm=128, bn=256, bk=64, warps_m=2, warps_n=4, stages=3),
+    dict(bm=128, bn=128, bk=32, warps_m=2, warps_n=2, stages=3, **MMA_SYNC),
+    dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4, **MMA_SYNC),
+    dict(bm=256, bn=128, bk=32, warps_m=4, warps_n=2, stages=4, **MMA_SYNC),
+    dict(bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=4, **MMA_SYNC),
+    dict(bm=128, bn=256, bk=64, warps_m=2, warps_n=4, stages=3, **MMA_SYNC),
+    dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4, prefetch=True, **MMA_SYNC),
     dict(raster=1),
     dict(raster=16),
-    dict(prefetch=True),
-    dict(bm=128, bn=256, bk=32, warps_m=2, warps_n=4, stages=4, prefetch=True),
+]
+WGMMA = dict(bk=64, warps_n=1, prefetch=False, wgmma=True)
+WGMMA_CANDIDATES = [  # sm_90a only
+    dict(bm=128, bn=256, warps_m=8, stages=4, **WGMMA),
+    dict(bm=128, bn=256, warps_m=8, stages=3, **WGMMA),
+    dict(bm=128, bn=128, warps_m=8, stages=4, **WGMMA),
+    dict(bm=128, bn=128, warps_m=8, stages=3, **WGMMA),
+    dict(bm=64, bn=256, warps_m=4, stages=4, **WGMMA),
 ]
 SMALL_M_CANDIDATES = [dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(bn=256, warps_n=8), dict(bk=128, stages=3),
                       dict(prefetch=True), dict(prefetch=True, stages=3)]
 
 
-def plan(m: int, n: int, k: int, dtype: str, sms: int) -> list:
-    """The schedules timed on one shape: the scheduler's, then the candidates for its M."""
+def plan(m: int, n: int, k: int, dtype: str, sms: int, target: str) -> list:
+    """The schedules timed on one shape: the scheduler's, then the candidates for its M (and target)."""
     from lowering.graph_to_tile import choose_config
 
-    default = choose_config(m, n, k, dtype, sms=sms)
+    default = choose_config(m, n, k, dtype, sms=sms, target=target)
     schedules = [default]
-    for c in CANDIDATES if m >= 1024 else SMALL_M_CANDIDATES if m <= 16 else []:
+    large = CANDIDATES + (WGMMA_CANDIDATES if target == "sm_90a" else [])
+    for c in large if m >= 1024 else SMALL_M_CANDIDATES if m <= 16 else []:
         try:
-            schedules.append(dataclasses.replace(default, **c))
+            cfg = dataclasses.replace(default, **c)
         except ValueError:  # not a valid schedule beside this one
-            pass
+            continue
+        if cfg not in schedules:
+            schedules.append(cfg)
     return schedules
 
 
@@ -89,7 +101,7 @@ def bench_shape(m: int, n: int, k: int, dtype) -> dict:
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     out = torch.empty(m, n, device="cuda", dtype=dtype)
     target = device_target()
-    schedules = plan(m, n, k, "f16" if dtype == torch.float16 else "bf16", device_multiprocessors(x))
+    schedules = plan(m, n, k, "f16" if dtype == torch.float16 else "bf16", device_multiprocessors(x), target)
     default = schedules[0]
     times = {}
     for cfg in schedules:
@@ -222,7 +234,7 @@ def main(argv=None) -> int:
     ours, theirs = host_overhead_us()
     peak = mma_peak_tflops()
     print(f"mma.sync m16n8k16 f16 peak: {peak:.0f} TFLOP/s", flush=True)
-    lines = ["# GEMM: Rung mma.sync vs cuBLAS (fp16, f32 accumulate)", "",
+    lines = ["# GEMM: Rung (mma.sync; wgmma on sm_90a) vs cuBLAS (fp16, f32 accumulate)", "",
              f"{dev}, {date}. GPU time per call from CUDA graphs of {CALLS} calls over weight copies larger than L2.", "",
              "| M | N | K | Rung us (default schedule) | best schedule tried | best us | cuBLAS us | Rung best TFLOP/s | cuBLAS TFLOP/s | Rung best / cuBLAS throughput |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -246,7 +258,7 @@ def main(argv=None) -> int:
         fig, ax = plt.subplots(figsize=(8, 4))
         labels = [f"{r['m']}x{r['n']}x{r['k']}" for r in rows]
         xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [r["best_tflops"] for r in rows], 0.4, label="Rung mma.sync (best schedule)")
+        ax.bar([x - 0.2 for x in xs], [r["best_tflops"] for r in rows], 0.4, label="Rung (best schedule)")
         ax.bar([x + 0.2 for x in xs], [r["cublas_tflops"] for r in rows], 0.4, label="cuBLAS")
         ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("TFLOP/s")

@@ -59,7 +59,8 @@ def device_target(ordinal: int = 0) -> str:
     if dev.capability < (8, 0):
         raise RungError(f"{dev.name} (sm_{dev.capability[0]}{dev.capability[1]}) has no mma.sync m16n8k16: Rung needs sm_80 or newer")
     if dev.capability >= (9, 0):
-        log.warning("%s: Rung has no Hopper (wgmma) path yet; kernels run the sm_80 mma.sync path, built for sm_90a", dev.name)
+        log.warning("%s: Rung's wgmma kernels cover f16/bf16 linears at M > 64 so far; the rest run the sm_80 mma.sync "
+                    "path, built for sm_90a", dev.name)
         return "sm_90a"
     return "sm_80"
 
@@ -90,8 +91,12 @@ class GemmKernels:
             b = f"{cfg.dtype} weight"
         epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
         split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
-        hopper = " (the sm_80 path: no wgmma path yet)" if self.target.startswith("sm_90") else ""
-        return (f"{cfg.name}: mma.sync {cfg.mma[1]} {cfg.mma[0]}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
+        if cfg.wgmma:
+            mma, hopper = f"wgmma m64n{cfg.bn}k16 {cfg.dtype} by {cfg.warps_m // 4} warpgroups", ""
+        else:
+            mma = f"mma.sync {cfg.mma[1]} {cfg.mma[0]}"
+            hopper = " (the sm_80 path: no wgmma kernel for this schedule yet)" if self.target.startswith("sm_90") else ""
+        return (f"{cfg.name}: {mma}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
                 f"{cfg.stages}-stage cp.async{split}, built for {self.target}{hopper}")
 
     def launch(self, addresses: dict[str, int], m: int, n: int, k: int, like) -> None:
@@ -115,6 +120,8 @@ def gemm_kernels(cfg: GemmConfig, target: str, ordinal: int = 0) -> GemmKernels:
     """The loadable kernels of a schedule; `path` names what runs."""
     if cfg.a8 == "e4m3" and target in ("sm_80", "sm_86"):
         raise RungError(f"fp8 (e4m3) mma.sync needs sm_89 or newer; the target is {target}")
+    if cfg.wgmma and target != "sm_90a":
+        raise RungError(f"wgmma tiles need sm_90a; the target is {target}")
     gemm = Kernel(cfg.name, gemm_ptx(cfg, target), cfg.threads, cfg.param_kinds, "", ordinal, dynamic_shared(cfg.shared_bytes))
     reduce = None
     if cfg.split_k > 1:
@@ -178,8 +185,9 @@ def _gemm(x, w, out, b_kn: bool):
     m, n, k = _check_operands(x, w, out, b_kn)
     if m and n:
         ordinal = x.device.index or 0
-        cfg = choose_config(m, n, k, dtype_of(x), b_kn, sms=device_multiprocessors(x))
-        gemm_kernels(cfg, device_target(ordinal), ordinal).launch({"a": x.data_ptr(), "b": w.data_ptr(), "c": out.data_ptr()}, m, n, k, x)
+        target = device_target(ordinal)
+        cfg = choose_config(m, n, k, dtype_of(x), b_kn, sms=device_multiprocessors(x), target=target)
+        gemm_kernels(cfg, target, ordinal).launch({"a": x.data_ptr(), "b": w.data_ptr(), "c": out.data_ptr()}, m, n, k, x)
     return out
 
 
@@ -278,11 +286,11 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
 
     ctx = make_context()
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
-    run_pipeline(module, "graph-to-tile", ctx)
-    fn = find_function(module, "main")
     target = target or device_target()
     if target not in TARGETS:
         raise RungError(f"unknown target {target} (known: {', '.join(TARGETS)})")
+    run_pipeline(module, f"graph-to-tile{{target={target}}}", ctx)
+    fn = find_function(module, "main")
     steps, results = [], []
     for op in fn.body.block.ops:
         if isinstance(op, func.ReturnOp):

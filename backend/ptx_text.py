@@ -49,6 +49,8 @@ def kernel_text(kernel: KernelOp) -> str:
             elif isinstance(op, YieldOp):
                 continue
             else:
+                for result, operand in op.tied():  # updated in place: the operand's register
+                    r.names[result] = r(operand)
                 body.append(indent + op.text(r))
 
     def emit_for(op: ForOp, indent):

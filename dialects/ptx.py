@@ -44,6 +44,8 @@ from xdsl.printer import Printer
 from xdsl.traits import IsTerminator, NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
+from ir.errors import RungError
+
 KINDS = {"pred": np.bool_, "b16": np.uint16, "b32": np.uint32, "u32": np.uint32, "s32": np.int32,
          "f32": np.float32, "b64": np.uint64, "u64": np.uint64}
 
@@ -89,6 +91,10 @@ class PtxOp(IRDLOperation):
 
     def execute(self, cta, *args):
         raise NotImplementedError
+
+    def tied(self) -> list[tuple[SSAValue, SSAValue]]:
+        """(result, operand) pairs that share a register: the instruction updates the operand in place."""
+        return []
 
 
 class SourceOp(PtxOp):
@@ -594,6 +600,154 @@ class MmaOp(PtxOp):
         return tuple(d[:, i].copy() for i in range(4))
 
 
+# --- warpgroup mma (sm_90a) --------------------------------------------------------------------------------
+
+SWIZZLE_128B = 1  # a wgmma descriptor's swizzle mode for tiles of 128-byte rows, 16-byte chunks XOR-ed with row % 8
+
+
+def smem_descriptor(addr, stride_bytes: int):
+    """The wgmma matrix descriptor of a K-major operand at shared address `addr` with the 128-byte
+    swizzle: 8-row groups `stride_bytes` apart (the leading offset is unused in this mode)."""
+    return ((addr & 0x3FFFF) >> 4) | (1 << 16) | ((stride_bytes >> 4) << 32) | (SWIZZLE_128B << 62)
+
+
+def wgmma_operand(cta, desc: int, rows: int, dtype: str) -> np.ndarray:
+    """The rows x 16 elements a descriptor names (K-major, 128-byte swizzle), read through the async proxy."""
+    start, stride, mode = (desc & 0x3FFF) << 4, ((desc >> 32) & 0x3FFF) << 4, desc >> 62
+    if mode != SWIZZLE_128B:
+        raise RungError(f"wgmma operands are K-major with the 128-byte swizzle (descriptor mode 1), not mode {mode}")
+    if (start >> 7) & 7:
+        raise RungError(f"a wgmma operand at shared offset {start}: its 8-row swizzle pattern must start on 1024 bytes")
+    r, k = np.arange(rows)[:, None], np.arange(16)[None, :]
+    logical = start + (r // 8) * stride + (r % 8) * 128 + 2 * k
+    physical = logical ^ (((logical >> 7) & 7) << 4)  # the swizzle acts on the address's bits
+    data = cta.shared.read_async(physical[..., None] + np.arange(2))
+    return unpack_halves(np.ascontiguousarray(data).view(np.uint16)[..., 0], dtype)
+
+
+@irdl_op_definition
+class WgmmaOp(PtxOp):
+    """wgmma.mma_async.sync.aligned.m64n<n>k16.f32.<t>.<t> {d}, a-desc, b-desc, scale-d, 1, 1, 0, 0:
+    a warpgroup's D (64 x n f32, ir.layout.wgmma_accumulators) = A B^T + (scale-d ? D : 0), t = f16 or
+    bf16, A (64 x 16) and B (n x 16) K-major in shared memory (`smem_descriptor`). Asynchronous: its
+    shared reads last until wgmma.wait_group retires its group, and D, updated in place (its
+    accumulator operands and results share registers), is read only after that."""
+
+    name = "ptx.wgmma"
+    desc_a = operand_def(RegType)
+    desc_b = operand_def(RegType)
+    scale_d = operand_def(RegType)
+    acc = var_operand_def(RegType)
+    results_ = var_result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def verify_(self):
+        n = 2 * len(self.acc)
+        if n % 8 or not 8 <= n <= 256 or len(self.results_) != len(self.acc):
+            raise VerifyException(f"wgmma m64nNk16 takes N/2 f32 accumulators for N a multiple of 8 up to 256, got {len(self.acc)}")
+        if self.dtype.data not in ("f16", "bf16") or kind_of(self.scale_d) != "pred":
+            raise VerifyException("wgmma takes f16 or bf16 operands and a predicate scale-d")
+        if any(not v.has_one_use() for v in self.acc):
+            raise VerifyException("a wgmma's accumulators are updated in place: they can have no other use")
+
+    def tied(self):
+        return list(zip(self.results_, self.acc))
+
+    def text(self, r):
+        t, n = self.dtype.data, 2 * len(self.acc)
+        return (f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{', '.join(r(v) for v in self.acc)}}}, "
+                f"{r(self.desc_a)}, {r(self.desc_b)}, {r(self.scale_d)}, 1, 1, 0, 0;")
+
+    def execute(self, cta, desc_a, desc_b, scale_d, *acc):
+        from ir.layout import wgmma_accumulators
+
+        if cta.threads % 128:
+            raise RungError(f"wgmma runs on warpgroups of 128 threads; the block has {cta.threads}")
+        n = 2 * len(acc)
+        coords = wgmma_accumulators(n).coords
+        acc = np.stack(acc, axis=1).astype(np.float64)
+        out = np.empty_like(acc)
+        for g in range(cta.threads // 128):
+            group = slice(128 * g, 128 * g + 128)
+            da, db, sd = desc_a[group], desc_b[group], scale_d[group]
+            if (da != da[0]).any() or (db != db[0]).any() or (sd != sd[0]).any():
+                raise RungError(f"warpgroup {g}'s threads give a wgmma different descriptors or scale-d")
+            a = wgmma_operand(cta, int(da[0]), 64, self.dtype.data)
+            b = wgmma_operand(cta, int(db[0]), n, self.dtype.data)
+            c = np.zeros((64, n))
+            if sd[0]:
+                c[coords] = acc[group]
+            out[group] = (a @ b.T + c)[coords]
+        out = out.astype(np.float32)
+        return tuple(out[:, i].copy() for i in range(out.shape[1]))
+
+
+@irdl_op_definition
+class WgmmaFenceOp(MarkerOp):
+    """wgmma.fence.sync.aligned: registers written before it (the accumulators) are ready for the wgmmas after it."""
+
+    name = "ptx.wgmma_fence"
+
+    def text(self, r):
+        return "wgmma.fence.sync.aligned;"
+
+    def execute(self, cta):
+        return ()
+
+
+@irdl_op_definition
+class WgmmaCommitOp(MarkerOp):
+    """wgmma.commit_group.sync.aligned: the wgmmas issued since the last commit form a group."""
+
+    name = "ptx.wgmma_commit"
+
+    def text(self, r):
+        return "wgmma.commit_group.sync.aligned;"
+
+    def execute(self, cta):
+        cta.shared.commit_reads()
+        return ()
+
+
+@irdl_op_definition
+class WgmmaWaitOp(PtxOp):
+    """wgmma.wait_group.sync.aligned n: wait until at most the n newest groups are in flight. Its
+    operands are accumulators that are safe to read after it: its results, in the same registers."""
+
+    name = "ptx.wgmma_wait"
+    values = var_operand_def(RegType)
+    results_ = var_result_def(RegType)
+    pending = prop_def(IntegerAttr)
+
+    def verify_(self):
+        if [v.type for v in self.values] != [v.type for v in self.results_]:
+            raise VerifyException("ptx.wgmma_wait gives back its operands")
+
+    def tied(self):
+        return list(zip(self.results_, self.values))
+
+    def text(self, r):
+        return f"wgmma.wait_group.sync.aligned {self.pending.value.data};"
+
+    def execute(self, cta, *values):
+        cta.shared.retire_reads(self.pending.value.data)
+        return tuple(values)
+
+
+@irdl_op_definition
+class FenceProxyAsyncOp(MarkerOp):
+    """fence.proxy.async.shared::cta: this thread's shared-memory writes become visible to the async proxy (wgmma)."""
+
+    name = "ptx.fence_proxy_async"
+
+    def text(self, r):
+        return "fence.proxy.async.shared::cta;"
+
+    def execute(self, cta):
+        cta.shared.fence_async()
+        return ()
+
+
 def unpack_halves(bits: np.ndarray, dtype: str) -> np.ndarray:
     import ml_dtypes
 
@@ -927,4 +1081,5 @@ PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
     CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
     CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
+    WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,
 ], [RegType])

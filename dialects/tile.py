@@ -140,6 +140,7 @@ class GemmConfig:
     # and of B, multiplied by mma.m16n8k32; dtype is then the output's type
     scale_partials: bool = False  # with `weight` (no zero terms): mma the unscaled codes' values and scale each group's
     # f32 partial sums by its column's scale, instead of scaling every decoded weight (fewer ops where M-tiles are 16 rows)
+    wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies A and B in shared memory by wgmma.m64nNk16
 
     def __post_init__(self):
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
@@ -175,6 +176,8 @@ class GemmConfig:
                 raise ValueError(f"8-bit operands (a8) are s8 or e4m3, with A [M, K] and B [N, K] rows 16-byte aligned, not {self.a8}")
             if self.bk < 64:
                 raise ValueError("8-bit operands take BK 64 or 128 (32 bytes per mma step)")
+        if self.wgmma:
+            self._check_wgmma()
         for tile in self.copied_tiles:
             if tile.elems == 1 and (tile.rows * tile.cols) % self.threads:
                 raise ValueError(f"a {tile.rows}x{tile.cols} tile copied element by element does not split evenly over {self.threads} threads")
@@ -202,6 +205,18 @@ class GemmConfig:
             raise ValueError(f"group {self.group} must be a power of two and a multiple of 16")
         if self.scale not in ("", "e8m0"):
             raise ValueError(f"weight scales are in the activation dtype or e8m0, not {self.scale}")
+
+    def _check_wgmma(self):
+        if self.weight or self.a8 or self.b_kn or self.prefetch:
+            raise ValueError("wgmma tiles read f16/bf16 A [M, K] and B [N, K] from shared memory: no packed weight, 8-bit "
+                             "operands, [K, N] B or register prefetch")
+        if self.bk != 64 or self.copy_elems != 8:
+            raise ValueError("wgmma tiles take BK 64 (rows of 128 bytes, the 128-byte swizzle) and rows copied 16 bytes at a time")
+        if self.warps_n != 1 or self.warps_m % 4 or self.bm != 16 * self.warps_m or self.bn > 256:
+            raise ValueError(f"wgmma tiles give each warpgroup 64 rows (warps_m = BM / 16 in fours, warps_n = 1) and BN <= 256, "
+                             f"got {self.bm}x{self.bn} with {self.warps_m}x{self.warps_n} warps")
+        if self.stages < 3:
+            raise ValueError("wgmma tiles need 3 stages or more: one k-tile's wgmmas stay in flight while the next loads")
 
     @property
     def weight_is_a(self) -> bool:
@@ -279,7 +294,8 @@ class GemmConfig:
 
     @property
     def shared_bytes(self) -> int:
-        return self.stages * sum(t.bytes for t in self.copied_tiles)
+        """The tiles' bytes, and with wgmma 1 KiB to align them to the swizzle's 1024-byte period (lowering.warp_to_ptx)."""
+        return self.stages * sum(t.bytes for t in self.copied_tiles) + (1024 if self.wgmma else 0)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -313,6 +329,7 @@ class GemmConfig:
         suffix += "_pf" if self.prefetch else ""
         suffix += f"_x{self.a8}" if self.a8 else ""
         suffix += "_sp" if self.scale_partials else ""
+        suffix += "_wg" if self.wgmma else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 
@@ -326,8 +343,9 @@ class MatmulOp(IRDLOperation):
     with f32 x_scales [M] and scales [N], and the result is f16 or bf16. `split_k` > 1 splits K into
     partial sums; `raster` orders the blocks in bands of M-tiles; `prefetch` double-buffers
     fragments in registers; `scale_partials` scales each group's f32 partial sums (w = q * s
-    unrounded) instead of each decoded weight (w = q * s + z rounded to the activation type).
-    dialects.tile.GemmConfig is the schedule these properties spell out."""
+    unrounded) instead of each decoded weight (w = q * s + z rounded to the activation type);
+    `wgmma` multiplies by warpgroups on sm_90a. dialects.tile.GemmConfig is the schedule these
+    properties spell out."""
 
     name = "tile.matmul"
     x = operand_def(TensorType)
@@ -348,6 +366,7 @@ class MatmulOp(IRDLOperation):
     prefetch = opt_prop_def(UnitAttr)
     a8 = opt_prop_def(StringAttr)
     scale_partials = opt_prop_def(UnitAttr)
+    wgmma = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
                        "type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
@@ -371,6 +390,8 @@ class MatmulOp(IRDLOperation):
             props["prefetch"] = UnitAttr()
         if cfg.scale_partials:
             props["scale_partials"] = UnitAttr()
+        if cfg.wgmma:
+            props["wgmma"] = UnitAttr()
         if cfg.a8:
             props["a8"] = StringAttr(cfg.a8)
         if weight is not None:
@@ -400,7 +421,8 @@ class MatmulOp(IRDLOperation):
         return GemmConfig(str(self.result.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
                           8 if a8 else copy_elems(k), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
                           split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
-                          prefetch=self.prefetch is not None, a8=a8, scale_partials=self.scale_partials is not None, **weight)
+                          prefetch=self.prefetch is not None, a8=a8, scale_partials=self.scale_partials is not None,
+                          wgmma=self.wgmma is not None, **weight)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
@@ -732,7 +754,8 @@ class KernelOp(IRDLOperation):
     the launch's operands as shape-generic tensors, then the output it writes with tile.store.
     `block` = [BM, BN, BK] and `warps` = [WM, WN] (how warps split the block tile); `stages` deep
     copy pipeline; with `split_k`, grid z splits each tile's K; `raster` bands M-tiles;
-    `prefetch` loads the next k16 step's fragments while the current one computes."""
+    `prefetch` loads the next k16 step's fragments while the current one computes; `wgmma`
+    multiplies by warpgroups (sm_90a)."""
 
     name = "tile.kernel"
     sym_name = prop_def(StringAttr)
@@ -742,6 +765,7 @@ class KernelOp(IRDLOperation):
     split_k = opt_prop_def(IntegerAttr)
     raster = opt_prop_def(IntegerAttr)
     prefetch = opt_prop_def(UnitAttr)
+    wgmma = opt_prop_def(UnitAttr)
     body = region_def("single_block")
     traits = traits_def(SymbolOpInterface())
 
@@ -787,7 +811,8 @@ class KernelOp(IRDLOperation):
         return GemmConfig(dtype, bm, bn, bk, wm, wn, self.stages.value.data, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
                           b_copy.elems if b_kn else 8, split_k=self.split_k.value.data if self.split_k else 1,
-                          raster=self.raster.value.data if self.raster else 1, prefetch=self.prefetch is not None, a8=a8, **weight)
+                          raster=self.raster.value.data if self.raster else 1, prefetch=self.prefetch is not None, a8=a8,
+                          wgmma=self.wgmma is not None, **weight)
 
     def verify_(self):
         if not isinstance(self.body.block.last_op, YieldOp):

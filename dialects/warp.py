@@ -7,8 +7,9 @@ reads or writes; the tile's type carries its layout:
     %f:4 = warp.ldmatrix %a, %stage, %row, %col : ... -> (!ptx.reg<b32>, ...)
 
 so that choosing a layout (`smem-swizzle`) and turning coordinates into byte addresses
-(`warp-to-ptx`) are passes, not index arithmetic inside the kernel generator. Everything else
-a lane does (address arithmetic, mma.sync, cp.async groups, barriers) uses the `ptx` ops.
+(`warp-to-ptx`) are passes, not index arithmetic inside the kernel generator; `warp.smem_desc`
+names a tile's rows as a wgmma operand. Everything else a lane does (address arithmetic,
+mma.sync, wgmma, cp.async groups, barriers) uses the `ptx` ops.
 A tile value is, for the interpreter, its byte offset in the block's shared memory.
 """
 
@@ -32,6 +33,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.ptx import PtxOp, RegType, SinkOp, SourceOp, cp_async_lanes, ldmatrix_lanes
+from ir.errors import RungError
 from ir.layout import Swizzle
 
 
@@ -212,4 +214,35 @@ class StoreOp(SinkOp):
         return ()
 
 
-WARP = Dialect("warp", [AllocSharedOp, LdmatrixOp, CpAsyncOp, LoadOp, StoreOp], [SmemType])
+WGMMA_SWIZZLE = Swizzle(3, 4, 3)  # the 128-byte swizzle a wgmma descriptor (mode 1) reads: 16-byte chunk ^= row % 8
+
+
+@irdl_op_definition
+class SmemDescOp(PtxOp):
+    """The wgmma descriptor (ptx.smem_descriptor) of a tile's rows from (stage, row, col) on, K
+    along its columns: the tile has 128-byte rows and the 128-byte swizzle, and `row` is a
+    multiple of 8, so that each 8-row group is one 1024-byte swizzle pattern."""
+
+    name = "warp.smem_desc"
+    tile = operand_def(SmemType)
+    stage = operand_def(RegType)
+    row = operand_def(RegType)
+    col = operand_def(RegType)
+    result = result_def(RegType)
+
+    def verify_(self):
+        t: SmemType = self.tile.type
+        if t.row_bytes != 128 or t.layout_swizzle != WGMMA_SWIZZLE:
+            raise VerifyException(f"a wgmma operand tile has 128-byte rows with the 128-byte swizzle, got {t}")
+
+    def execute(self, cta, base, stage, row, col):
+        from dialects.ptx import smem_descriptor
+
+        t: SmemType = self.tile.type
+        if (row % 8).any():
+            raise RungError("a wgmma operand starts on a multiple of 8 rows")
+        addr = base + stage.astype(np.int64) * t.stage_bytes + row.astype(np.int64) * t.row_bytes + t.element_bytes * col.astype(np.int64)
+        return smem_descriptor(addr, 8 * t.row_bytes).astype(np.uint64)
+
+
+WARP = Dialect("warp", [AllocSharedOp, LdmatrixOp, CpAsyncOp, LoadOp, StoreOp, SmemDescOp], [SmemType])

@@ -123,6 +123,13 @@ class DeviceMemory:
                 data[off[sel]] = values.reshape(-1)[sel]
 
 
+def _oldest(groups: list, newest_pending: int) -> list:
+    """Remove and return the committed groups older than the `newest_pending` newest (a wait_group's completions)."""
+    done = groups[: max(len(groups) - newest_pending, 0)]
+    del groups[: len(done)]
+    return done
+
+
 class SharedMemory:
     """A thread block's shared memory, with the hazards a GPU would not forgive made errors:
 
@@ -131,6 +138,10 @@ class SharedMemory:
 
     cp.async copies stay pending until a wait_group completes their group, so a pipeline that
     waits too little reads stale bytes on the CPU exactly as it would on the GPU.
+
+    wgmma reads shared memory through the async proxy, so it also may not read a byte written
+    (by a store or a completed cp.async) with no fence.proxy.async since, and its reads stay in
+    flight until a wgmma.wait_group retires their group: writing such a byte is an error.
     """
 
     NONE, MANY = -1, -2
@@ -145,6 +156,10 @@ class SharedMemory:
         self.pending = np.zeros(nbytes, bool)
         self.open_group: list = []
         self.groups: list[list] = []
+        self.async_visible = np.ones(nbytes, bool)  # written bytes the async proxy may read (fenced since)
+        self.async_readers = np.zeros(nbytes, np.int32)  # in-flight wgmma reads of each byte
+        self.open_reads: list = []
+        self.read_groups: list[list] = []
 
     def _bounds(self, idx: np.ndarray) -> None:
         if idx.size and (idx.min() < 0 or idx.max() >= self.data.size):
@@ -175,9 +190,48 @@ class SharedMemory:
         self.read_epoch[idx] = self.epoch
         return self.data[idx]
 
+    def read_async(self, idx: np.ndarray) -> np.ndarray:
+        """Bytes at `idx` read by a wgmma (the async proxy, for a whole warpgroup), in flight until
+        a wgmma.wait_group retires the group it is committed in."""
+        self._bounds(idx)
+        flat = idx.reshape(-1)
+        for bad, why in ((self.pending[flat], "before the cp.async that writes it completed (missing cp.async.wait_group?)"),
+                         (~self.async_visible[flat], "written with no fence.proxy.async since (the async proxy may not see it)"),
+                         (self.write_epoch[flat] == self.epoch, "written since the last bar.sync")):
+            if bad.any():
+                raise RungError(f"a wgmma reads shared offset {int(flat[bad][0])} {why}")
+        self.reader[flat] = self.MANY
+        self.read_epoch[flat] = self.epoch
+        self.async_readers[flat] += 1
+        self.open_reads.append(flat)
+        return self.data[idx]
+
+    def commit_reads(self) -> None:
+        """wgmma.commit_group: the wgmma reads since the last commit form a group."""
+        self.read_groups.append(self.open_reads)
+        self.open_reads = []
+
+    def retire_reads(self, newest_pending: int) -> None:
+        """wgmma.wait_group n: every group but the n newest has finished reading."""
+        for group in _oldest(self.read_groups, newest_pending):
+            for flat in group:
+                np.subtract.at(self.async_readers, flat, 1)
+
+    def fence_async(self) -> None:
+        """fence.proxy.async (by every thread): the bytes written so far become visible to wgmma."""
+        self.async_visible[:] = True
+
+    def _check_not_read_async(self, flat: np.ndarray, tids: np.ndarray) -> None:
+        busy = self.async_readers[flat] > 0
+        if busy.any():
+            i = np.flatnonzero(busy)[0]
+            raise RungError(f"thread {int(tids[i])} writes shared offset {int(flat[i])}, which an in-flight wgmma reads "
+                            "(missing wgmma.wait_group?)")
+
     def write(self, idx: np.ndarray, values: np.ndarray, tids: np.ndarray) -> None:
         self._bounds(idx)
         idx, tids, values = idx.reshape(-1), np.broadcast_to(tids, idx.shape).reshape(-1), values.reshape(-1)
+        self._check_not_read_async(idx, tids)
         waw = (self.write_epoch[idx] == self.epoch) & (self.writer[idx] != tids)
         war = (self.read_epoch[idx] == self.epoch) & (self.reader[idx] != self.NONE) & (self.reader[idx] != tids)
         for kind, bad in (("written", waw), ("read", war)):
@@ -190,9 +244,11 @@ class SharedMemory:
         self.data[idx] = values
         self.writer[idx] = tids
         self.write_epoch[idx] = self.epoch
+        self.async_visible[idx] = False
 
     def copy_async(self, idx: np.ndarray, values: np.ndarray, tids: np.ndarray) -> None:
         self._bounds(idx)
+        self._check_not_read_async(idx.reshape(-1), np.broadcast_to(tids, idx.shape).reshape(-1))
         self.open_group.append((idx, values, np.broadcast_to(tids, idx.shape)))
         self.pending[idx.reshape(-1)] = True
 
@@ -201,9 +257,7 @@ class SharedMemory:
         self.open_group = []
 
     def wait(self, newest_pending: int) -> None:
-        done = self.groups[: max(len(self.groups) - newest_pending, 0)]
-        self.groups = self.groups[len(done):]
-        for group in done:
+        for group in _oldest(self.groups, newest_pending):
             for idx, values, tids in group:
                 self.pending[idx.reshape(-1)] = False
                 self.write(idx, values, tids)

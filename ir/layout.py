@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -319,3 +319,11 @@ MMA_SHAPES = {
     "m16n8k32": MmaShape("m16n8k32", 32, TVLayout(MMA_M16N8K32_A, (16, 32)), TVLayout(MMA_M16N8K32_B, (8, 32)), MMA_C),
 }
 MMA_A, MMA_B = MMA_SHAPES["m16n8k16"].a, MMA_SHAPES["m16n8k16"].b
+
+
+@lru_cache(maxsize=None)
+def wgmma_accumulators(n: int) -> TVLayout:
+    """wgmma.m64nNk16's D over a warpgroup (64 x n, m + 64 n): thread (lane % 4, lane // 4, warp)
+    holds, per 8 columns j, rows 16 warp + g (and + 8), columns 8 j + 2 t (and + 1): each warp's
+    16 rows laid out as mma.sync's C tiles side by side."""
+    return TVLayout(Layout(((4, 8, 4), (2, 2, n // 8)), ((128, 1, 16), (64, 8, 512))), (64, n))

@@ -37,15 +37,16 @@ SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launche
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat
 def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight: str = "", group: int = 0, scale: str = "",
-                  zero: bool = False, sms: int = SMS, a8: str = "") -> GemmConfig:
-    """Tile sizes from the shape and the weight's format.
+                  zero: bool = False, sms: int = SMS, a8: str = "", target: str = "") -> GemmConfig:
+    """Tile sizes from the shape, the weight's format and the target.
 
     M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
     operand, GemmConfig.weight_is_a) or 16-row ones, 4 warps side by side along N;
     groups of 64 or more (or per channel) without zero terms scale partial sums (scale_partials);
     decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
-    M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse.
+    M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
+    sm_90a, f16/bf16 B [N, K] takes 128 x 256 wgmma tiles (GemmConfig.wgmma) instead.
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
     16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
     take 64x64 tiles."""
@@ -85,6 +86,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         cfg = GemmConfig(dtype, bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, **copies)
     elif m <= 64:
         cfg = GemmConfig(dtype, bm=64, bn=128, bk=max(32, block), warps_m=2, warps_n=2, stages=4, **copies, **packed)
+    elif target == "sm_90a" and not weight and not b_kn:
+        cfg = GemmConfig(dtype, bm=128, bn=256, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True, **copies)
     else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles
         warps_n = 4 if block > 32 else 2
         cfg = GemmConfig(dtype, bm=128, bn=128, bk=max(32, block), warps_m=2, warps_n=warps_n, stages=3, raster=8, **copies, **packed)
@@ -111,10 +114,10 @@ def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1) ->
 
 
 def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,
-              **epilogue) -> GemmConfig:
+              target: str = "", **epilogue) -> GemmConfig:
     """choose_config's schedule with the epilogue and the pass options applied; a bad option is a RungError."""
     try:
-        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {})).__dict__, **epilogue, **override})
+        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target).__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
 
@@ -157,6 +160,7 @@ def tensor_core_linear(op: g.LinearOp) -> bool:
 @dataclass
 class LinearToTile(RewritePattern):
     override: dict
+    target: str
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.LinearOp, rewriter: PatternRewriter):
@@ -165,7 +169,7 @@ class LinearToTile(RewritePattern):
         k, n = op.x.type.get_shape()[-1], op.weight.type.get_shape()[0]
         dtype = str(op.x.type.element_type)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
-                           lambda m, epi: _schedule(m, n, k, dtype, self.override, bias=op.bias is not None, **epi),
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, target=self.target, bias=op.bias is not None, **epi),
                            lambda x, cfg: MatmulOp.get(x, op.weight, op.bias, cfg))
 
 
@@ -174,6 +178,7 @@ class QLinearToTile(RewritePattern):
     """graph.qlinear -> tile.pack_weight (once per weight) and tile.matmul on the packed weight."""
 
     override: dict
+    target: str
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.QLinearOp, rewriter: PatternRewriter):
@@ -192,7 +197,7 @@ class QLinearToTile(RewritePattern):
         pack = PackWeightOp.get(op.qweight, op.scales, op.zeros, op.format, dtype)
         rewriter.insert(pack)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
-                           lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, **epi),
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, target=self.target, **epi),
                            lambda x, cfg: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format))
 
 
@@ -201,6 +206,7 @@ class MatmulToTile(RewritePattern):
     """A 2-D f16/bf16 graph.matmul becomes tile.matmul with B read as [K, N]."""
 
     override: dict
+    target: str
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.MatmulOp, rewriter: PatternRewriter):
@@ -208,15 +214,17 @@ class MatmulToTile(RewritePattern):
         if str(a.element_type) not in ("f16", "bf16") or len(a.get_shape()) != 2 or len(b.get_shape()) != 2:
             return
         (m, k), n = a.get_shape(), b.get_shape()[1]
-        cfg = _schedule(m, n, k, str(a.element_type), self.override, b_kn=True)
+        cfg = _schedule(m, n, k, str(a.element_type), self.override, b_kn=True, target=self.target)
         rewriter.replace(op, MatmulOp.get(op.lhs, op.rhs, None, cfg))
 
 
 @dataclass(frozen=True)
 class GraphToTile(ModulePass):
-    """Schedule f16/bf16 graph.linear, graph.qlinear and 2-D graph.matmul as tile.matmul (options override the schedule)."""
+    """Schedule f16/bf16 graph.linear, graph.qlinear and 2-D graph.matmul as tile.matmul for `target`
+    (sm_90a: wgmma tiles where they apply; otherwise mma.sync); the other options override the schedule."""
 
     name = "graph-to-tile"
+    target: str = ""
     bm: int = 0
     bn: int = 0
     bk: int = 0
@@ -227,6 +235,10 @@ class GraphToTile(ModulePass):
     raster: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        override = {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name))}  # the options set (0: unset)
-        patterns = GreedyRewritePatternApplier([LinearToTile(override), QLinearToTile(override), MatmulToTile(override)])
+        from backend.ptx_text import TARGETS
+
+        if self.target and self.target not in TARGETS:
+            raise RungError(f"graph-to-tile: unknown target {self.target} (known: {', '.join(TARGETS)})")
+        override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
+        patterns = GreedyRewritePatternApplier([cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

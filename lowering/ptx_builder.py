@@ -143,6 +143,27 @@ class PtxBuilder:
         out = self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=results, properties=props))
         return out if isinstance(out, tuple) else (out,)
 
+    def wgmma(self, desc_a, desc_b, scale_d, acc, dtype: str) -> tuple:
+        """A warpgroup's acc (64 x N / 128 threads = N / 2 f32 each) updated by A B^T from shared memory."""
+        return self._add(ptx.WgmmaOp.create(operands=[desc_a, desc_b, scale_d, *acc], result_types=[reg("f32")] * len(acc),
+                                            properties={"dtype": StringAttr(dtype)}))
+
+    def wgmma_fence(self) -> None:
+        self._put(ptx.WgmmaFenceOp.create())
+
+    def wgmma_commit(self) -> None:
+        self._put(ptx.WgmmaCommitOp.create())
+
+    def wgmma_wait(self, pending: int, values=()) -> tuple:
+        """wgmma.wait_group `pending`; `values` (accumulators) come back safe to read."""
+        op = ptx.WgmmaWaitOp.create(operands=list(values), result_types=[v.type for v in values],
+                                    properties={"pending": IntegerAttr(pending, i64)})
+        self._put(op)
+        return tuple(op.results)
+
+    def fence_proxy_async(self) -> None:
+        self._put(ptx.FenceProxyAsyncOp.create())
+
     def cvt_pack(self, hi, lo, dtype: str) -> SSAValue:
         return self._add(ptx.CvtPackOp.create(operands=[hi, lo], result_types=[reg("b32")], properties={"dtype": StringAttr(dtype)}))
 
@@ -175,6 +196,10 @@ class PtxBuilder:
         """ld.shared of a b32 or b16 at a tile's (stage, row, col); `byte`: one byte into a b32."""
         props = {"byte": UnitAttr()} if byte else {}
         return self._add(warp.LoadOp.create(operands=[tile, stage, row, col], result_types=[reg(kind)], properties=props))
+
+    def tile_desc(self, tile, stage, row, col) -> SSAValue:
+        """The wgmma descriptor of a tile's rows from (stage, row, col) on."""
+        return self._add(warp.SmemDescOp.create(operands=[tile, stage, row, col], result_types=[reg("u64")]))
 
     def tile_store(self, tile, stage, row, col, value) -> None:
         self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))

@@ -124,8 +124,9 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
     for name in ("split_k", "raster"):
         if getattr(cfg, name) > 1:
             props[name] = IntegerAttr(getattr(cfg, name), i64)
-    if cfg.prefetch:
-        props["prefetch"] = UnitAttr()
+    for name in ("prefetch", "wgmma"):
+        if getattr(cfg, name):
+            props[name] = UnitAttr()
     return t.KernelOp.create(properties=props, regions=[Region(body)])
 
 

@@ -23,6 +23,8 @@ shared memory; a [K, N] B is read with ldmatrix.trans. Fragments follow
 its codes, scales and zero terms are copied like any tile and decoded in registers before mma.
 With 8-row tiles (GemmConfig.weight_is_a) the decoded weight is the mma's A operand and A's
 rows its B operand: the accumulators hold C transposed and are stored element by element.
+With wgmma tiles (GemmConfig.wgmma, sm_90a) the fragments are shared-memory descriptors
+(`warp.smem_desc`) and each warpgroup's wgmmas run asynchronously, one k-tile in flight.
 
 Blocks run in bands of `raster` M-tiles (the grid's x sweeps N inside a band), so the B tiles
 a band reads stay in L2 while its blocks use them. With `split_k`, grid z splits the k-tiles
@@ -47,7 +49,7 @@ from dialects import tile
 from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import REDUCE_THREADS, GemmConfig, SharedTile, reduce_grid, reduce_param_kinds
 from ir.errors import RungError
-from dialects.warp import SmemType
+from dialects.warp import WGMMA_SWIZZLE, SmemType
 from lowering.ladder import decoder
 from lowering.ptx_builder import PtxBuilder
 
@@ -203,7 +205,8 @@ class _BlockLowering:
         cfg = self.cfg
         shared = cfg.copied_tiles[len(self.shared)]
         elem = E8M0 if shared.elem_bytes == 1 else IntegerType(16) if cfg.a8 else _element(cfg.dtype)  # 8-bit operands: pairs of bytes
-        self.values[op.result] = self.b.alloc_shared(SmemType.get(cfg.stages, shared.rows, shared.cols, elem), self.shared_offset)
+        swizzle = WGMMA_SWIZZLE if cfg.wgmma else None  # the instruction reads its operands in this layout: no choice left
+        self.values[op.result] = self.b.alloc_shared(SmemType.get(cfg.stages, shared.rows, shared.cols, elem, swizzle), self.shared_offset)
         self.shared[op.result] = shared
         self.shared_offset += cfg.stages * shared.bytes
 
@@ -280,6 +283,8 @@ class _BlockLowering:
                 copy.issue(bb, k0, buf, stage)
             bb.commit()
 
+        if cfg.wgmma:
+            return self._wgmma_pipeline(op, issue)
         # fragment loads: each lane's ldmatrix rows and columns (or words and scale pairs) are set up once
         lane = self.lane
         lane_coords = (b.and_(lane, 15), b.and_(lane, 7), b.shr(lane, 4), b.and_(b.shr(lane, 3), 1))  # lane_mat: which of a pair of 8x8 matrices
@@ -362,6 +367,40 @@ class _BlockLowering:
             body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])
         b.wait(0)
         self.values[op.result] = list(loop.results)[:len(acc_inits)]
+
+    def _wgmma_pipeline(self, op: tile.PipelineOp, issue) -> None:
+        """Each warpgroup's 64 rows of the block tile by wgmma on A and B in shared memory. A k-tile's
+        wgmmas stay in flight while the loop goes on to the next (wgmma.wait_group 1), so the
+        stage they read is refilled two k-tiles later, past the barrier every warpgroup reaches
+        after retiring them; copies run stages - 2 k-tiles ahead. cp.async writes through the
+        generic proxy: each thread fences its landed copies for the async proxy before the barrier."""
+        b, cfg = self.b, self.cfg
+        fragments = [o for o in op.compute.block.ops if isinstance(o, tile.FragmentOp)]
+        if [f.result.type.layout.data for f in fragments] != ["a", "b"]:
+            raise RungError("tile-to-warp: wgmma tiles multiply an A and a B fragment of shared tiles, nothing decoded")
+        a_buf, b_buf = (self.values[f.buffer] for f in fragments)
+        first_row = b.shl(b.shr(self.warp_m, 2), 6)  # of the warpgroup's 64 rows of A
+        kt0, count = self.values[op.first], self.values[op.count]
+        ahead = cfg.stages - 2
+        for s in range(ahead):
+            issue(b, b.add(kt0, s), b.imm(s))
+        accumulate = b.setp("eq", self.zero, self.zero)  # scale-d: the accumulators start at zero
+        loop, body, kt, carried = b.for_(0, count, 1, [b.fimm(0.0)] * self.acc_count + [b.imm(0), b.imm(ahead)])
+        acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
+        body.wait(ahead - 1)
+        body.fence_proxy_async()
+        body.barrier()
+        issue(body, body.add(body.add(kt0, kt), ahead), write_stage)
+        body.wgmma_fence()
+        for step in range(cfg.bk // 16):
+            col = body.imm(16 * step)
+            acc = body.wgmma(body.tile_desc(a_buf, read_stage, first_row, col), body.tile_desc(b_buf, read_stage, self.zero, col),
+                             accumulate, acc, cfg.dtype)
+        body.wgmma_commit()
+        body.wgmma_wait(1)
+        body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])
+        b.wait(0)
+        self.values[op.result] = list(b.wgmma_wait(0, list(loop.results)[:self.acc_count]))
 
     def _mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list) -> list:
         """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs.
@@ -536,14 +575,16 @@ class _Epilogue:
 
     def store(self, row, row_in, i, lo, hi) -> None:
         b, dtype, col = self.b, self.dtype, self.cols[i]
-        lo, hi = self._finish(lo, i, 0), self._finish(hi, i, 1)
+        pair = b.cvt_pack(self._finish(hi, i, 1), self._finish(lo, i, 0), dtype)
         addr = self._address(row, col)
         both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
-        b.st("global", addr, [b.cvt_pack(hi, lo, dtype)], pred=b.and_pred(both, self.n_even))
-        # odd N: rows are only 2-byte aligned, so store the halves one by one
+        b.st("global", addr, [pair], pred=b.and_pred(both, self.n_even))
+        # odd N: rows are only 2-byte aligned, so store the halves one by one (split from the pair: the
+        # accumulators are read once, which wgmma kernels need to keep their wgmmas asynchronous)
         first = b.and_pred(b.and_pred(row_in, b.setp("lt", col, self.n)), self.n_odd)
-        b.st("global", addr, [b.cvt_half(lo, dtype)], pred=first)
-        b.st("global", addr, [b.cvt_half(hi, dtype)], offset=2, pred=b.and_pred(both, self.n_odd))
+        lo_half, hi_half = b.unpack_halves(pair)
+        b.st("global", addr, [lo_half], pred=first)
+        b.st("global", addr, [hi_half], offset=2, pred=b.and_pred(both, self.n_odd))
 
 
 def sum_splits_name(split_k: int, dtype: str, bias: bool, activation: str) -> str:

@@ -3,7 +3,10 @@
 Each warp.alloc_shared becomes the kernel's shared base plus its offset. Each access's byte
 offset inside a stage, the tile layout applied to (row, col) (`SmemType.offset`, swizzle
 included), is computed where row and col are defined, so a loop that reuses them pays only for
-the stage: address = base + stage * stage_bytes + offset.
+the stage: address = base + stage * stage_bytes + offset. A warp.smem_desc becomes its
+descriptor: the unswizzled address (the wgmma applies the swizzle itself) over 16, or-ed with
+the constant fields; in a kernel with descriptors the base is rounded up to 1024 bytes (the
+swizzle pattern's period), out of 1 KiB the kernel reserves for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from xdsl.rewriter import Rewriter
 
 from dialects import ptx, warp
 from ir.layout import Swizzle
+from ir.errors import RungError
 from lowering.ptx_builder import PtxBuilder
+
+ALIGN = 1024  # a wgmma operand's swizzle pattern repeats every 1024 bytes of address
 
 
 def emit_swizzle(b: PtxBuilder, sw: Swizzle, offset: SSAValue) -> SSAValue:
@@ -48,20 +54,31 @@ class WarpToPtx(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         bases: dict[SSAValue, SSAValue] = {}
+        aligned = {k for k in op.walk() if isinstance(k, ptx.KernelOp) and any(isinstance(o, warp.SmemDescOp) for o in k.walk())}
         for alloc in [o for o in op.walk() if isinstance(o, warp.AllocSharedOp)]:
             b = PtxBuilder(alloc.parent, before=alloc)
             base = b.shared_base()
             offset = alloc.offset.value.data
+            kernel = alloc.parent_op()
+            if kernel in aligned:
+                if offset + alloc.result.type.bytes + ALIGN > kernel.shared_bytes.value.data:
+                    raise RungError(f"@{kernel.sym_name.data}: wgmma operand tiles need {ALIGN} bytes of shared memory "
+                                    "beyond the tiles to align them")
+                base = b.and_(b.add(base, ALIGN - 1), -ALIGN & 0xFFFFFFFF)
             bases[alloc.result] = b.add(base, offset) if offset else base
-        for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.LoadOp, warp.StoreOp))]:
+        for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.LoadOp, warp.StoreOp, warp.SmemDescOp))]:
             tile: warp.SmemType = access.tile.type
             h = _hoisted(access, [access.row, access.col])
             col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
             inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
-            if tile.layout_swizzle is not None:
+            if tile.layout_swizzle is not None and not isinstance(access, warp.SmemDescOp):
                 inner = emit_swizzle(h, tile.layout_swizzle, inner)
             b = PtxBuilder(access.parent, before=access)
             addr = b.add(b.add(bases[access.tile], b.mul(access.stage, tile.stage_bytes)), inner)
+            if isinstance(access, warp.SmemDescOp):
+                desc = b.binary(ptx.OrOp, b.cvt(b.shr(addr, 4), "u64"), b.imm(ptx.smem_descriptor(0, 8 * tile.row_bytes), "u64"))
+                Rewriter.replace_op(access, [], [desc])
+                continue
             if isinstance(access, warp.LdmatrixOp):
                 new = ptx.LdmatrixOp.create(operands=[addr], result_types=[r.type for r in access.results],
                                             properties=dict(access.properties))

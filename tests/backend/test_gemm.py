@@ -150,4 +150,47 @@ def test_split_k_reduction_matches_its_ptx():
     kernels = gemm_kernels(cfg, "sm_90a")
     reduce_op = lowered_gemm_kernel(cfg, reduction=True).ops.first
     assert "bias" not in cfg.param_names and kernels.reduce.param_kinds == tuple(a.type.kind.data for a in reduce_op.body.block.args)
-    assert "K split 4 ways + reduction" in kernels.path and "no wgmma path yet" in kernels.path
+    assert "K split 4 ways + reduction" in kernels.path and "no wgmma kernel for this schedule yet" in kernels.path
+
+
+def test_wgmma_schedules_are_chosen_for_sm_90a_only():
+    from backend.gemm import gemm_kernels
+    from lowering.graph_to_tile import choose_config
+
+    cfg = choose_config(4096, 4096, 4096, "f16", target="sm_90a")
+    assert cfg.wgmma and "wgmma m64n256k16 f16 by 2 warpgroups" in gemm_kernels(cfg, "sm_90a").path
+    assert not choose_config(4096, 4096, 4096, "f16", target="sm_80").wgmma
+    assert not choose_config(4096, 4096, 4096, "f16", b_kn=True, target="sm_90a").wgmma  # B [K, N]: mma.sync
+    assert not choose_config(64, 4096, 4096, "f16", target="sm_90a").wgmma
+    with pytest.raises(RungError, match="wgmma tiles need sm_90a; the target is sm_80"):
+        gemm_kernels(cfg, "sm_80")
+    fn = rung.compile(IR.format(m=256, n=512, k=64, t="bf16"), target="sm_90a")
+    assert "wgmma" in fn.path and "wgmma.mma_async" in fn.steps[0][1].gemm.ptx
+
+
+WGMMA_SCHEDULES = [GemmConfig("f16", bm=128, bn=256, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True),
+                   GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=3, bias=True, activation="silu", wgmma=True),
+                   GemmConfig("f16", bm=64, bn=256, bk=64, warps_m=4, warps_n=1, stages=4, split_k=3, bias=True, wgmma=True)]
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", WGMMA_SCHEDULES, ids=lambda c: c.name)
+@pytest.mark.parametrize("m, n, k", [(65, 129, 72), (300, 1000, 1032), (1024, 768, 4096)])
+def test_wgmma_schedules_match_torch(cfg, m, n, k):
+    from backend.gemm import device_target, gemm_kernels
+
+    if device_target() != "sm_90a":
+        pytest.skip("wgmma needs sm_90a")
+    torch.manual_seed(m + n + k)
+    dtype = torch.float16 if cfg.dtype == "f16" else torch.bfloat16
+    x, w = torch.randn(m, k, device="cuda", dtype=dtype), torch.randn(n, k, device="cuda", dtype=dtype)
+    bias = torch.randn(n, device="cuda", dtype=dtype)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned
+    gemm_kernels(cfg, "sm_90a").launch({"a": x.data_ptr(), "b": w.data_ptr(), "bias": bias.data_ptr(), "c": out.data_ptr()}, m, n, k, x)
+    torch.cuda.synchronize()
+    ref = reference(x, w) + (bias.float() if cfg.bias else 0)
+    ref = torch.nn.functional.silu(ref) if cfg.activation == "silu" else ref
+    tol = (2e-2 if dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
+    assert not out.isnan().any()
+    assert (out.float() - ref).abs().max().item() <= tol

@@ -115,3 +115,48 @@ def test_mma_variants_compute_a_times_b_plus_c(shape, dtype, acc, tmp_path):
     assert np.array_equal(got.astype(np.float32), expected)
     if PTXAS:
         assemble(module_text(k, "sm_80"), "sm_80", tmp_path)
+
+
+def test_wgmma_reads_swizzled_operands_through_their_descriptors(tmp_path):
+    """A 64 x 16 A and a 24 x 16 B stored in the 128-byte swizzle, multiplied by one wgmma of a warpgroup."""
+    import ml_dtypes
+
+    from dialects.ptx import WgmmaOp, smem_descriptor
+    from dialects.warp import WGMMA_SWIZZLE
+    from ir.layout import wgmma_accumulators
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-3, 4, (64, 16)).astype(ml_dtypes.bfloat16), rng.integers(-3, 4, (24, 16)).astype(ml_dtypes.bfloat16)
+    cta = ThreadBlock(128, (0, 0, 0), DeviceMemory(), 16384)
+    for base, m in ((0, a), (8192, b)):  # rows of 128 bytes (K = 64 halves; this step reads the first 16)
+        r, c = np.meshgrid(np.arange(m.shape[0]), np.arange(16), indexing="ij")
+        offsets = base + WGMMA_SWIZZLE(r * 128 + 2 * c)
+        cta.shared.data[(offsets[..., None] + np.arange(2)).ravel()] = np.ascontiguousarray(m).view(np.uint8).ravel()
+    k = KernelOp.get("wgmma", [], 128)
+    bld = PtxBuilder(k.body.block)
+    desc_a, desc_b = bld.imm(smem_descriptor(0, 1024), "u64"), bld.imm(smem_descriptor(8192, 1024), "u64")
+    acc = [bld.fimm(0.0) for _ in range(12)]
+    op = bld.wgmma(desc_a, desc_b, bld.setp("eq", bld.imm(0), bld.imm(0)), [bld.add(v, v) for v in acc], "bf16")[0].owner
+    op.verify()
+    c = rng.integers(-3, 4, (64, 24)).astype(np.float32)
+    coords = wgmma_accumulators(24).coords
+    d = np.stack(op.execute(cta, np.full(128, smem_descriptor(0, 1024), np.uint64), np.full(128, smem_descriptor(8192, 1024), np.uint64),
+                            np.ones(128, bool), *c[coords].T), 1)
+    assert np.array_equal(d, (a.astype(np.float32) @ b.astype(np.float32).T + c)[coords])
+    with pytest.raises(RungError, match="must start on 1024 bytes"):
+        op.execute(cta, np.full(128, smem_descriptor(128, 1024), np.uint64), np.full(128, smem_descriptor(8192, 1024), np.uint64),
+                   np.ones(128, bool), *c[coords].T)
+
+
+def test_wgmma_verifies_its_accumulators():
+    from xdsl.utils.exceptions import VerifyException
+
+    k = KernelOp.get("wgmma", [], 128)
+    bld = PtxBuilder(k.body.block)
+    desc, true = bld.imm(0, "u64"), bld.setp("eq", bld.imm(0), bld.imm(0))
+    with pytest.raises(VerifyException, match="N/2 f32 accumulators"):
+        bld.wgmma(desc, desc, true, [bld.add(bld.fimm(0.0), bld.fimm(0.0)) for _ in range(3)], "f16")[0].owner.verify()
+    shared = bld.add(bld.fimm(1.0), bld.fimm(1.0))
+    op = bld.wgmma(desc, desc, true, [shared] * 4, "f16")[0].owner
+    with pytest.raises(VerifyException, match="updated in place: they can have no other use"):
+        op.verify()

@@ -44,3 +44,23 @@ def test_smem_type_prints_and_parses():
     assert "!warp.smem<3x128x32xf16, swizzle 2 4 3>" in print_ir(parse_ir(text))
     with pytest.raises(RungError, match="not a whole number of swizzle periods"):
         parse_ir(text.replace("3x128x32xf16, swizzle 2 4 3", "3x2x32xf16, swizzle 2 4 3"))
+
+
+@pytest.mark.parametrize("swizzled", [True, False])
+def test_wgmma_descriptors_need_the_128_byte_swizzle(swizzled):
+    from xdsl.utils.exceptions import VerifyException
+
+    from dialects.ptx import KernelOp
+    from dialects.warp import WGMMA_SWIZZLE
+    from lowering.ptx_builder import PtxBuilder
+
+    assert swizzle_for(128) == WGMMA_SWIZZLE  # tiles of 64 halves a row get the instruction's own layout
+    b = PtxBuilder(KernelOp.get("k", [], 128, 16384).body.block)
+    tile = b.alloc_shared(SmemType.get(2, 64, 64, f16, WGMMA_SWIZZLE if swizzled else None), 0)
+    zero = b.imm(0)
+    desc = b.tile_desc(tile, zero, zero, zero).owner
+    if swizzled:
+        desc.verify()
+    else:
+        with pytest.raises(VerifyException, match="128-byte rows with the 128-byte swizzle"):
+            desc.verify()

@@ -49,6 +49,31 @@ def test_each_level_computes_the_same_linear(lead, n, k, dtype, schedule, seed):
     assert print_ir(parse_ir(print_ir(module))) == print_ir(module)  # every level parses back
 
 
+def test_sm_90a_linears_lower_to_wgmma_level_by_level():
+    from dialects.ptx import WgmmaOp
+
+    module = parse_ir(linear_ir((130, 72), 40, "bf16", bias=True))
+    rng = np.random.default_rng(4)
+    inputs = [rng.integers(-3, 4, a.type.get_shape()).astype(np.float32) for a in module.ops.first.body.block.args]
+    expected = run(module, inputs)[0]
+    ctx = make_context()
+    run_pipeline(module, "graph-to-tile{target=sm_90a}", ctx)
+    assert next(op for op in module.walk() if isinstance(op, MatmulOp)).config.wgmma
+    run_pipeline(module, "tile-expand", ctx)
+    assert np.array_equal(run(module, inputs)[0], expected)
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
+    assert any(isinstance(op, WgmmaOp) for op in module.walk())
+    assert np.array_equal(run(module, inputs)[0], expected)
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+
+
+def test_unknown_targets_are_refused():
+    from ir.errors import RungError
+
+    with pytest.raises(RungError, match="graph-to-tile: unknown target sm_70"):
+        run_pipeline(parse_ir(linear_ir((4, 64), 8, "f16", False)), "graph-to-tile{target=sm_70}", make_context())
+
+
 @pytest.mark.parametrize("activation", [None, "relu", "silu"])
 @pytest.mark.parametrize("lead", [(5,), (2, 3)])
 def test_bias_and_activation_fuse_into_one_kernel(activation, lead):
