@@ -176,8 +176,9 @@ def profile_targets() -> int:
     return 0
 
 
-def plan(sms: int, quick: bool = False) -> list[tuple]:
-    """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules)."""
+def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
+    """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules);
+    8-bit operands at M = 4096 on sm_90a take wgmma tiles, timed beside the mma.sync ones."""
     from lowering.graph_to_tile import choose_config
 
     shapes, ms = (SHAPES[3:], [1, 16, 4096]) if quick else (SHAPES, MS)
@@ -201,14 +202,16 @@ def plan(sms: int, quick: bool = False) -> list[tuple]:
                             candidates.append(alt)
                 cases.append((m, n, k, label, cfg, candidates))
             if (n, k) in SHAPES[3:] and m in (1, 16, 4096):
-                cases += [(m, n, k, label, choose_config(m, n, k, "f16", sms=sms, a8=a8), []) for label, a8 in EIGHT_BIT.items()]
+                for label, a8 in EIGHT_BIT.items():
+                    cfg, plain = (choose_config(m, n, k, "f16", sms=sms, a8=a8, target=t) for t in (target, ""))
+                    cases.append((m, n, k, label, cfg, [plain] if plain != cfg else []))
     return cases
 
 
 def main(argv=None) -> int:
     import torch
 
-    from backend.gemm import device_multiprocessors
+    from backend.gemm import device_multiprocessors, device_target
 
     p = argparse.ArgumentParser(prog="python -m backend.bench_quant")
     p.add_argument("--out", default=".", help="folder for bench_quant.md and .png")
@@ -224,7 +227,7 @@ def main(argv=None) -> int:
     if args.profile:
         return profile_targets()
     rows, tuning, peers = [], [], {}
-    for m, n, k, label, cfg, candidates in plan(sms, args.quick):
+    for m, n, k, label, cfg, candidates in plan(sms, args.quick, device_target()):
         if (m, n, k) not in peers:
             peers[(m, n, k)] = peer_us(m, n, k, l2)
         us, wbytes = rung_us(m, n, k, cfg, l2)

@@ -234,9 +234,9 @@ def per_token(x2d, a8: str):
 
 
 @lru_cache(maxsize=4096)
-def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bias: bool, sms: int) -> GemmConfig:
+def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bias: bool, sms: int, target: str) -> GemmConfig:
     if a8:
-        cfg = choose_config(m, n, k, dtype, sms=sms, a8=a8)
+        cfg = choose_config(m, n, k, dtype, sms=sms, a8=a8, target=target)
     else:
         cfg = choose_config(m, n, k, dtype, sms=sms, **GemmConfig.weight_fields(fmt))
     return dataclasses.replace(cfg, bias=bias) if bias else cfg
@@ -270,7 +270,8 @@ def qlinear(x, qw: QuantizedWeight, bias=None, out=None):
     check_same(("x", "out") + (("bias",) if bias is not None else ()), (x, out) + ((bias,) if bias is not None else ()))
     if m and n:
         ordinal = x.device.index or 0
-        cfg = _schedule(m, n, k, qw.dtype, qw.format, qw.activations, bias is not None, device_multiprocessors(x))
+        target = device_target(ordinal)
+        cfg = _schedule(m, n, k, qw.dtype, qw.format, qw.activations, bias is not None, device_multiprocessors(x), target)
         addresses = {"a": x.data_ptr(), "b": qw.codes.data_ptr(), "scales": qw.scales.data_ptr(), "c": out.data_ptr()}
         if qw.activations:
             x8, x_scales = per_token(x.reshape(m, k), qw.activations)
@@ -279,6 +280,6 @@ def qlinear(x, qw: QuantizedWeight, bias=None, out=None):
             addresses["zeros"] = qw.zeros.data_ptr()
         if bias is not None:
             addresses["bias"] = bias.data_ptr()
-        gemm_kernels(cfg, device_target(ordinal), ordinal).launch(addresses, m, n, k, x)
+        gemm_kernels(cfg, target, ordinal).launch(addresses, m, n, k, x)
     return out
 

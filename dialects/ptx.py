@@ -577,10 +577,7 @@ class MmaOp(PtxOp):
             """[warps, 32, values] of the registers' packed elements, in order."""
             w = np.stack(words, axis=1).astype(np.uint32).reshape(-1, 32, len(words))
             if dtype in EIGHT_BIT:
-                import ml_dtypes
-
-                t = np.dtype(getattr(ml_dtypes, EIGHT_BIT[dtype]) if isinstance(EIGHT_BIT[dtype], str) else EIGHT_BIT[dtype])
-                return np.ascontiguousarray(w).astype("<u4").view(np.uint8).view(t).astype(np.float64).reshape(w.shape[0], 32, -1)
+                return eight_bit_values(np.ascontiguousarray(w).astype("<u4").view(np.uint8), dtype).reshape(w.shape[0], 32, -1)
             pair = np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16).reshape(w.shape[0], 32, -1)
             return unpack_halves(pair, dtype)
 
@@ -612,7 +609,8 @@ def smem_descriptor(addr, stride_bytes: int):
 
 
 def wgmma_operand(cta, desc: int, rows: int, dtype: str) -> np.ndarray:
-    """The rows x 16 elements a descriptor names (K-major, 128-byte swizzle), read through the async proxy."""
+    """The rows x 32 bytes (16 halves or 32 8-bit values a row) a descriptor names (K-major,
+    128-byte swizzle), read through the async proxy, as float64 values."""
     start, stride, mode = (desc & 0x3FFF) << 4, ((desc >> 32) & 0x3FFF) << 4, desc >> 62
     if mode != SWIZZLE_128B:
         raise RungError(f"wgmma operands are K-major with the 128-byte swizzle (descriptor mode 1), not mode {mode}")
@@ -621,17 +619,26 @@ def wgmma_operand(cta, desc: int, rows: int, dtype: str) -> np.ndarray:
     r, k = np.arange(rows)[:, None], np.arange(16)[None, :]
     logical = start + (r // 8) * stride + (r % 8) * 128 + 2 * k
     physical = logical ^ (((logical >> 7) & 7) << 4)  # the swizzle acts on the address's bits
-    data = cta.shared.read_async(physical[..., None] + np.arange(2))
-    return unpack_halves(np.ascontiguousarray(data).view(np.uint16)[..., 0], dtype)
+    data = np.ascontiguousarray(cta.shared.read_async(physical[..., None] + np.arange(2))).reshape(rows, 32)
+    return eight_bit_values(data, dtype) if dtype in EIGHT_BIT else unpack_halves(data.view(np.uint16), dtype)
+
+
+def eight_bit_values(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Bytes as the float64 values of 8-bit type `dtype` (EIGHT_BIT)."""
+    import ml_dtypes
+
+    t = EIGHT_BIT[dtype]
+    return data.view(getattr(ml_dtypes, t) if isinstance(t, str) else t).astype(np.float64)
 
 
 @irdl_op_definition
 class WgmmaOp(PtxOp):
-    """wgmma.mma_async.sync.aligned.m64n<n>k16.f32.<t>.<t> {d}, a-desc, b-desc, scale-d, 1, 1, 0, 0:
-    a warpgroup's D (64 x n f32, ir.layout.wgmma_accumulators) = A B^T + (scale-d ? D : 0), t = f16 or
-    bf16, A (64 x 16) and B (n x 16) K-major in shared memory (`smem_descriptor`). Asynchronous: its
-    shared reads last until wgmma.wait_group retires its group, and D, updated in place (its
-    accumulator operands and results share registers), is read only after that."""
+    """wgmma.mma_async.sync.aligned.m64n<n>k<k>.<acc>.<t>.<t> {d}, a-desc, b-desc, scale-d[, ...]: a
+    warpgroup's D (64 x n, ir.layout.wgmma_accumulators) = A B^T + (scale-d ? D : 0) with A (64 x k)
+    and B (n x k) K-major in shared memory (`smem_descriptor`): t = f16 or bf16 (k 16, f32 D), e4m3
+    (k 32, f32 D) or s8 (k 32, s32 D). Asynchronous: its shared reads last until wgmma.wait_group
+    retires its group, and D, updated in place (its accumulator operands and results share
+    registers), is read only after that."""
 
     name = "ptx.wgmma"
     desc_a = operand_def(RegType)
@@ -645,18 +652,26 @@ class WgmmaOp(PtxOp):
         n = 2 * len(self.acc)
         if n % 8 or not 8 <= n <= 256 or len(self.results_) != len(self.acc):
             raise VerifyException(f"wgmma m64nNk16 takes N/2 f32 accumulators for N a multiple of 8 up to 256, got {len(self.acc)}")
-        if self.dtype.data not in ("f16", "bf16") or kind_of(self.scale_d) != "pred":
-            raise VerifyException("wgmma takes f16 or bf16 operands and a predicate scale-d")
+        if self.dtype.data not in ("f16", "bf16", "e4m3", "s8") or kind_of(self.scale_d) != "pred":
+            raise VerifyException("wgmma takes f16, bf16, e4m3 or s8 operands and a predicate scale-d")
+        if any(kind_of(v) != self._acc() for v in [*self.acc, *self.results_]):
+            raise VerifyException(f"{self.dtype.data} wgmma accumulates in {self._acc()}")
         if any(not v.has_one_use() for v in self.acc):
             raise VerifyException("a wgmma's accumulators are updated in place: they can have no other use")
 
     def tied(self):
         return list(zip(self.results_, self.acc))
 
+    def _acc(self) -> str:
+        return "s32" if self.dtype.data == "s8" else "f32"
+
     def text(self, r):
         t, n = self.dtype.data, 2 * len(self.acc)
-        return (f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{', '.join(r(v) for v in self.acc)}}}, "
-                f"{r(self.desc_a)}, {r(self.desc_b)}, {r(self.scale_d)}, 1, 1, 0, 0;")
+        k = 32 if t in EIGHT_BIT else 16
+        # immediates: A and B unnegated (not for integers), and K-major (16-bit types only)
+        imms = {"s8": "", "e4m3": ", 1, 1"}.get(t, ", 1, 1, 0, 0")
+        return (f"wgmma.mma_async.sync.aligned.m64n{n}k{k}.{self._acc()}.{t}.{t} {{{', '.join(r(v) for v in self.acc)}}}, "
+                f"{r(self.desc_a)}, {r(self.desc_b)}, {r(self.scale_d)}{imms};")
 
     def execute(self, cta, desc_a, desc_b, scale_d, *acc):
         from ir.layout import wgmma_accumulators
@@ -678,7 +693,7 @@ class WgmmaOp(PtxOp):
             if sd[0]:
                 c[coords] = acc[group]
             out[group] = (a @ b.T + c)[coords]
-        out = out.astype(np.float32)
+        out = out.astype(np.int64).astype(np.int32) if self._acc() == "s32" else out.astype(np.float32)  # s32: wraps as the GPU does
         return tuple(out[:, i].copy() for i in range(out.shape[1]))
 
 

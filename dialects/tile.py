@@ -207,11 +207,11 @@ class GemmConfig:
             raise ValueError(f"weight scales are in the activation dtype or e8m0, not {self.scale}")
 
     def _check_wgmma(self):
-        if self.weight or self.a8 or self.b_kn or self.prefetch:
-            raise ValueError("wgmma tiles read f16/bf16 A [M, K] and B [N, K] from shared memory: no packed weight, 8-bit "
-                             "operands, [K, N] B or register prefetch")
-        if self.bk != 64 or self.copy_elems != 8:
-            raise ValueError("wgmma tiles take BK 64 (rows of 128 bytes, the 128-byte swizzle) and rows copied 16 bytes at a time")
+        if self.weight or self.b_kn or self.prefetch:
+            raise ValueError("wgmma tiles read A [M, K] and B [N, K] from shared memory: no packed weight, [K, N] B or register prefetch")
+        if self.bk_units != 64 or self.copy_elems != 8:
+            raise ValueError("wgmma tiles take k-tiles of 128 bytes a row (BK 64, or 128 for 8-bit operands: the 128-byte "
+                             "swizzle) and rows copied 16 bytes at a time")
         if self.warps_n != 1 or self.warps_m % 4 or self.bm != 16 * self.warps_m or self.bn > 256:
             raise ValueError(f"wgmma tiles give each warpgroup 64 rows (warps_m = BM / 16 in fours, warps_n = 1) and BN <= 256, "
                              f"got {self.bm}x{self.bn} with {self.warps_m}x{self.warps_n} warps")

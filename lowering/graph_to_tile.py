@@ -46,7 +46,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
-    sm_90a, f16/bf16 B [N, K] takes 128 x 256 wgmma tiles (GemmConfig.wgmma) instead.
+    sm_90a, f16/bf16 or 8-bit B [N, K] takes 128 x 256 wgmma tiles (GemmConfig.wgmma) instead.
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
     16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
     take 64x64 tiles."""
@@ -62,6 +62,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
             cfg = GemmConfig(dtype, bm=16, bn=128, bk=128, warps_m=1, warps_n=4, stages=4, a8=a8)
         elif m <= 64:
             cfg = GemmConfig(dtype, bm=64, bn=128, bk=64, warps_m=2, warps_n=2, stages=4, a8=a8)
+        elif target == "sm_90a":
+            cfg = GemmConfig(dtype, bm=128, bn=128, bk=128, warps_m=8, warps_n=1, stages=4, raster=8, a8=a8, wgmma=True)
         else:
             cfg = GemmConfig(dtype, bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=3, raster=8, a8=a8)
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms))

@@ -144,8 +144,8 @@ class PtxBuilder:
         return out if isinstance(out, tuple) else (out,)
 
     def wgmma(self, desc_a, desc_b, scale_d, acc, dtype: str) -> tuple:
-        """A warpgroup's acc (64 x N / 128 threads = N / 2 f32 each) updated by A B^T from shared memory."""
-        return self._add(ptx.WgmmaOp.create(operands=[desc_a, desc_b, scale_d, *acc], result_types=[reg("f32")] * len(acc),
+        """A warpgroup's acc (64 x N / 128 threads = N / 2 f32 or s32 each) updated by A B^T from shared memory."""
+        return self._add(ptx.WgmmaOp.create(operands=[desc_a, desc_b, scale_d, *acc], result_types=[acc[0].type] * len(acc),
                                             properties={"dtype": StringAttr(dtype)}))
 
     def wgmma_fence(self) -> None:

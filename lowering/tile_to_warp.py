@@ -384,18 +384,20 @@ class _BlockLowering:
         ahead = cfg.stages - 2
         for s in range(ahead):
             issue(b, b.add(kt0, s), b.imm(s))
+        mma_type, _, acc_type = cfg.mma
         accumulate = b.setp("eq", self.zero, self.zero)  # scale-d: the accumulators start at zero
-        loop, body, kt, carried = b.for_(0, count, 1, [b.fimm(0.0)] * self.acc_count + [b.imm(0), b.imm(ahead)])
+        zero = b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)
+        loop, body, kt, carried = b.for_(0, count, 1, [zero] * self.acc_count + [b.imm(0), b.imm(ahead)])
         acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
         body.wait(ahead - 1)
         body.fence_proxy_async()
         body.barrier()
         issue(body, body.add(body.add(kt0, kt), ahead), write_stage)
         body.wgmma_fence()
-        for step in range(cfg.bk // 16):
+        for step in range(cfg.bk_units // 16):  # 32 bytes of each row a step
             col = body.imm(16 * step)
             acc = body.wgmma(body.tile_desc(a_buf, read_stage, first_row, col), body.tile_desc(b_buf, read_stage, self.zero, col),
-                             accumulate, acc, cfg.dtype)
+                             accumulate, acc, mma_type)
         body.wgmma_commit()
         body.wgmma_wait(1)
         body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])

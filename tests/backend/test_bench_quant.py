@@ -21,7 +21,7 @@ MEASURED_SPILLS = {"rung_gemm_f16_128x128x64_w2x2_s3_r8_xe4m3": 40}
 
 def planned_schedules(sms: int = 132) -> list:
     out = set()
-    for _, _, _, _, cfg, candidates in bench_quant.plan(sms):
+    for _, _, _, _, cfg, candidates in bench_quant.plan(sms, target="sm_90a"):
         out.update([cfg, *candidates])
     for m, n, k in bench_gemm.CASES:
         out.update(bench_gemm.plan(m, n, k, "f16", sms, "sm_90a"))

@@ -162,6 +162,8 @@ def test_wgmma_schedules_are_chosen_for_sm_90a_only():
     assert not choose_config(4096, 4096, 4096, "f16", target="sm_80").wgmma
     assert not choose_config(4096, 4096, 4096, "f16", b_kn=True, target="sm_90a").wgmma  # B [K, N]: mma.sync
     assert not choose_config(64, 4096, 4096, "f16", target="sm_90a").wgmma
+    fp8 = choose_config(4096, 4096, 4096, "bf16", a8="e4m3", target="sm_90a")
+    assert fp8.wgmma and "wgmma m64n128k32 e4m3 by 2 warpgroups" in gemm_kernels(fp8, "sm_90a").path
     with pytest.raises(RungError, match="wgmma tiles need sm_90a; the target is sm_80"):
         gemm_kernels(cfg, "sm_80")
     fn = rung.compile(IR.format(m=256, n=512, k=64, t="bf16"), target="sm_90a")

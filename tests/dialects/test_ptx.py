@@ -121,7 +121,7 @@ def test_wgmma_reads_swizzled_operands_through_their_descriptors(tmp_path):
     """A 64 x 16 A and a 24 x 16 B stored in the 128-byte swizzle, multiplied by one wgmma of a warpgroup."""
     import ml_dtypes
 
-    from dialects.ptx import WgmmaOp, smem_descriptor
+    from dialects.ptx import smem_descriptor
     from dialects.warp import WGMMA_SWIZZLE
     from ir.layout import wgmma_accumulators
 
