@@ -75,10 +75,11 @@ class SmemType(ParametrizedAttribute, TypeAttribute):
     def layout_swizzle(self) -> Swizzle | None:
         return Swizzle(*(v.data for v in self.swizzle.data)) if self.swizzle.data else None
 
-    def offset(self, stage, row, col):
-        """Byte offsets of (stage, row, col), on ints or numpy arrays."""
+    def offset(self, stage, row, col, swizzled: bool = True):
+        """Byte offsets of (stage, row, col), on ints or numpy arrays (`swizzled` False: before the
+        swizzle, as a wgmma descriptor names them)."""
         inner = row * self.row_bytes + self.element_bytes * col
-        sw = self.layout_swizzle
+        sw = self.layout_swizzle if swizzled else None
         return stage * self.stage_bytes + (sw(inner) if sw else inner)
 
     def verify(self) -> None:
@@ -241,7 +242,7 @@ class SmemDescOp(PtxOp):
         t: SmemType = self.tile.type
         if (row % 8).any():
             raise RungError("a wgmma operand starts on a multiple of 8 rows")
-        addr = base + stage.astype(np.int64) * t.stage_bytes + row.astype(np.int64) * t.row_bytes + t.element_bytes * col.astype(np.int64)
+        addr = base + t.offset(*(v.astype(np.int64) for v in (stage, row, col)), swizzled=False)
         return smem_descriptor(addr, 8 * t.row_bytes).astype(np.uint64)
 
 

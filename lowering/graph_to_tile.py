@@ -46,7 +46,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
-    sm_90a, f16/bf16 or 8-bit B [N, K] takes 128 x 256 wgmma tiles (GemmConfig.wgmma) instead.
+    sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
+    for 8-bit operands (wider ones spill in the scaled epilogue).
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
     16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
     take 64x64 tiles."""

@@ -295,7 +295,6 @@ class _BlockLowering:
         fragments = [o for o in compute_ops if isinstance(o, tile.FragmentOp)]
         loaders = [self._fragment_loader(f, lane_coords) for f in fragments]
         units = cfg.bk_units // 16 // self.steps
-        acc_type = cfg.mma[2]
         acc_arg = op.compute.block.args[1]
 
         unit_sizes = {}  # unit -> registers each fragment loads for it (a unit's scale rows may differ)
@@ -326,11 +325,7 @@ class _BlockLowering:
                     regs[o.result] = self._mma(bb, regs[o.a], b_regs, regs[o.acc])
             return regs[op.compute.block.last_op.values[0]]
 
-        # --- prologue: the first stages - 1 k-tiles in flight
-        kt0, count = self.values[op.first], self.values[op.count]
-        for s in range(cfg.stages - 1):
-            issue(b, b.add(kt0, s), b.imm(s))
-        acc_inits = [b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)] * self.acc_count
+        kt0, count, acc_inits = self._prologue(op, issue, cfg.stages - 1)
 
         if cfg.prefetch:
             # Registers double-buffered: while unit u computes, unit u + 1 loads; the last unit waits for
@@ -368,6 +363,15 @@ class _BlockLowering:
         b.wait(0)
         self.values[op.result] = list(loop.results)[:len(acc_inits)]
 
+    def _prologue(self, op: tile.PipelineOp, issue, ahead: int) -> tuple:
+        """(first k-tile, k-tile count, zeroed accumulators), the first `ahead` k-tiles issued."""
+        b = self.b
+        kt0, count = self.values[op.first], self.values[op.count]
+        for s in range(ahead):
+            issue(b, b.add(kt0, s), b.imm(s))
+        zero = b.imm(0, "s32") if self.cfg.mma[2] == "s32" else b.fimm(0.0)
+        return kt0, count, [zero] * self.acc_count
+
     def _wgmma_pipeline(self, op: tile.PipelineOp, issue) -> None:
         """Each warpgroup's 64 rows of the block tile by wgmma on A and B in shared memory. A k-tile's
         wgmmas stay in flight while the loop goes on to the next (wgmma.wait_group 1), so the
@@ -380,14 +384,10 @@ class _BlockLowering:
             raise RungError("tile-to-warp: wgmma tiles multiply an A and a B fragment of shared tiles, nothing decoded")
         a_buf, b_buf = (self.values[f.buffer] for f in fragments)
         first_row = b.shl(b.shr(self.warp_m, 2), 6)  # of the warpgroup's 64 rows of A
-        kt0, count = self.values[op.first], self.values[op.count]
         ahead = cfg.stages - 2
-        for s in range(ahead):
-            issue(b, b.add(kt0, s), b.imm(s))
-        mma_type, _, acc_type = cfg.mma
+        kt0, count, acc_inits = self._prologue(op, issue, ahead)
         accumulate = b.setp("eq", self.zero, self.zero)  # scale-d: the accumulators start at zero
-        zero = b.imm(0, "s32") if acc_type == "s32" else b.fimm(0.0)
-        loop, body, kt, carried = b.for_(0, count, 1, [zero] * self.acc_count + [b.imm(0), b.imm(ahead)])
+        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + [b.imm(0), b.imm(ahead)])
         acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
         body.wait(ahead - 1)
         body.fence_proxy_async()
@@ -397,7 +397,7 @@ class _BlockLowering:
         for step in range(cfg.bk_units // 16):  # 32 bytes of each row a step
             col = body.imm(16 * step)
             acc = body.wgmma(body.tile_desc(a_buf, read_stage, first_row, col), body.tile_desc(b_buf, read_stage, self.zero, col),
-                             accumulate, acc, mma_type)
+                             accumulate, acc, cfg.mma[0])
         body.wgmma_commit()
         body.wgmma_wait(1)
         body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])

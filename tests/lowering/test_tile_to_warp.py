@@ -164,14 +164,6 @@ def test_wgmma_warp_level_and_lowered_kernels_agree():
     assert np.array_equal(interpret_gemm(cfg, a, b, kernel=gemm_kernel(cfg)).view(np.uint16), interpret_gemm(cfg, a, b).view(np.uint16))
 
 
-def _drop(cls):
-    def mutate(op):
-        if isinstance(op, cls):
-            op.detach()
-            op.erase()
-    return mutate
-
-
 @pytest.mark.parametrize("broken, message", [
     ("fence", "written with no fence.proxy.async since"),
     ("wait", "which an in-flight wgmma reads"),
@@ -209,6 +201,15 @@ def _broken(cfg, mutate):
     return kernel
 
 
+def _drop(cls):
+    """A mutation for _broken that removes every op of class `cls`."""
+    def mutate(op):
+        if isinstance(op, cls):
+            op.detach()
+            op.erase()
+    return mutate
+
+
 def _run(kernel, cfg, m=40, n=40, k=128):
     rng = np.random.default_rng(0)
     interpret_gemm(cfg, rng.standard_normal((m, k)).astype(np.float16), rng.standard_normal((n, k)).astype(np.float16), kernel)
@@ -217,13 +218,8 @@ def _run(kernel, cfg, m=40, n=40, k=128):
 def test_the_interpreter_catches_a_missing_barrier():
     from dialects.ptx import BarSyncOp
 
-    def drop_barrier(op):
-        if isinstance(op, BarSyncOp):
-            op.detach()
-            op.erase()
-
     cfg = CONFIGS[0]
-    kernel = _broken(cfg, drop_barrier)
+    kernel = _broken(cfg, _drop(BarSyncOp))
     with pytest.raises(RungError, match="shared-memory race"):
         _run(kernel, cfg)
 
