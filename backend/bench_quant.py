@@ -36,6 +36,9 @@ SMALL_M_CANDIDATES = [  # small-M schedules timed besides the scheduler's choice
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(split_k=8), dict(stages=2), dict(stages=4),
     dict(bn=128, warps_n=8), dict(bn=256, warps_n=8), dict(bk=64), dict(scale_partials=False), dict(scale_partials=True), dict(bm=16),
 ]
+WGMMA_WEIGHT_CANDIDATES = [  # int4 at M = 4096 on sm_90a: decoded-weight wgmma tiles (activation rows, stages, raster)
+    dict(bm=128), dict(bm=192), dict(stages=3), dict(stages=5), dict(raster=4), dict(raster=16),
+]
 FORMAT_CANDIDATES = [  # every other format at M = 1: the loop, the split and where the scales apply
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(prefetch=False, split_k=4),
     dict(prefetch=False, scale_partials=False), dict(prefetch=False, scale_partials=True), dict(bm=16), dict(bm=16, prefetch=False),
@@ -178,7 +181,8 @@ def profile_targets() -> int:
 
 def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
     """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules);
-    8-bit operands at M = 4096 on sm_90a take wgmma tiles, timed beside the mma.sync ones."""
+    at M = 4096 on sm_90a packed weights and 8-bit operands take wgmma tiles, timed beside the
+    mma.sync ones (and int4 beside other wgmma tiles)."""
     from lowering.graph_to_tile import choose_config
 
     shapes, ms = (SHAPES[3:], [1, 16, 4096]) if quick else (SHAPES, MS)
@@ -189,9 +193,11 @@ def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
             if quick and m == 4096:
                 names = {"int4 g128": FORMATS["int4 g128"]}
             for label, (weight, group, scale, zero) in names.items():
-                cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
-                candidates = []
-                tried = SMALL_M_CANDIDATES if label == "int4 g128" and m <= 16 else FORMAT_CANDIDATES if m == 1 else []
+                fields = dict(weight=weight, group=group, scale=scale, zero=zero, sms=sms)
+                cfg, plain = (choose_config(m, n, k, "f16", **fields, target=t) for t in (target, ""))
+                candidates = [plain] if plain != cfg else []
+                tried = SMALL_M_CANDIDATES if label == "int4 g128" and m <= 16 else FORMAT_CANDIDATES if m == 1 else \
+                    WGMMA_WEIGHT_CANDIDATES if label == "int4 g128" and cfg.wgmma and m == 4096 else []
                 if (n, k) in SHAPES[3:]:
                     for cand in tried:
                         try:
@@ -282,7 +288,8 @@ def write_report(out: Path, rows: list, tuning: list, dev: str, date: str, bandw
     lines += ["", "8-bit activations are quantized per token before the kernel (rung.qlinear does it with torch ops; not in the "
               "times above): " + ", ".join(f"{a8} {us:.1f} us" for a8, us in quantize_us.items()) + " for a 4096 x 8192 f16 input."]
     if tuning:
-        lines += ["", "Small-M schedules tried (int4 g128 at M <= 16, every format at M = 1):", "", "| M | N | K | schedule | us |", "| --- | --- | --- | --- | --- |"]
+        lines += ["", "Schedules tried beside the scheduler's (int4 g128 at M <= 16 and, wgmma tiles on sm_90a, at M = 4096; every "
+                  "format at M = 1; the mma.sync schedule wherever wgmma was chosen):", "", "| M | N | K | schedule | us |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {m} | {n} | {k} | {name} | {us:.1f} |" for m, n, k, name, us in tuning]
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_quant.md").write_text("\n".join(lines) + "\n")

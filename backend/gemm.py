@@ -59,8 +59,8 @@ def device_target(ordinal: int = 0) -> str:
     if dev.capability < (8, 0):
         raise RungError(f"{dev.name} (sm_{dev.capability[0]}{dev.capability[1]}) has no mma.sync m16n8k16: Rung needs sm_80 or newer")
     if dev.capability >= (9, 0):
-        log.warning("%s: Rung's wgmma kernels cover f16/bf16 and 8-bit linears at M > 64 so far; the rest run the sm_80 "
-                    "mma.sync path, built for sm_90a", dev.name)
+        log.warning("%s: Rung's wgmma kernels cover linears at M > 64 (f16/bf16, 8-bit, and packed weights of 2 bits or "
+                    "more) so far; the rest run the sm_80 mma.sync path, built for sm_90a", dev.name)
         return "sm_90a"
     return "sm_80"
 
@@ -91,8 +91,9 @@ class GemmKernels:
             b = f"{cfg.dtype} weight"
         epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
         split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
-        if cfg.wgmma:
-            mma, hopper = f"wgmma m64n{cfg.bn}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.warps_m // 4} warpgroups", ""
+        if cfg.wgmma:  # (a decoded weight is wgmma's A, from registers, and the activation rows its N)
+            n, a = (cfg.bm, ", weight as A from registers") if cfg.weight else (cfg.bn, "")
+            mma, hopper = f"wgmma m64n{n}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.threads // 128} warpgroups{a}", ""
         else:
             mma = f"mma.sync {cfg.mma[1]} {cfg.mma[0]}"
             hopper = " (the sm_80 path: no wgmma kernel for this schedule yet)" if self.target.startswith("sm_90") else ""

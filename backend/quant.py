@@ -238,7 +238,7 @@ def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bia
     if a8:
         cfg = choose_config(m, n, k, dtype, sms=sms, a8=a8, target=target)
     else:
-        cfg = choose_config(m, n, k, dtype, sms=sms, **GemmConfig.weight_fields(fmt))
+        cfg = choose_config(m, n, k, dtype, sms=sms, **GemmConfig.weight_fields(fmt), target=target)
     return dataclasses.replace(cfg, bias=bias) if bias else cfg
 
 

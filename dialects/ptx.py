@@ -25,6 +25,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Block, Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
 from xdsl.irdl import (
+    AttrSizedOperandSegments,
     IRDLOperation,
     irdl_attr_definition,
     ParsePropInAttrDict,
@@ -633,20 +634,24 @@ def eight_bit_values(data: np.ndarray, dtype: str) -> np.ndarray:
 
 @irdl_op_definition
 class WgmmaOp(PtxOp):
-    """wgmma.mma_async.sync.aligned.m64n<n>k<k>.<acc>.<t>.<t> {d}, a-desc, b-desc, scale-d[, ...]: a
-    warpgroup's D (64 x n, ir.layout.wgmma_accumulators) = A B^T + (scale-d ? D : 0) with A (64 x k)
-    and B (n x k) K-major in shared memory (`smem_descriptor`): t = f16 or bf16 (k 16, f32 D), e4m3
-    (k 32, f32 D) or s8 (k 32, s32 D). Asynchronous: its shared reads last until wgmma.wait_group
-    retires its group, and D, updated in place (its accumulator operands and results share
-    registers), is read only after that."""
+    """wgmma.mma_async.sync.aligned.m64n<n>k<k>.<acc>.<t>.<t> {d}, a, b-desc, scale-d[, ...]: a
+    warpgroup's D (64 x n, ir.layout.wgmma_accumulators) = A B^T + (scale-d ? D : 0) with B (n x k)
+    K-major in shared memory (`smem_descriptor`) and A (64 x k) either K-major in shared memory too
+    (one descriptor) or in registers (four b32 per thread, 16-bit types only: ir.layout.wgmma_a).
+    t = f16 or bf16 (k 16, f32 D), e4m3 (k 32, f32 D) or s8 (k 32, s32 D). Asynchronous: its
+    shared reads, and the registers of A, last until wgmma.wait_group retires its group, and D,
+    updated in place (its accumulator operands and results share registers), is read only after that."""
 
     name = "ptx.wgmma"
-    desc_a = operand_def(RegType)
+    a = var_operand_def(RegType)
     desc_b = operand_def(RegType)
     scale_d = operand_def(RegType)
     acc = var_operand_def(RegType)
     results_ = var_result_def(RegType)
     dtype = prop_def(StringAttr)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    assembly_format = ("`(` $a `)` `,` $desc_b `,` $scale_d `,` `(` $acc `)` attr-dict `:` `(` type($a) `)` `,` type($desc_b) `,` "
+                       "type($scale_d) `,` `(` type($acc) `)` `->` type($results_)")
 
     def verify_(self):
         n = 2 * len(self.acc)
@@ -654,6 +659,8 @@ class WgmmaOp(PtxOp):
             raise VerifyException(f"wgmma m64nNk16 takes N/2 f32 accumulators for N a multiple of 8 up to 256, got {len(self.acc)}")
         if self.dtype.data not in ("f16", "bf16", "e4m3", "s8") or kind_of(self.scale_d) != "pred":
             raise VerifyException("wgmma takes f16, bf16, e4m3 or s8 operands and a predicate scale-d")
+        if [kind_of(v) for v in self.a] not in (["u64"], ["b32"] * 4) or (len(self.a) == 4 and self.dtype.data in EIGHT_BIT):
+            raise VerifyException("wgmma's A is a u64 descriptor, or (f16, bf16) four b32 registers")
         if any(kind_of(v) != self._acc() for v in [*self.acc, *self.results_]):
             raise VerifyException(f"{self.dtype.data} wgmma accumulates in {self._acc()}")
         if any(not v.has_one_use() for v in self.acc):
@@ -662,35 +669,50 @@ class WgmmaOp(PtxOp):
     def tied(self):
         return list(zip(self.results_, self.acc))
 
+    @property
+    def a_in_registers(self) -> bool:
+        return len(self.a) == 4
+
     def _acc(self) -> str:
         return "s32" if self.dtype.data == "s8" else "f32"
 
     def text(self, r):
         t, n = self.dtype.data, 2 * len(self.acc)
         k = 32 if t in EIGHT_BIT else 16
-        # immediates: A and B unnegated (not for integers), and K-major (16-bit types only)
-        imms = {"s8": "", "e4m3": ", 1, 1"}.get(t, ", 1, 1, 0, 0")
+        # immediates: A and B unnegated (not for integers), and K-major (16-bit types only; no A layout for registers)
+        imms = {"s8": "", "e4m3": ", 1, 1"}.get(t, ", 1, 1, 0" if self.a_in_registers else ", 1, 1, 0, 0")
+        a = f"{{{', '.join(r(v) for v in self.a)}}}" if self.a_in_registers else r(self.a[0])
         return (f"wgmma.mma_async.sync.aligned.m64n{n}k{k}.{self._acc()}.{t}.{t} {{{', '.join(r(v) for v in self.acc)}}}, "
-                f"{r(self.desc_a)}, {r(self.desc_b)}, {r(self.scale_d)}{imms};")
+                f"{a}, {r(self.desc_b)}, {r(self.scale_d)}{imms};")
 
-    def execute(self, cta, desc_a, desc_b, scale_d, *acc):
-        from ir.layout import wgmma_accumulators
+    def execute(self, cta, *args):
+        from ir.layout import wgmma_a, wgmma_accumulators
 
         if cta.threads % 128:
             raise RungError(f"wgmma runs on warpgroups of 128 threads; the block has {cta.threads}")
+        na = len(self.a)
+        a_regs, desc_b, scale_d, acc = args[:na], args[na], args[na + 1], args[na + 2:]
         n = 2 * len(acc)
         coords = wgmma_accumulators(n).coords
         acc = np.stack(acc, axis=1).astype(np.float64)
+        if self.a_in_registers:
+            cta.read_registers_async(self.a)
+            halves = np.stack(a_regs, axis=1).astype(np.uint32)
+            a_values = unpack_halves(np.stack([halves & 0xFFFF, halves >> 16], axis=-1).astype(np.uint16), self.dtype.data).reshape(-1, 8)
         out = np.empty_like(acc)
         for g in range(cta.threads // 128):
             group = slice(128 * g, 128 * g + 128)
-            da, db, sd = desc_a[group], desc_b[group], scale_d[group]
-            if (da != da[0]).any() or (db != db[0]).any() or (sd != sd[0]).any():
+            uniform = [desc_b[group], scale_d[group]] + ([] if self.a_in_registers else [a_regs[0][group]])
+            if any((v != v[0]).any() for v in uniform):
                 raise RungError(f"warpgroup {g}'s threads give a wgmma different descriptors or scale-d")
-            a = wgmma_operand(cta, int(da[0]), 64, self.dtype.data)
-            b = wgmma_operand(cta, int(db[0]), n, self.dtype.data)
+            if self.a_in_registers:
+                a = np.zeros((64, 16))
+                a[wgmma_a().coords] = a_values[group]
+            else:
+                a = wgmma_operand(cta, int(a_regs[0][group][0]), 64, self.dtype.data)
+            b = wgmma_operand(cta, int(desc_b[group][0]), n, self.dtype.data)
             c = np.zeros((64, n))
-            if sd[0]:
+            if scale_d[group][0]:
                 c[coords] = acc[group]
             out[group] = (a @ b.T + c)[coords]
         out = out.astype(np.int64).astype(np.int32) if self._acc() == "s32" else out.astype(np.float32)  # s32: wraps as the GPU does
@@ -720,7 +742,7 @@ class WgmmaCommitOp(MarkerOp):
         return "wgmma.commit_group.sync.aligned;"
 
     def execute(self, cta):
-        cta.shared.commit_reads()
+        cta.commit_wgmma()
         return ()
 
 
@@ -745,7 +767,7 @@ class WgmmaWaitOp(PtxOp):
         return f"wgmma.wait_group.sync.aligned {self.pending.value.data};"
 
     def execute(self, cta, *values):
-        cta.shared.retire_reads(self.pending.value.data)
+        cta.retire_wgmma(self.pending.value.data)
         return tuple(values)
 
 

@@ -140,7 +140,8 @@ class GemmConfig:
     # and of B, multiplied by mma.m16n8k32; dtype is then the output's type
     scale_partials: bool = False  # with `weight` (no zero terms): mma the unscaled codes' values and scale each group's
     # f32 partial sums by its column's scale, instead of scaling every decoded weight (fewer ops where M-tiles are 16 rows)
-    wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies A and B in shared memory by wgmma.m64nNk16
+    wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies by wgmma.m64nNk16 A and B in shared memory,
+    # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
 
     def __post_init__(self):
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
@@ -207,16 +208,22 @@ class GemmConfig:
             raise ValueError(f"weight scales are in the activation dtype or e8m0, not {self.scale}")
 
     def _check_wgmma(self):
-        if self.weight or self.b_kn or self.prefetch:
-            raise ValueError("wgmma tiles read A [M, K] and B [N, K] from shared memory: no packed weight, [K, N] B or register prefetch")
+        if self.b_kn or self.prefetch or self.scale_partials:
+            raise ValueError("wgmma tiles read A [M, K] and B [N, K] (or a packed weight): no [K, N] B, register prefetch or scale_partials")
         if self.bk_units != 64 or self.copy_elems != 8:
             raise ValueError("wgmma tiles take k-tiles of 128 bytes a row (BK 64, or 128 for 8-bit operands: the 128-byte "
                              "swizzle) and rows copied 16 bytes at a time")
+        if self.stages < 3:
+            raise ValueError("wgmma tiles need 3 stages or more: one k-tile's wgmmas stay in flight while the next loads")
+        if self.weight:  # the decoded weight is wgmma's A from registers, the activation rows its B (N = BM)
+            if self.warps_m != 1 or self.warps_n % 4 or self.bn != 16 * self.warps_n or self.bm > 256 or self.bm % 16:
+                raise ValueError(f"wgmma tiles with a packed weight give each warpgroup 64 of its rows (warps_n = BN / 16 in fours, "
+                                 f"warps_m = 1) and take BM <= 256 activation rows, got {self.bm}x{self.bn} with "
+                                 f"{self.warps_m}x{self.warps_n} warps")
+            return
         if self.warps_n != 1 or self.warps_m % 4 or self.bm != 16 * self.warps_m or self.bn > 256:
             raise ValueError(f"wgmma tiles give each warpgroup 64 rows (warps_m = BM / 16 in fours, warps_n = 1) and BN <= 256, "
                              f"got {self.bm}x{self.bn} with {self.warps_m}x{self.warps_n} warps")
-        if self.stages < 3:
-            raise ValueError("wgmma tiles need 3 stages or more: one k-tile's wgmmas stay in flight while the next loads")
 
     @property
     def weight_is_a(self) -> bool:
@@ -224,6 +231,11 @@ class GemmConfig:
         channels) and the activations its B (8 rows of A), so one mma covers twice the weight a
         16-row tile's does; the accumulators hold C transposed."""
         return self.bm == 8
+
+    @property
+    def c_transposed(self) -> bool:
+        """The decoded weight is the A operand (8-row tiles, or wgmma's registers), so the accumulators hold C transposed."""
+        return self.weight_is_a or (self.wgmma and bool(self.weight))
 
     @property
     def threads(self) -> int:

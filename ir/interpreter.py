@@ -277,6 +277,32 @@ class ThreadBlock:
         self.threads, self.ctaid, self.grid, self.memory = threads, ctaid, grid, memory
         self.shared = SharedMemory(shared_bytes)
         self.tids = np.arange(threads)
+        self.open_registers: list = []  # register operands of the wgmmas issued since the last commit
+        self.register_groups: list[list] = []  # of the committed groups still in flight
+        self.busy_registers: set = set()
+
+    def read_registers_async(self, values) -> None:
+        """Registers (SSA values) a wgmma reads until a wait_group retires its group: writing one
+        before that is an error (_run_block checks)."""
+        self.open_registers.extend(values)
+        self.busy_registers.update(values)
+
+    def commit_wgmma(self) -> None:
+        """wgmma.commit_group: the reads of shared memory and registers since the last commit form a group."""
+        self.shared.commit_reads()
+        self.register_groups.append(self.open_registers)
+        self.open_registers = []
+
+    def retire_wgmma(self, newest_pending: int) -> None:
+        """wgmma.wait_group n: every group but the n newest has finished reading."""
+        self.shared.retire_reads(newest_pending)
+        _oldest(self.register_groups, newest_pending)
+        self.busy_registers = {v for group in self.register_groups for v in group} | set(self.open_registers)
+
+    def check_writes(self, values) -> None:
+        if self.busy_registers and not self.busy_registers.isdisjoint(values):
+            raise RungError("a register an in-flight wgmma reads as its A operand is written (missing wgmma.wait_group, or "
+                            "reuse of the register within the loop that issued the wgmma)")
 
     def special(self, name: str) -> np.ndarray:
         tid = np.arange(self.threads, dtype=np.uint32)
@@ -333,6 +359,7 @@ def _run_block(block, env: dict, cta: ThreadBlock) -> None:
             values = args[3:]
             for i in range(lb, ub, step):
                 env[iv] = np.full(cta.threads, i, np.uint32)
+                cta.check_writes(carried)
                 env.update(zip(carried, values))
                 _run_block(op.body.block, env, cta)
                 values = [env[v] for v in op.body.block.last_op.values]
@@ -340,6 +367,7 @@ def _run_block(block, env: dict, cta: ThreadBlock) -> None:
             continue
         outs = op.execute(cta, *args)
         outs = outs if isinstance(outs, tuple) else (outs,)
+        cta.check_writes(op.results)
         env.update(zip(op.results, outs))
 
 

@@ -322,6 +322,14 @@ MMA_A, MMA_B = MMA_SHAPES["m16n8k16"].a, MMA_SHAPES["m16n8k16"].b
 
 
 @lru_cache(maxsize=None)
+def wgmma_a() -> TVLayout:
+    """wgmma.m64nNk16's A from registers (64 x 16, m + 64 k): each warp's 16 rows as mma.sync's
+    m16n8k16 A fragment, thread (lane % 4, lane // 4, warp) holding rows 16 warp + g (and + 8),
+    k 2 t, 2 t + 1 (and + 8)."""
+    return TVLayout(Layout(((4, 8, 4), (2, 2, 2)), ((128, 1, 16), (64, 8, 512))), (64, 16))
+
+
+@lru_cache(maxsize=None)
 def wgmma_accumulators(n: int) -> TVLayout:
     """wgmma.m64nNk16's D over a warpgroup (64 x n, m + 64 n): thread (lane % 4, lane // 4, warp)
     holds, per 8 columns j, rows 16 warp + g (and + 8), columns 8 j + 2 t (and + 1): each warp's

@@ -47,7 +47,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
-    for 8-bit operands (wider ones spill in the scaled epilogue).
+    for 8-bit operands (wider ones spill in the scaled epilogue), and for packed weights whose
+    words span at most 64 k (2 bits or more) 128 weight rows decoded into wgmma's A registers by
+    2 warpgroups, times 256 activation rows (128 up to M = 128).
     K is split where the tiles alone leave multiprocessors idle (`_split`). Rows that are not
     16-byte aligned (K, or N for a [K, N] B, not a multiple of 8) copy in narrow pieces and
     take 64x64 tiles."""
@@ -89,6 +91,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         cfg = GemmConfig(dtype, bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, **copies)
     elif m <= 64:
         cfg = GemmConfig(dtype, bm=64, bn=128, bk=max(32, block), warps_m=2, warps_n=2, stages=4, **copies, **packed)
+    elif target == "sm_90a" and weight and 64 % block == 0:  # the weight decoded into wgmma's A registers, 64 rows a warpgroup
+        bm = 128 if m <= 128 else 256  # activation rows: wgmma's N
+        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, wgmma=True, **copies, **packed)
     elif target == "sm_90a" and not weight and not b_kn:
         cfg = GemmConfig(dtype, bm=128, bn=256, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True, **copies)
     else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles

@@ -143,10 +143,11 @@ class PtxBuilder:
         out = self._add(ptx.MmaOp.create(operands=[*a, *b, *c], result_types=results, properties=props))
         return out if isinstance(out, tuple) else (out,)
 
-    def wgmma(self, desc_a, desc_b, scale_d, acc, dtype: str) -> tuple:
-        """A warpgroup's acc (64 x N / 128 threads = N / 2 f32 or s32 each) updated by A B^T from shared memory."""
-        return self._add(ptx.WgmmaOp.create(operands=[desc_a, desc_b, scale_d, *acc], result_types=[acc[0].type] * len(acc),
-                                            properties={"dtype": StringAttr(dtype)}))
+    def wgmma(self, a: list, desc_b, scale_d, acc, dtype: str) -> tuple:
+        """A warpgroup's acc (64 x N / 128 threads = N / 2 f32 or s32 each) updated by A B^T: B in shared
+        memory, A there too (`a`: [its descriptor]) or in registers (`a`: four b32)."""
+        return self._add(ptx.WgmmaOp.build(operands=[list(a), desc_b, scale_d, list(acc)], result_types=[[acc[0].type] * len(acc)],
+                                           properties={"dtype": StringAttr(dtype)}))
 
     def wgmma_fence(self) -> None:
         self._put(ptx.WgmmaFenceOp.create())

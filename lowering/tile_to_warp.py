@@ -24,7 +24,9 @@ its codes, scales and zero terms are copied like any tile and decoded in registe
 With 8-row tiles (GemmConfig.weight_is_a) the decoded weight is the mma's A operand and A's
 rows its B operand: the accumulators hold C transposed and are stored element by element.
 With wgmma tiles (GemmConfig.wgmma, sm_90a) the fragments are shared-memory descriptors
-(`warp.smem_desc`) and each warpgroup's wgmmas run asynchronously, one k-tile in flight.
+(`warp.smem_desc`) and each warpgroup's wgmmas run asynchronously, one k-tile in flight; a
+packed weight is decoded into wgmma's A registers instead, A's rows its B in shared memory, and
+the accumulators hold C transposed, as with 8-row tiles.
 
 Blocks run in bands of `raster` M-tiles (the grid's x sweeps N inside a band), so the B tiles
 a band reads stay in L2 while its blocks use them. With `split_k`, grid z splits the k-tiles
@@ -205,7 +207,9 @@ class _BlockLowering:
         cfg = self.cfg
         shared = cfg.copied_tiles[len(self.shared)]
         elem = E8M0 if shared.elem_bytes == 1 else IntegerType(16) if cfg.a8 else _element(cfg.dtype)  # 8-bit operands: pairs of bytes
-        swizzle = WGMMA_SWIZZLE if cfg.wgmma else None  # the instruction reads its operands in this layout: no choice left
+        # wgmma reads its shared operands (A's rows, and B's unless B is a packed weight) in this layout: no choice left
+        by_descriptor = cfg.wgmma and len(self.shared) < (1 if cfg.weight else 2)
+        swizzle = WGMMA_SWIZZLE if by_descriptor else None
         self.values[op.result] = self.b.alloc_shared(SmemType.get(cfg.stages, shared.rows, shared.cols, elem, swizzle), self.shared_offset)
         self.shared[op.result] = shared
         self.shared_offset += cfg.stages * shared.bytes
@@ -373,36 +377,91 @@ class _BlockLowering:
         return kt0, count, [zero] * self.acc_count
 
     def _wgmma_pipeline(self, op: tile.PipelineOp, issue) -> None:
-        """Each warpgroup's 64 rows of the block tile by wgmma on A and B in shared memory. A k-tile's
-        wgmmas stay in flight while the loop goes on to the next (wgmma.wait_group 1), so the
-        stage they read is refilled two k-tiles later, past the barrier every warpgroup reaches
+        """Each warpgroup's 64 rows of the block tile by wgmma, its B operand in shared memory. A
+        k-tile's wgmmas stay in flight while the loop goes on to the next (wgmma.wait_group 1), so
+        the stage they read is refilled two k-tiles later, past the barrier every warpgroup reaches
         after retiring them; copies run stages - 2 k-tiles ahead. cp.async writes through the
-        generic proxy: each thread fences its landed copies for the async proxy before the barrier."""
+        generic proxy: each thread fences its landed copies for the async proxy before the barrier.
+
+        A packed weight is decoded into wgmma's A registers (_decoded_k_tile), which stay read while
+        the k-tile's group is in flight: the loop body runs DECODED_UNROLL k-tiles, each decoding
+        into registers of its own, so none writes registers the one before it still reads, and its
+        last retires every group. (With a group still in flight at the loop's exit, ptxas 13.0
+        moved the epilogue's reads of the accumulators above the final wait_group of such kernels:
+        wrong results on the GPU; tests/lowering/test_tile_to_warp.py checks the SASS for it.)"""
+        b, cfg = self.b, self.cfg
+        accumulate = b.setp("eq", self.zero, self.zero)  # scale-d: the accumulators start at zero
+        k_tile = (self._decoded_k_tile if cfg.weight else self._shared_k_tile)(op, accumulate)
+        ahead = cfg.stages - 2
+        kt0, count, acc_inits = self._prologue(op, issue, ahead)
+
+        def step(bb: PtxBuilder, kt, acc, read_stage, write_stage, pending: int = 1):
+            bb.wait(ahead - 1)
+            bb.fence_proxy_async()
+            bb.barrier()
+            issue(bb, bb.add(bb.add(kt0, kt), ahead), write_stage)
+            acc = k_tile(bb, read_stage, acc)
+            bb.wgmma_wait(pending)
+            return [*acc, _next_stage(bb, read_stage, cfg.stages), _next_stage(bb, write_stage, cfg.stages)]
+
+        carried = acc_inits + [b.imm(0), b.imm(ahead)]
+        if not cfg.weight:
+            loop, body, kt, state = b.for_(0, count, 1, carried)
+            body.yield_(step(body, kt, state[:-2], *state[-2:]))
+        else:  # k-tiles past the count (up to a multiple of DECODED_UNROLL) are past the split's end: zeros, adding nothing
+            u = DECODED_UNROLL
+            loop, body, it, state = b.for_(0, b.shr(b.add(count, u - 1), u.bit_length() - 1), 1, carried)
+            for i in range(u):
+                state = step(body, body.add(body.shl(it, u.bit_length() - 1), i), state[:-2], *state[-2:], pending=int(i < u - 1))
+            body.yield_(state)
+        results = list(loop.results)
+        b.wait(0)
+        self.values[op.result] = list(b.wgmma_wait(0, results[:self.acc_count]))
+
+    def _shared_k_tile(self, op: tile.PipelineOp, accumulate):
+        """A k-tile's wgmmas on A and B tiles in shared memory, each warpgroup its 64 rows of A."""
         b, cfg = self.b, self.cfg
         fragments = [o for o in op.compute.block.ops if isinstance(o, tile.FragmentOp)]
         if [f.result.type.layout.data for f in fragments] != ["a", "b"]:
-            raise RungError("tile-to-warp: wgmma tiles multiply an A and a B fragment of shared tiles, nothing decoded")
+            raise RungError("tile-to-warp: wgmma tiles multiply an A and a B fragment of shared tiles, or decode a packed weight")
         a_buf, b_buf = (self.values[f.buffer] for f in fragments)
         first_row = b.shl(b.shr(self.warp_m, 2), 6)  # of the warpgroup's 64 rows of A
-        ahead = cfg.stages - 2
-        kt0, count, acc_inits = self._prologue(op, issue, ahead)
-        accumulate = b.setp("eq", self.zero, self.zero)  # scale-d: the accumulators start at zero
-        loop, body, kt, carried = b.for_(0, count, 1, acc_inits + [b.imm(0), b.imm(ahead)])
-        acc, read_stage, write_stage = carried[:-2], carried[-2], carried[-1]
-        body.wait(ahead - 1)
-        body.fence_proxy_async()
-        body.barrier()
-        issue(body, body.add(body.add(kt0, kt), ahead), write_stage)
-        body.wgmma_fence()
-        for step in range(cfg.bk_units // 16):  # 32 bytes of each row a step
-            col = body.imm(16 * step)
-            acc = body.wgmma(body.tile_desc(a_buf, read_stage, first_row, col), body.tile_desc(b_buf, read_stage, self.zero, col),
-                             accumulate, acc, cfg.mma[0])
-        body.wgmma_commit()
-        body.wgmma_wait(1)
-        body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])
-        b.wait(0)
-        self.values[op.result] = list(b.wgmma_wait(0, list(loop.results)[:self.acc_count]))
+
+        def k_tile(bb: PtxBuilder, stage, acc):
+            bb.wgmma_fence()
+            for step in range(cfg.bk_units // 16):  # 32 bytes of each row a step
+                col = bb.imm(16 * step)
+                acc = bb.wgmma([bb.tile_desc(a_buf, stage, first_row, col)], bb.tile_desc(b_buf, stage, self.zero, col), accumulate,
+                               acc, cfg.mma[0])
+            bb.wgmma_commit()
+            return acc
+        return k_tile
+
+    def _decoded_k_tile(self, op: tile.PipelineOp, accumulate):
+        """A k-tile's wgmmas with the weight decoded into A registers: each warp decodes its 16 rows
+        (lowering.ladder, the mma.sync A fragment's layout) and each warpgroup multiplies its 64 by
+        the activations' tile in shared memory (the block's A rows as wgmma's B): C transposed."""
+        b, cfg = self.b, self.cfg
+        decode = next(o for o in op.compute.block.ops if isinstance(o, tile.DecodeOp))
+        act = next(o for o in op.compute.block.ops if isinstance(o, tile.FragmentOp) and o.result.type.layout.data == "a")
+        act_buf = self.values[act.buffer]
+        codes, scales, zeros = (self.values[v.owner.buffer] if v is not None else None for v in (decode.codes, decode.scales, decode.zeros))
+        weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
+
+        def k_tile(bb: PtxBuilder, stage, acc):
+            a_regs = []
+            for blk in range(cfg.bk // (16 * weights.steps)):
+                words = weights.load_codes(bb, codes, stage, blk)
+                group = [weights.load_group(bb, buf, stage, blk, is_scale) if buf is not None else None
+                         for buf, is_scale in ((scales, True), (zeros, False))]
+                for (w0, w1), (w2, w3) in weights.decode(bb, words, *group, blk):  # rows g and g + 8 of the warp's 16
+                    a_regs.append([w0, w2, w1, w3])
+            bb.wgmma_fence()
+            for step, regs in enumerate(a_regs):
+                acc = bb.wgmma(regs, bb.tile_desc(act_buf, stage, self.zero, bb.imm(16 * step)), accumulate, acc, cfg.dtype)
+            bb.wgmma_commit()
+            return acc
+        return k_tile
 
     def _mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list) -> list:
         """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs.
@@ -453,7 +512,7 @@ class _BlockLowering:
         b, cfg = self.b, self.cfg
         epilogue: tile.EpilogueOp = self.values[op.value]
         acc = self.values[epilogue.acc]
-        if cfg.weight_is_a:
+        if cfg.c_transposed:
             return self._store_transposed(op, epilogue, acc)
         m, n, mi_count, ni_count = self.m, self.n, self.mi_count, self.ni_count
         lane = self.lane
@@ -489,30 +548,40 @@ class _BlockLowering:
                     out.store(row, row_in, ni, lo, hi)
 
     def _store_transposed(self, op: tile.StoreOp, epilogue: tile.EpilogueOp, acc: list) -> None:
-        """weight_is_a: lane (g, t) holds C[2t + r, 16j + g + 8h] as accumulator 4j + 2h + r; each is
-        stored alone (at most 8 rows: few bytes), through the bias and activation or into the workspace."""
+        """The weight was the A operand, so the accumulators hold C transposed: lane (g, t) holds
+        C[rows[R], cols[C]] as accumulator i, (R, C) = place(i). Each is stored alone, through the
+        bias and activation or into the workspace."""
         b, cfg, m, n = self.b, self.cfg, self.m, self.n
         group, tig = b.shr(self.lane, 2), b.and_(self.lane, 3)
         row0 = b.add(self.values[epilogue.row], b.shl(tig, 1))
         col0 = b.add(b.add(self.values[epilogue.col], b.mul(self.warp_n, self.wn)), group)
-        rows = [row0, b.add(row0, 1)]
-        cols = [b.add(col0, 16 * j + 8 * h) for j in range(self.ni_count // 2) for h in range(2)]
+        if cfg.weight_is_a:  # 8 rows: accumulator 4j + 2h + r is C[2t + r, 16j + g + 8h] (a few bytes)
+            rows = [row0, b.add(row0, 1)]
+            cols = [b.add(col0, 16 * j + 8 * h) for j in range(self.ni_count // 2) for h in range(2)]
+            place = lambda i: (i % 2, i // 2)  # noqa: E731
+        else:  # wgmma: accumulator 4j + 2h + r is C[8j + 2t + r, 16 warp + g + 8h]
+            rows = [b.add(row0, 8 * j + r) for j in range(cfg.bm // 8) for r in range(2)]
+            cols = [col0, b.add(col0, 8)]
+            place = lambda i: (2 * (i // 4) + i % 2, i // 2 % 2)  # noqa: E731
         row_in = [b.setp("lt", r, m) for r in rows]
         if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
             npad = b.add(n, b.and_(n, 1))
-            split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
+            split_row0 = b.mul(b.sreg("ctaid.z"), m)
             col_in = [b.setp("lt", c, n) for c in cols]
-            for r in range(2):
-                row_addr = b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, r), npad), 2), "u64"))
-                for c, col in enumerate(cols):
-                    b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [acc[2 * c + r]], pred=b.and_pred(row_in[r], col_in[c]))
+            row_addr = [b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, r), npad), 2), "u64")) for r in rows]
+            for i, v in enumerate(acc):
+                r, c = place(i)
+                b.st("global", b.add(row_addr[r], b.cvt(b.shl(cols[c], 2), "u64")), [v], pred=b.and_pred(row_in[r], col_in[c]))
             return
         bias = self.values[epilogue.bias] if epilogue.bias is not None else None
         activation = epilogue.activation.data if epilogue.activation else "none"
         out = _Epilogue(b, cfg.dtype, activation, self.values[op.out], n, bias, cols, width=1)
-        for r, row in enumerate(rows):
-            for c in range(len(cols)):
-                out.store_one(row, row_in[r], c, acc[2 * c + r])
+        for i, v in enumerate(acc):
+            r, c = place(i)
+            out.store_one(rows[r], row_in[r], c, v)
+
+
+DECODED_UNROLL = 4  # k-tiles per loop trip of the decoded-weight wgmma pipeline (_wgmma_pipeline): it drains once a trip
 
 
 def _next_stage(b: PtxBuilder, s, stages: int):

@@ -166,6 +166,11 @@ def test_wgmma_schedules_are_chosen_for_sm_90a_only():
     assert fp8.wgmma and "wgmma m64n128k32 e4m3 by 2 warpgroups" in gemm_kernels(fp8, "sm_90a").path
     with pytest.raises(RungError, match="wgmma tiles need sm_90a; the target is sm_80"):
         gemm_kernels(cfg, "sm_80")
+    int4 = choose_config(4096, 4096, 4096, "f16", weight="int4", group=128, target="sm_90a")
+    assert int4.wgmma and "wgmma m64n256k16 f16 by 2 warpgroups, weight as A from registers" in gemm_kernels(int4, "sm_90a").path
+    assert choose_config(128, 4096, 4096, "f16", weight="int2", group=64, target="sm_90a").bm == 128  # wgmma N: the rows there are
+    int1 = gemm_kernels(choose_config(4096, 4096, 4096, "f16", weight="int1", group=128, target="sm_90a"), "sm_90a")
+    assert "mma.sync" in int1.path and "the sm_80 path: no wgmma kernel for this schedule yet" in int1.path  # words span 128 k
     fn = rung.compile(IR.format(m=256, n=512, k=64, t="bf16"), target="sm_90a")
     assert "wgmma" in fn.path and "wgmma.mma_async" in fn.steps[0][1].gemm.ptx
 

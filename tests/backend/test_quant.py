@@ -159,6 +159,48 @@ def test_compiled_qlinear_packs_its_weight_once():
     assert len(fn._packed) == 1
 
 
+# decoded-weight wgmma schedules beyond the ones qlinear picks: 128 activation rows, bias and silu, split K, 3 or 5 stages
+WGMMA_WEIGHT_SCHEDULES = [(0, dict(bm=128, bias=True, activation="silu")), (4, dict(bm=256, stages=3, split_k=3, bias=True)),
+                          (6, dict(bm=64, stages=5)), (13, dict(bm=192, raster=2))]
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("index, schedule", WGMMA_WEIGHT_SCHEDULES, ids=lambda s: IDS[s] if isinstance(s, int) else
+                         "_".join(f"{k}{v}" for k, v in s.items()))
+@pytest.mark.parametrize("m, k", [(65, 320), (300, 1088), (1024, 1024)])
+def test_wgmma_decoded_weight_schedules_match_dequantize_then_matmul(index, schedule, m, k):
+    """Odd and even k-tile counts, partial tiles along M and N, on fresh random data into a poisoned output."""
+    import dataclasses
+
+    from backend.gemm import device_target, gemm_kernels
+    from dialects.tile import GemmConfig
+    from lowering.graph_to_tile import choose_config
+
+    if device_target() != "sm_90a":
+        pytest.skip("wgmma needs sm_90a")
+    name, overrides, dtype = FORMATS[index]
+    torch.manual_seed(m + k + index)
+    qw = rung.quantize(torch.randn(1000, k, device="cuda"), quant_format(name, **{**overrides, "group": 32}), dtype=dtype)
+    dense, t = qw.dequantize(), torch.float16 if dtype == "f16" else torch.bfloat16
+    n = qw.shape[0]
+    cfg = choose_config(m, n, k, dtype, **GemmConfig.weight_fields(qw.format), target="sm_90a")
+    cfg = dataclasses.replace(cfg, **schedule)
+    assert cfg.wgmma
+    x, bias = torch.randn(m, k, device="cuda", dtype=t), torch.randn(n, device="cuda", dtype=t)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=t)  # poisoned
+    addresses = {"a": x.data_ptr(), "b": qw.codes.data_ptr(), "scales": qw.scales.data_ptr(), "bias": bias.data_ptr(), "c": out.data_ptr()}
+    if qw.zeros is not None:
+        addresses["zeros"] = qw.zeros.data_ptr()
+    gemm_kernels(cfg, "sm_90a").launch(addresses, m, n, k, x)
+    torch.cuda.synchronize()
+    ref = x.float() @ dense.float().T + (bias.float() if cfg.bias else 0)
+    ref = torch.nn.functional.silu(ref) if cfg.activation == "silu" else ref
+    tol = (2e-2 if t == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
+    assert not out.isnan().any()
+    assert (out.float() - ref).abs().max().item() <= tol
+
+
 def test_fp8_needs_sm89():
     from backend.gemm import gemm_kernels
     from lowering.graph_to_tile import choose_config

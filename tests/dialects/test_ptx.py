@@ -136,7 +136,7 @@ def test_wgmma_reads_swizzled_operands_through_their_descriptors(tmp_path):
     bld = PtxBuilder(k.body.block)
     desc_a, desc_b = bld.imm(smem_descriptor(0, 1024), "u64"), bld.imm(smem_descriptor(8192, 1024), "u64")
     acc = [bld.fimm(0.0) for _ in range(12)]
-    op = bld.wgmma(desc_a, desc_b, bld.setp("eq", bld.imm(0), bld.imm(0)), [bld.add(v, v) for v in acc], "bf16")[0].owner
+    op = bld.wgmma([desc_a], desc_b, bld.setp("eq", bld.imm(0), bld.imm(0)), [bld.add(v, v) for v in acc], "bf16")[0].owner
     op.verify()
     c = rng.integers(-3, 4, (64, 24)).astype(np.float32)
     coords = wgmma_accumulators(24).coords
@@ -155,8 +155,49 @@ def test_wgmma_verifies_its_accumulators():
     bld = PtxBuilder(k.body.block)
     desc, true = bld.imm(0, "u64"), bld.setp("eq", bld.imm(0), bld.imm(0))
     with pytest.raises(VerifyException, match="N/2 f32 accumulators"):
-        bld.wgmma(desc, desc, true, [bld.add(bld.fimm(0.0), bld.fimm(0.0)) for _ in range(3)], "f16")[0].owner.verify()
+        bld.wgmma([desc], desc, true, [bld.add(bld.fimm(0.0), bld.fimm(0.0)) for _ in range(3)], "f16")[0].owner.verify()
     shared = bld.add(bld.fimm(1.0), bld.fimm(1.0))
-    op = bld.wgmma(desc, desc, true, [shared] * 4, "f16")[0].owner
+    op = bld.wgmma([desc], desc, true, [shared] * 4, "f16")[0].owner
     with pytest.raises(VerifyException, match="updated in place: they can have no other use"):
         op.verify()
+    words = [bld.imm(0, "b32")] * 4
+    for a, dtype in (([desc, desc], "f16"), (words[:3], "f16"), (words, "s8")):
+        with pytest.raises(VerifyException, match="A is a u64 descriptor, or \\(f16, bf16\\) four b32 registers"):
+            bld.wgmma(a, desc, true, [bld.add(bld.fimm(0.0), bld.fimm(0.0)) if dtype == "f16" else bld.add(bld.imm(0, "s32"), bld.imm(0, "s32")) for _ in range(4)], dtype)[0].owner.verify()
+
+
+def test_wgmma_takes_a_from_registers(tmp_path):
+    """A 64 x 16 A in the threads' registers (each warp's 16 rows as mma.sync's A fragment) times a
+    40 x 16 B in shared memory; the registers stay read until a wait_group retires the wgmma."""
+    from dialects.ptx import smem_descriptor
+    from dialects.warp import WGMMA_SWIZZLE
+    from ir.layout import wgmma_a, wgmma_accumulators
+
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(-3, 4, (64, 16)).astype(np.float16), rng.integers(-3, 4, (40, 16)).astype(np.float16)
+    cta = ThreadBlock(128, (0, 0, 0), DeviceMemory(), 8192)
+    r, c = np.meshgrid(np.arange(40), np.arange(16), indexing="ij")
+    offsets = WGMMA_SWIZZLE(r * 128 + 2 * c)
+    cta.shared.data[(offsets[..., None] + np.arange(2)).ravel()] = np.ascontiguousarray(b).view(np.uint8).ravel()
+    k = KernelOp.get("wgmma_rs", [], 128)
+    bld = PtxBuilder(k.body.block)
+    words = [bld.lop3(bld.imm(i, "b32"), 0, 0, 0xF0) for i in range(4)]
+    acc = [bld.add(bld.fimm(0.0), bld.fimm(0.0)) for _ in range(20)]
+    op = bld.wgmma(words, bld.imm(smem_descriptor(0, 1024), "u64"), bld.setp("eq", bld.imm(0), bld.imm(0)), acc, "f16")[0].owner
+    op.verify()
+    assert "{%r" in op.text(lambda v: "%r0" if v in words else "%x") and op.text(lambda v: "%x").endswith(", 1, 1, 0;")
+    halves = a.view(np.uint16)[wgmma_a().coords].astype(np.uint32)  # [thread, value]: value e + 2 * register
+    regs = [halves[:, 2 * i] | (halves[:, 2 * i + 1] << 16) for i in range(4)]
+    c = rng.integers(-3, 4, (64, 40)).astype(np.float32)
+    coords = wgmma_accumulators(40).coords
+    d = np.stack(op.execute(cta, *regs, np.full(128, smem_descriptor(0, 1024), np.uint64), np.ones(128, bool), *c[coords].T), 1)
+    assert np.array_equal(d, (a.astype(np.float32) @ b.astype(np.float32).T + c)[coords])
+    with pytest.raises(RungError, match="a register an in-flight wgmma reads as its A operand is written"):
+        cta.check_writes([words[2]])
+    cta.commit_wgmma()
+    cta.retire_wgmma(0)
+    cta.check_writes(words)  # retired: free to write
+    if PTXAS:
+        bld.wgmma_commit()
+        bld.wgmma_wait(0)
+        assemble(module_text(k, "sm_90a"), "sm_90a", tmp_path)

@@ -122,6 +122,25 @@ def test_packed_weights_decode_in_the_block_program(fmt, schedule):
     assert np.array_equal(run(module, arrays)[0], matmul_level)
 
 
+@pytest.mark.parametrize("fmt", [quant_format("int4", group=64), quant_format("uint4", group=64, zero="rescale")], ids=str)
+def test_sm_90a_qlinears_decode_into_wgmma_registers_level_by_level(fmt):
+    """On sm_90a a qlinear at M > 64 takes wgmma tiles with the weight decoded into A registers:
+    the graph, the block program and the lowered kernel agree to rounding."""
+    from dialects.ptx import WgmmaOp
+
+    module, arrays = _qlinear_module(fmt, 70, 40, 256, f16)
+    graph_level = run(module, arrays)[0].astype(np.float32)
+    ctx = make_context()
+    run_pipeline(module, "graph-to-tile{target=sm_90a},tile-expand", ctx)
+    assert next(op for op in module.walk() if isinstance(op, tile.KernelOp)).config.wgmma
+    block_level = run(module, arrays)[0]
+    np.testing.assert_allclose(block_level.astype(np.float32), graph_level, rtol=4e-3, atol=4e-3 * np.abs(graph_level).max())
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
+    assert any(isinstance(op, WgmmaOp) and op.a_in_registers for op in module.walk())
+    # (the block program sums a k-tile's products at once, the wgmmas k16 step by k16 step: f16 roundings may differ)
+    np.testing.assert_allclose(run(module, arrays)[0].astype(np.float32), block_level.astype(np.float32), rtol=1e-3, atol=1e-3)
+
+
 def _expanded(cfg=SCHEDULES[0]) -> str:
     module, _ = _matmul_module(cfg, 20, 24, 32)
     run_pipeline(module, "tile-expand", make_context())

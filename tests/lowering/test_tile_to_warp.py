@@ -30,7 +30,11 @@ WGMMA_CONFIGS = [GemmConfig("f16", bm=64, bn=32, bk=64, warps_m=4, warps_n=1, st
                  GemmConfig("f16", bm=128, bn=128, bk=128, warps_m=8, warps_n=1, stages=4, raster=8, a8="s8", wgmma=True),
                  GemmConfig("bf16", bm=128, bn=128, bk=128, warps_m=8, warps_n=1, stages=4, raster=8, a8="e4m3", wgmma=True),
                  GemmConfig("bf16", bm=128, bn=64, bk=64, warps_m=8, warps_n=1, stages=4, raster=2, wgmma=True),
-                 GemmConfig("f16", bm=64, bn=48, bk=64, warps_m=4, warps_n=1, stages=5, bias=True, activation="silu", wgmma=True)]
+                 GemmConfig("f16", bm=64, bn=48, bk=64, warps_m=4, warps_n=1, stages=5, bias=True, activation="silu", wgmma=True),
+                 # packed weights decoded into wgmma's A registers (the schedules choose_config takes at M > 128 and M <= 128)
+                 GemmConfig("f16", bm=256, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, wgmma=True),
+                 GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, weight="uint4", group=32, zero=True,
+                            split_k=2, bias=True, activation="silu", wgmma=True)]
 CONFIGS = [
     GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
     GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),
@@ -117,10 +121,14 @@ def test_bad_configs_are_rejected():
         GemmConfig(bm=64, bn=64, bk=32, warps_m=4, warps_n=1, wgmma=True)
     with pytest.raises(ValueError, match="each warpgroup 64 rows"):
         GemmConfig(bm=64, bn=64, bk=64, warps_m=2, warps_n=2, wgmma=True)
-    with pytest.raises(ValueError, match="no packed weight, \\[K, N\\] B"):
+    with pytest.raises(ValueError, match="no \\[K, N\\] B, register prefetch or scale_partials"):
         GemmConfig(bm=64, bn=64, bk=64, warps_m=4, warps_n=1, wgmma=True, b_kn=True)
     with pytest.raises(ValueError, match="3 stages or more"):
         GemmConfig(bm=64, bn=64, bk=64, warps_m=4, warps_n=1, stages=2, wgmma=True)
+    with pytest.raises(ValueError, match="with a packed weight give each warpgroup 64 of its rows"):
+        GemmConfig(bm=64, bn=64, bk=64, warps_m=4, warps_n=1, weight="int4", wgmma=True)
+    with pytest.raises(ValueError, match="int1 weights need B as \\[N, K\\] and BK a multiple of 128"):
+        GemmConfig(bm=64, bn=64, bk=64, warps_m=1, warps_n=4, weight="int1", wgmma=True)
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
@@ -139,8 +147,41 @@ def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     assert "serialized" not in r.stderr, r.stderr  # ptxas made the wgmmas wait for each other
 
 
+def nvdisasm() -> str | None:
+    """The nvdisasm of the nvidia-cuda-nvdisasm wheel (the test extra), or one on PATH."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("nvidia")
+    found = [p for d in (spec.submodule_search_locations if spec else []) for p in Path(d).glob("cu*/bin/nvdisasm")]
+    return str(found[0]) if found else shutil.which("nvdisasm")
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None or nvdisasm() is None, reason="ptxas or nvdisasm is not installed")
+@pytest.mark.parametrize("cfg", WGMMA_CONFIGS, ids=lambda c: c.name)
+def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path):
+    """In the machine code, no instruction after the last wgmma (HGMMA) touches its accumulators before a
+    WARPGROUP.DEPBAR.LE gsb0, 0x0: ptxas 13.0 once moved the epilogue's reads of them above the wait
+    (decoded-weight loops that left a group in flight), which the GPU turned into wrong sums."""
+    import re
+
+    src = tmp_path / "k.ptx"
+    src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
+    subprocess.run(["ptxas", "-arch=sm_90a", str(src), "-o", str(tmp_path / "k.cubin")], check=True)
+    sass = subprocess.run([nvdisasm(), "-c", str(tmp_path / "k.cubin")], capture_output=True, text=True, check=True).stdout
+    code = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", sass)]
+    last = max(i for i, ins in enumerate(code) if re.match(r"[HIQ]GMMA", ins))  # (f16/bf16, s8, fp8)
+    first, n = (int(v) for v in re.search(r"GMMA\.64x(\d+)x\d+\S* R(\d+)", code[last]).groups()[::-1])
+    acc = {f"R{r}" for r in range(first, first + n // 2)}
+    for ins in code[last + 1:]:
+        if "WARPGROUP.DEPBAR.LE gsb0, 0x0" in ins:
+            return
+        assert not acc & set(re.findall(r"\bR\d+\b", ins)), f"accumulators read before the last wgmma retires: {ins}"
+    raise AssertionError("no WARPGROUP.DEPBAR.LE gsb0, 0x0 after the last HGMMA")
+
+
 @settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
-@given(st.sampled_from([c for c in WGMMA_CONFIGS if not c.a8]), st.integers(1, 150), st.integers(1, 140), st.integers(1, 40), st.integers(1, 3), st.integers(0, 2**31))
+@given(st.sampled_from([c for c in WGMMA_CONFIGS if not c.a8 and not c.weight]), st.integers(1, 150), st.integers(1, 140), st.integers(1, 40), st.integers(1, 3), st.integers(0, 2**31))
 def test_wgmma_kernel_computes_the_product_exactly(cfg, m, n, k8, split, seed):
     cfg = dataclasses.replace(cfg, split_k=split)
     rng = np.random.default_rng(seed)
@@ -352,6 +393,15 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bias=True, activation="relu", scale_partials=True)),
     (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=16, warps_m=1, warps_n=2, scale_partials=True)),
     (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, prefetch=True, scale_partials=True)),
+    # wgmma tiles: the weight decoded into wgmma's A registers, C stored from its transpose
+    (("int4", 128, "f16", "none"), dict(dtype="f16", bm=16, bn=64, bk=64, warps_n=4, stages=3, wgmma=True)),
+    (("uint4", 32, "bf16", "quantized"), dict(dtype="bf16", bm=32, bn=64, bk=64, warps_n=4, stages=4, bias=True, activation="silu",
+                                                wgmma=True)),
+    (("int2", 64, "f16", "none"), dict(dtype="f16", bm=48, bn=64, bk=64, warps_n=4, stages=3, split_k=3, wgmma=True)),
+    (("nf4", 64, "f32", "none"), dict(dtype="f16", bm=32, bn=64, bk=64, warps_n=4, stages=3, wgmma=True)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bm=16, bn=64, bk=64, warps_n=4, stages=3, wgmma=True)),
+    (("e4m3", 128, "f16", "none"), dict(dtype="f16", bm=32, bn=64, bk=64, warps_n=4, stages=5, wgmma=True)),
+    (("int8", None, "f16", "rescale"), dict(dtype="f16", bm=16, bn=64, bk=64, warps_n=4, stages=3, bias=True, wgmma=True)),
     # 8-row tiles (weight_is_a): the weight is the mma's A operand, C is stored from its transpose
     (("int4", 128, "f16", "none"), dict(dtype="f16", bk=128, bm=8, warps_n=2, bn=64, prefetch=True, scale_partials=True)),
     (("int2", 64, "f16", "none"), dict(dtype="f16", bk=128, bm=8, scale_partials=True, bias=True, activation="relu")),
@@ -386,6 +436,57 @@ def test_low_precision_weights_decode_in_registers(fmt, schedule):
     ref = x.astype(np.float32) @ dense.T + (bias.astype(np.float32) if bias is not None else 0)
     ref = np.maximum(ref, 0) if cfg.activation == "relu" else ref / (1 + np.exp(-ref)) if cfg.activation == "silu" else ref
     np.testing.assert_allclose(out, ref.astype(dt).astype(np.float32), rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
+@given(st.sampled_from([("int4", 64, "f16", "none"), ("uint2", 32, "bf16", "original"), ("e4m3", 32, "e8m0", "none")]),
+       st.integers(1, 300), st.integers(1, 140), st.integers(1, 7), st.integers(1, 3), st.integers(0, 2**31))
+def test_wgmma_decoded_weights_at_any_shape(fmt, m, n, k_tiles, split, seed):
+    """Odd and even k-tile counts per split (the pipeline runs k-tiles in pairs, an odd count's last
+    beside a zero-filled one), partial tiles along M and N: the kernel equals x @ (the packed
+    weight decoded)^T."""
+    from ir.numerics import QuantFormat
+
+    fmt = QuantFormat(*fmt)
+    cfg = GemmConfig(fmt.scale if fmt.scale in ("f16", "bf16") else "f16", bm=128 if m > 64 else 64, bn=64, bk=64, warps_m=1,
+                     warps_n=4, stages=4, split_k=split, wgmma=True, **GemmConfig.weight_fields(fmt))
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, 64 * k_tiles)) * 0.5).astype(dt)
+    out, dense, _ = run_weight_gemm(cfg, fmt, x, rng.standard_normal((n, 64 * k_tiles)))
+    ref = x.astype(np.float32) @ dense.T
+    tol = 2e-3 if cfg.dtype == "f16" else 1e-2
+    np.testing.assert_allclose(out, ref.astype(dt).astype(np.float32), rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_the_interpreter_catches_a_wgmma_reading_registers_rewritten():
+    """Each k-tile of the decoded-weight loop decodes into registers of its own: with every group
+    of a trip left in flight (and no copies, whose stage refills would be caught first) the next
+    trip decodes into registers the last trip's wgmmas still read."""
+    from xdsl.dialects.builtin import IntegerAttr, i64
+
+    from dialects.ptx import ForOp, WgmmaWaitOp
+    from dialects.warp import CpAsyncOp
+    from ir.numerics import QuantFormat
+    from lowering.ladder import pack_weight
+    from lowering.tile_to_warp import DECODED_UNROLL
+
+    cfg = WGMMA_CONFIGS[-2]
+
+    def wait_less(op):
+        if isinstance(op, WgmmaWaitOp) and isinstance(op.parent_op(), ForOp):
+            op.properties["pending"] = IntegerAttr(DECODED_UNROLL, i64)
+        elif isinstance(op, CpAsyncOp) and isinstance(op.parent_op(), ForOp):
+            _drop(CpAsyncOp)(op)
+
+    kernel = _broken(cfg, wait_less)
+    fmt = QuantFormat("int4", 128, "f16", "none")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 512)).astype(np.float16)
+    q, s, z = fmt.quantize(rng.standard_normal((40, 512)))
+    packed, mem = pack_weight(q, s, z, fmt, "f16"), DeviceMemory()
+    with pytest.raises(RungError, match="a register an in-flight wgmma reads as its A operand is written"):
+        launch(cfg, mem, [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)], None, 40, 40, 512, np.float16, kernel)
 
 
 def test_weight_schedules_are_checked():
