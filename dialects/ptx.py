@@ -576,11 +576,8 @@ class MmaOp(PtxOp):
 
         def values(words, dtype):
             """[warps, 32, values] of the registers' packed elements, in order."""
-            w = np.stack(words, axis=1).astype(np.uint32).reshape(-1, 32, len(words))
-            if dtype in EIGHT_BIT:
-                return eight_bit_values(np.ascontiguousarray(w).astype("<u4").view(np.uint8), dtype).reshape(w.shape[0], 32, -1)
-            pair = np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16).reshape(w.shape[0], 32, -1)
-            return unpack_halves(pair, dtype)
+            v = packed_values(words, dtype)
+            return v.reshape(-1, 32, v.shape[1])
 
         na, nb, nc = self._counts()
         a, b = values(regs[:na], self.dtype.data), values(regs[na:na + nb], self.dtype.data)
@@ -622,6 +619,15 @@ def wgmma_operand(cta, desc: int, rows: int, dtype: str) -> np.ndarray:
     physical = logical ^ (((logical >> 7) & 7) << 4)  # the swizzle acts on the address's bits
     data = np.ascontiguousarray(cta.shared.read_async(physical[..., None] + np.arange(2))).reshape(rows, 32)
     return eight_bit_values(data, dtype) if dtype in EIGHT_BIT else unpack_halves(data.view(np.uint16), dtype)
+
+
+def packed_values(words, dtype: str) -> np.ndarray:
+    """[threads, values]: the elements of dtype packed in each thread's b32 registers `words`, in
+    order (the lower half or byte first)."""
+    w = np.stack(words, axis=1).astype(np.uint32)
+    if dtype in EIGHT_BIT:
+        return eight_bit_values(np.ascontiguousarray(w).astype("<u4").view(np.uint8), dtype).reshape(w.shape[0], -1)
+    return unpack_halves(np.stack([w & 0xFFFF, w >> 16], axis=-1).astype(np.uint16), dtype).reshape(w.shape[0], -1)
 
 
 def eight_bit_values(data: np.ndarray, dtype: str) -> np.ndarray:
@@ -697,8 +703,7 @@ class WgmmaOp(PtxOp):
         acc = np.stack(acc, axis=1).astype(np.float64)
         if self.a_in_registers:
             cta.read_registers_async(self.a)
-            halves = np.stack(a_regs, axis=1).astype(np.uint32)
-            a_values = unpack_halves(np.stack([halves & 0xFFFF, halves >> 16], axis=-1).astype(np.uint16), self.dtype.data).reshape(-1, 8)
+            a_values = packed_values(a_regs, self.dtype.data)
         out = np.empty_like(acc)
         for g in range(cta.threads // 128):
             group = slice(128 * g, 128 * g + 128)

@@ -353,9 +353,9 @@ def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
     assert r.returncode == 0 and "0 bytes spill stores" in r.stderr and "serialized" not in r.stderr, r.stderr
 
 
-def run_weight_gemm(cfg, fmt, x, w, bias=None):
-    """Quantize w with `fmt`, pack it (lowering.ladder), run the lowered kernel(s) on the
-    interpreter; returns (out, the weight the kernel computes with, the format's dequantized weight)."""
+def run_weight_gemm(cfg, fmt, x, w, bias=None, kernel=None):
+    """Quantize w with `fmt`, pack it (lowering.ladder), run the lowered kernel(s) (or `kernel`) on
+    the interpreter; returns (out, the weight the kernel computes with, the format's dequantized weight)."""
     from lowering.ladder import pack_weight, unpack_weight
 
     m, k = x.shape
@@ -364,7 +364,7 @@ def run_weight_gemm(cfg, fmt, x, w, bias=None):
     packed = pack_weight(q, s, z, fmt, cfg.dtype)
     mem = DeviceMemory()
     operands = [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)] + ([mem.alloc(packed.zeros)] if cfg.zero else [])
-    out = launch(cfg, mem, operands, bias, m, n, k, x.dtype)
+    out = launch(cfg, mem, operands, bias, m, n, k, x.dtype, kernel)
     dense = unpack_weight(packed, cfg.weight, cfg.group, cfg.scale == "e8m0", cfg.dtype, k, rounded=not cfg.scale_partials)
     return out.astype(np.float32), dense, fmt.dequantize(q, s, z)
 
@@ -468,7 +468,6 @@ def test_the_interpreter_catches_a_wgmma_reading_registers_rewritten():
     from dialects.ptx import ForOp, WgmmaWaitOp
     from dialects.warp import CpAsyncOp
     from ir.numerics import QuantFormat
-    from lowering.ladder import pack_weight
     from lowering.tile_to_warp import DECODED_UNROLL
 
     cfg = WGMMA_CONFIGS[-2]
@@ -480,13 +479,10 @@ def test_the_interpreter_catches_a_wgmma_reading_registers_rewritten():
             _drop(CpAsyncOp)(op)
 
     kernel = _broken(cfg, wait_less)
-    fmt = QuantFormat("int4", 128, "f16", "none")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((40, 512)).astype(np.float16)
-    q, s, z = fmt.quantize(rng.standard_normal((40, 512)))
-    packed, mem = pack_weight(q, s, z, fmt, "f16"), DeviceMemory()
     with pytest.raises(RungError, match="a register an in-flight wgmma reads as its A operand is written"):
-        launch(cfg, mem, [mem.alloc(x), mem.alloc(packed.codes), mem.alloc(packed.scales)], None, 40, 40, 512, np.float16, kernel)
+        run_weight_gemm(cfg, QuantFormat("int4", 128, "f16", "none"), rng.standard_normal((40, 512)).astype(np.float16),
+                        rng.standard_normal((40, 512)), kernel=kernel)
 
 
 def test_weight_schedules_are_checked():
