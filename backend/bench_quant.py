@@ -103,15 +103,20 @@ def rung_us(m: int, n: int, k: int, cfg, l2: int) -> tuple[float, int]:
     kernels = gemm_kernels(cfg, device_target())
 
     def call(i):
-        codes, scales, zeros = weights[i]
-        addresses = {"a": x8.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(), "c": out.data_ptr()}
-        if zeros is not None:
-            addresses["zeros"] = zeros.data_ptr()
-        if x_scales is not None:
-            addresses["a_scales"] = x_scales.data_ptr()
-        kernels.launch(addresses, m, n, k, x)
+        kernels.launch(_addresses(x8, weights[i], out, x_scales), m, n, k, x)
 
     return gpu_time_us(call, len(weights)), weight_bytes
+
+
+def _addresses(x, weight: tuple, out, x_scales=None) -> dict:
+    """GemmKernels.launch's addresses of activations, a (codes, scales, zeros) weight and the output."""
+    codes, scales, zeros = weight
+    addresses = {"a": x.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(), "c": out.data_ptr()}
+    if zeros is not None:
+        addresses["zeros"] = zeros.data_ptr()
+    if x_scales is not None:
+        addresses["a_scales"] = x_scales.data_ptr()
+    return addresses
 
 
 def peer_us(m: int, n: int, k: int, l2: int) -> dict:
@@ -154,7 +159,8 @@ def _int8_linear():
     return _INT8[0]
 
 
-PROFILED = [(1, 28672, 8192, "int4 g128"), (1, 28672, 8192, "fp8 e4m3 g128"), (4096, 28672, 8192, "int4 g128")]
+PROFILED = [(1, 28672, 8192, "int4 g128"), (1, 28672, 8192, "nf4 g64"), (16, 28672, 8192, "nf4 g64"), (16, 28672, 8192, "fp4 e2m1 g32"),
+            (1, 28672, 8192, "int2 g64"), (1, 28672, 8192, "int1 g128"), (16, 28672, 8192, "int1 g128"), (4096, 28672, 8192, "int4 g128")]
 
 
 def profile_targets() -> int:
@@ -167,13 +173,12 @@ def profile_targets() -> int:
     sms = device_multiprocessors(torch.empty(1, device="cuda"))
     for m, n, k, label in PROFILED:
         weight, group, scale, zero = FORMATS[label]
-        cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms)
-        codes, scales, zeros = random_weight(n, k, cfg, 1)[0]
+        cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms, target=device_target())
+        weight = random_weight(n, k, cfg, 1)[0]
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         out = torch.empty(m, n, device="cuda", dtype=torch.float16)
         for _ in range(3):
-            gemm_kernels(cfg, device_target()).launch({"a": x.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(),
-                                                        "c": out.data_ptr()}, m, n, k, x)
+            gemm_kernels(cfg, device_target()).launch(_addresses(x, weight, out), m, n, k, x)
         torch.cuda.synchronize()
         print(f"profiled {label} M={m} N={n} K={k}: {cfg.name}", flush=True)
     return 0

@@ -43,7 +43,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
     operand, GemmConfig.weight_is_a) or 16-row ones, 4 warps side by side along N;
     groups of 64 or more (or per channel) without zero terms scale partial sums (scale_partials);
-    decode-bound formats (1-2 bits, nf4) skip the register prefetch and fill two waves.
+    decode-bound formats (1-2 bits, nf4) skip the register prefetch, fill two waves and may split
+    K further (partial sums up to half the weight's bytes).
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
@@ -79,14 +80,17 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         partials = not zero and (group == 0 or group >= 64)
         # decode-bound formats (1 and 2 bits, table lookups): two waves of blocks balance better than one, and
         # 1-bit words (2-bit ones too with 16-row tiles) decode into too many registers to prefetch
-        # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9)
+        # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9);
+        # their DRAM is far from busy, so partial sums may take up to half the weight's bytes (9 of the 11
+        # schedules this changed ran faster, e.g. int1 at M = 16 on 28672 x 8192 39.8 -> 36.6 us; 238 -> 222 us in all)
         decode_bound = d.bits <= 2 or isinstance(d, LutDecode)
         # M <= 8: 8-row tiles put the weight in the mma's A operand, half the mma and partial-sum work and a third
         # fewer registers (measured at M = 1 on 28672 x 8192: int1 34.5 -> 28.4 us, int2 38.4 -> 33.5, nf4 71.0 -> 61.5)
         bm = 8 if m <= 8 else 16
         cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
                          scale_partials=partials, **copies, **packed)
-        return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, waves=2 if decode_bound else 1))
+        spread = {"waves": 2, "partial_share": 0.5} if decode_bound else {}
+        return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, **spread))
     elif m <= 16:
         cfg = GemmConfig(dtype, bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, **copies)
     elif m <= 64:
@@ -108,16 +112,16 @@ def resident_blocks(cfg: GemmConfig) -> int:
     return max(1, min((228 * 1024) // (cfg.shared_bytes + 1024), 2048 // cfg.threads, 65536 // (128 * cfg.threads), 32))
 
 
-def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1) -> int:
+def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1, partial_share: float = 0.25) -> int:
     """K splits that fill the GPU in `waves` waves of resident blocks (a partial second wave would
     leave most multiprocessors idle at the end), with at least 4 k-tiles a split. Once there is
     a block per multiprocessor, further splits must keep the f32 partial sums (written and read
-    back) under a quarter of the weight's bytes."""
+    back) under `partial_share` of the weight's bytes."""
     blocks = math.prod(cfg.grid(m, n)[:2])
     k_tiles = -(-k // cfg.bk)
     full = max(1, waves * resident_blocks(cfg) * sms // blocks)
     filled = -(-sms // blocks)  # splits for one block per multiprocessor
-    budget = int(0.25 * k * cfg.weight_bits / 8 / (8 * m))
+    budget = int(partial_share * k * cfg.weight_bits / 8 / (8 * m))
     return max(1, min(full, max(filled, budget), k_tiles // 4, 16))
 
 

@@ -135,3 +135,20 @@ def test_matmul_lowers_with_b_as_k_by_n(m, n, k, dtype, seed):
     assert np.array_equal(run(module, inputs)[0], expected)
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     assert np.array_equal(run(module, inputs)[0], expected)
+
+
+@given(st.integers(1, 16), st.integers(1, 64).map(lambda x: 128 * x), st.integers(1, 64).map(lambda x: 512 * x),
+       st.sampled_from([("int4", 128), ("int2", 64), ("int1", 128), ("nf4", 64), ("e4m3", 128)]), st.sampled_from([108, 132]))
+def test_small_m_splits_keep_their_partial_sums_in_budget(m, n, k, fmt, sms):
+    """choose_config's K split at M <= 16: 4 k-tiles a split or more, at most 16 splits, and once every
+    multiprocessor has a block, f32 partial sums within a quarter of the weight's bytes (half for
+    the decode-bound formats: 1-2 bits and nf4)."""
+    from lowering.graph_to_tile import choose_config
+
+    weight, group = fmt
+    cfg = choose_config(m, n, k, "f16", weight=weight, group=group, sms=sms)
+    split, k_tiles, blocks = cfg.split_k, -(-k // cfg.bk), n // cfg.bn
+    assert 1 <= split <= 16 and (split == 1 or k_tiles // split >= 4)
+    if split > -(-sms // blocks):
+        share = 0.5 if weight in ("int2", "int1", "nf4") else 0.25
+        assert split * 8 * m <= share * k * cfg.weight_bits / 8
