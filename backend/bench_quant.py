@@ -174,11 +174,11 @@ def profile_targets() -> int:
     for m, n, k, label in PROFILED:
         weight, group, scale, zero = FORMATS[label]
         cfg = choose_config(m, n, k, "f16", weight=weight, group=group, scale=scale, zero=zero, sms=sms, target=device_target())
-        weight = random_weight(n, k, cfg, 1)[0]
+        packed = random_weight(n, k, cfg, 1)[0]
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         out = torch.empty(m, n, device="cuda", dtype=torch.float16)
         for _ in range(3):
-            gemm_kernels(cfg, device_target()).launch(_addresses(x, weight, out), m, n, k, x)
+            gemm_kernels(cfg, device_target()).launch(_addresses(x, packed, out), m, n, k, x)
         torch.cuda.synchronize()
         print(f"profiled {label} M={m} N={n} K={k}: {cfg.name}", flush=True)
     return 0

@@ -1,5 +1,7 @@
 """graph-to-tile, tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx keep the program's meaning, level by level."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -147,7 +149,7 @@ def test_small_m_splits_keep_their_partial_sums_in_budget(m, n, k, fmt, sms):
 
     weight, group = fmt
     cfg = choose_config(m, n, k, "f16", weight=weight, group=group, sms=sms)
-    split, k_tiles, blocks = cfg.split_k, -(-k // cfg.bk), n // cfg.bn
+    split, k_tiles, blocks = cfg.split_k, -(-k // cfg.bk), math.prod(cfg.grid(m, n)[:2])
     assert 1 <= split <= 16 and (split == 1 or k_tiles // split >= 4)
     if split > -(-sms // blocks):
         share = 0.5 if weight in ("int2", "int1", "nf4") else 0.25
