@@ -36,13 +36,20 @@ def reduction_of(cfg: GemmConfig) -> tuple:
     return cfg.split_k, cfg.dtype, cfg.bias, cfg.activation
 
 
-def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False) -> ModuleOp:
-    """A module holding one of the schedule's kernels (the GEMM, or its split-K reduction)
-    after smem-swizzle and warp-to-ptx."""
+def programmatic(target: str) -> bool:
+    """Whether the split-K reduction launches programmatically after its GEMM (sm_90 and later:
+    its blocks start while the GEMM's last ones run, and wait for the GEMM's grid to complete)."""
+    return target.startswith("sm_9")
+
+
+def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False, target: str = "sm_80") -> ModuleOp:
+    """A module holding one of the schedule's kernels (the GEMM, or its split-K reduction) for
+    `target`, after smem-swizzle and warp-to-ptx."""
     from ir.context import make_context
     from ir.passes import run_pipeline
 
-    module = ModuleOp([sum_splits_kernel(*reduction_of(cfg)) if reduction else gemm_kernel(cfg)])
+    pdl = programmatic(target)
+    module = ModuleOp([sum_splits_kernel(*reduction_of(cfg), programmatic=pdl) if reduction else gemm_kernel(cfg, programmatic=pdl)])
     run_pipeline(module, "smem-swizzle,warp-to-ptx", make_context())
     return module
 
@@ -50,7 +57,7 @@ def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False) -> ModuleOp:
 def gemm_ptx(cfg: GemmConfig, target: str, reduction: bool = False) -> str:
     """The PTX of one of a schedule's kernels (from the disk cache when it holds it)."""
     key = (target, "sum_splits", repr(reduction_of(cfg))) if reduction else (target, "gemm", repr(cfg))
-    return cached_text(key, lambda: module_text(lowered_gemm_kernel(cfg, reduction), target))[0]
+    return cached_text(key, lambda: module_text(lowered_gemm_kernel(cfg, reduction, target), target))[0]
 
 
 @lru_cache(maxsize=None)
@@ -91,6 +98,7 @@ class GemmKernels:
             b = f"{cfg.dtype} weight"
         epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
         split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
+        split += " (launched programmatically)" if cfg.split_k > 1 and programmatic(self.target) else ""
         if cfg.wgmma:  # (a decoded weight is wgmma's A, from registers, and the activation rows its N)
             n, a = (cfg.bm, ", weight as A from registers") if cfg.weight else (cfg.bn, "")
             mma, hopper = f"wgmma m64n{n}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.threads // 128} warpgroups{a}", ""
@@ -113,7 +121,7 @@ class GemmKernels:
         ws = torch.empty(cfg.workspace_shape(m, n), dtype=torch.float32, device=like.device)
         self.gemm.launch(cfg.grid(m, n), tuple(ws.data_ptr() if p == "c" else addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)
         bias = (addresses["bias"],) if cfg.bias else ()
-        self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream)
+        self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream, programmatic=programmatic(self.target))
 
 
 @lru_cache(maxsize=None)

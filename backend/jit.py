@@ -137,13 +137,27 @@ class Kernel:
             self._function = function
         return self._function
 
-    def launch(self, grid: tuple[int, int, int], args: tuple, stream: int) -> None:
+    def launch(self, grid: tuple[int, int, int], args: tuple, stream: int, programmatic: bool = False) -> None:
+        """Launch on `stream`; `programmatic` (sm_90): the kernel may start before the kernel ahead
+        of it in the stream completes (once that one's blocks run griddepcontrol.launch_dependents)
+        and must wait for it with griddepcontrol.wait."""
         driver = _driver()
         function = self._load()
         if log.isEnabledFor(logging.INFO):
-            log.info("launch %s grid=%s path=%s", self.name, grid, self.path)
-        _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self.arg_types), 0),
-               f"launching {self.name}")
+            log.info("launch %s grid=%s path=%s%s", self.name, grid, self.path, " (programmatic)" if programmatic else "")
+        if not programmatic:
+            _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self.arg_types), 0),
+                   f"launching {self.name}")
+            return
+        config = driver.CUlaunchConfig()
+        config.gridDimX, config.gridDimY, config.gridDimZ = grid
+        config.blockDimX, config.blockDimY, config.blockDimZ = self.threads, 1, 1
+        config.sharedMemBytes, config.hStream = self.dynamic_shared, driver.CUstream(stream)
+        serialization = driver.CUlaunchAttribute()
+        serialization.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        serialization.value.programmaticStreamSerializationAllowed = 1
+        config.attrs, config.numAttrs = [serialization], 1
+        _check(driver.cuLaunchKernelEx(config, function, (args, self.arg_types), 0), f"launching {self.name} programmatically")
 
 
 _MODULES: dict[str, object] = {}

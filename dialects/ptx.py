@@ -477,6 +477,34 @@ class BarSyncOp(MarkerOp):
         return ()
 
 
+@irdl_op_definition
+class GridDepLaunchOp(MarkerOp):
+    """griddepcontrol.launch_dependents (sm_90): the kernel launched after this grid with
+    programmatic stream serialization may start now; it waits in griddepcontrol.wait."""
+
+    name = "ptx.griddep_launch"
+
+    def text(self, r):
+        return "griddepcontrol.launch_dependents;"
+
+    def execute(self, cta):
+        return ()  # the interpreter runs kernels one after another
+
+
+@irdl_op_definition
+class GridDepWaitOp(MarkerOp):
+    """griddepcontrol.wait (sm_90): wait until the grids this one depends on (the kernel before
+    it in the stream, when launched programmatically) have completed and their writes are visible."""
+
+    name = "ptx.griddep_wait"
+
+    def text(self, r):
+        return "griddepcontrol.wait;"
+
+    def execute(self, cta):
+        return ()
+
+
 # --- tensor cores -------------------------------------------------------------------------------------------
 
 
@@ -1121,7 +1149,7 @@ class LaunchOp(IRDLOperation):
 
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
-    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, LdmatrixOp, MmaOp,
+    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp, GridDepWaitOp, LdmatrixOp, MmaOp,
     CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
     WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,
 ], [RegType])

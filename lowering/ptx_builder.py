@@ -128,6 +128,12 @@ class PtxBuilder:
     def barrier(self) -> None:
         self._put(ptx.BarSyncOp.create())
 
+    def griddep_launch(self) -> None:
+        self._put(ptx.GridDepLaunchOp.create())
+
+    def griddep_wait(self) -> None:
+        self._put(ptx.GridDepWaitOp.create())
+
     def ldmatrix(self, addr, n: int = 4, trans: bool = False):
         props = {"trans": UnitAttr()} if trans else {}
         out = self._add(ptx.LdmatrixOp.create(operands=[addr], result_types=[reg("b32")] * n, properties=props))

@@ -136,17 +136,18 @@ def _element(dtype: str):
 E8M0 = IntegerType(8, Signedness.UNSIGNED)  # MX scales in shared memory: their raw codes
 
 
-def gemm_kernel(cfg: GemmConfig) -> KernelOp:
+def gemm_kernel(cfg: GemmConfig, programmatic: bool = False) -> KernelOp:
     """The kernel of schedule `cfg`: its block program (lowering.tile_expand) lowered; parameters
-    `cfg.param_names`, grid `cfg.grid(m, n)`."""
+    `cfg.param_names`, grid `cfg.grid(m, n)`. `programmatic` (sm_90): with a split K, the kernel
+    lets the reduction launched after it programmatically start as it starts."""
     from lowering.tile_expand import block_program
 
-    return lower_kernel(block_program(cfg))
+    return lower_kernel(block_program(cfg), programmatic)
 
 
-def lower_kernel(program: tile.KernelOp) -> KernelOp:
-    """The ptx.kernel of a block program, its ops lowered in order."""
-    return _BlockLowering(program).kernel
+def lower_kernel(program: tile.KernelOp, programmatic: bool = False) -> KernelOp:
+    """The ptx.kernel of a block program, its ops lowered in order (`programmatic`: gemm_kernel)."""
+    return _BlockLowering(program, programmatic).kernel
 
 
 class _BlockLowering:
@@ -154,10 +155,12 @@ class _BlockLowering:
     kernel: registers, a shared tile, or (inside the pipeline) a copy or fragment load set up
     once and issued per k-tile."""
 
-    def __init__(self, program: tile.KernelOp):
+    def __init__(self, program: tile.KernelOp, programmatic: bool = False):
         cfg = self.cfg = program.config
         self.kernel = KernelOp.get(program.sym_name.data, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
         b = self.b = PtxBuilder(self.kernel.body.block)
+        if programmatic and cfg.split_k > 1:  # the reduction's blocks get ready while these run; they wait for all of them
+            b.griddep_launch()
         params = self.kernel.body.block.args
         self.p = dict(zip(cfg.param_names, params))
         self.values = dict(zip(program.body.block.args, params))
@@ -662,11 +665,15 @@ def sum_splits_name(split_k: int, dtype: str, bias: bool, activation: str) -> st
     return f"rung_sum_splits_{dtype}_s{split_k}" + ("_bias" if bias else "") + ("" if activation == "none" else f"_{activation}")
 
 
-def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str) -> KernelOp:
+def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, programmatic: bool = False) -> KernelOp:
     """Sums split_k partial results of a workspace [split_k, M, N rounded up to even], then
-    applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] c, m, n)."""
+    applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] c, m, n).
+    `programmatic` (sm_90): launched programmatically after the GEMM, it waits for the GEMM's
+    grid (griddepcontrol.wait) before reading the workspace."""
     kernel = KernelOp.get(sum_splits_name(split_k, dtype, bias, activation), list(reduce_param_kinds(bias)), REDUCE_THREADS)
     b = PtxBuilder(kernel.body.block)
+    if programmatic:
+        b.griddep_wait()
     ws, *bias_ptr, c_ptr, m, n = kernel.body.block.args
     pairs_per_row = b.shr(b.add(n, 1), 1)
     idx = b.add(b.mul(b.sreg("ctaid.x"), REDUCE_THREADS), b.sreg("tid.x"))

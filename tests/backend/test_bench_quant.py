@@ -35,7 +35,7 @@ def test_every_benchmarked_schedule_assembles_without_spills(tmp_path):
     assert len(schedules) > 20
     for cfg in schedules:
         src = tmp_path / "k.ptx"
-        src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
+        src.write_text(module_text(lowered_gemm_kernel(cfg, target="sm_90a"), "sm_90a"))
         r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
         spilled = int(re.search(r"(\d+) bytes spill stores", r.stderr).group(1))
         assert r.returncode == 0 and spilled == MEASURED_SPILLS.get(cfg.name, 0), (cfg.name, r.stderr)

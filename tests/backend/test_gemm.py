@@ -150,7 +150,31 @@ def test_split_k_reduction_matches_its_ptx():
     kernels = gemm_kernels(cfg, "sm_90a")
     reduce_op = lowered_gemm_kernel(cfg, reduction=True).ops.first
     assert "bias" not in cfg.param_names and kernels.reduce.param_kinds == tuple(a.type.kind.data for a in reduce_op.body.block.args)
-    assert "K split 4 ways + reduction" in kernels.path and "no wgmma kernel for this schedule yet" in kernels.path
+    assert "K split 4 ways + reduction (launched programmatically)" in kernels.path and "no wgmma kernel for this schedule yet" in kernels.path
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_split_k_reduction_launches_programmatically_from_sm_90(target, tmp_path):
+    """On sm_90 the GEMM lets its reduction start early (griddepcontrol.launch_dependents) and the
+    reduction waits for the GEMM's grid (griddepcontrol.wait) before it reads the workspace;
+    before sm_90 neither instruction exists and stream order alone serializes them."""
+    import shutil
+    import subprocess
+
+    from backend.gemm import gemm_kernels
+
+    cfg = GemmConfig("f16", bm=8, bn=128, bk=128, warps_m=1, warps_n=4, weight="int2", group=64, split_k=4)
+    kernels = gemm_kernels(cfg, target)
+    hopper = target == "sm_90a"
+    assert ("griddepcontrol.launch_dependents;" in kernels.gemm.ptx) == hopper and ("griddepcontrol.wait;" in kernels.reduce.ptx) == hopper
+    assert ("launched programmatically" in kernels.path) == hopper
+    unsplit = gemm_kernels(GemmConfig("f16", bm=8, bn=128, bk=128, warps_m=1, warps_n=4, weight="int2", group=64), target)
+    assert "griddepcontrol" not in unsplit.gemm.ptx  # nothing launches after it
+    if shutil.which("ptxas"):
+        for kernel in (kernels.gemm, kernels.reduce):
+            (tmp_path / "k.ptx").write_text(kernel.ptx)
+            r = subprocess.run(["ptxas", f"-arch={target}", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
 
 
 def test_wgmma_schedules_are_chosen_for_sm_90a_only():
@@ -201,3 +225,47 @@ def test_wgmma_schedules_match_torch(cfg, m, n, k):
     tol = (2e-2 if dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
     assert not out.isnan().any()
     assert (out.float() - ref).abs().max().item() <= tol
+
+
+@gpu
+@pytest.mark.gpu
+def test_split_k_sums_alike_in_graph_replays_and_on_concurrent_streams():
+    """A split-K GEMM and its reduction (launched programmatically on sm_90) on two streams at
+    once and in a CUDA graph's replays: the reduction always sums complete partial sums, in
+    split order, so every result equals the first launch's bit for bit."""
+    from backend.gemm import device_target, gemm_kernels
+
+    cfg = GemmConfig("f16", bm=16, bn=128, bk=64, warps_m=1, warps_n=4, split_k=4, bias=True)
+    kernels = gemm_kernels(cfg, device_target())
+    m, n, k = 5, 4096, 4096
+    torch.manual_seed(11)
+    x, w = torch.randn(m, k, device="cuda", dtype=torch.float16), torch.randn(n, k, device="cuda", dtype=torch.float16)
+    bias = torch.randn(n, device="cuda", dtype=torch.float16)
+    poisoned = lambda: torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)  # noqa: E731
+
+    def run(out):
+        kernels.launch({"a": x.data_ptr(), "b": w.data_ptr(), "bias": bias.data_ptr(), "c": out.data_ptr()}, m, n, k, x)
+        return out
+
+    want = run(poisoned())
+    torch.cuda.synchronize()
+    ref = reference(x, w) + bias.float()
+    assert not want.isnan().any() and (want.float() - ref).abs().max().item() <= 4e-3 * ref.abs().max().item() + 1e-3
+    streams = [torch.cuda.Stream() for _ in range(2)]
+    outs = [[poisoned() for _ in range(16)] for _ in streams]
+    torch.cuda.synchronize()
+    for i in range(16):  # interleaved, so the streams' launches overlap
+        for stream, stream_outs in zip(streams, outs):
+            with torch.cuda.stream(stream):
+                run(stream_outs[i])
+    torch.cuda.synchronize()
+    assert all(torch.equal(out, want) for stream_outs in outs for out in stream_outs)
+    graph, graph_out = torch.cuda.CUDAGraph(), poisoned()
+    with torch.cuda.graph(graph):
+        for _ in range(3):
+            run(graph_out)
+    for _ in range(3):
+        graph_out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(graph_out, want)

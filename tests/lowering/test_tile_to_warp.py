@@ -140,7 +140,7 @@ def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     if cfg.wgmma and arch == "sm_80":
         pytest.skip("wgmma is sm_90a's (the launcher refuses it elsewhere: tests/backend/test_gemm.py)")
     src = tmp_path / "gemm.ptx"
-    src.write_text(module_text(lowered_gemm_kernel(cfg), arch))
+    src.write_text(module_text(lowered_gemm_kernel(cfg, target=arch), arch))
     r = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "gemm.cubin")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "0 bytes spill stores" in r.stderr, r.stderr
@@ -166,7 +166,7 @@ def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path
     import re
 
     src = tmp_path / "k.ptx"
-    src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
+    src.write_text(module_text(lowered_gemm_kernel(cfg, target="sm_90a"), "sm_90a"))
     subprocess.run(["ptxas", "-arch=sm_90a", str(src), "-o", str(tmp_path / "k.cubin")], check=True)
     sass = subprocess.run([nvdisasm(), "-c", str(tmp_path / "k.cubin")], capture_output=True, text=True, check=True).stdout
     code = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", sass)]
@@ -348,7 +348,7 @@ def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
     exact = (a.astype(np.float32) @ b.astype(np.float32).T).astype(np.float16)
     assert np.array_equal(interpret_gemm(cfg, a, b), exact)
     src = tmp_path / "k.ptx"
-    src.write_text(module_text(lowered_gemm_kernel(cfg), "sm_90a"))
+    src.write_text(module_text(lowered_gemm_kernel(cfg, target="sm_90a"), "sm_90a"))
     r = subprocess.run(["ptxas", "-arch=sm_90a", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
     assert r.returncode == 0 and "0 bytes spill stores" in r.stderr and "serialized" not in r.stderr, r.stderr
 
