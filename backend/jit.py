@@ -149,15 +149,22 @@ class Kernel:
             _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self.arg_types), 0),
                    f"launching {self.name}")
             return
-        config = driver.CUlaunchConfig()
-        config.gridDimX, config.gridDimY, config.gridDimZ = grid
-        config.blockDimX, config.blockDimY, config.blockDimZ = self.threads, 1, 1
-        config.sharedMemBytes, config.hStream = self.dynamic_shared, driver.CUstream(stream)
-        serialization = driver.CUlaunchAttribute()
-        serialization.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-        serialization.value.programmaticStreamSerializationAllowed = 1
-        config.attrs, config.numAttrs = [serialization], 1
+        config = programmatic_launch_config(grid, self.threads, self.dynamic_shared, stream)
         _check(driver.cuLaunchKernelEx(config, function, (args, self.arg_types), 0), f"launching {self.name} programmatically")
+
+
+def programmatic_launch_config(grid: tuple[int, int, int], threads: int, dynamic_shared: int, stream: int):
+    """cuLaunchKernelEx's configuration for a launch with programmatic stream serialization."""
+    driver = _driver()
+    config = driver.CUlaunchConfig()
+    config.gridDimX, config.gridDimY, config.gridDimZ = grid
+    config.blockDimX, config.blockDimY, config.blockDimZ = threads, 1, 1
+    config.sharedMemBytes, config.hStream = dynamic_shared, driver.CUstream(stream)
+    serialization = driver.CUlaunchAttribute()
+    serialization.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    serialization.value.programmaticStreamSerializationAllowed = 1
+    config.attrs, config.numAttrs = [serialization], 1
+    return config
 
 
 _MODULES: dict[str, object] = {}

@@ -6,7 +6,7 @@ machine without a driver answers with its own error instead."""
 
 import pytest
 
-from backend.jit import Kernel, jit_log_options
+from backend.jit import Kernel, jit_log_options, programmatic_launch_config
 from dialects.tile import GemmConfig
 
 driver = pytest.importorskip("cuda.bindings.driver", reason="cuda-python is not installed")
@@ -34,3 +34,14 @@ def test_kernel_launch_marshals_its_parameters():
     accepts(driver.cuLaunchKernel, driver.CUfunction(), *cfg.grid(17, 4096), kernel.threads, 1, 1, 0, 0, (args, kernel.arg_types), 0)
     accepts(driver.cuFuncSetAttribute, driver.CUfunction(),
             driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 98304)
+
+
+def test_programmatic_launch_marshals_its_configuration():
+    """The split-K reduction's launch on sm_90: cuLaunchKernelEx with programmatic stream serialization."""
+    from dialects.tile import REDUCE_THREADS, reduce_grid, reduce_param_kinds
+
+    kernel = Kernel("rung_sum_splits_f16_s4", "", REDUCE_THREADS, reduce_param_kinds(False), "test")
+    config = programmatic_launch_config(reduce_grid(1, 28672), kernel.threads, 0, 0)
+    assert (config.gridDimX, config.blockDimX, config.numAttrs) == (reduce_grid(1, 28672)[0], REDUCE_THREADS, 1)
+    assert config.attrs[0].value.programmaticStreamSerializationAllowed == 1
+    accepts(driver.cuLaunchKernelEx, config, driver.CUfunction(), ((0x7F0000000000, 0x7F0000100000, 1, 28672), kernel.arg_types), 0)
