@@ -39,7 +39,7 @@ def reduction_of(cfg: GemmConfig) -> tuple:
 def programmatic(target: str) -> bool:
     """Whether the split-K reduction launches programmatically after its GEMM (sm_90 and later:
     its blocks start while the GEMM's last ones run, and wait for the GEMM's grid to complete)."""
-    return target.startswith("sm_9")
+    return int(target.removeprefix("sm_").rstrip("a")) >= 90
 
 
 def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False, target: str = "sm_80") -> ModuleOp:
