@@ -1149,7 +1149,8 @@ class LaunchOp(IRDLOperation):
 
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
-    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp, GridDepWaitOp, LdmatrixOp, MmaOp,
+    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp,
+    GridDepWaitOp, LdmatrixOp, MmaOp,
     CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
     WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,
 ], [RegType])
