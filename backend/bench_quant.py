@@ -91,8 +91,7 @@ def rung_us(m: int, n: int, k: int, cfg, l2: int) -> tuple[float, int]:
     import torch
 
     from backend.gemm import device_target, gemm_kernels
-
-    from backend.quant import per_token
+    from backend.quant import launch_addresses, per_token
 
     x = torch.randn(m, k, device="cuda", dtype=torch.float16 if cfg.dtype == "f16" else torch.bfloat16)
     out = torch.empty(m, n, device="cuda", dtype=x.dtype)
@@ -103,20 +102,9 @@ def rung_us(m: int, n: int, k: int, cfg, l2: int) -> tuple[float, int]:
     kernels = gemm_kernels(cfg, device_target())
 
     def call(i):
-        kernels.launch(_addresses(x8, weights[i], out, x_scales), m, n, k, x)
+        kernels.launch(launch_addresses(x8, weights[i], out, x_scales), m, n, k, x)
 
     return gpu_time_us(call, len(weights)), weight_bytes
-
-
-def _addresses(x, weight: tuple, out, x_scales=None) -> dict:
-    """GemmKernels.launch's addresses of activations, a (codes, scales, zeros) weight and the output."""
-    codes, scales, zeros = weight
-    addresses = {"a": x.data_ptr(), "b": codes.data_ptr(), "scales": scales.data_ptr(), "c": out.data_ptr()}
-    if zeros is not None:
-        addresses["zeros"] = zeros.data_ptr()
-    if x_scales is not None:
-        addresses["a_scales"] = x_scales.data_ptr()
-    return addresses
 
 
 def peer_us(m: int, n: int, k: int, l2: int) -> dict:
@@ -168,6 +156,7 @@ def profile_targets() -> int:
     import torch
 
     from backend.gemm import device_multiprocessors, device_target, gemm_kernels
+    from backend.quant import launch_addresses
     from lowering.graph_to_tile import choose_config
 
     sms = device_multiprocessors(torch.empty(1, device="cuda"))
@@ -178,7 +167,7 @@ def profile_targets() -> int:
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         out = torch.empty(m, n, device="cuda", dtype=torch.float16)
         for _ in range(3):
-            gemm_kernels(cfg, device_target()).launch(_addresses(x, packed, out), m, n, k, x)
+            gemm_kernels(cfg, device_target()).launch(launch_addresses(x, packed, out), m, n, k, x)
         torch.cuda.synchronize()
         print(f"profiled {label} M={m} N={n} K={k}: {cfg.name}", flush=True)
     return 0

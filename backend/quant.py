@@ -233,6 +233,14 @@ def per_token(x2d, a8: str):
     return (y.round().clamp(-127, 127).to(torch.int8) if a8 == "s8" else y.to(torch.float8_e4m3fn)), scale
 
 
+def launch_addresses(x, weight: tuple, out, x_scales=None, bias=None) -> dict:
+    """GemmKernels.launch's addresses: activations `x` (8-bit ones with their per-token
+    `x_scales`), a (codes, scales, zeros) weight, the bias and the output; None leaves one out."""
+    codes, scales, zeros = weight
+    named = {"a": x, "b": codes, "scales": scales, "zeros": zeros, "a_scales": x_scales, "bias": bias, "c": out}
+    return {name: t.data_ptr() for name, t in named.items() if t is not None}
+
+
 @lru_cache(maxsize=4096)
 def _schedule(m: int, n: int, k: int, dtype: str, fmt: QuantFormat, a8: str, bias: bool, sms: int, target: str) -> GemmConfig:
     if a8:
@@ -272,14 +280,8 @@ def qlinear(x, qw: QuantizedWeight, bias=None, out=None):
         ordinal = x.device.index or 0
         target = device_target(ordinal)
         cfg = _schedule(m, n, k, qw.dtype, qw.format, qw.activations, bias is not None, device_multiprocessors(x), target)
-        addresses = {"a": x.data_ptr(), "b": qw.codes.data_ptr(), "scales": qw.scales.data_ptr(), "c": out.data_ptr()}
-        if qw.activations:
-            x8, x_scales = per_token(x.reshape(m, k), qw.activations)
-            addresses.update(a=x8.data_ptr(), a_scales=x_scales.data_ptr())
-        if qw.zeros is not None:
-            addresses["zeros"] = qw.zeros.data_ptr()
-        if bias is not None:
-            addresses["bias"] = bias.data_ptr()
+        x_in, x_scales = per_token(x.reshape(m, k), qw.activations) if qw.activations else (x, None)
+        addresses = launch_addresses(x_in, (qw.codes, qw.scales, qw.zeros), out, x_scales, bias)
         gemm_kernels(cfg, target, ordinal).launch(addresses, m, n, k, x)
     return out
 

@@ -173,6 +173,7 @@ def test_wgmma_decoded_weight_schedules_match_dequantize_then_matmul(index, sche
     import dataclasses
 
     from backend.gemm import device_target, gemm_kernels
+    from backend.quant import launch_addresses
     from dialects.tile import GemmConfig
     from lowering.graph_to_tile import choose_config
 
@@ -188,10 +189,7 @@ def test_wgmma_decoded_weight_schedules_match_dequantize_then_matmul(index, sche
     assert cfg.wgmma
     x, bias = torch.randn(m, k, device="cuda", dtype=t), torch.randn(n, device="cuda", dtype=t)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=t)  # poisoned
-    addresses = {"a": x.data_ptr(), "b": qw.codes.data_ptr(), "scales": qw.scales.data_ptr(), "bias": bias.data_ptr(), "c": out.data_ptr()}
-    if qw.zeros is not None:
-        addresses["zeros"] = qw.zeros.data_ptr()
-    gemm_kernels(cfg, "sm_90a").launch(addresses, m, n, k, x)
+    gemm_kernels(cfg, "sm_90a").launch(launch_addresses(x, (qw.codes, qw.scales, qw.zeros), out, bias=bias), m, n, k, x)
     torch.cuda.synchronize()
     ref = x.float() @ dense.float().T + (bias.float() if cfg.bias else 0)
     ref = torch.nn.functional.silu(ref) if cfg.activation == "silu" else ref
