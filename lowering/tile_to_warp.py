@@ -525,30 +525,19 @@ class _BlockLowering:
         if epilogue.row_scales is not None:  # 8-bit products: acc * a_scale[row] * scale[col], in f32
             acc = _scaled(b, acc, cfg.mma[2], self.values[epilogue.row_scales], self.values[epilogue.col_scales], row0, col0, m, n,
                           mi_count, ni_count)
+        rows = [b.add(row0, mi * 16 + half * 8) for mi in range(mi_count) for half in range(2)]  # row r: half r % 2 of m16 tile r // 2
+        row_in = [b.setp("lt", row, m) for row in rows]
+        cols = [b.add(col0, ni * 8) for ni in range(ni_count)]
+        pairs = [(r, ni, (r // 2 * ni_count + ni) * 4 + 2 * (r % 2)) for r in range(len(rows)) for ni in range(ni_count)]  # (row, column, lo)
         if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
-            npad = b.add(n, b.and_(n, 1))
-            split_row0 = b.add(b.mul(b.sreg("ctaid.z"), m), row0)
-            for mi in range(mi_count):
-                for half in range(2):
-                    row = b.add(row0, mi * 16 + half * 8)
-                    row_in = b.setp("lt", row, m)
-                    row_addr = b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, mi * 16 + half * 8), npad), 2), "u64"))
-                    for ni in range(ni_count):
-                        col = b.add(col0, ni * 8)
-                        lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
-                        inside = b.and_pred(row_in, b.setp("lt", col, n))
-                        b.st("global", b.add(row_addr, b.cvt(b.shl(col, 2), "u64")), [lo, hi], pred=inside)
+            row_addr = self._workspace_rows(op.out, rows)
+            for r, ni, i in pairs:
+                inside = b.and_pred(row_in[r], b.setp("lt", cols[ni], n))
+                b.st("global", b.add(row_addr[r], b.cvt(b.shl(cols[ni], 2), "u64")), acc[i:i + 2], pred=inside)
             return
-        bias = self.values[epilogue.bias] if epilogue.bias is not None else None
-        activation = epilogue.activation.data if epilogue.activation else "none"
-        out = _Epilogue(b, cfg.dtype, activation, self.values[op.out], n, bias, [b.add(col0, ni * 8) for ni in range(ni_count)])
-        for mi in range(mi_count):
-            for half in range(2):
-                row = b.add(row0, mi * 16 + half * 8)
-                row_in = b.setp("lt", row, m)
-                for ni in range(ni_count):
-                    lo, hi = acc[(mi * ni_count + ni) * 4 + 2 * half: (mi * ni_count + ni) * 4 + 2 * half + 2]
-                    out.store(row, row_in, ni, lo, hi)
+        out = self._c_epilogue(epilogue, op.out, cols)
+        for r, ni, i in pairs:
+            out.store(rows[r], row_in[r], ni, *acc[i:i + 2])
 
     def _store_transposed(self, op: tile.StoreOp, epilogue: tile.EpilogueOp, acc: list) -> None:
         """The weight was the A operand, so the accumulators hold C transposed: lane (g, t) holds
@@ -568,20 +557,30 @@ class _BlockLowering:
             place = lambda i: (2 * (i // 4) + i % 2, i // 2 % 2)  # noqa: E731
         row_in = [b.setp("lt", r, m) for r in rows]
         if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
-            npad = b.add(n, b.and_(n, 1))
-            split_row0 = b.mul(b.sreg("ctaid.z"), m)
             col_in = [b.setp("lt", c, n) for c in cols]
-            row_addr = [b.add(self.values[op.out], b.cvt(b.shl(b.mul(b.add(split_row0, r), npad), 2), "u64")) for r in rows]
+            row_addr = self._workspace_rows(op.out, rows)
             for i, v in enumerate(acc):
                 r, c = place(i)
                 b.st("global", b.add(row_addr[r], b.cvt(b.shl(cols[c], 2), "u64")), [v], pred=b.and_pred(row_in[r], col_in[c]))
             return
-        bias = self.values[epilogue.bias] if epilogue.bias is not None else None
-        activation = epilogue.activation.data if epilogue.activation else "none"
-        out = _Epilogue(b, cfg.dtype, activation, self.values[op.out], n, bias, cols, width=1)
+        out = self._c_epilogue(epilogue, op.out, cols, width=1)
         for i, v in enumerate(acc):
             r, c = place(i)
             out.store_one(rows[r], row_in[r], c, v)
+
+    def _workspace_rows(self, workspace, rows: list) -> list:
+        """Per row, the address of its column 0 in this split's slice (ctaid.z) of the f32 workspace
+        [split_k, M, N rounded up to even]."""
+        b = self.b
+        npad = b.add(self.n, b.and_(self.n, 1))
+        slice_row0 = b.mul(b.sreg("ctaid.z"), self.m)
+        return [b.add(self.values[workspace], b.cvt(b.shl(b.mul(b.add(slice_row0, row), npad), 2), "u64")) for row in rows]
+
+    def _c_epilogue(self, epilogue: tile.EpilogueOp, out, cols: list, width: int = 2) -> "_Epilogue":
+        """The epilogue's bias and activation, storing into `out` at `cols`."""
+        bias = self.values[epilogue.bias] if epilogue.bias is not None else None
+        activation = epilogue.activation.data if epilogue.activation else "none"
+        return _Epilogue(self.b, self.cfg.dtype, activation, self.values[out], self.n, bias, cols, width)
 
 
 DECODED_UNROLL = 4  # k-tiles per loop trip of the decoded-weight wgmma pipeline (_wgmma_pipeline): it drains once a trip
