@@ -173,10 +173,10 @@ def profile_targets() -> int:
     return 0
 
 
-def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
+def plan(sms: int, quick: bool = False, target: str = "", formats: tuple = ()) -> list[tuple]:
     """What the benchmark times: (m, n, k, format label, the scheduler's schedule, candidate schedules);
     at M = 4096 on sm_90a packed weights and 8-bit operands take wgmma tiles, timed beside the
-    mma.sync ones (and int4 beside other wgmma tiles)."""
+    mma.sync ones (and int4 beside other wgmma tiles). `formats`: only the rows whose label starts with one of them."""
     from lowering.graph_to_tile import choose_config
 
     shapes, ms = (SHAPES[3:], [1, 16, 4096]) if quick else (SHAPES, MS)
@@ -187,13 +187,18 @@ def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
             if quick and m == 4096:
                 names = {"int4 g128": FORMATS["int4 g128"]}
             for label, (weight, group, scale, zero) in names.items():
+                if formats and not label.startswith(formats):
+                    continue
                 fields = dict(weight=weight, group=group, scale=scale, zero=zero, sms=sms)
                 cfg, plain = (choose_config(m, n, k, "f16", **fields, target=t) for t in (target, ""))
                 candidates = [plain] if plain != cfg else []
                 tried = SMALL_M_CANDIDATES if label == "int4 g128" and m <= 16 else FORMAT_CANDIDATES if m == 1 else \
                     WGMMA_WEIGHT_CANDIDATES if label == "int4 g128" and cfg.wgmma and m == 4096 else []
                 if (n, k) in SHAPES[3:]:
+                    rows16 = choose_config(16, n, k, "f16", **fields, target=target)
                     for cand in tried:
+                        if cand.get("bm") == 16 and "scale_partials" not in cand:  # where 16-row tiles apply the scales
+                            cand = {**cand, "scale_partials": rows16.scale_partials}
                         try:
                             alt = dataclasses.replace(cfg, **cand)
                         except ValueError:  # not a valid schedule beside this one
@@ -203,6 +208,8 @@ def plan(sms: int, quick: bool = False, target: str = "") -> list[tuple]:
                 cases.append((m, n, k, label, cfg, candidates))
             if (n, k) in SHAPES[3:] and m in (1, 16, 4096):
                 for label, a8 in EIGHT_BIT.items():
+                    if formats and not label.startswith(formats):
+                        continue
                     cfg, plain = (choose_config(m, n, k, "f16", sms=sms, a8=a8, target=t) for t in (target, ""))
                     cases.append((m, n, k, label, cfg, [plain] if plain != cfg else []))
     return cases
@@ -216,6 +223,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m backend.bench_quant")
     p.add_argument("--out", default=".", help="folder for bench_quant.md and .png")
     p.add_argument("--quick", action="store_true", help="the two largest shapes, M in {1, 16} (and 4096 for int4)")
+    p.add_argument("--formats", default="", help="comma-separated label prefixes to time, e.g. 'int4,mxfp4' (default: all)")
     p.add_argument("--profile", action="store_true", help="run the kernels worth profiling a few times each (for ncu) and exit")
     args = p.parse_args(argv)
     dev, date = torch.cuda.get_device_name(0), datetime.date.today().isoformat()
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
     if args.profile:
         return profile_targets()
     rows, tuning, peers = [], [], {}
-    for m, n, k, label, cfg, candidates in plan(sms, args.quick, device_target()):
+    for m, n, k, label, cfg, candidates in plan(sms, args.quick, device_target(), tuple(f for f in args.formats.split(",") if f)):
         if (m, n, k) not in peers:
             peers[(m, n, k)] = peer_us(m, n, k, l2)
         us, wbytes = rung_us(m, n, k, cfg, l2)

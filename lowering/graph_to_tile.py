@@ -42,7 +42,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
 
     M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
     operand, GemmConfig.weight_is_a) or 16-row ones, 4 warps side by side along N;
-    groups of 64 or more (or per channel) without zero terms scale partial sums (scale_partials);
+    weights without zero terms scale partial sums (scale_partials) where that takes fewer fmas than
+    scaling each decoded pair (groups of 64 or more, or per channel; 32 in 8-row tiles or for
+    minifloats in f16, whose exponent rescale then moves to the f32 sums);
     decode-bound formats (1-2 bits, nf4) skip the register prefetch, fill two waves and may split
     K further (partial sums up to half the weight's bytes).
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
@@ -76,8 +78,6 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     if m <= 16 and weight:  # k-tiles of 8 KiB of codes; the next unit's words load while this one decodes (measured 1.3x)
         d = decoder(weight)
         bk = max(min(128, 512 // d.bits), block)
-        # one f32 fma per accumulator and group costs less than scaling every weight pair once a group spans 4 k16 steps
-        partials = not zero and (group == 0 or group >= 64)
         # decode-bound formats (1 and 2 bits, table lookups): two waves of blocks balance better than one, and
         # 1-bit words (2-bit ones too with 16-row tiles) decode into too many registers to prefetch
         # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9);
@@ -87,6 +87,13 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         # M <= 8: 8-row tiles put the weight in the mma's A operand, half the mma and partial-sum work and a third
         # fewer registers (measured at M = 1 on 28672 x 8192: int1 34.5 -> 28.4 us, int2 38.4 -> 33.5, nf4 71.0 -> 61.5)
         bm = 8 if m <= 8 else 16
+        # scale_partials: one f32 fma per accumulator (bm a lane: 8 in 8-row tiles, 16 in 16-row ones) and group instead
+        # of one per decoded pair (group / 2), and for minifloats in f16 the exponent rescale each pair then skips
+        # (measured at M = 1 on 28672 x 8192: fp4 g32 55.2 -> 53.1 us, mxfp4 53.7 -> 51.3; at M = 16 fp4 60.8 -> 58.5);
+        # but not for e8m0 scales in 16-row tiles, a byte per column, whose registers push the kernel past 128 a
+        # thread (mxfp4 at M = 16: 60.5 -> 71.6 us)
+        pair_ops = (group or k) // 2 * (2 if dtype == "f16" and d.rescale(dtype) != 1 else 1)
+        partials = not zero and bm < pair_ops and not (scale == "e8m0" and bm == 16)
         cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
                          scale_partials=partials, **copies, **packed)
         spread = {"waves": 2, "partial_share": 0.5} if decode_bound else {}

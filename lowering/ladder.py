@@ -12,7 +12,8 @@ one of three kinds:
   whose codes fit the mantissa where they lie (2 pairs of int4, 5 of int2, 10 of int1 for f16);
 - minifloats (`FloatDecode`, e2m1, e4m3, e5m2): one shift brings pair j to the top of each
   half; the exponent and mantissa bits are shifted under the target's exponent field, the sign
-  kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent;
+  kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent (or is
+  left to a kernel that scales f32 partial sums: `rescale`);
 - any other 4-bit table (`LutDecode`, nf4): the 16 values' low and high bytes live in eight
   registers; prmt picks four values' bytes at once by their codes.
 
@@ -90,9 +91,14 @@ class Decoder:
         slots = slots.reshape(*slots.shape[:-1], -1, 2, self.per_word // 2)  # [..., word, lo/hi, pair]
         return np.swapaxes(slots, -1, -2).reshape(*slots.shape[:-3], -1)
 
-    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
-        """Registers holding each pair of a word's values as dtype x2, in order."""
+    def emit(self, b: PtxBuilder, word, dtype: str, rescaled: bool = True) -> list:
+        """Registers holding each pair of a word's values as dtype x2, in order; with `rescaled`
+        False, the values divided by `rescale(dtype)` (a decoder that would multiply by it last)."""
         raise NotImplementedError
+
+    def rescale(self, dtype: str) -> float:
+        """The exact power of two the decoder's last step multiplies by (1: none)."""
+        return 1.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class IntDecode(Decoder):
     def values(self, codes) -> np.ndarray:
         return np.asarray(codes, np.float64) - self.offset
 
-    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+    def emit(self, b: PtxBuilder, word, dtype: str, rescaled: bool = True) -> list:
         """One shift per window of pairs: a code at bits b*i of a half already lies inside the
         magic float's mantissa (2^p + u * 2^(b*i), exact), so lop3 takes it without shifting and
         the fma scales by 2^-(b*i) as it subtracts 2^(p - b*i) + offset, exactly."""
@@ -144,11 +150,16 @@ class FloatDecode(Decoder):
     man_bits: int
     bias: int
 
-    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
-        t_exp, _, t_bias = TARGET_BITS[dtype]
+    def rescale(self, dtype: str) -> float:
+        return 2.0 ** (TARGET_BITS[dtype][2] - self.bias)
+
+    def emit(self, b: PtxBuilder, word, dtype: str, rescaled: bool = True) -> list:
+        """Without `rescaled`, the placed bits as they are: the values times 2^(format bias - target
+        bias), exact (the target's subnormals hold the format's)."""
+        t_exp = TARGET_BITS[dtype][0]
         w, down = self.bits, t_exp - self.exp_bits
         magnitude = ((1 << (w - 1)) - 1) << (16 - w - down)  # exponent and mantissa bits after the shift down
-        rescale = int(half_bits(2.0 ** (t_bias - self.bias), dtype)) * PAIR if t_bias != self.bias else None
+        rescale = int(half_bits(self.rescale(dtype), dtype)) * PAIR if rescaled and self.rescale(dtype) != 1 else None
         minus_zero = 0x8000 * PAIR
         out = []
         for j in range(self.per_word // 2):
@@ -176,7 +187,7 @@ class LutDecode(Decoder):
     def unpack(self, words: np.ndarray) -> np.ndarray:
         return unpack(np.asarray(words, np.uint32), 4)
 
-    def emit(self, b: PtxBuilder, word, dtype: str) -> list:
+    def emit(self, b: PtxBuilder, word, dtype: str, rescaled: bool = True) -> list:
         table = half_bits(element_format(self.name).values, dtype).astype(np.uint32)
         words = [[int(sum(int(byte_of(table[4 * i + j])) << (8 * j) for j in range(4))) for i in range(4)]
                  for byte_of in (lambda v: v & 0xFF, lambda v: v >> 8)]

@@ -368,7 +368,10 @@ class _BlockLowering:
                 acc = compute_unit(body, raw, acc, u)
             body.yield_([*acc, _next_stage(body, read_stage, cfg.stages), _next_stage(body, write_stage, cfg.stages)])
         b.wait(0)
-        self.values[op.result] = list(loop.results)[:len(acc_inits)]
+        acc = list(loop.results)[:len(acc_inits)]
+        if self.weights and self.weights.acc_rescale != 1:  # exact: a power of two
+            acc = [b.mul(a, b.fimm(self.weights.acc_rescale)) for a in acc]
+        self.values[op.result] = acc
 
     def _prologue(self, op: tile.PipelineOp, issue, ahead: int) -> tuple:
         """(first k-tile, k-tile count, zeroed accumulators), the first `ahead` k-tiles issued."""
@@ -712,6 +715,9 @@ class _WeightFragments:
             if cfg.scale == "e8m0":  # a byte per column
                 self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
         self.scale_regs = len(self.acc_cols)  # registers a group's accumulator scales take (a pair of halves in one)
+        # scaled partial sums in f16 take minifloats as placed, their exponent rescale left to the f32 sums (acc_rescale);
+        # not in bf16, where the placed values (2^-126 of a minifloat's) would make f32 products subnormal
+        self.acc_rescale = self.dec.rescale(cfg.dtype) if cfg.scale_partials and cfg.dtype == "f16" else 1.0
 
     def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
         """A row's scale (or zero term) as a dtype x2 pair."""
@@ -740,16 +746,14 @@ class _WeightFragments:
         for g in ending:
             srow = self.scale_rows[g]  # (a group per row of the k-tile, or one row for all of it)
             for col in self.acc_cols:
-                if cfg.scale == "e8m0":  # 2^(e - 127) as f32 bits; code 0 is the subnormal 2^-127
-                    out.append(body.max(body.shl(body.tile_load(buf, stage, srow, col, kind="u32", byte=True), 23), 0x00400000))
-                else:
-                    out.append(body.tile_load(buf, stage, srow, col, kind="b16" if cfg.weight_is_a else "b32"))
+                kind = "u32" if cfg.scale == "e8m0" else "b16" if cfg.weight_is_a else "b32"
+                out.append(body.tile_load(buf, stage, srow, col, kind=kind, byte=cfg.scale == "e8m0"))
         return out
 
     def column_scales(self, body: PtxBuilder, regs: list) -> list:
         """A group's loaded scales as f32, one per accumulator column (_BlockLowering._acc_column)."""
-        if self.cfg.scale == "e8m0":
-            return regs
+        if self.cfg.scale == "e8m0":  # 2^(e - 127) as f32 bits; code 0 is the subnormal 2^-127
+            return [body.max(body.shl(e, 23), 0x00400000) for e in regs]
         if self.cfg.weight_is_a:
             return [body.cvt_widen(h, self.cfg.dtype) for h in regs]
         return [body.cvt_widen(h, self.cfg.dtype) for pair in regs for h in body.unpack_halves(pair)]
@@ -770,7 +774,7 @@ class _WeightFragments:
         srows = sorted({self._srow(blk, step) for step in range(self.steps)})
         out = [[None] * len(self.rows) for _ in range(self.steps)]
         for ni, word in enumerate(words):
-            regs = self.dec.emit(body, word, cfg.dtype)
+            regs = self.dec.emit(body, word, cfg.dtype, rescaled=self.acc_rescale == 1)
             for step in range(self.steps):
                 if scales is None:
                     out[step][ni] = (regs[2 * step], regs[2 * step + 1])

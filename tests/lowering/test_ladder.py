@@ -20,28 +20,28 @@ from lowering.ptx_builder import PtxBuilder
 FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4"]
 
 
-def decode_kernel(d: Decoder, dtype: str, threads: int = 64) -> KernelOp:
+def decode_kernel(d: Decoder, dtype: str, threads: int = 64, rescaled: bool = True) -> KernelOp:
     """Thread i decodes word i and stores its pairs to out[i * pairs ...]."""
     k = KernelOp.get("decode", ["u64", "u64"], threads)
     b = PtxBuilder(k.body.block)
     src, dst = k.body.block.args
     tid = b.sreg("tid.x")
     word = b.ld("global", b.add(src, b.cvt(b.shl(tid, 2), "u64")), "b32")
-    regs = d.emit(b, word, dtype)
+    regs = d.emit(b, word, dtype, rescaled)
     out = b.add(dst, b.cvt(b.mul(tid, 4 * len(regs)), "u64"))
     for j, r in enumerate(regs):
         b.st("global", out, [r], offset=4 * j)
     return k
 
 
-def run_decoder(d: Decoder, dtype: str, words: np.ndarray) -> np.ndarray:
+def run_decoder(d: Decoder, dtype: str, words: np.ndarray, rescaled: bool = True) -> np.ndarray:
     """Every word decoded by its own thread; the values in order."""
     words = words.reshape(-1).astype(np.uint32)
     mem = DeviceMemory()
     src = mem.alloc(words)
     t = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
     dst = mem.alloc(np.zeros(words.size * d.per_word, t))
-    run_kernel(decode_kernel(d, dtype, words.size), (1,), [src, dst], mem)
+    run_kernel(decode_kernel(d, dtype, words.size, rescaled), (1,), [src, dst], mem)
     return mem.read(dst, np.zeros(words.size * d.per_word, t)).astype(np.float64)
 
 
@@ -65,6 +65,9 @@ def test_generated_decoder_recovers_every_value(name, dtype):
     want = half_bits(values, dtype)
     got = half_bits(run_decoder(d, dtype, words), dtype)
     assert np.array_equal(got, want), (values[got != want][:4], run_decoder(d, dtype, words)[got != want][:4])
+    # left unrescaled (kernels that rescale f32 partial sums instead), each value over the rescale, exactly
+    unrescaled = run_decoder(d, dtype, words, rescaled=False)
+    assert np.array_equal(unrescaled * d.rescale(dtype), half_bits(values, dtype).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16))
 
 
 @given(st.sampled_from(["int1", "uint2", "int4", "int8", "e2m1", "e4m3", "nf4"]), st.integers(1, 4), st.integers(0, 2**31))

@@ -393,6 +393,7 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bias=True, activation="relu", scale_partials=True)),
     (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=16, warps_m=1, warps_n=2, scale_partials=True)),
     (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, prefetch=True, scale_partials=True)),
+    (("e2m1", 32, "f16", "none"), dict(dtype="f16", bk=128, bm=16, warps_m=1, warps_n=2, prefetch=True, scale_partials=True)),
     # wgmma tiles: the weight decoded into wgmma's A registers, C stored from its transpose
     (("int4", 128, "f16", "none"), dict(dtype="f16", bm=16, bn=64, bk=64, warps_n=4, stages=3, wgmma=True)),
     (("uint4", 32, "bf16", "quantized"), dict(dtype="bf16", bm=32, bn=64, bk=64, warps_n=4, stages=4, bias=True, activation="silu",
@@ -409,6 +410,7 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("uint4", 32, "bf16", "quantized"), dict(dtype="bf16", bk=64, bm=8, warps_n=2, bn=64, bias=True, activation="silu")),
     (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bm=8, split_k=3, scale_partials=True)),
     (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=8, scale_partials=True)),
+    (("e2m1", 32, "e8m0", "none"), dict(dtype="f16", bk=128, bm=8, split_k=2, prefetch=True, scale_partials=True)),
     (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, bm=8, prefetch=True)),
 ]
 
