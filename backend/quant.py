@@ -39,7 +39,8 @@ EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # p
 @dataclass
 class QuantizedWeight:
     """A weight [N, K] in the layout Rung's kernels read (lowering.ladder.pack_weight), packed for
-    `dtype` activations: `codes` int32 [N, K * bits / 32] in mma order, `scales` [K / group, N16]
+    `dtype` activations: `codes` int32 [N, K * bits / 32] in mma order, stored in 16-row tiles
+    (lowering.ladder.code_tiles), `scales` [K / group, N16]
     (dtype, or uint8 e8m0 codes), `zeros` [K / group, N16] (dtype: w = q * s + z) or None.
     With `activations` (W8A8, FP8), codes are the 8-bit weight as it is and scales f32 [N]."""
 

@@ -515,11 +515,11 @@ class MatmulOp(IRDLOperation):
         zeros = rest.pop(0) if self.zeros is not None else None
         bias = rest.pop(0) if self.bias is not None else None
         if cfg.scale_partials:  # the codes' values, and each group's partial sums scaled (as the kernel does)
-            from lowering.ladder import decode_values, group_scales
+            from lowering.ladder import code_chunk_bytes, code_rows, decode_values, group_scales
 
             k = x.shape[1]
             s = group_scales(_bits(scales, cfg.dtype)[:, :w.shape[0]], cfg.scale == "e8m0", cfg.dtype, rounded=False)
-            w = decode_values(np.asarray(w).view(np.uint32), cfg.weight, cfg.dtype, k)
+            w = decode_values(code_rows(np.asarray(w).view(np.uint32), code_chunk_bytes(cfg.weight_bits)), cfg.weight, cfg.dtype, k)
         else:
             w = self._dense_weight(w, scales, zeros)  # [N, K]
         if x_scales is not None:
@@ -577,8 +577,8 @@ def packed_types(fmt, dtype: str, n: int, k: int) -> list:
 class PackWeightOp(IRDLOperation):
     """Ladder's offline transform of a quantized weight (its element values, scales and zeros as
     graph.qlinear holds them) into what a tensor-core kernel with `dtype` activations reads:
-    codes in mma order and scales and zero terms [K / group, N16] (lowering.ladder.pack_weight).
-    It depends on the weight alone, so it runs once per weight, not per call."""
+    codes in mma order stored in 16-row tiles, and scales and zero terms [K / group, N16]
+    (lowering.ladder.pack_weight). It depends on the weight alone, so it runs once per weight, not per call."""
 
     name = "tile.pack_weight"
     qweight = operand_def(TensorType)
@@ -1040,7 +1040,9 @@ COPY_BYTES = (16, 8, 4, 2)  # cp.async sizes; 2: a load and a shared store per e
 class CopyOp(IRDLOperation):
     """buffer[stage] = the buffer tile's window of `src` (zeros outside it) at `fixed` along the
     dimension other than `k_dim`, and k-tile `k_tile` along `k_dim`: from k_tile * k_step[0] //
-    k_step[1] (k_step: k-tile to rows or columns of src). `bytes` per copy instruction."""
+    k_step[1] (k_step: k-tile to rows or columns of src). `bytes` per copy instruction. With
+    `row_tiles` (C), src is packed codes stored in tiles of 16 rows, C bytes of each row at a time
+    (lowering.ladder.code_tiles)."""
 
     name = "tile.copy"
     src = operand_def(TensorType)
@@ -1051,14 +1053,16 @@ class CopyOp(IRDLOperation):
     k_dim = prop_def(IntegerAttr)
     k_step = prop_def(DenseArrayBase)
     bytes = prop_def(IntegerAttr)
+    row_tiles = opt_prop_def(IntegerAttr)
     assembly_format = "$src `[` $fixed `,` $k_tile `]` `->` $buffer `[` $stage `]` attr-dict `:` type($src) `,` type($buffer)"
     irdl_options = (ParsePropInAttrDict(),)
 
     @staticmethod
-    def get(src, fixed, k_tile, buffer, stage, k_dim: int, k_step: tuple[int, int], nbytes: int) -> "CopyOp":
-        return CopyOp.build(operands=[src, fixed, k_tile, buffer, stage],
-                            properties={"k_dim": IntegerAttr(k_dim, i64), "k_step": DenseArrayBase.from_list(i64, list(k_step)),
-                                        "bytes": IntegerAttr(nbytes, i64)})
+    def get(src, fixed, k_tile, buffer, stage, k_dim: int, k_step: tuple[int, int], nbytes: int, row_tiles: int = 0) -> "CopyOp":
+        props = {"k_dim": IntegerAttr(k_dim, i64), "k_step": DenseArrayBase.from_list(i64, list(k_step)), "bytes": IntegerAttr(nbytes, i64)}
+        if row_tiles:
+            props["row_tiles"] = IntegerAttr(row_tiles, i64)
+        return CopyOp.build(operands=[src, fixed, k_tile, buffer, stage], properties=props)
 
     @property
     def elems(self) -> int:
@@ -1070,12 +1074,20 @@ class CopyOp(IRDLOperation):
             raise VerifyException(f"tile.copy: k_dim is 0 or 1, k_step [num, den], bytes one of {COPY_BYTES}")
         if self.src.type.element_type != self.buffer.type.element:
             raise VerifyException(f"tile.copy keeps the element type: {self.src.type.element_type} into {self.buffer.type.element}")
+        chunk = self.row_tiles.value.data if self.row_tiles is not None else 16
+        if self.row_tiles is not None and (self.k_dim.value.data != 1 or self.bytes.value.data != 16 or chunk < 16 or chunk & (chunk - 1)):
+            raise VerifyException("tile.copy from 16-row tiles copies along the rows (k_dim 1), 16 bytes at a time, from chunks of "
+                                  "a power of two bytes, 16 or more")
 
     def run(self, ids: BlockIds, src, fixed, k_tile, buffer, stage):
         num, den = self.k_step.get_values()
         k0 = k_tile * num // den if den else 0
         _, rows, cols = buffer.shape
         r0, c0 = (fixed, k0) if self.k_dim.value.data == 1 else (k0, fixed)
+        if self.row_tiles is not None:  # back in row order
+            from lowering.ladder import code_rows
+
+            src = code_rows(src.view(np.uint32), self.row_tiles.value.data).view(src.dtype)
         buffer[stage] = _window(src, r0, c0, rows, cols)
         return ()
 
@@ -1128,14 +1140,15 @@ class DecodeOp(IRDLOperation):
             raise VerifyException("tile.decode's scales come with their group size, and only with them")
 
     def run(self, ids: BlockIds, codes, scales=None, zeros=None):
-        from lowering.ladder import PackedWeight, decode_values, unpack_weight
+        from lowering.ladder import apply_scales, decode_values
 
         bk, dtype = self.result.type.get_shape()[1], str(self.result.type.element)
+        q = decode_values(codes.view(np.uint32), self.element.data, dtype, bk)  # a k-tile's rows, as shared memory holds them
         if scales is None:
-            return decode_values(codes.view(np.uint32), self.element.data, dtype, bk).astype(np.float32)
+            return q.astype(np.float32)
         group = self.group.value.data
-        packed = PackedWeight(codes.view(np.uint32), _bits(scales, dtype), _bits(zeros, dtype) if zeros is not None else None)
-        return unpack_weight(packed, self.element.data, group if 0 < group < bk else 0, _is_e8m0(self.scales), dtype, bk)
+        return apply_scales(q, _bits(scales, dtype), _bits(zeros, dtype) if zeros is not None else None, group if 0 < group < bk else 0,
+                            _is_e8m0(self.scales), dtype)
 
 
 def _is_e8m0(scales: SSAValue | None) -> bool:

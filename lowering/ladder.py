@@ -244,12 +244,46 @@ def mma_b_words(values, d: Decoder) -> np.ndarray:
     return d.pack(d.codes(v[:, mma_order(v.shape[1], d.bits)]))
 
 
+CODE_TILE_ROWS = 16  # packed codes are stored in tiles of 16 rows (code_tiles)
+
+
+def code_chunk_bytes(bits: int) -> int:
+    """Bytes of each row a code tile keeps together: a small-M k-tile's (16 * bits, at most 64)."""
+    return min(16 * bits, 64)
+
+
+def code_tiles(words: np.ndarray, chunk: int) -> np.ndarray:
+    """The stored image of codes [N, W] (words in mma order along each row): tiles of 16 rows one
+    after another, and in each, chunk by chunk of K, the rows' `chunk` bytes one row after
+    another. A k-tile of 16 rows is then one contiguous run of memory rather than 16 runs a row
+    apart (DRAM streams it faster: int4 at M = 1 on 28672 x 8192, 48.2 -> 44.9 us on an H100;
+    16-byte chunks instead ran 70 us). Codes whose N is not a multiple of 16, or whose rows are
+    not whole chunks, stay as they are. Same shape; `code_rows` undoes it."""
+    return _retile(np.asarray(words, np.uint32), chunk, True)
+
+
+def code_rows(image: np.ndarray, chunk: int) -> np.ndarray:
+    """Codes [N, W] row by row from their stored image (`code_tiles`)."""
+    return _retile(np.asarray(image, np.uint32), chunk, False)
+
+
+def _retile(x: np.ndarray, chunk: int, to_tiles: bool) -> np.ndarray:
+    n, w = x.shape
+    per, t = chunk // 4, CODE_TILE_ROWS  # words a chunk, rows a tile
+    if w % per or n % t:
+        return x.copy()
+    if to_tiles:  # [tile, row, chunk, word] -> [tile, chunk, row, word]
+        return np.ascontiguousarray(x.reshape(n // t, t, w // per, per).transpose(0, 2, 1, 3)).reshape(n, w)
+    return np.ascontiguousarray(x.reshape(n // t, w // per, t, per).transpose(0, 2, 1, 3)).reshape(n, w)
+
+
 N_ALIGN = 16  # scale rows are padded to a multiple of 16 columns: every row starts 16-byte aligned
 
 
 @dataclass
 class PackedWeight:
-    """What the kernel reads: `codes` uint32 [N, K * bits / 32] in mma order; `scales` [G, N16]
+    """What the kernel reads: `codes` uint32 [N, K * bits / 32] in mma order, stored in 16-row tiles
+    (`code_tiles`); `scales` [G, N16]
     as 16-bit patterns of the activation dtype (uint16) or e8m0 codes (uint8); `zeros` [G, N16]
     (uint16 patterns of z in w = q * s + z) or None. G = K / group (1 per channel)."""
 
@@ -283,7 +317,8 @@ def pack_weight(values, scales, zeros, fmt: QuantFormat, dtype: str) -> PackedWe
         zf = np.asarray(zeros, np.float64)
         z = -zf if fmt.zero == "rescale" else -zf * s  # (q - z) s = q s - z s
         z = group_major(half_bits(z, dtype), np.uint16)
-    return PackedWeight(mma_b_words(values, decoder(fmt.element)), packed_scales, z)
+    d = decoder(fmt.element)
+    return PackedWeight(code_tiles(mma_b_words(values, d), code_chunk_bytes(d.bits)), packed_scales, z)
 
 
 def unpack_weight(packed: PackedWeight, element: str, group: int, mx: bool, dtype: str, k: int, rounded: bool = True) -> np.ndarray:
@@ -291,18 +326,24 @@ def unpack_weight(packed: PackedWeight, element: str, group: int, mx: bool, dtyp
     dtype, times its scale plus its zero term, rounded once to dtype (the decoders' fma); with
     `rounded` False, q * s as it is (kernels that scale partial sums, GemmConfig.scale_partials;
     MX scales then stay exact powers of two)."""
-    q = decode_values(packed.codes, element, dtype, k)
-    n = q.shape[0]
+    q = decode_values(code_rows(packed.codes, code_chunk_bytes(decoder(element).bits)), element, dtype, k)
+    return apply_scales(q, packed.scales, packed.zeros, group, mx, dtype, rounded)
+
+
+def apply_scales(q: np.ndarray, scales, zeros, group: int, mx: bool, dtype: str, rounded: bool = True) -> np.ndarray:
+    """Values q [N, K] times their packed scales plus their zero terms ([G, N16]), as unpack_weight
+    gives them, float32."""
+    n, k = q.shape
     groups = k // group if group else 1
-    s = group_scales(packed.scales[:, :n], mx, dtype, rounded)
-    z = _from_bits(packed.zeros[:, :n], dtype) if packed.zeros is not None else np.zeros((groups, n))
+    s = group_scales(scales[:, :n], mx, dtype, rounded)
+    z = _from_bits(zeros[:, :n], dtype) if zeros is not None else np.zeros((groups, n))
     per = k // groups
     w = (q.reshape(n, groups, per) * s.T[..., None] + z.T[..., None]).reshape(n, k)  # exact in float64
     return (_as_dtype(w, dtype) if rounded else w).astype(np.float32)
 
 
 def decode_values(codes: np.ndarray, element: str, dtype: str, k: int) -> np.ndarray:
-    """The values q [N, K] of codes in mma order (`mma_b_words`), rounded to dtype, as float64."""
+    """The values q [N, K] of codes in mma order (`mma_b_words`, row by row), rounded to dtype, as float64."""
     d = decoder(element)
     q = np.empty((codes.shape[0], k), np.float64)
     q[:, mma_order(k, d.bits)] = d.values(d.unpack(codes))

@@ -52,7 +52,7 @@ from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import REDUCE_THREADS, GemmConfig, SharedTile, reduce_grid, reduce_param_kinds
 from ir.errors import RungError
 from dialects.warp import WGMMA_SWIZZLE, SmemType
-from lowering.ladder import decoder
+from lowering.ladder import CODE_TILE_ROWS, decoder
 from lowering.ptx_builder import PtxBuilder
 
 
@@ -69,14 +69,27 @@ class _TileCopy:
     outside the matrix; threads past the tile's copies issue none.
 
     `k_in_rows` says whether K runs along the tile's rows (B stored [K, N], scales) or its columns;
-    `k0` of `issue` counts in that axis's units (rows, or elements)."""
+    `k0` of `issue` counts in that axis's units (rows, or elements). With `row_tiles` (C bytes) the
+    source is packed codes stored in tiles of 16 rows (lowering.ladder.code_tiles): byte c of row r
+    lies at (r - r % 16) * stride + (c - c % C) * 16 + (r % 16) * C + c % C where N is a multiple of
+    16 and rows are whole chunks (else at r * stride + c: rows as they are)."""
 
     def __init__(self, b: PtxBuilder, tid, tile: SharedTile, threads: int, ptr, row_stride, row0, row_limit,
-                 col0, col_limit, k_in_rows: bool):
+                 col0, col_limit, k_in_rows: bool, row_tiles: int = 0):
         self.tile, self.k_in_rows, self.row_limit, self.col_limit, self.row_stride = tile, k_in_rows, row_limit, col_limit, row_stride
         per_row = tile.cols // tile.elems
         total = tile.rows * per_row
         self.copy_bytes = tile.elem_bytes * tile.elems
+        if row_tiles and (k_in_rows or self.copy_bytes != 16 or row_tiles & (row_tiles - 1)):
+            raise ValueError("row tiles are copied 16 bytes at a time along K, in chunks of a power of two bytes")
+        self.row_tiles = row_tiles
+        # a k-tile of whole chunks moves every row's address by its bytes times the tiles' height
+        self.linear = bool(row_tiles) and (tile.cols * tile.elem_bytes) % row_tiles == 0
+        self.col_bytes = []  # with row_tiles: each pass's column, in bytes
+        if row_tiles:  # tiles of 16 rows where N is a multiple of 16 and rows are whole chunks; else rows as they are
+            self.tiled = b.and_pred(b.setp("eq", b.and_(row_limit, CODE_TILE_ROWS - 1), 0),
+                                    b.setp("eq", b.and_(b.cvt(row_stride, "u32"), row_tiles - 1), 0))
+            self.height = b.selp(CODE_TILE_ROWS, 1, self.tiled)
         self.passes = []  # (tile row, tile col, matrix row, matrix col, global address at k = 0, guard)
         first_col = None
         for i in range(-(-total // threads)):
@@ -87,7 +100,13 @@ class _TileCopy:
             tile_col = first_col  # (every pass copies the same columns when the threads cover whole rows)
             row, col = b.add(row0, tile_row), b.add(col0, tile_col)
             col_bytes = b.mul(col, tile.elem_bytes) if tile.elem_bytes > 1 else col
-            gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_stride), b.cvt(col_bytes, "u64")))
+            if row_tiles:  # the row's tile's first row, and where the row's first byte lies in the tile
+                first_row = b.selp(b.and_(row, -CODE_TILE_ROWS & 0xFFFFFFFF), row, self.tiled)
+                start = b.add(ptr, b.add(b.mul(b.cvt(first_row, "u64"), row_stride), b.cvt(b.mul(b.sub(row, first_row), row_tiles), "u64")))
+                gaddr = b.add(start, b.cvt(self._chunked(b, col_bytes, self.height), "u64")) if self.linear else start
+                self.col_bytes.append(col_bytes)
+            else:
+                gaddr = b.add(ptr, b.add(b.mul(b.cvt(row, "u64"), row_stride), b.cvt(col_bytes, "u64")))
             guard = b.setp("lt", idx, total) if (i + 1) * threads > total else None
             if guard is not None and tile.elems == 1:
                 raise ValueError("element-by-element copies need every thread")  # GemmConfig rules this out
@@ -95,18 +114,28 @@ class _TileCopy:
         # the bound that does not move with k
         self.fixed = [b.setp("lt", col, col_limit) if k_in_rows else b.setp("lt", row, row_limit) for _, _, row, col, _, _ in self.passes]
 
+    def _chunked(self, b: PtxBuilder, byte, height):
+        """Where byte `byte` of a row lies in its tile, from the row's first byte: chunk by chunk of
+        the tile's rows (lowering.ladder.code_tiles)."""
+        log = self.row_tiles.bit_length() - 1
+        return b.add(b.mul(b.shr(byte, log), b.shl(height, log)), b.and_(byte, self.row_tiles - 1))
+
     def issue(self, bb: PtxBuilder, k0, buf, stage) -> None:
         moving = {}  # one bound check per distinct row (or column)
         if self.k_in_rows:
             shift = bb.mul(bb.cvt(k0, "u64"), self.row_stride)
         else:
-            shift = bb.cvt(bb.mul(k0, self.tile.elem_bytes) if self.tile.elem_bytes > 1 else k0, "u64")
-        for (tile_row, tile_col, row, col, gaddr, guard), fixed in zip(self.passes, self.fixed):
+            k_bytes = bb.mul(k0, self.tile.elem_bytes) if self.tile.elem_bytes > 1 else k0
+            shift = bb.cvt(bb.mul(k_bytes, self.height) if self.linear else k_bytes, "u64")
+        for i, ((tile_row, tile_col, row, col, gaddr, guard), fixed) in enumerate(zip(self.passes, self.fixed)):
             along = row if self.k_in_rows else col
             if along not in moving:
                 moving[along] = bb.setp("lt", bb.add(along, k0), self.row_limit if self.k_in_rows else self.col_limit)
             inside = bb.and_pred(fixed, moving[along])
-            src = bb.add(gaddr, shift)
+            if self.row_tiles and not self.linear:  # k-tiles within chunks
+                src = bb.add(gaddr, bb.cvt(self._chunked(bb, bb.add(self.col_bytes[i], k_bytes), self.height), "u64"))
+            else:
+                src = bb.add(gaddr, shift)
             if self.tile.elems > 1:
                 bb.tile_cp_async(buf, stage, tile_row, tile_col, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes, pred=guard)
             else:  # rows only 2-byte aligned: a predicated load and a shared store
@@ -229,11 +258,12 @@ class _BlockLowering:
         halves = lambda x: b.cvt(b.shl(x, 1), "u64")  # noqa: E731 (bytes of a row of halves)
 
         def copy(ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows):
-            return _TileCopy(b, self.tid, shared, cfg.threads, ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows)
+            return _TileCopy(b, self.tid, shared, cfg.threads, ptr, row_stride, row0, row_limit, col0, col_limit, k_in_rows,
+                             op.row_tiles.value.data if op.row_tiles is not None else 0)
 
         if name == "a":
             return copy(p["a"], halves(self.kq), fixed, self.m, self.zero, self.k_end, False), cfg.bk_units
-        if name == "b" and cfg.weight:  # rows of K * bits / 16 halves of codes in mma order
+        if name == "b" and cfg.weight:  # rows of K * bits / 16 halves of codes in mma order (in 16-row tiles: op.row_tiles)
             bits = cfg.weight_bits
             return copy(p["b"], halves(b.shr(b.mul(self.k, bits), 4)), fixed, self.n, self.zero, b.shr(b.mul(self.k_end, bits), 4), False), shared.cols
         if name == "b" and cfg.b_kn:

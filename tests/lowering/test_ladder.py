@@ -14,7 +14,7 @@ from dialects.ptx import KernelOp
 from ir.interpreter import DeviceMemory, run_kernel
 from ir.layout import MMA_SHAPES
 from ir.numerics import FormatError
-from lowering.ladder import Decoder, decoder, half_bits, mma_b_words
+from lowering.ladder import CODE_TILE_ROWS, Decoder, code_rows, code_tiles, decoder, half_bits, mma_b_words
 from lowering.ptx_builder import PtxBuilder
 
 FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4"]
@@ -88,6 +88,25 @@ def test_mma_order_gives_each_lane_its_b_fragments(name, blocks, seed):
             for s in range(steps):
                 want = w[n_of[lane], 16 * steps * blk + 16 * s + k_of[lane]]
                 assert np.array_equal(half_bits(per_word[g, blk, t, s], "f16"), half_bits(want, "f16"))
+
+
+@given(st.integers(1, 70) | st.integers(1, 5).map(lambda t: 16 * t), st.integers(1, 24), st.sampled_from([16, 32, 64]), st.integers(0, 2**31))
+def test_code_tiles_keep_a_chunk_of_16_rows_together(n, columns, chunk, seed):
+    """Stored codes: tile after tile of 16 rows, in each the rows' `chunk` bytes one row after
+    another, chunk after chunk of K; codes whose N is not a multiple of 16 or whose rows are not
+    whole chunks stay as they are. code_rows gives the rows back."""
+    words = np.random.default_rng(seed).integers(0, 2**32, (n, 4 * columns), dtype=np.uint64).astype(np.uint32)
+    image = code_tiles(words, chunk)
+    assert image.shape == words.shape and np.array_equal(code_rows(image, chunk), words)
+    per = chunk // 4
+    if words.shape[1] % per or n % CODE_TILE_ROWS:
+        assert np.array_equal(image, words)
+        return
+    flat = image.reshape(-1)
+    for r0 in range(0, n, CODE_TILE_ROWS):
+        for c in range(words.shape[1] // per):
+            at = r0 * words.shape[1] + c * per * CODE_TILE_ROWS  # chunk c of the tile: 16 rows of `per` words, contiguous
+            assert np.array_equal(flat[at:at + per * CODE_TILE_ROWS].reshape(CODE_TILE_ROWS, per), words[r0:r0 + CODE_TILE_ROWS, per * c:per * (c + 1)])
 
 
 def test_bad_weights_are_clear_errors():

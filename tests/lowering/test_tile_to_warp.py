@@ -428,7 +428,7 @@ def test_low_precision_weights_decode_in_registers(fmt, schedule):
                      **{**base, **schedule})
     dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(4)
-    m, n, k = 37, 45, 256
+    m, n, k = 37, 48, 256  # (codes in 16-row tiles; rows as they are: test_small_m_schedules_read_codes_in_16_row_tiles)
     x = (rng.standard_normal((m, k)) * 0.5).astype(dt)
     w = rng.standard_normal((n, k))
     bias = (rng.standard_normal(n) * 0.1).astype(dt) if cfg.bias else None
@@ -442,7 +442,8 @@ def test_low_precision_weights_decode_in_registers(fmt, schedule):
 
 @settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
 @given(st.sampled_from([("int4", 64, "f16", "none"), ("uint2", 32, "bf16", "original"), ("e4m3", 32, "e8m0", "none")]),
-       st.integers(1, 300), st.integers(1, 140), st.integers(1, 7), st.integers(1, 3), st.integers(0, 2**31))
+       st.integers(1, 300), st.integers(1, 140) | st.integers(1, 8).map(lambda t: 16 * t), st.integers(1, 7), st.integers(1, 3),
+       st.integers(0, 2**31))
 def test_wgmma_decoded_weights_at_any_shape(fmt, m, n, k_tiles, split, seed):
     """Odd and even k-tile counts per split (the pipeline runs k-tiles in pairs, an odd count's last
     beside a zero-filled one), partial tiles along M and N: the kernel equals x @ (the packed
@@ -459,6 +460,27 @@ def test_wgmma_decoded_weights_at_any_shape(fmt, m, n, k_tiles, split, seed):
     ref = x.astype(np.float32) @ dense.T
     tol = 2e-3 if cfg.dtype == "f16" else 1e-2
     np.testing.assert_allclose(out, ref.astype(dt).astype(np.float32), rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
+@given(st.sampled_from([("int4", 32, "f16", "none"), ("int2", 64, "f16", "none"), ("e2m1", 32, "e8m0", "none")]),
+       st.sampled_from([8, 16]), st.integers(1, 16), st.integers(1, 90) | st.integers(1, 5).map(lambda t: 16 * t), st.integers(1, 6),
+       st.integers(0, 2**31))
+def test_small_m_schedules_read_codes_in_16_row_tiles(fmt, bm, m, n, blocks, seed):
+    """The small-M schedules' copies find each row's k-tile in the codes' 16-row tiles (or rows as
+    they are, N not a multiple of 16 or K not of the chunk): the kernel equals x @ (the packed weight decoded)^T."""
+    from ir.numerics import QuantFormat
+    from lowering.ladder import block_elems, decoder
+
+    fmt = QuantFormat(*fmt)
+    k = blocks * block_elems(decoder(fmt.element).bits)
+    cfg = GemmConfig("f16", bm=bm, bn=64, bk=128, warps_m=1, warps_n=2, stages=3, prefetch=True, scale_partials=True,
+                     split_k=2 if k > 128 else 1, **GemmConfig.weight_fields(fmt))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((min(m, bm), k)) * 0.5).astype(np.float16)
+    out, dense, _ = run_weight_gemm(cfg, fmt, x, rng.standard_normal((n, k)))
+    ref = x.astype(np.float32) @ dense.T
+    np.testing.assert_allclose(out, ref.astype(np.float16).astype(np.float32), rtol=2e-3, atol=2e-3 * np.abs(ref).max())
 
 
 def test_the_interpreter_catches_a_wgmma_reading_registers_rewritten():
