@@ -126,13 +126,14 @@ class _TileCopy:
             shift = bb.mul(bb.cvt(k0, "u64"), self.row_stride)
         else:
             k_bytes = bb.mul(k0, self.tile.elem_bytes) if self.tile.elem_bytes > 1 else k0
-            shift = bb.cvt(bb.mul(k_bytes, self.height) if self.linear else k_bytes, "u64")
+            within_chunks = self.row_tiles and not self.linear  # k-tiles smaller than a chunk: each row's address computed
+            shift = None if within_chunks else bb.cvt(bb.mul(k_bytes, self.height) if self.linear else k_bytes, "u64")
         for i, ((tile_row, tile_col, row, col, gaddr, guard), fixed) in enumerate(zip(self.passes, self.fixed)):
             along = row if self.k_in_rows else col
             if along not in moving:
                 moving[along] = bb.setp("lt", bb.add(along, k0), self.row_limit if self.k_in_rows else self.col_limit)
             inside = bb.and_pred(fixed, moving[along])
-            if self.row_tiles and not self.linear:  # k-tiles within chunks
+            if shift is None:
                 src = bb.add(gaddr, bb.cvt(self._chunked(bb, bb.add(self.col_bytes[i], k_bytes), self.height), "u64"))
             else:
                 src = bb.add(gaddr, shift)
