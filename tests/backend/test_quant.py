@@ -87,11 +87,12 @@ def test_bad_quantized_input_is_a_clear_error(call, message):
 
 
 @lru_cache(maxsize=None)
-def _weight(index: int):
-    """One quantized weight per format (quantizing is the slow part), on the GPU."""
+def _weight(index: int, n: int = 2048 + 64):
+    """One quantized weight per format and N (quantizing is the slow part), on the GPU: N a
+    multiple of 16 stores the codes in 16-row tiles (K = 1024 is whole chunks for every width)."""
     name, overrides, dtype = FORMATS[index]
     torch.manual_seed(index)
-    w = torch.randn(2048 + 72, 1024, device="cuda")
+    w = torch.randn(n, 1024, device="cuda")
     qw = rung.quantize(w, quant_format(name, **overrides), dtype=dtype)
     return qw, qw.dequantize()
 
@@ -99,9 +100,10 @@ def _weight(index: int):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("index", range(len(FORMATS)), ids=IDS)
-@pytest.mark.parametrize("m", [1, 7, 16, 64, 256, 4096])
-def test_every_format_matches_dequantize_then_matmul(index, m):
-    qw, dense = _weight(index)
+@pytest.mark.parametrize("m, n", [(1, 2112), (7, 2112), (16, 2112), (64, 2112), (256, 2112), (4096, 2112), (1, 2120), (16, 2120), (256, 2120)])
+def test_every_format_matches_dequantize_then_matmul(index, m, n):
+    """Codes in 16-row tiles (N = 2112) and as rows (N = 2120: not a multiple of 16)."""
+    qw, dense = _weight(index, n)
     t = dense.dtype
     x = torch.randn(m, qw.shape[1], device="cuda", dtype=t)
     out = torch.full((m, qw.shape[0]), float("nan"), device="cuda", dtype=t)  # poisoned: every element must be written
@@ -181,7 +183,7 @@ def test_wgmma_decoded_weight_schedules_match_dequantize_then_matmul(index, sche
         pytest.skip("wgmma needs sm_90a")
     name, overrides, dtype = FORMATS[index]
     torch.manual_seed(m + k + index)
-    qw = rung.quantize(torch.randn(1000, k, device="cuda"), quant_format(name, **{**overrides, "group": 32}), dtype=dtype)
+    qw = rung.quantize(torch.randn(1008, k, device="cuda"), quant_format(name, **{**overrides, "group": 32}), dtype=dtype)  # (codes in 16-row tiles where K = 1024)
     dense, t = qw.dequantize(), torch.float16 if dtype == "f16" else torch.bfloat16
     n = qw.shape[0]
     cfg = choose_config(m, n, k, dtype, **GemmConfig.weight_fields(qw.format), target="sm_90a")
