@@ -92,7 +92,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         # (measured at M = 1 on 28672 x 8192: fp4 g32 55.2 -> 53.1 us, mxfp4 53.7 -> 51.3; at M = 16 fp4 60.8 -> 58.5);
         # but not for e8m0 scales in 16-row tiles, a byte per column, whose registers push the kernel past 128 a
         # thread (mxfp4 at M = 16: 60.5 -> 71.6 us)
-        pair_ops = (group or k) // 2 * (2 if dtype == "f16" and d.rescale(dtype) != 1 else 1)
+        pair_ops = (group or k) // 2 * (2 if d.partials_rescale(dtype) != 1 else 1)
         partials = not zero and bm < pair_ops and not (scale == "e8m0" and bm == 16)
         cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
                          scale_partials=partials, **copies, **packed)

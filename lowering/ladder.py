@@ -100,6 +100,12 @@ class Decoder:
         """The exact power of two the decoder's last step multiplies by (1: none)."""
         return 1.0
 
+    def partials_rescale(self, dtype: str) -> float:
+        """The rescale a kernel scaling f32 partial sums (GemmConfig.scale_partials) takes over from
+        the decoder: all of it in f16; none in bf16, where the values as placed (2^-126 of a
+        minifloat's) would make f32 products subnormal."""
+        return self.rescale(dtype) if dtype == "f16" else 1.0
+
 
 @dataclass(frozen=True)
 class IntDecode(Decoder):

@@ -746,9 +746,8 @@ class _WeightFragments:
             if cfg.scale == "e8m0":  # a byte per column
                 self.acc_cols = [c for col in self.acc_cols for c in (col, b.add(col, 1))]
         self.scale_regs = len(self.acc_cols)  # registers a group's accumulator scales take (a pair of halves in one)
-        # scaled partial sums in f16 take minifloats as placed, their exponent rescale left to the f32 sums (acc_rescale);
-        # not in bf16, where the placed values (2^-126 of a minifloat's) would make f32 products subnormal
-        self.acc_rescale = self.dec.rescale(cfg.dtype) if cfg.scale_partials and cfg.dtype == "f16" else 1.0
+        # scaled partial sums take minifloats as placed where the decoder leaves its exponent rescale to them (acc_rescale)
+        self.acc_rescale = self.dec.partials_rescale(cfg.dtype) if cfg.scale_partials else 1.0
 
     def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
         """A row's scale (or zero term) as a dtype x2 pair."""
