@@ -1084,10 +1084,10 @@ class CopyOp(IRDLOperation):
         k0 = k_tile * num // den if den else 0
         _, rows, cols = buffer.shape
         r0, c0 = (fixed, k0) if self.k_dim.value.data == 1 else (k0, fixed)
-        if self.row_tiles is not None:  # back in row order
+        if self.row_tiles is not None:  # the window's rows, back in row order
             from lowering.ladder import code_rows
 
-            src = code_rows(src.view(np.uint32), self.row_tiles.value.data).view(src.dtype)
+            src, r0 = code_rows(src.view(np.uint32), self.row_tiles.value.data, range(r0, r0 + rows)).view(src.dtype), 0
         buffer[stage] = _window(src, r0, c0, rows, cols)
         return ()
 

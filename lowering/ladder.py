@@ -265,19 +265,31 @@ def code_tiles(words: np.ndarray, chunk: int) -> np.ndarray:
     apart (DRAM streams it faster: int4 at M = 1 on 28672 x 8192, 48.2 -> 44.9 us on an H100;
     16-byte chunks instead ran 70 us). Codes whose N is not a multiple of 16, or whose rows are
     not whole chunks, stay as they are. Same shape; `code_rows` undoes it."""
-    return _retile(np.asarray(words, np.uint32), chunk, True)
+    words = np.asarray(words, np.uint32)
+    return _retile(words, chunk, True) if _in_tiles(words.shape, chunk) else words.copy()
 
 
-def code_rows(image: np.ndarray, chunk: int) -> np.ndarray:
-    """Codes [N, W] row by row from their stored image (`code_tiles`)."""
-    return _retile(np.asarray(image, np.uint32), chunk, False)
+def code_rows(image: np.ndarray, chunk: int, rows: range | None = None) -> np.ndarray:
+    """Codes [N, W] row by row from their stored image (`code_tiles`); with `rows`, only those
+    (whole tiles of them: from a tile's first row to another's, or to N)."""
+    image = np.asarray(image, np.uint32)
+    tiled = _in_tiles(image.shape, chunk)
+    if rows is not None:
+        if tiled and (rows.start % CODE_TILE_ROWS or (rows.stop % CODE_TILE_ROWS and rows.stop < image.shape[0])):
+            raise ValueError(f"rows {rows.start}..{rows.stop} are not whole tiles of {CODE_TILE_ROWS}")
+        image = image[rows.start:rows.stop]
+    return _retile(image, chunk, False) if tiled else image.copy()
+
+
+def _in_tiles(shape: tuple, chunk: int) -> bool:
+    """Whether codes of this shape are stored in tiles: N a multiple of 16 and rows whole chunks."""
+    n, w = shape
+    return n % CODE_TILE_ROWS == 0 and w % (chunk // 4) == 0
 
 
 def _retile(x: np.ndarray, chunk: int, to_tiles: bool) -> np.ndarray:
     n, w = x.shape
     per, t = chunk // 4, CODE_TILE_ROWS  # words a chunk, rows a tile
-    if w % per or n % t:
-        return x.copy()
     if to_tiles:  # [tile, row, chunk, word] -> [tile, chunk, row, word]
         return np.ascontiguousarray(x.reshape(n // t, t, w // per, per).transpose(0, 2, 1, 3)).reshape(n, w)
     return np.ascontiguousarray(x.reshape(n // t, w // per, t, per).transpose(0, 2, 1, 3)).reshape(n, w)

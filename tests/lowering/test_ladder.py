@@ -98,6 +98,8 @@ def test_code_tiles_keep_a_chunk_of_16_rows_together(n, columns, chunk, seed):
     words = np.random.default_rng(seed).integers(0, 2**32, (n, 4 * columns), dtype=np.uint64).astype(np.uint32)
     image = code_tiles(words, chunk)
     assert image.shape == words.shape and np.array_equal(code_rows(image, chunk), words)
+    r0 = CODE_TILE_ROWS * (n // CODE_TILE_ROWS // 2)  # a window of whole tiles, as a block's copies read it
+    assert np.array_equal(code_rows(image, chunk, range(r0, r0 + 2 * CODE_TILE_ROWS)), words[r0:r0 + 2 * CODE_TILE_ROWS])
     per = chunk // 4
     if words.shape[1] % per or n % CODE_TILE_ROWS:
         assert np.array_equal(image, words)
@@ -107,6 +109,12 @@ def test_code_tiles_keep_a_chunk_of_16_rows_together(n, columns, chunk, seed):
         for c in range(words.shape[1] // per):
             at = r0 * words.shape[1] + c * per * CODE_TILE_ROWS  # chunk c of the tile: 16 rows of `per` words, contiguous
             assert np.array_equal(flat[at:at + per * CODE_TILE_ROWS].reshape(CODE_TILE_ROWS, per), words[r0:r0 + CODE_TILE_ROWS, per * c:per * (c + 1)])
+
+
+def test_code_rows_windows_are_whole_tiles():
+    image = code_tiles(np.arange(32 * 16, dtype=np.uint32).reshape(32, 16), 64)
+    with pytest.raises(ValueError, match="rows 8..24 are not whole tiles of 16"):
+        code_rows(image, 64, range(8, 24))
 
 
 def test_bad_weights_are_clear_errors():
