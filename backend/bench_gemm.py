@@ -189,7 +189,8 @@ def mma_peak_tflops() -> float:
 
 def sanitize() -> None:
     """GEMMs of every path, checked, for running under compute-sanitizer: a small one and a large
-    one, one with K split, quantized ones with zero points and with MX scales, and 8-bit x 8-bit."""
+    one, one with K split, quantized ones with zero points, with MX scales and with nf4's shared
+    table (8- and 16-row tiles), and 8-bit x 8-bit."""
     import torch
 
     import backend as rung
@@ -201,7 +202,7 @@ def sanitize() -> None:
         torch.cuda.synchronize()
         err = (y.float() - x.float() @ w.float().T).abs().max().item()
         print(f"sanitize {m}x{n}x{k}: max abs error {err:.3g}")
-    for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1), ("w8a8", 70), ("fp8", 3)):
+    for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1), ("nf4", 12), ("w8a8", 70), ("fp8", 3)):
         qw = rung.quantize(torch.randn(264, 512, device="cuda"), fmt, dtype="f16")
         x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
         y = rung.qlinear(x, qw)

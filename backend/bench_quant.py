@@ -42,6 +42,7 @@ WGMMA_WEIGHT_CANDIDATES = [  # int4 at M = 4096 on sm_90a: decoded-weight wgmma 
 FORMAT_CANDIDATES = [  # every other format at M = 1: the loop, the split and where the scales apply
     dict(prefetch=False), dict(split_k=1), dict(split_k=4), dict(prefetch=False, split_k=4),
     dict(prefetch=False, scale_partials=False), dict(prefetch=False, scale_partials=True), dict(bm=16), dict(bm=16, prefetch=False),
+    dict(shared_table=False), dict(shared_table=False, split_k=4),  # nf4 by prmt from registers (its best split before the table)
 ]
 
 

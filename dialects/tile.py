@@ -57,6 +57,8 @@ from dialects.lp import QuantAttr
 from ir.layout import Swizzle
 
 
+TABLE_ROWS = 256  # GemmConfig.shared_table: a pair per byte of codes,
+TABLE_BYTES = TABLE_ROWS * 32 * 4  # each row 32 copies of it, one per bank
 MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
 REDUCE_THREADS = 256  # threads per block of the split-K reduction
 EIGHT_BIT_OPERANDS = {"s8": ("s8", "m16n8k32", "s32"), "e4m3": ("e4m3", "m16n8k32", "f32")}  # mma input, shape, accumulator
@@ -140,6 +142,8 @@ class GemmConfig:
     # and of B, multiplied by mma.m16n8k32; dtype is then the output's type
     scale_partials: bool = False  # with `weight` (no zero terms): mma the unscaled codes' values and scale each group's
     # f32 partial sums by its column's scale, instead of scaling every decoded weight (fewer ops where M-tiles are 16 rows)
+    shared_table: bool = False  # with a table-decoded weight (nf4): each byte of codes looked up as a pair in a table of
+    # all 256 in shared memory, one copy per bank (TABLE_BYTES), instead of picked by prmt from registers (fewer ALU ops)
     wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies by wgmma.m64nNk16 A and B in shared memory,
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
 
@@ -168,8 +172,8 @@ class GemmConfig:
             raise ValueError(f"{self.shared_bytes} bytes of shared memory exceed the {MAX_SHARED_BYTES // 1024} KiB a block can have")
         if self.weight:
             self._check_weight()
-        elif self.group or self.scale or self.zero or self.scale_partials:
-            raise ValueError("group, scale, zero and scale_partials describe a low-precision weight: set `weight` too")
+        elif self.group or self.scale or self.zero or self.scale_partials or self.shared_table:
+            raise ValueError("group, scale, zero, scale_partials and shared_table describe a low-precision weight: set `weight` too")
         if self.scale_partials and self.zero:
             raise ValueError("scale_partials scales partial sums: a weight with zero terms scales each value")
         if self.a8:
@@ -191,12 +195,15 @@ class GemmConfig:
 
     def _check_weight(self):
         from ir.numerics import FormatError
-        from lowering.ladder import block_elems, decoder
+        from lowering.ladder import LutDecode, block_elems, decoder
 
         try:
             d = decoder(self.weight)
         except FormatError as e:
             raise ValueError(str(e)) from None
+        if self.shared_table and (not isinstance(d, LutDecode) or TABLE_ROWS % self.threads):
+            raise ValueError(f"a shared table holds the pairs of a table-decoded weight (nf4), filled by at most {TABLE_ROWS} "
+                             f"threads: not {self.weight} with {self.threads}")
         if self.dtype == "bf16" and d.bits == 8 and self.weight.startswith(("int", "uint")):
             raise ValueError("8-bit integer weights decode into f16 only: bf16's mantissa cannot hold 8-bit codes")
         block = block_elems(d.bits)
@@ -305,9 +312,15 @@ class GemmConfig:
         return ((1, (self.bk, 1)), b) + ((0, (self.bk, self.group)),) * (len(self.copied_tiles) - 2)
 
     @property
+    def table_offset(self) -> int:
+        """Where the shared table (`shared_table`) starts: after the pipeline's tiles."""
+        return self.stages * sum(t.bytes for t in self.copied_tiles)
+
+    @property
     def shared_bytes(self) -> int:
-        """The tiles' bytes, and with wgmma 1 KiB to align them to the swizzle's 1024-byte period (lowering.warp_to_ptx)."""
-        return self.stages * sum(t.bytes for t in self.copied_tiles) + (1024 if self.wgmma else 0)
+        """The tiles' bytes, the shared table's, and with wgmma 1 KiB to align them to the swizzle's
+        1024-byte period (lowering.warp_to_ptx)."""
+        return self.table_offset + (TABLE_BYTES if self.shared_table else 0) + (1024 if self.wgmma else 0)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -341,6 +354,7 @@ class GemmConfig:
         suffix += "_pf" if self.prefetch else ""
         suffix += f"_x{self.a8}" if self.a8 else ""
         suffix += "_sp" if self.scale_partials else ""
+        suffix += "_lut" if self.shared_table else ""
         suffix += "_wg" if self.wgmma else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
@@ -356,7 +370,8 @@ class MatmulOp(IRDLOperation):
     partial sums; `raster` orders the blocks in bands of M-tiles; `prefetch` double-buffers
     fragments in registers; `scale_partials` scales each group's f32 partial sums (w = q * s
     unrounded) instead of each decoded weight (w = q * s + z rounded to the activation type);
-    `wgmma` multiplies by warpgroups on sm_90a. dialects.tile.GemmConfig is the schedule these
+    `shared_table` decodes a table format's codes (nf4) by lookups in shared memory; `wgmma`
+    multiplies by warpgroups on sm_90a. dialects.tile.GemmConfig is the schedule these
     properties spell out."""
 
     name = "tile.matmul"
@@ -378,6 +393,7 @@ class MatmulOp(IRDLOperation):
     prefetch = opt_prop_def(UnitAttr)
     a8 = opt_prop_def(StringAttr)
     scale_partials = opt_prop_def(UnitAttr)
+    shared_table = opt_prop_def(UnitAttr)
     wgmma = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
@@ -402,6 +418,8 @@ class MatmulOp(IRDLOperation):
             props["prefetch"] = UnitAttr()
         if cfg.scale_partials:
             props["scale_partials"] = UnitAttr()
+        if cfg.shared_table:
+            props["shared_table"] = UnitAttr()
         if cfg.wgmma:
             props["wgmma"] = UnitAttr()
         if cfg.a8:
@@ -434,7 +452,7 @@ class MatmulOp(IRDLOperation):
                           8 if a8 else copy_elems(k), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
                           split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
                           prefetch=self.prefetch is not None, a8=a8, scale_partials=self.scale_partials is not None,
-                          wgmma=self.wgmma is not None, **weight)
+                          shared_table=self.shared_table is not None, wgmma=self.wgmma is not None, **weight)
 
     def verify_(self):
         x, w = self.x.type, self.w.type
@@ -818,7 +836,7 @@ class KernelOp(IRDLOperation):
                 raise ValueError(f"{scaled.name}'s scales come with their group size")
             weight = dict(weight=decode[0].element.data, group=scaled.group.value.data,
                           scale="e8m0" if _is_e8m0(scaled.scales) else "", zero=decode[0].zeros is not None,
-                          scale_partials=scaled is not decode[0])
+                          scale_partials=scaled is not decode[0], shared_table=decode[0].shared_table is not None)
         b_kn = b_copy.k_dim.value.data == 0
         return GemmConfig(dtype, bm, bn, bk, wm, wn, self.stages.value.data, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
@@ -1116,7 +1134,8 @@ class DecodeOp(IRDLOperation):
     """B [BN, BK] in the activation type from a k-tile of `element` codes. With the scale rows
     (and zero terms) of its `group`s (0: one per output channel; ui8 scales are e8m0 codes):
     w = q * s + z, rounded once, as lowering.ladder's register decoders compute it; without
-    them, the codes' values q (which tile.mma then scales per group)."""
+    them, the codes' values q (which tile.mma then scales per group). `shared_table`: the kernel
+    looks each byte of codes up as a pair in shared memory (GemmConfig.shared_table), same values."""
 
     name = "tile.decode"
     codes = operand_def(FragType)
@@ -1125,6 +1144,7 @@ class DecodeOp(IRDLOperation):
     result = result_def(FragType)
     element = prop_def(StringAttr)
     group = opt_prop_def(IntegerAttr)
+    shared_table = opt_prop_def(UnitAttr)
     assembly_format = ("$codes (`scales` $scales^)? (`zeros` $zeros^)? attr-dict `:` type($codes) (`scales` type($scales)^)? "
                        "(`zeros` type($zeros)^)? `->` type($result)")
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())

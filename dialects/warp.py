@@ -26,6 +26,7 @@ from xdsl.irdl import (
     opt_prop_def,
     prop_def,
     result_def,
+    var_operand_def,
     var_result_def,
 )
 from xdsl.parser import AttrParser
@@ -200,18 +201,25 @@ class LoadOp(PtxOp):
 
 @irdl_op_definition
 class StoreOp(SinkOp):
-    """st.shared of one 16-bit value at a tile's (stage, row, col)."""
+    """st.shared of one, two or four registers (all b16 or all b32) side by side from a tile's
+    (stage, row, col) on."""
 
     name = "warp.st_shared"
     tile = operand_def(SmemType)
     stage = operand_def(RegType)
     row = operand_def(RegType)
     col = operand_def(RegType)
-    value = operand_def(RegType)
+    values = var_operand_def(RegType)
 
-    def execute(self, cta, base, stage, row, col, value):
-        data = np.ascontiguousarray(value.astype(np.uint16)).view(np.uint8).reshape(cta.threads, 2)
-        cta.store("shared", _addresses(self, base, stage, row, col), data, None)
+    def verify_(self):
+        kinds = {v.type.kind.data for v in self.values}
+        if len(self.values) not in (1, 2, 4) or len(kinds) != 1 or not kinds <= set(LOAD_KINDS):
+            raise VerifyException(f"warp.st_shared stores 1, 2 or 4 registers, all b32 or all b16, got {len(self.values)} of {sorted(kinds)}")
+
+    def execute(self, cta, base, stage, row, col, *values):
+        width = LOAD_KINDS[self.values[0].type.kind.data]
+        data = np.stack([np.ascontiguousarray(v.astype(np.uint32 if width == 4 else np.uint16)) for v in values], axis=1)
+        cta.store("shared", _addresses(self, base, stage, row, col), data.view(np.uint8).reshape(cta.threads, -1), None)
         return ()
 
 

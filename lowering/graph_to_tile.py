@@ -45,8 +45,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     weights without zero terms scale partial sums (scale_partials) where that takes fewer fmas than
     scaling each decoded pair (groups of 64 or more, or per channel; 32 in 8-row tiles or for
     minifloats in f16, whose exponent rescale then moves to the f32 sums);
-    decode-bound formats (1-2 bits, nf4) skip the register prefetch, fill two waves and may split
-    K further (partial sums up to half the weight's bytes).
+    decode-bound formats (1-2 bits) skip the register prefetch, fill two waves and may split K
+    further (partial sums up to half the weight's bytes); table formats (nf4) look their pairs up
+    in shared memory (GemmConfig.shared_table).
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
@@ -78,12 +79,12 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     if m <= 16 and weight:  # k-tiles of 8 KiB of codes; the next unit's words load while this one decodes (measured 1.3x)
         d = decoder(weight)
         bk = max(min(128, 512 // d.bits), block)
-        # decode-bound formats (1 and 2 bits, table lookups): two waves of blocks balance better than one, and
+        # decode-bound formats (1 and 2 bits; nf4 by prmt before its shared table): two waves of blocks balance better than one, and
         # 1-bit words (2-bit ones too with 16-row tiles) decode into too many registers to prefetch
         # (measured at M = 1 on 28672 x 8192: int2 45.9 -> 38.6 us, int1 39.4 -> 34.6, nf4 79.8 -> 71.9);
         # their DRAM is far from busy, so partial sums may take up to half the weight's bytes (9 of the 11
         # schedules this changed ran faster, e.g. int1 at M = 16 on 28672 x 8192 39.8 -> 36.6 us; 238 -> 222 us in all)
-        decode_bound = d.bits <= 2 or isinstance(d, LutDecode)
+        decode_bound = d.bits <= 2
         # M <= 8: 8-row tiles put the weight in the mma's A operand, half the mma and partial-sum work and a third
         # fewer registers (measured at M = 1 on 28672 x 8192: int1 34.5 -> 28.4 us, int2 38.4 -> 33.5, nf4 71.0 -> 61.5)
         bm = 8 if m <= 8 else 16
@@ -95,7 +96,11 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         pair_ops = (group or k) // 2 * (2 if d.partials_rescale(dtype) != 1 else 1)
         partials = not zero and bm < pair_ops and not (scale == "e8m0" and bm == 16)
         cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
-                         scale_partials=partials, **copies, **packed)
+                         scale_partials=partials, shared_table=isinstance(d, LutDecode), **copies, **packed)
+        # (shared_table: a lookup per pair instead of 8 prmt and 3 logic ops per 4 values, which kept nf4's ALU pipe busy;
+        # no longer decode-bound, nf4 then takes int4's split: measured, each at its best split, at M = 1 on 28672 x 8192
+        # 61.0 -> 48.7 us, at M = 16 73.9 -> 54.7, on 8192 x 28672 59.7 -> 47.4 and 71.6 -> 50.6; this split is within
+        # 2 us of the best of 1-16 on every benchmark shape at M = 1, 4 and 16)
         spread = {"waves": 2, "partial_share": 0.5} if decode_bound else {}
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, **spread))
     elif m <= 16:

@@ -15,7 +15,8 @@ one of three kinds:
   kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent (or is
   left to a kernel that scales f32 partial sums: `rescale`);
 - any other 4-bit table (`LutDecode`, nf4): the 16 values' low and high bytes live in eight
-  registers; prmt picks four values' bytes at once by their codes.
+  registers; prmt picks four values' bytes at once by their codes; or each byte of codes (a pair)
+  is looked up in a table of all 256 pairs that the kernel keeps in shared memory.
 
 `pack_weight` is the whole offline transform of a quantized weight (values, scales, zeros of
 ir.numerics.QuantFormat) into what the kernel reads: codes in mma order, and scales and zero
@@ -206,6 +207,11 @@ class LutDecode(Decoder):
             lo, hi = (b.prmt(b.prmt(t[0], t[1], within), b.prmt(t[2], t[3], within), pick) for t in (low, high))
             out += [b.prmt(lo, hi, 0x5140), b.prmt(lo, hi, 0x7362)]
         return out
+
+    def looked_up(self, b: PtxBuilder, word, lookup) -> list:
+        """The word's pairs from a table of every byte's pair (`emit` of the byte, in dtype x2):
+        `lookup(b, code)` reads the entry of a register holding byte j of the word, pair j."""
+        return [lookup(b, b.prmt(word, 0, 0x4440 | j, "u32")) for j in range(4)]  # byte j, then three zero bytes
 
 
 def decoder(name: str) -> Decoder:

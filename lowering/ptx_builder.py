@@ -208,16 +208,18 @@ class PtxBuilder:
         """The wgmma descriptor of a tile's rows from (stage, row, col) on."""
         return self._add(warp.SmemDescOp.create(operands=[tile, stage, row, col], result_types=[reg("u64")]))
 
-    def tile_store(self, tile, stage, row, col, value) -> None:
-        self._put(warp.StoreOp.create(operands=[tile, stage, row, col, value]))
+    def tile_store(self, tile, stage, row, col, values: list) -> None:
+        """st.shared of 1, 2 or 4 registers side by side from a tile's (stage, row, col) on."""
+        self._put(warp.StoreOp.create(operands=[tile, stage, row, col, *values]))
 
     def lop3(self, a, b, c, lut: int) -> SSAValue:
         a, b, c = (self._v(v, "b32") for v in (a, b, c))
         return self._add(ptx.Lop3Op.create(operands=[a, b, c], result_types=[reg("b32")], properties={"lut": IntegerAttr(lut, i64)}))
 
-    def prmt(self, a, b, c) -> SSAValue:
+    def prmt(self, a, b, c, kind: str = "b32") -> SSAValue:
+        """prmt.b32 into a register of `kind` (u32 for a result that is an index)."""
         a, b, c = (self._v(v, "b32") for v in (a, b, c))
-        return self._add(ptx.PrmtOp.create(operands=[a, b, c], result_types=[reg("b32")]))
+        return self._add(ptx.PrmtOp.create(operands=[a, b, c], result_types=[reg(kind)]))
 
     def pack_halves(self, lo, hi) -> SSAValue:
         return self._add(ptx.PackHalvesOp.create(operands=[lo, hi], result_types=[reg("b32")]))

@@ -21,7 +21,8 @@ from dialects.warp import AllocSharedOp, SmemType
 
 @dataclass(frozen=True)
 class SmemSwizzle(ModulePass):
-    """Swizzle every unswizzled shared tile whose rows are 64 bytes or more."""
+    """Swizzle every shared tile without a layout whose rows are 64 bytes or more (a tile laid out
+    on purpose, such as the shared table of pairs, carries one: the identity swizzle)."""
 
     name = "smem-swizzle"
 

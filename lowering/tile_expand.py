@@ -103,7 +103,8 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
         else:
             decode_scales, zero_terms = [fragment("scales", "group")], [fragment("zeros", "group")] if cfg.zero else []
         decode = t.DecodeOp.build(operands=[codes, decode_scales, zero_terms], result_types=[t.FragType.get(cfg.bn, cfg.bk, act, "b")],
-                                  properties={"element": StringAttr(cfg.weight), **({} if mma_scales else group)})
+                                  properties={"element": StringAttr(cfg.weight), **({} if mma_scales else group),
+                                              **({"shared_table": UnitAttr()} if cfg.shared_table else {})})
         compute.add_op(decode)
         b = decode.result
     else:

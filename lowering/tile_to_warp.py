@@ -11,7 +11,8 @@ and `warp-to-ptx` turns coordinates into addresses. What each tile op becomes:
   issues the next k-tile and computes this one in units of k16 steps (with `prefetch`, the next
   unit's fragments load while this one computes);
 - tile.fragment: ldmatrix (x4, .trans for bt) or shared loads of code words and scale pairs;
-  tile.decode: lowering.ladder's register decoder, then q * s + z by fma; tile.mma: mma.sync;
+  tile.decode: lowering.ladder's register decoder (or, `shared_table`, lookups in a table of
+  pairs the block fills first), then q * s + z by fma; tile.mma: mma.sync;
 - tile.epilogue with tile.store: scales, bias and activation applied to each pair of
   accumulators as it is stored (f32 pairs into a split's workspace slice).
 
@@ -49,8 +50,9 @@ from xdsl.rewriter import Rewriter
 
 from dialects import tile
 from dialects.ptx import KernelOp, LaunchOp
-from dialects.tile import REDUCE_THREADS, GemmConfig, SharedTile, reduce_grid, reduce_param_kinds
+from dialects.tile import REDUCE_THREADS, TABLE_BYTES, TABLE_ROWS, GemmConfig, SharedTile, reduce_grid, reduce_param_kinds
 from ir.errors import RungError
+from ir.layout import Swizzle
 from dialects.warp import WGMMA_SWIZZLE, SmemType
 from lowering.ladder import CODE_TILE_ROWS, decoder
 from lowering.ptx_builder import PtxBuilder
@@ -141,7 +143,7 @@ class _TileCopy:
                 bb.tile_cp_async(buf, stage, tile_row, tile_col, src, bb.selp(self.copy_bytes, 0, inside), self.copy_bytes, pred=guard)
             else:  # rows only 2-byte aligned: a predicated load and a shared store
                 value = bb.selp(bb.ld("global", src, "b16", pred=inside), bb.imm(0, "b16"), inside)
-                bb.tile_store(buf, stage, tile_row, tile_col, value)
+                bb.tile_store(buf, stage, tile_row, tile_col, [value])
 
 
 def _block_tile(b: PtxBuilder, cfg: GemmConfig):
@@ -298,7 +300,7 @@ class _BlockLowering:
             at = [[(b.add(b.mul(self.warp_n, self.wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
                    for nj in range(self.ni_count // 2)] for kk in range(bk // 16)]
         elif layout == "packed":
-            self.weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
+            self.weights = _WeightFragments(b, cfg, self.tid, self.lane, self.warp_n)
             return lambda bb, stage, u: self.weights.load_codes(bb, buf, stage, u)
         elif layout == "group_acc":
             return lambda bb, stage, u: self.weights.load_acc_scales(bb, buf, stage, u)
@@ -483,7 +485,7 @@ class _BlockLowering:
         act = next(o for o in op.compute.block.ops if isinstance(o, tile.FragmentOp) and o.result.type.layout.data == "a")
         act_buf = self.values[act.buffer]
         codes, scales, zeros = (self.values[v.owner.buffer] if v is not None else None for v in (decode.codes, decode.scales, decode.zeros))
-        weights = _WeightFragments(b, cfg, self.lane, self.warp_n)
+        weights = _WeightFragments(b, cfg, self.tid, self.lane, self.warp_n)
 
         def k_tile(bb: PtxBuilder, stage, acc):
             a_regs = []
@@ -726,9 +728,10 @@ def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, pro
 class _WeightFragments:
     """B fragments decoded in registers from codes in mma order (lowering.ladder) and scaled per
     group: lane (g, t) reads one 32-bit word per n8 tile and k-block of its row, and the scale
-    (and zero term) of that row for each k16 step from the shared scale tile."""
+    (and zero term) of that row for each k16 step from the shared scale tile. With a shared
+    table (GemmConfig.shared_table), the block fills it first (ahead of the pipeline's first barrier)."""
 
-    def __init__(self, b: PtxBuilder, cfg: GemmConfig, lane, warp_n):
+    def __init__(self, b: PtxBuilder, cfg: GemmConfig, tid, lane, warp_n):
         self.cfg, self.dec = cfg, decoder(cfg.weight)
         self.steps = self.dec.per_word // 4  # k16 steps per word
         wn = cfg.bn // cfg.warps_n
@@ -748,6 +751,25 @@ class _WeightFragments:
         self.scale_regs = len(self.acc_cols)  # registers a group's accumulator scales take (a pair of halves in one)
         # scaled partial sums take minifloats as placed where the decoder leaves its exponent rescale to them (acc_rescale)
         self.acc_rescale = self.dec.partials_rescale(cfg.dtype) if cfg.scale_partials else 1.0
+        self.lookup = self._shared_table(b, tid, lane) if cfg.shared_table else None
+
+    def _shared_table(self, b: PtxBuilder, tid, lane):
+        """Fills the table of pairs: row c holds the pair of byte c of codes (decoded by prmt) in 32
+        copies, one per bank, so a warp's 32 lookups never conflict. Thread t writes rows t,
+        t + threads, ... 16 bytes at a time from chunk t % 8 on (8 lanes of a store: 8 distinct
+        chunks, all 32 banks). Returns the lookup: lane l reads copy l of a row."""
+        cfg, zero = self.cfg, b.imm(0)
+        # laid out as it is: the identity swizzle (no bits) is a layout smem-swizzle leaves alone
+        tile = SmemType.get(1, TABLE_ROWS, TABLE_BYTES // TABLE_ROWS // 2, IntegerType(16), Swizzle(0, 0, 0))
+        table = b.alloc_shared(tile, cfg.table_offset)
+        chunks = [b.shl(b.and_(b.add(lane, i), 7), 3) for i in range(8)]  # in halves
+        for first in range(0, TABLE_ROWS, cfg.threads):
+            row = b.add(tid, first) if first else tid
+            pair = self.dec.emit(b, row, cfg.dtype)[0]
+            for chunk in chunks:
+                b.tile_store(table, zero, row, chunk, [pair] * 4)
+        copy = b.shl(lane, 1)
+        return lambda bb, code: bb.tile_load(table, zero, code, copy)
 
     def _pair(self, body: PtxBuilder, buf, stage, srow, row, is_scale: bool):
         """A row's scale (or zero term) as a dtype x2 pair."""
@@ -804,7 +826,10 @@ class _WeightFragments:
         srows = sorted({self._srow(blk, step) for step in range(self.steps)})
         out = [[None] * len(self.rows) for _ in range(self.steps)]
         for ni, word in enumerate(words):
-            regs = self.dec.emit(body, word, cfg.dtype, rescaled=self.acc_rescale == 1)
+            if self.lookup:
+                regs = self.dec.looked_up(body, word, self.lookup)
+            else:
+                regs = self.dec.emit(body, word, cfg.dtype, rescaled=self.acc_rescale == 1)
             for step in range(self.steps):
                 if scales is None:
                     out[step][ni] = (regs[2 * step], regs[2 * step + 1])

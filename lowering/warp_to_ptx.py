@@ -3,7 +3,9 @@
 Each warp.alloc_shared becomes the kernel's shared base plus its offset. Each access's byte
 offset inside a stage, the tile layout applied to (row, col) (`SmemType.offset`, swizzle
 included), is computed where row and col are defined, so a loop that reuses them pays only for
-the stage: address = base + stage * stage_bytes + offset. A warp.smem_desc becomes its
+the stage: address = base + stage * stage_bytes + offset. An unswizzled tile whose row is
+computed where its column is not (a lookup's row in a loop) takes base + column bytes where the
+column is defined and one mad by the row bytes where the row is. A warp.smem_desc becomes its
 descriptor: the unswizzled address (the wgmma applies the swizzle itself) over 16, or-ed with
 the constant fields; in a kernel with descriptors the base is rounded up to 1024 bytes (the
 swizzle pattern's period), out of 1 KiB the kernel reserves for it.
@@ -46,6 +48,10 @@ def _hoisted(op: Operation, values: list[SSAValue]) -> PtxBuilder:
     return PtxBuilder(op.parent, before=op)
 
 
+def _block_of(v: SSAValue) -> Block:
+    return v.owner.parent if isinstance(v.owner, Operation) else v.owner
+
+
 @dataclass(frozen=True)
 class WarpToPtx(ModulePass):
     """Lower shared tiles and their accesses to shared-memory addresses and ptx instructions."""
@@ -68,13 +74,23 @@ class WarpToPtx(ModulePass):
             bases[alloc.result] = b.add(base, offset) if offset else base
         for access in [o for o in op.walk() if isinstance(o, (warp.LdmatrixOp, warp.CpAsyncOp, warp.LoadOp, warp.StoreOp, warp.SmemDescOp))]:
             tile: warp.SmemType = access.tile.type
-            h = _hoisted(access, [access.row, access.col])
-            col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
-            inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
-            if tile.layout_swizzle is not None and not isinstance(access, warp.SmemDescOp):
-                inner = emit_swizzle(h, tile.layout_swizzle, inner)
+            base, sw = bases[access.tile], tile.layout_swizzle
+            swizzled = sw is not None and sw.bits > 0  # (the identity swizzle: a layout chosen as it is)
             b = PtxBuilder(access.parent, before=access)
-            addr = b.add(b.add(bases[access.tile], b.mul(access.stage, tile.stage_bytes)), inner)
+            if not swizzled and _block_of(access.row) is not _block_of(access.col):
+                # a linear tile's row computed where its column is not (in a loop): the base takes the column's
+                # bytes where the column is defined, so the row costs one mad (a table lookup's address)
+                h = _hoisted(access, [access.col, base])
+                col_base = h.add(base, h.shl(access.col, 1) if tile.element_bytes == 2 else access.col)
+                inner = _hoisted(access, [access.row, col_base]).mad(access.row, tile.row_bytes, col_base)
+                addr = b.add(inner, b.mul(access.stage, tile.stage_bytes))
+            else:
+                h = _hoisted(access, [access.row, access.col])
+                col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
+                inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
+                if swizzled and not isinstance(access, warp.SmemDescOp):
+                    inner = emit_swizzle(h, sw, inner)
+                addr = b.add(b.add(base, b.mul(access.stage, tile.stage_bytes)), inner)
             if isinstance(access, warp.SmemDescOp):
                 desc = b.binary(ptx.OrOp, b.cvt(b.shr(addr, 4), "u64"), b.imm(ptx.smem_descriptor(0, 8 * tile.row_bytes), "u64"))
                 Rewriter.replace_op(access, [], [desc])
@@ -89,7 +105,7 @@ class WarpToPtx(ModulePass):
                 props = {"space": ptx.StringAttr("shared"), **({"byte": access.byte} if access.byte else {})}
                 new = ptx.LoadOp.create(operands=[addr], result_types=[access.result.type], properties=props)
             else:
-                new = ptx.StoreOp.create(operands=[addr, access.value], properties={"space": ptx.StringAttr("shared")})
+                new = ptx.StoreOp.create(operands=[addr, *access.values], properties={"space": ptx.StringAttr("shared")})
             Rewriter.replace_op(access, new)
         for alloc in [o for o in op.walk() if isinstance(o, warp.AllocSharedOp)]:
             Rewriter.replace_op(alloc, [], [bases[alloc.result]])

@@ -32,12 +32,27 @@ def test_bad_tile_matmuls(m, n, k, block, message):
         parse_ir(OP.format(m=m, n=n, k=k, block=block), "t.mlir")
 
 
+@pytest.mark.parametrize("weight, warps, message", [
+    ("int4", "1, 4", "a shared table holds the pairs of a table-decoded weight \\(nf4\\), filled by at most 256 threads: not int4"),
+    ("nf4", "2, 8", "at most 256 threads: not nf4 with 512"),
+    ("", "1, 4", "shared_table describe a low-precision weight"),
+])
+def test_a_shared_table_needs_a_table_format(weight, warps, message):
+    """GemmConfig.shared_table: only a table format's pairs, filled by at most one thread a row."""
+    from dialects.tile import GemmConfig
+
+    fields = {"weight": weight, "group": 64} if weight else {}
+    wm, wn = map(int, warps.split(", "))
+    with pytest.raises(ValueError, match=message):
+        GemmConfig("f16", bm=16 * wm, bn=16 * wn, bk=128, warps_m=wm, warps_n=wn, shared_table=True, **fields)
+
+
 @settings(max_examples=max(10, settings().max_examples))
 @given(st.sampled_from(["f16", "bf16"]), st.sampled_from([(16, 128, 1, 4), (64, 128, 2, 2), (128, 128, 2, 2), (128, 256, 2, 4)]),
        st.sampled_from([32, 64, 128]), st.integers(2, 4), st.integers(1, 4), st.sampled_from([1, 8]), st.booleans(),
        st.sampled_from(["", "int4 128", "uint4 64 zero", "e2m1 32 e8m0", "nf4 64", "int2 64", "a8 s8", "a8 e4m3"]),
-       st.sampled_from(["none", "silu"]))
-def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_k, raster, prefetch, weight, activation):
+       st.sampled_from(["none", "silu"]), st.booleans())
+def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_k, raster, prefetch, weight, activation, shared_table):
     """tile.matmul's properties are its GemmConfig: through get, printing and parsing, nothing is lost."""
     from xdsl.dialects import func
     from xdsl.dialects.builtin import Float8E4M3FNType, ModuleOp, TensorType, bf16, f16, f32, i8
@@ -55,6 +70,7 @@ def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_
         fmt = QuantFormat(element, int(group), "e8m0" if "e8m0" in rest else "f16", "original" if "zero" in rest else "none")
     try:
         cfg = GemmConfig(dtype, bm, bn, bk, wm, wn, stages, activation=activation, split_k=split_k, raster=raster, prefetch=prefetch, a8=a8,
+                         shared_table=shared_table,
                          **({"weight": element, "group": int(group), "scale": "e8m0" if "e8m0" in rest else "", "zero": "zero" in rest} if fmt else {}))
     except ValueError:  # not a valid schedule
         assume(False)

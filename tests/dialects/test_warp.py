@@ -64,3 +64,46 @@ def test_wgmma_descriptors_need_the_128_byte_swizzle(swizzled):
     else:
         with pytest.raises(VerifyException, match="128-byte rows with the 128-byte swizzle"):
             desc.verify()
+
+
+@pytest.mark.parametrize("kinds, ok", [(["b32"] * 4, True), (["b16"] * 2, True), (["b32"], True), (["b32"] * 3, False),
+                                        (["b32", "b16"], False), (["u32"], False)])
+def test_shared_stores_take_one_two_or_four_registers_of_one_width(kinds, ok):
+    from xdsl.utils.exceptions import VerifyException
+
+    from dialects.ptx import KernelOp
+    from lowering.ptx_builder import PtxBuilder
+
+    b = PtxBuilder(KernelOp.get("k", [], 32, 4096).body.block)
+    tile = b.alloc_shared(SmemType.get(1, 8, 256, f16), 0)
+    zero = b.imm(0)
+    b.tile_store(tile, zero, zero, zero, [b.imm(i, kind) for i, kind in enumerate(kinds)])
+    store = b.block.last_op
+    if ok:
+        store.verify()
+    else:
+        with pytest.raises(VerifyException, match="stores 1, 2 or 4 registers, all b32 or all b16"):
+            store.verify()
+
+
+def test_identity_swizzle_is_a_layout_left_as_it_is():
+    """A tile laid out on purpose (the shared table: one copy per bank) carries the identity
+    swizzle, which smem-swizzle leaves alone and warp-to-ptx emits no instructions for."""
+    from xdsl.dialects.builtin import ModuleOp
+
+    from dialects.ptx import KernelOp
+    from ir.context import make_context
+    from ir.layout import Swizzle
+    from ir.passes import run_pipeline
+    from lowering.ptx_builder import PtxBuilder
+
+    kernel = KernelOp.get("k", [], 32, 32768)
+    b = PtxBuilder(kernel.body.block)
+    tile = b.alloc_shared(SmemType.get(1, 256, 64, f16, Swizzle(0, 0, 0)), 0)
+    zero = b.imm(0)
+    b.tile_load(tile, zero, b.sreg("tid.x"), zero)
+    module = ModuleOp([kernel])
+    run_pipeline(module, "smem-swizzle", make_context())
+    assert "swizzle 0 0 0" in print_ir(module)
+    run_pipeline(module, "warp-to-ptx", make_context())
+    assert not any(op.name in ("ptx.xor", "ptx.shr") for op in module.walk())

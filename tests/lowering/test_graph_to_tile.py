@@ -144,7 +144,7 @@ def test_matmul_lowers_with_b_as_k_by_n(m, n, k, dtype, seed):
 def test_small_m_splits_keep_their_partial_sums_in_budget(m, n, k, fmt, sms):
     """choose_config's K split at M <= 16: 4 k-tiles a split or more, at most 16 splits, and once every
     multiprocessor has a block, f32 partial sums within a quarter of the weight's bytes (half for
-    the decode-bound formats: 1-2 bits and nf4)."""
+    the decode-bound formats: 1-2 bits)."""
     from lowering.graph_to_tile import choose_config
 
     weight, group = fmt
@@ -152,5 +152,15 @@ def test_small_m_splits_keep_their_partial_sums_in_budget(m, n, k, fmt, sms):
     split, k_tiles, blocks = cfg.split_k, -(-k // cfg.bk), math.prod(cfg.grid(m, n)[:2])
     assert 1 <= split <= 16 and (split == 1 or k_tiles // split >= 4)
     if split > -(-sms // blocks):
-        share = 0.5 if weight in ("int2", "int1", "nf4") else 0.25
+        share = 0.5 if weight in ("int2", "int1") else 0.25
         assert split * 8 * m <= share * k * cfg.weight_bits / 8
+
+
+def test_table_formats_look_their_pairs_up_in_shared_memory_at_small_m():
+    """nf4's small-M schedules decode by the shared table; other formats, and larger M, by registers."""
+    from lowering.graph_to_tile import choose_config
+
+    for m in (1, 8, 9, 16):
+        assert choose_config(m, 4096, 4096, "f16", weight="nf4", group=64).shared_table
+        assert not choose_config(m, 4096, 4096, "f16", weight="int4", group=128).shared_table
+    assert not choose_config(64, 4096, 4096, "f16", weight="nf4", group=64).shared_table

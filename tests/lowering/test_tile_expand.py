@@ -69,7 +69,13 @@ def test_block_program_computes_what_the_matmul_computes(cfg, m, n, k16, seed):
     assert print_ir(parse_ir(text)) == text  # the block program reads back
 
 
-@pytest.mark.parametrize("cfg", SCHEDULES, ids=lambda c: c.name)
+WEIGHT_SCHEDULES = [  # packed weights: scales with the decode or with the mma, zero terms, a shared table
+    GemmConfig("f16", bm=8, bn=64, bk=64, warps_m=1, warps_n=2, stages=3, weight="nf4", group=64, scale_partials=True, shared_table=True),
+    GemmConfig("bf16", bm=16, bn=64, bk=64, warps_m=1, warps_n=2, stages=3, weight="uint4", group=32, zero=True, split_k=2),
+]
+
+
+@pytest.mark.parametrize("cfg", SCHEDULES + WEIGHT_SCHEDULES, ids=lambda c: c.name)
 def test_the_program_carries_its_schedule(cfg):
     program = block_program(cfg)
     program.verify()

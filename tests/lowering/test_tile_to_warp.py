@@ -412,6 +412,11 @@ WEIGHT_CASES = [  # (format, schedule): every decoder kind, zero mode, scale kin
     (("e2m1", 32, "e8m0", "none"), dict(dtype="bf16", bk=64, bm=8, scale_partials=True)),
     (("e2m1", 32, "e8m0", "none"), dict(dtype="f16", bk=128, bm=8, split_k=2, prefetch=True, scale_partials=True)),
     (("e4m3", 128, "f16", "none"), dict(dtype="f16", bk=64, bm=8, prefetch=True)),
+    # a table format's pairs looked up in shared memory (shared_table), filled by 32 to 128 threads
+    (("nf4", 64, "f32", "none"), dict(dtype="bf16", bk=64, shared_table=True)),
+    (("nf4", 32, "f32", "none"), dict(dtype="f16", bk=128, bm=16, warps_m=1, warps_n=2, prefetch=True, shared_table=True)),
+    (("nf4", 64, "f32", "none"), dict(dtype="f16", bk=64, bm=8, split_k=3, scale_partials=True, shared_table=True)),
+    (("nf4", None, "f32", "none"), dict(dtype="bf16", bm=32, bn=64, bk=64, warps_n=4, stages=3, wgmma=True, shared_table=True)),
 ]
 
 
@@ -463,19 +468,20 @@ def test_wgmma_decoded_weights_at_any_shape(fmt, m, n, k_tiles, split, seed):
 
 
 @settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
-@given(st.sampled_from([("int4", 32, "f16", "none"), ("int2", 64, "f16", "none"), ("e2m1", 32, "e8m0", "none")]),
+@given(st.sampled_from([("int4", 32, "f16", "none"), ("int2", 64, "f16", "none"), ("e2m1", 32, "e8m0", "none"), ("nf4", 32, "f32", "none")]),
        st.sampled_from([8, 16]), st.integers(1, 16), st.integers(1, 90) | st.integers(1, 5).map(lambda t: 16 * t), st.integers(1, 6),
        st.integers(0, 2**31))
 def test_small_m_schedules_read_codes_in_16_row_tiles(fmt, bm, m, n, blocks, seed):
     """The small-M schedules' copies find each row's k-tile in the codes' 16-row tiles (or rows as
-    they are, N not a multiple of 16 or K not of the chunk): the kernel equals x @ (the packed weight decoded)^T."""
+    they are, N not a multiple of 16 or K not of the chunk), nf4's pairs in its shared table: the
+    kernel equals x @ (the packed weight decoded)^T."""
     from ir.numerics import QuantFormat
     from lowering.ladder import block_elems, decoder
 
     fmt = QuantFormat(*fmt)
     k = blocks * block_elems(decoder(fmt.element).bits)
     cfg = GemmConfig("f16", bm=bm, bn=64, bk=128, warps_m=1, warps_n=2, stages=3, prefetch=True, scale_partials=True,
-                     split_k=2 if k > 128 else 1, **GemmConfig.weight_fields(fmt))
+                     split_k=2 if k > 128 else 1, shared_table=fmt.element == "nf4", **GemmConfig.weight_fields(fmt))
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((min(m, bm), k)) * 0.5).astype(np.float16)
     out, dense, _ = run_weight_gemm(cfg, fmt, x, rng.standard_normal((n, k)))
