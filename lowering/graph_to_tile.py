@@ -47,7 +47,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     minifloats in f16, whose exponent rescale then moves to the f32 sums);
     decode-bound formats (1-2 bits) skip the register prefetch, fill two waves and may split K
     further (partial sums up to half the weight's bytes); table formats (nf4) look their pairs up
-    in shared memory (GemmConfig.shared_table).
+    in shared memory (GemmConfig.shared_table), without the prefetch.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
@@ -95,12 +95,14 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         # thread (mxfp4 at M = 16: 60.5 -> 71.6 us)
         pair_ops = (group or k) // 2 * (2 if d.partials_rescale(dtype) != 1 else 1)
         partials = not zero and bm < pair_ops and not (scale == "e8m0" and bm == 16)
-        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2),
-                         scale_partials=partials, shared_table=isinstance(d, LutDecode), **copies, **packed)
-        # (shared_table: a lookup per pair instead of 8 prmt and 3 logic ops per 4 values, which kept nf4's ALU pipe busy;
+        # shared_table: a lookup per pair instead of 8 prmt and 3 logic ops per 4 values, which kept nf4's ALU pipe busy;
         # no longer decode-bound, nf4 then takes int4's split: measured, each at its best split, at M = 1 on 28672 x 8192
         # 61.0 -> 48.7 us, at M = 16 73.9 -> 54.7, on 8192 x 28672 59.7 -> 47.4 and 71.6 -> 50.6; this split is within
-        # 2 us of the best of 1-16 on every benchmark shape at M = 1, 4 and 16)
+        # 2 us of the best of 1-16 on every benchmark shape at M = 1, 4 and 16. Its many independent lookups need no
+        # register prefetch (without it: M = 16 on 28672 x 8192 54.9 -> 52.7 us, the other three within 0.4 us)
+        table = isinstance(d, LutDecode)
+        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=3, prefetch=d.bits > (1 if bm == 8 else 2) and not table,
+                         scale_partials=partials, shared_table=table, **copies, **packed)
         spread = {"waves": 2, "partial_share": 0.5} if decode_bound else {}
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, **spread))
     elif m <= 16:
