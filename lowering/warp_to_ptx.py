@@ -49,6 +49,7 @@ def _hoisted(op: Operation, values: list[SSAValue]) -> PtxBuilder:
 
 
 def _block_of(v: SSAValue) -> Block:
+    """The block that defines v."""
     return v.owner.parent if isinstance(v.owner, Operation) else v.owner
 
 
@@ -77,16 +78,16 @@ class WarpToPtx(ModulePass):
             base, sw = bases[access.tile], tile.layout_swizzle
             swizzled = sw is not None and sw.bits > 0  # (the identity swizzle: a layout chosen as it is)
             b = PtxBuilder(access.parent, before=access)
-            if not swizzled and _block_of(access.row) is not _block_of(access.col):
-                # a linear tile's row computed where its column is not (in a loop): the base takes the column's
-                # bytes where the column is defined, so the row costs one mad (a table lookup's address)
-                h = _hoisted(access, [access.col, base])
-                col_base = h.add(base, h.shl(access.col, 1) if tile.element_bytes == 2 else access.col)
+            # a linear tile's row computed where its column is not (in a loop): the base takes the column's bytes
+            # where the column is defined, so the row costs one mad (a table lookup's address)
+            row_apart = not swizzled and _block_of(access.row) is not _block_of(access.col)
+            h = _hoisted(access, [access.col, base] if row_apart else [access.row, access.col])
+            col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
+            if row_apart:
+                col_base = h.add(base, col_bytes)
                 inner = _hoisted(access, [access.row, col_base]).mad(access.row, tile.row_bytes, col_base)
                 addr = b.add(inner, b.mul(access.stage, tile.stage_bytes))
             else:
-                h = _hoisted(access, [access.row, access.col])
-                col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
                 inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
                 if swizzled and not isinstance(access, warp.SmemDescOp):
                     inner = emit_swizzle(h, sw, inner)

@@ -85,25 +85,3 @@ def test_shared_stores_take_one_two_or_four_registers_of_one_width(kinds, ok):
         with pytest.raises(VerifyException, match="stores 1, 2 or 4 registers, all b32 or all b16"):
             store.verify()
 
-
-def test_identity_swizzle_is_a_layout_left_as_it_is():
-    """A tile laid out on purpose (the shared table: one copy per bank) carries the identity
-    swizzle, which smem-swizzle leaves alone and warp-to-ptx emits no instructions for."""
-    from xdsl.dialects.builtin import ModuleOp
-
-    from dialects.ptx import KernelOp
-    from ir.context import make_context
-    from ir.layout import Swizzle
-    from ir.passes import run_pipeline
-    from lowering.ptx_builder import PtxBuilder
-
-    kernel = KernelOp.get("k", [], 32, 32768)
-    b = PtxBuilder(kernel.body.block)
-    tile = b.alloc_shared(SmemType.get(1, 256, 64, f16, Swizzle(0, 0, 0)), 0)
-    zero = b.imm(0)
-    b.tile_load(tile, zero, b.sreg("tid.x"), zero)
-    module = ModuleOp([kernel])
-    run_pipeline(module, "smem-swizzle", make_context())
-    assert "swizzle 0 0 0" in print_ir(module)
-    run_pipeline(module, "warp-to-ptx", make_context())
-    assert not any(op.name in ("ptx.xor", "ptx.shr") for op in module.walk())
