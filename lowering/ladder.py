@@ -7,9 +7,10 @@ or bf16x2 pairs in registers. The decoder is generated from the format's bit-lev
 one of three kinds:
 
 - integers (`IntDecode`): the stored code u = q + offset of pair j sits at bits b*j and
-  16 + b*j; one lop3 drops both codes into the mantissas of a "magic" f16x2 (2^10 + u; 2^7 + u
-  for bf16), one fma subtracts magic + offset; a shift is needed only once per window of pairs
-  whose codes fit the mantissa where they lie (2 pairs of int4, 5 of int2, 10 of int1 for f16);
+  16 + b*j; one lop3 drops both codes, where they lie, into the mantissas of a "magic" f16x2
+  whose mantissa bit there is worth 1 (2^10 + u for codes at bit 0, 2^9 + u at bit 1, ...; 2^7 +
+  u at bit 0 in bf16), one fma subtracts magic + offset; a shift is needed only once per window
+  of pairs whose codes fit the mantissa (2 pairs of int4, 5 of int2, 10 of int1 for f16);
 - minifloats (`FloatDecode`, e2m1, e4m3, e5m2): one shift brings pair j to the top of each
   half; the exponent and mantissa bits are shifted under the target's exponent field, the sign
   kept, and one exact multiply by 2^(target bias - format bias) corrects the exponent (or is
@@ -34,11 +35,10 @@ import numpy as np
 from ir.numerics import FORMATS, FormatError, QuantFormat, element_format, pack, unpack
 from lowering.ptx_builder import PtxBuilder
 
-# dtype -> (16-bit pattern of the magic float 2^p, its value, largest code the mantissa holds)
-MAGIC = {"f16": (0x6400, 1024.0, 1 << 10), "bf16": (0x4300, 128.0, 1 << 7)}
 # dtype -> (exponent bits, mantissa bits, bias)
 TARGET_BITS = {"f16": (5, 10, 15), "bf16": (8, 7, 127)}
 OR_AND_LUT = 0xEA  # lop3 truth table of (a & b) | c
+MANTISSA_AND_LUT = 0xC4  # lop3 truth table of c ? a & b : b
 PAIR = 0x00010001  # a 16-bit pattern in both halves of a word
 
 
@@ -128,22 +128,27 @@ class IntDecode(Decoder):
 
     def emit(self, b: PtxBuilder, word, dtype: str, rescaled: bool = True) -> list:
         """One shift per window of pairs: a code at bits b*i of a half already lies inside the
-        magic float's mantissa (2^p + u * 2^(b*i), exact), so lop3 takes it without shifting and
-        the fma scales by 2^-(b*i) as it subtracts 2^(p - b*i) + offset, exactly."""
-        pattern, value, capacity = MAGIC[dtype]
-        if 1 << self.bits > capacity:
+        mantissa, so lop3 takes it without shifting, under a magic float whose mantissa bit b*i is
+        worth 1 (2^(m - b*i) for m mantissa bits), and one fma (times 1) subtracts that magic and the
+        offset, exactly. A pair's own constants are immediates, the operands every pair shares (the
+        mantissa's bits, 1) one register each: a loop short of registers has no constants to rebuild."""
+        _, man_bits, bias = TARGET_BITS[dtype]
+        if self.bits > man_bits:
             raise FormatError(f"{self.bits}-bit codes do not fit the mantissa of {dtype}")
-        window = (capacity.bit_length() - 1) // self.bits  # pairs whose codes fit the mantissa unshifted
+        window = man_bits // self.bits  # pairs whose codes fit the mantissa unshifted
+        mantissa = ((1 << man_bits) - 1) * PAIR
+        one = int(half_bits(1.0, dtype)) * PAIR
         out = []
         for j in range(self.per_word // 2):
             i = j % window  # place within the window
             if i == 0:
                 shifted = word if j == 0 else b.shr(word, self.bits * j)
-            mask = (((1 << self.bits) - 1) << (self.bits * i)) * PAIR
-            magic_plus_code = b.lop3(shifted, mask, pattern * PAIR, OR_AND_LUT)
-            unit = int(half_bits(2.0 ** -(self.bits * i), dtype))
-            bias = int(half_bits(-(value / 2 ** (self.bits * i) + self.offset), dtype))
-            out.append(b.fma2(magic_plus_code, unit * PAIR, bias * PAIR, dtype))
+            place = self.bits * i
+            magic = (man_bits - place + bias) << man_bits
+            field = ((1 << self.bits) - 1) << place
+            magic_plus_code = b.lop3(shifted, (magic | field) * PAIR, mantissa, MANTISSA_AND_LUT)
+            minus = int(half_bits(-(2.0 ** (man_bits - place) + self.offset), dtype))
+            out.append(b.fma2(magic_plus_code, one, minus * PAIR, dtype))
         return out
 
 

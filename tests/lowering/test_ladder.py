@@ -1,5 +1,6 @@
 """Ladder's weight layout and the generated register decoders, on the kernel interpreter and ptxas."""
 
+import re
 import shutil
 import subprocess
 
@@ -16,6 +17,7 @@ from ir.layout import MMA_SHAPES
 from ir.numerics import FormatError
 from lowering.ladder import CODE_TILE_ROWS, Decoder, code_rows, code_tiles, decoder, half_bits, mma_b_words
 from lowering.ptx_builder import PtxBuilder
+from machine_code import sass_tools_missing, sass
 
 FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4"]
 
@@ -136,3 +138,18 @@ def test_decoders_assemble(name, dtype, tmp_path):
     src.write_text(module_text(decode_kernel(decoder(name), dtype), "sm_80"))
     r = subprocess.run(["ptxas", "-arch=sm_80", str(src), "-o", str(tmp_path / "d.cubin")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(sass_tools_missing, reason="ptxas or nvdisasm is not installed")
+@pytest.mark.parametrize("name, dtype", [(n, t) for n in ("int1", "uint2", "int4", "uint8") for t in ("f16", "bf16") if (n, t) != ("uint8", "bf16")])
+def test_integer_decoders_take_their_constants_as_immediates(name, dtype, tmp_path):
+    """Every pair's own constants (its magic and field in the lop3, magic + offset in the add) are
+    immediates in the machine code: all the decoder's fmas multiply by one register (1.0), so a main
+    loop short of registers has no per-pair constants to rebuild (with a unit 2^-(b*i) per place, the
+    1-bit small-M loop rebuilt ten of them each k-tile)."""
+    code = sass(module_text(decode_kernel(decoder(name), dtype), "sm_90a"), "sm_90a", tmp_path)
+    fmas = [re.match(r"HFMA2(\.BF16_V2)? R\d+, R\d+\S*, (R\d+)\S*, -?[\d.e+-]+, ", ins) for ins in code if re.match(r"HFMA2(\.BF16_V2)? ", ins)]
+    assert len(fmas) == decoder(name).per_word // 2 and all(fmas), code
+    assert len({f.group(2) for f in fmas}) == 1, [f.group(0) for f in fmas]
+    lop3s = [ins for ins in code if re.match(r"LOP3\.LUT R\d+, R\d+\S*, 0x[0-9a-f]+, R\d+\S*, 0xc4", ins)]
+    assert len(lop3s) == len(fmas), code

@@ -18,6 +18,7 @@ from backend.bench_gemm import CANDIDATES, WGMMA_CANDIDATES
 from backend.gemm import lowered_gemm_kernel
 from dialects.ptx import KernelOp
 from lowering.tile_to_warp import GemmConfig, gemm_kernel
+from machine_code import sass_tools_missing, sass
 
 EPILOGUES = [GemmConfig("f16", bias=True, activation="silu"), GemmConfig("bf16", bm=64, bn=128, bk=32, stages=4, bias=True, activation="relu"),
              GemmConfig("f16", bm=64, bn=64, copy_elems=2), GemmConfig("bf16", bm=64, bn=64, copy_elems=1),
@@ -147,17 +148,7 @@ def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     assert "serialized" not in r.stderr, r.stderr  # ptxas made the wgmmas wait for each other
 
 
-def nvdisasm() -> str | None:
-    """The nvdisasm of the nvidia-cuda-nvdisasm wheel (the test extra), or one on PATH."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("nvidia")
-    found = [p for d in (spec.submodule_search_locations if spec else []) for p in Path(d).glob("cu*/bin/nvdisasm")]
-    return str(found[0]) if found else shutil.which("nvdisasm")
-
-
-@pytest.mark.skipif(shutil.which("ptxas") is None or nvdisasm() is None, reason="ptxas or nvdisasm is not installed")
+@pytest.mark.skipif(sass_tools_missing, reason="ptxas or nvdisasm is not installed")
 @pytest.mark.parametrize("cfg", WGMMA_CONFIGS, ids=lambda c: c.name)
 def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path):
     """In the machine code, no instruction after the last wgmma (HGMMA) touches its accumulators before a
@@ -165,11 +156,7 @@ def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path
     (decoded-weight loops that left a group in flight), which the GPU turned into wrong sums."""
     import re
 
-    src = tmp_path / "k.ptx"
-    src.write_text(module_text(lowered_gemm_kernel(cfg, target="sm_90a"), "sm_90a"))
-    subprocess.run(["ptxas", "-arch=sm_90a", str(src), "-o", str(tmp_path / "k.cubin")], check=True)
-    sass = subprocess.run([nvdisasm(), "-c", str(tmp_path / "k.cubin")], capture_output=True, text=True, check=True).stdout
-    code = [m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", sass)]
+    code = sass(module_text(lowered_gemm_kernel(cfg, target="sm_90a"), "sm_90a"), "sm_90a", tmp_path)
     last = max(i for i, ins in enumerate(code) if re.match(r"[HIQ]GMMA", ins))  # (f16/bf16, s8, fp8)
     first, n = (int(v) for v in re.search(r"GMMA\.64x(\d+)x\d+\S* R(\d+)", code[last]).groups()[::-1])
     acc = {f"R{r}" for r in range(first, first + n // 2)}
