@@ -47,7 +47,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     minifloats in f16, whose exponent rescale then moves to the f32 sums);
     decode-bound formats (1-2 bits) skip the register prefetch, fill two waves and may split K
     further (partial sums up to half the weight's bytes); table formats (nf4) look their pairs up
-    in shared memory (GemmConfig.shared_table), without the prefetch.
+    in shared memory (GemmConfig.shared_table), without the prefetch; minifloats in 8-row tiles
+    skip it too.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
@@ -61,7 +62,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     packed = {"weight": weight, "group": group, "scale": scale, "zero": zero}
     block = 16
     if weight:
-        from lowering.ladder import LutDecode, block_elems, decoder
+        from lowering.ladder import FloatDecode, LutDecode, block_elems, decoder
 
         block = block_elems(decoder(weight).bits)
     if a8:  # 8-bit A and B: k-tiles of 64 or 128 bytes hold what 32 or 64 halves hold
@@ -104,7 +105,11 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
         # 1-bit weights in 16-row tiles keep a fourth k-tile in flight (measured at M = 16: 36.4 -> 34.5 us on 28672 x 8192,
         # 0.6-1.9 us less at splits 4-16 on 8192 x 28672; no gain at M = 1 or for 2 bits)
         stages = 4 if d.bits == 1 and bm == 16 else 3
-        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=stages, prefetch=d.bits > (1 if bm == 8 else 2) and not table,
+        # minifloats in 8-row tiles, their codes placed for one-shift decoding, gain nothing from the prefetch either
+        # (measured at M = 1 on both large shapes: fp4, mxfp4, fp8 and mxfp8 within 0.3 us without it; with it ptxas
+        # kept fp4 and mxfp4 to 96 registers and spilled, 48.5 -> 49.4 us for fp4 on 28672 x 8192)
+        prefetch = d.bits > (1 if bm == 8 else 2) and not table and not (bm == 8 and isinstance(d, FloatDecode))
+        cfg = GemmConfig(dtype, bm=bm, bn=128, bk=bk, warps_m=1, warps_n=4, stages=stages, prefetch=prefetch,
                          scale_partials=partials, shared_table=table, **copies, **packed)
         spread = {"waves": 2, "partial_share": 0.5} if decode_bound else {}
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms, **spread))

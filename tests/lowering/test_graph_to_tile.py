@@ -164,3 +164,15 @@ def test_table_formats_look_their_pairs_up_in_shared_memory_at_small_m():
         assert choose_config(m, 4096, 4096, "f16", weight="nf4", group=64).shared_table
         assert not choose_config(m, 4096, 4096, "f16", weight="int4", group=128).shared_table
     assert not choose_config(64, 4096, 4096, "f16", weight="nf4", group=64).shared_table
+
+
+def test_small_m_register_prefetch_goes_to_the_formats_it_was_measured_to_help():
+    """The prefetch at M <= 16: integers of 4 bits or more in both tile heights, 2-bit integers in
+    8-row tiles only (M <= 8), minifloats in 16-row ones only, never 1-bit codes or table lookups."""
+    from lowering.graph_to_tile import choose_config
+
+    want = {("int4", 128): (True, True), ("uint8", 128): (True, True), ("int2", 64): (True, False), ("int1", 128): (False, False),
+            ("e2m1", 32): (False, True), ("e4m3", 128): (False, True), ("nf4", 64): (False, False)}
+    for (weight, group), (rows8, rows16) in want.items():
+        got = tuple(choose_config(m, 4096, 4096, "f16", weight=weight, group=group).prefetch for m in (1, 16))
+        assert got == (rows8, rows16), (weight, got)

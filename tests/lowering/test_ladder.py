@@ -153,3 +153,17 @@ def test_integer_decoders_take_their_constants_as_immediates(name, dtype, tmp_pa
     assert len({f.group(2) for f in fmas}) == 1, [f.group(0) for f in fmas]
     lop3s = [ins for ins in code if re.match(r"LOP3\.LUT R\d+, R\d+\S*, 0x[0-9a-f]+, R\d+\S*, 0xc4", ins)]
     assert len(lop3s) == len(fmas), code
+
+
+@pytest.mark.parametrize("name, f16_ops, bf16_ops", [("e2m1", 11, 15), ("e4m3", 5, 7), ("e5m2", 3, 7)])
+def test_minifloat_codes_are_placed_for_one_shift_decoding(name, f16_ops, bf16_ops):
+    """The pairs' magnitude and sign bits tile a half word, and a word decodes in that many shifts,
+    ands and lop3s (e2m1 in pair order took 15 in f16: two shifts, an and and a lop3 a pair)."""
+    d = decoder(name)
+    assert sorted(b for mag, sign in d.placement for b in (*range(mag, mag + d.bits - 1), sign)) == list(range(16))
+    for dtype, ops in (("f16", f16_ops), ("bf16", bf16_ops)):
+        k = KernelOp.get("decode", ["u64"], 32)
+        b = PtxBuilder(k.body.block)
+        word = b.ld("global", k.body.block.args[0], "b32")
+        d.emit(b, word, dtype, rescaled=False)
+        assert sum(op.name in ("ptx.shl", "ptx.shr", "ptx.and", "ptx.lop3") for op in k.body.block.ops) == ops, dtype
