@@ -189,7 +189,7 @@ class FloatDecode(Decoder):
             for half in range(2):
                 x = elems[..., j, half]
                 words |= ((x & field) << (mag + 16 * half)) | ((x >> (self.bits - 1)) << (sign + 16 * half))
-        return words.reshape(*codes.shape[:-1], -1)
+        return words.reshape(*np.shape(codes)[:-1], -1)
 
     def unpack(self, words: np.ndarray) -> np.ndarray:
         w = np.asarray(words, np.uint32)
@@ -219,7 +219,7 @@ class FloatDecode(Decoder):
                 placed = b.and_(shift(up), magnitude | sign)
             else:
                 placed = b.lop3(shift(up), magnitude, b.and_(shift(sign_up), sign), OR_AND_LUT)
-            out.append(b.fma2(placed, rescale, 0x8000 * PAIR, dtype) if rescale else placed)  # x * 2^e + (-0) is exact
+            out.append(b.fma2(placed, rescale, sign, dtype) if rescale else placed)  # x * 2^e + (-0: the sign bits) is exact
         return out
 
 

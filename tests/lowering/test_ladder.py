@@ -143,7 +143,7 @@ def test_decoders_assemble(name, dtype, tmp_path):
 @pytest.mark.skipif(sass_tools_missing, reason="ptxas or nvdisasm is not installed")
 @pytest.mark.parametrize("name, dtype", [(n, t) for n in ("int1", "uint2", "int4", "uint8") for t in ("f16", "bf16") if (n, t) != ("uint8", "bf16")])
 def test_integer_decoders_take_their_constants_as_immediates(name, dtype, tmp_path):
-    """Every pair's own constants (its magic and field in the lop3, magic + offset in the add) are
+    """Every pair's own constants (its magic and field in the lop3, magic + offset in the fma) are
     immediates in the machine code: all the decoder's fmas multiply by one register (1.0), so a main
     loop short of registers has no per-pair constants to rebuild (with a unit 2^-(b*i) per place, the
     1-bit small-M loop rebuilt ten of them each k-tile)."""
