@@ -1,4 +1,1 @@
-"""Rung's GPU backend: PTX printing, the cuda-python JIT, and the Python API (`import backend as rung`)."""
-
-from backend.gemm import compile, linear, matmul  # noqa: F401
-from backend.quant import QuantizedWeight, qlinear, quantize  # noqa: F401
+"""Rung's GPU backend: PTX text, the kernel cache, the cuda-python JIT, kernels' launchers and benchmarks."""

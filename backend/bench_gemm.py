@@ -123,13 +123,13 @@ def host_overhead_us() -> tuple[float, float]:
     """Wall microseconds per eager call (tiny shape, so the GPU is never the bottleneck)."""
     import torch
 
-    import backend as rung
+    from backend.gemm import linear
 
     x = torch.randn(16, 64, device="cuda", dtype=torch.float16)
     w = torch.randn(64, 64, device="cuda", dtype=torch.float16)
     out = torch.empty(16, 64, device="cuda", dtype=torch.float16)
     result = []
-    for fn in (lambda: rung.linear(x, w, out), lambda: torch.matmul(x, w.T, out=out)):
+    for fn in (lambda: linear(x, w, out), lambda: torch.matmul(x, w.T, out=out)):
         for _ in range(50):
             fn()
         torch.cuda.synchronize()
@@ -193,19 +193,20 @@ def sanitize() -> None:
     table (8- and 16-row tiles), and 8-bit x 8-bit."""
     import torch
 
-    import backend as rung
+    from backend.gemm import linear
+    from backend.quant import qlinear, quantize
 
     for m, n, k in ((17, 72, 40), (512, 384, 256), (3, 200, 1024)):
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
         w = torch.randn(n, k, device="cuda", dtype=torch.float16)
-        y = rung.linear(x, w)
+        y = linear(x, w)
         torch.cuda.synchronize()
         err = (y.float() - x.float() @ w.float().T).abs().max().item()
         print(f"sanitize {m}x{n}x{k}: max abs error {err:.3g}")
     for fmt, m in (("uint4", 5), ("mxfp4", 300), ("nf4", 1), ("nf4", 12), ("w8a8", 70), ("fp8", 3)):
-        qw = rung.quantize(torch.randn(264, 512, device="cuda"), fmt, dtype="f16")
+        qw = quantize(torch.randn(264, 512, device="cuda"), fmt, dtype="f16")
         x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
-        y = rung.qlinear(x, qw)
+        y = qlinear(x, qw)
         torch.cuda.synchronize()
         err = (y.float() - x.float() @ qw.dequantize().float().T).abs().max().item()  # (8-bit x: quantization error included)
         print(f"sanitize {fmt} {m}x264x512: max abs error {err:.3g}")

@@ -65,7 +65,7 @@ def random_weight(n: int, k: int, cfg, copies: int):
     import torch
 
     from ir.numerics import element_format
-    from lowering.ladder import N_ALIGN
+    from ir.packing import N_ALIGN
 
     if cfg.a8:  # 8-bit weight as stored, f32 scales per channel (e4m3 from normal values: no NaN codes)
         return [(torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda") if cfg.a8 == "s8" else

@@ -6,9 +6,8 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
 from dialects.ptx import ForOp, KernelOp, YieldOp, kind_of
+from ir.targets import PTX_VERSION, check_target
 
-PTX_VERSION = "8.4"  # 8.4: mma.sync on e4m3 (sm_89 and later)
-TARGETS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
 _CLASSES = {"pred": ("%p", ".pred"), "b16": ("%h", ".b16"), "b32": ("%r", ".b32"), "u32": ("%r", ".b32"),
             "s32": ("%r", ".b32"), "f32": ("%f", ".f32"), "b64": ("%rd", ".b64"), "u64": ("%rd", ".b64")}
 
@@ -98,8 +97,7 @@ def _mov(v: SSAValue) -> str:
 
 def module_text(module: ModuleOp | KernelOp, target: str = "sm_80") -> str:
     """The PTX module of every ptx.kernel in `module`."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target} (known: {', '.join(TARGETS)})")
+    check_target(target)
     kernels = [module] if isinstance(module, KernelOp) else [op for op in module.walk() if isinstance(op, KernelOp)]
     head = [f".version {PTX_VERSION}", f".target {target}", ".address_size 64", ""]
     return "\n".join(head + [kernel_text(k) + "\n" for k in kernels])

@@ -1,7 +1,7 @@
 """Weight-only quantized linears from Python: Ladder's layout transform once, then kernels that
 decode the weight in registers.
 
-    import backend as rung
+    import rung
     qw = rung.quantize(w, "int4", group=128)            # w [N, K] float -> codes, scales (and zeros) packed on w's device
     y = rung.qlinear(x, qw)                             # x [..., K] f16/bf16 -> [..., N]
     qw = rung.QuantizedWeight.from_gptfast(weight, scales_and_zeros, group=128)
@@ -30,7 +30,7 @@ from ir.errors import RungError
 from ir.numerics import FormatError, QuantFormat
 from ir.numerics import quant_format as numerics_quant_format
 from lowering.graph_to_tile import choose_config
-from lowering.ladder import PackedWeight, decoder, pack_weight, unpack_weight
+from ir.packing import PackedWeight, decoder, pack_weight, unpack_weight
 
 _UNSET = object()
 EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # preset -> weight element, mma input, largest value
@@ -38,9 +38,9 @@ EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # p
 
 @dataclass
 class QuantizedWeight:
-    """A weight [N, K] in the layout Rung's kernels read (lowering.ladder.pack_weight), packed for
+    """A weight [N, K] in the layout Rung's kernels read (ir.packing.pack_weight), packed for
     `dtype` activations: `codes` int32 [N, K * bits / 32] in mma order, stored in 16-row tiles
-    (lowering.ladder.code_tiles), `scales` [K / group, N16]
+    (ir.packing.code_tiles), `scales` [K / group, N16]
     (dtype, or uint8 e8m0 codes), `zeros` [K / group, N16] (dtype: w = q * s + z) or None.
     With `activations` (W8A8, FP8), codes are the 8-bit weight as it is and scales f32 [N]."""
 

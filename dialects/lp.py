@@ -14,13 +14,10 @@ Their exact numerics live in `ir.numerics`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from xdsl.dialects.builtin import (
     BFloat16Type,
-    Float4E2M1FNType,
-    Float6E2M3FNType,
-    Float6E3M2FNType,
-    Float8E4M3FNType,
-    Float8E5M2Type,
     Float8E8M0FNUType,
     Float16Type,
     Float32Type,
@@ -35,6 +32,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from ir.dtypes import FLOAT_FORMATS, format_name
 from ir.numerics import FormatError, QuantFormat
 
 
@@ -43,27 +41,10 @@ class NF4Type(ParametrizedAttribute, TypeAttribute):
     """4-bit NormalFloat (QLoRA): 16 quantiles of N(0, 1) scaled to [-1, 1]."""
 
     name = "lp.nf4"
+    FORMAT: ClassVar[str] = "nf4"  # its ir.numerics format (ir.dtypes.format_name)
 
 
-_FLOAT_FORMATS = {
-    Float8E4M3FNType: "e4m3",
-    Float8E5M2Type: "e5m2",
-    Float6E3M2FNType: "e3m2",
-    Float6E2M3FNType: "e2m3",
-    Float4E2M1FNType: "e2m1",
-    Float8E8M0FNUType: "e8m0",
-    NF4Type: "nf4",
-}
 _SCALE_TYPES = {Float16Type: "f16", BFloat16Type: "bf16", Float32Type: "f32", Float8E8M0FNUType: "e8m0"}
-
-
-def format_name(t: Attribute) -> str | None:
-    """The `ir.numerics` format of a low-precision element type, None for other types."""
-    if isinstance(t, IntegerType):
-        if t.width.data in (1, 2, 3, 4, 8) and t.signedness.data != Signedness.SIGNLESS:
-            return ("int" if t.signedness.data == Signedness.SIGNED else "uint") + str(t.width.data)
-        return None
-    return _FLOAT_FORMATS.get(type(t))
 
 
 @irdl_attr_definition
@@ -88,7 +69,7 @@ class QuantAttr(ParametrizedAttribute):
         if name.startswith(("int", "uint")):
             element = IntegerType(int(name.lstrip("uint")), Signedness.SIGNED if name.startswith("int") else Signedness.UNSIGNED)
         else:
-            element = next(t for t, n in _FLOAT_FORMATS.items() if n == name)()
+            element = NF4Type() if name == "nf4" else next(t for t, n in FLOAT_FORMATS.items() if n == name)()
         scale = next(t for t, n in _SCALE_TYPES.items() if n == fmt.scale)()
         return QuantAttr(element, fmt.group, scale, fmt.zero)
 

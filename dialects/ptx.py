@@ -4,7 +4,7 @@ Values are `!ptx.reg<kind>` (kind: pred, b16, b32, u32, s32, f32, b64, u64). A k
 `ptx.kernel` whose entry block arguments are its parameters; `ptx.for` is a uniform counted
 loop with loop-carried registers (printed as a branch back, with moves for the carried values).
 `backend.ptx_text` prints a module; each op's `execute` gives its meaning for all threads of a
-thread block at once (numpy arrays over threads), which `ir.interpreter.run_kernel` drives.
+thread block at once (numpy arrays over threads), which the lane simulator (ir.simulator) drives.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ from xdsl.printer import Printer
 from xdsl.traits import IsTerminator, NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
+from ir.dtypes import storage_dtype
 from ir.errors import RungError
+from ir.simulator import DeviceMemory, run_grid, run_ops
 
 KINDS = {"pred": np.bool_, "b16": np.uint16, "b32": np.uint32, "u32": np.uint32, "s32": np.int32,
          "f32": np.float32, "b64": np.uint64, "u64": np.uint64}
@@ -1064,6 +1066,19 @@ class ForOp(PtxOp):
         if not isinstance(term, YieldOp) or [v.type for v in term.values] != [v.type for v in self.inits]:
             raise VerifyException("ptx.for must end in a ptx.yield of its carried types")
 
+    def simulate(self, cta, env: dict) -> None:
+        lb, ub, step, *values = (env[v] for v in self.operands)
+        if any((a != a[0]).any() for a in (lb, ub, step)):
+            raise RungError("ptx.for bounds differ between threads (the loop must be uniform)")
+        iv, *carried = self.body.block.args
+        for i in range(int(lb[0]), int(ub[0]), int(step[0])):
+            env[iv] = np.full(cta.threads, i, np.uint32)
+            cta.check_writes(carried)
+            env.update(zip(carried, values))
+            run_ops(self.body.block, env, cta)
+            values = [env[v] for v in self.body.block.last_op.values]
+        env.update(zip(self.results, values))
+
 
 STATIC_SHARED_LIMIT = 48 * 1024  # above this a kernel's shared memory is dynamic, opted into at launch
 
@@ -1135,9 +1150,6 @@ class LaunchOp(IRDLOperation):
             raise VerifyException(f"@{kernel.sym_name.data} takes parameters {kinds}, the launch gives {want}")
 
     def execute(self, *inputs):
-        from ir.dtypes import storage_dtype
-        from ir.interpreter import DeviceMemory, run_kernel
-
         mem = DeviceMemory()
         ptrs = [mem.alloc(np.asarray(v).astype(storage_dtype(o.type.element_type))) for v, o in zip(inputs, self.inputs)]
         out_type = self.result.type
@@ -1145,6 +1157,15 @@ class LaunchOp(IRDLOperation):
         ptrs.append(mem.alloc(out))
         run_kernel(self.kernel_op(), tuple(self.grid.get_values()), ptrs + list(self.dims.get_values()), mem)
         return mem.read(ptrs[-1], out)
+
+
+def run_kernel(kernel: KernelOp, grid: tuple[int, ...], params: list, memory: DeviceMemory) -> None:
+    """Simulate a ptx.kernel over `grid` thread blocks; `params` are ints (addresses from `memory`)."""
+    args = kernel.body.block.args
+    if len(params) != len(args):
+        raise RungError(f"kernel @{kernel.sym_name.data} takes {len(args)} parameters, got {len(params)}")
+    typed = {a: KINDS[kind_of(a)](p) for a, p in zip(args, params)}
+    run_grid(kernel.body.block, kernel.threads.value.data, kernel.shared_bytes.value.data, grid, typed, memory)
 
 
 PTX = Dialect("ptx", [

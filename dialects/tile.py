@@ -117,7 +117,7 @@ class SharedTile:
 class GemmConfig:
     """A tensor-core GEMM schedule: C = act(A @ B^T + bias) with A [M, K]; B is [N, K] (a linear's
     weight), with `b_kn` [K, N] (a matmul's right operand), or with `weight` a low-precision weight
-    as lowering.ladder stores it (codes in mma order, scales and zero terms [K / group, N])."""
+    as ir.packing stores it (codes in mma order, scales and zero terms [K / group, N])."""
 
     dtype: str = "f16"  # f16 or bf16
     bm: int = 128
@@ -131,7 +131,7 @@ class GemmConfig:
     copy_elems: int = 8  # halves per copy of A's rows (and of B's when B is [N, K]): 8 (16 B), 2 (4 B) or 1
     b_kn: bool = False  # B stored [K, N]: its rows run along N
     b_copy_elems: int = 8  # halves per copy of B's rows when B is [K, N] (they follow N's alignment)
-    weight: str = ""  # "" (B in dtype) or an element format with a register decoder (lowering.ladder.decoder)
+    weight: str = ""  # "" (B in dtype) or an element format with a register decoder (ir.packing.decoder)
     group: int = 0  # with `weight`: K elements per scale (0: one scale per output channel)
     scale: str = ""  # with `weight`: "" (scales in dtype) or "e8m0" (MX power-of-two scales)
     zero: bool = False  # with `weight`: a zero term per group, w = q * s + z
@@ -195,7 +195,7 @@ class GemmConfig:
 
     def _check_weight(self):
         from ir.numerics import FormatError
-        from lowering.ladder import LutDecode, block_elems, decoder
+        from ir.packing import LutDecode, block_elems, decoder
 
         try:
             d = decoder(self.weight)
@@ -519,7 +519,7 @@ class MatmulOp(IRDLOperation):
             return np.asarray(w, np.float64) * np.asarray(scales, np.float64)[:, None]
         if self.weight is None:
             return w.T if self.b_kn else w
-        from lowering.ladder import PackedWeight, unpack_weight
+        from ir.packing import PackedWeight, unpack_weight
 
         cfg = self.config
         packed = PackedWeight(np.asarray(w).view(np.uint32), _bits(scales, cfg.dtype), _bits(zeros, cfg.dtype) if zeros is not None else None)
@@ -533,7 +533,7 @@ class MatmulOp(IRDLOperation):
         zeros = rest.pop(0) if self.zeros is not None else None
         bias = rest.pop(0) if self.bias is not None else None
         if cfg.scale_partials:  # the codes' values, and each group's partial sums scaled (as the kernel does)
-            from lowering.ladder import code_chunk_bytes, code_rows, decode_values, group_scales
+            from ir.packing import code_chunk_bytes, code_rows, decode_values, group_scales
 
             k = x.shape[1]
             s = group_scales(_bits(scales, cfg.dtype)[:, :w.shape[0]], cfg.scale == "e8m0", cfg.dtype, rounded=False)
@@ -581,7 +581,7 @@ def packed_types(fmt, dtype: str, n: int, k: int) -> list:
     from xdsl.dialects.builtin import IntegerType, Signedness, bf16, f16, i32
 
     from ir.numerics import element_format
-    from lowering.ladder import N_ALIGN
+    from ir.packing import N_ALIGN
 
     act = f16 if dtype == "f16" else bf16
     groups = k // (fmt.group or k)
@@ -596,7 +596,7 @@ class PackWeightOp(IRDLOperation):
     """Ladder's offline transform of a quantized weight (its element values, scales and zeros as
     graph.qlinear holds them) into what a tensor-core kernel with `dtype` activations reads:
     codes in mma order stored in 16-row tiles, and scales and zero terms [K / group, N16]
-    (lowering.ladder.pack_weight). It depends on the weight alone, so it runs once per weight, not per call."""
+    (ir.packing.pack_weight). It depends on the weight alone, so it runs once per weight, not per call."""
 
     name = "tile.pack_weight"
     qweight = operand_def(TensorType)
@@ -631,7 +631,7 @@ class PackWeightOp(IRDLOperation):
 
     def execute(self, qweight, scales, zeros=None):
         from ir.dtypes import storage_dtype
-        from lowering.ladder import pack_weight
+        from ir.packing import pack_weight
 
         packed = pack_weight(qweight, scales, zeros, self.format.format, self.dtype.data)
         out = [packed.codes.view(np.int32), packed.scales.view(storage_dtype(self.packed_scales.type.element_type))]
@@ -1060,7 +1060,7 @@ class CopyOp(IRDLOperation):
     dimension other than `k_dim`, and k-tile `k_tile` along `k_dim`: from k_tile * k_step[0] //
     k_step[1] (k_step: k-tile to rows or columns of src). `bytes` per copy instruction. With
     `row_tiles` (C), src is packed codes stored in tiles of 16 rows, C bytes of each row at a time
-    (lowering.ladder.code_tiles)."""
+    (ir.packing.code_tiles)."""
 
     name = "tile.copy"
     src = operand_def(TensorType)
@@ -1103,7 +1103,7 @@ class CopyOp(IRDLOperation):
         _, rows, cols = buffer.shape
         r0, c0 = (fixed, k0) if self.k_dim.value.data == 1 else (k0, fixed)
         if self.row_tiles is not None:  # the window's rows, back in row order
-            from lowering.ladder import code_rows
+            from ir.packing import code_rows
 
             src, r0 = code_rows(src.view(np.uint32), self.row_tiles.value.data, range(r0, r0 + rows)).view(src.dtype), 0
         buffer[stage] = _window(src, r0, c0, rows, cols)
@@ -1160,7 +1160,7 @@ class DecodeOp(IRDLOperation):
             raise VerifyException("tile.decode's scales come with their group size, and only with them")
 
     def run(self, ids: BlockIds, codes, scales=None, zeros=None):
-        from lowering.ladder import apply_scales, decode_values
+        from ir.packing import apply_scales, decode_values
 
         bk, dtype = self.result.type.get_shape()[1], str(self.result.type.element)
         q = decode_values(codes.view(np.uint32), self.element.data, dtype, bk)  # a k-tile's rows, as shared memory holds them
@@ -1225,7 +1225,7 @@ class MmaOp(IRDLOperation):
             return (a.astype(np.int64) @ b.T.astype(np.int64) + acc).astype(np.int32)
         if scales is None:
             return acc + a.astype(np.float32) @ b.T.astype(np.float32)
-        from lowering.ladder import group_scales
+        from ir.packing import group_scales
 
         k, group, dtype = a.shape[1], self.group.value.data, str(self.a.type.element)
         s = group_scales(_bits(scales, dtype), _is_e8m0(self.scales), dtype, rounded=False)

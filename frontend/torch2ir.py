@@ -697,7 +697,7 @@ def quantize(module, names, weights, format_name: str, group: int | None, progre
 
 
 def main(argv=None) -> int:
-    from ir.context import print_ir, verify
+    from ir.syntax import print_ir, verify
 
     p = argparse.ArgumentParser(prog="python -m frontend.torch2ir", description="Convert a PyTorch model to Rung graph IR.")
     p.add_argument("model", help="model.py defining model() and example_inputs()")

@@ -14,6 +14,12 @@ import numpy as np
 from xdsl.dialects.builtin import (
     AnyFloat,
     BFloat16Type,
+    Float4E2M1FNType,
+    Float6E2M3FNType,
+    Float6E3M2FNType,
+    Float8E4M3FNType,
+    Float8E5M2Type,
+    Float8E8M0FNUType,
     Float16Type,
     Float32Type,
     Float64Type,
@@ -24,14 +30,34 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute
 
-from dialects.lp import NF4Type, format_name
 from ir.numerics import element_format
+
+FLOAT_FORMATS = {
+    Float8E4M3FNType: "e4m3",
+    Float8E5M2Type: "e5m2",
+    Float6E3M2FNType: "e3m2",
+    Float6E2M3FNType: "e2m3",
+    Float4E2M1FNType: "e2m1",
+    Float8E8M0FNUType: "e8m0",
+}
+
+
+def format_name(t: Attribute) -> str | None:
+    """The `ir.numerics` format of a low-precision element type, None for other types. A
+    dialect's own element type names its format in a class attribute `FORMAT` (lp.nf4)."""
+    if isinstance(t, IntegerType):
+        if t.width.data in (1, 2, 3, 4, 8) and t.signedness.data != Signedness.SIGNLESS:
+            return ("int" if t.signedness.data == Signedness.SIGNED else "uint") + str(t.width.data)
+        return None
+    return FLOAT_FORMATS.get(type(t)) or getattr(t, "FORMAT", None)
+
 
 _NATIVE_FLOATS = {Float16Type: np.float16, BFloat16Type: ml_dtypes.bfloat16, Float32Type: np.float32, Float64Type: np.float64}
 
 
 def is_float(t: Attribute) -> bool:
-    return isinstance(t, AnyFloat | NF4Type)
+    fmt = format_name(t)
+    return isinstance(t, AnyFloat) or (fmt is not None and not element_format(fmt).is_integer)
 
 
 def is_bool(t: Attribute) -> bool:

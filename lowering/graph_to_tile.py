@@ -31,6 +31,7 @@ from dialects import graph as g
 from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
+from ir.targets import check_target
 
 SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 
@@ -62,7 +63,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     packed = {"weight": weight, "group": group, "scale": scale, "zero": zero}
     block = 16
     if weight:
-        from lowering.ladder import FloatDecode, LutDecode, block_elems, decoder
+        from ir.packing import FloatDecode, LutDecode, block_elems, decoder
 
         block = block_elems(decoder(weight).bits)
     if a8:  # 8-bit A and B: k-tiles of 64 or 128 bytes hold what 32 or 64 halves hold
@@ -216,7 +217,7 @@ class QLinearToTile(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.QLinearOp, rewriter: PatternRewriter):
-        from lowering.ladder import decoder
+        from ir.packing import decoder
 
         dtype = str(op.x.type.element_type)
         fmt = op.format.format
@@ -269,10 +270,8 @@ class GraphToTile(ModulePass):
     raster: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from backend.ptx_text import TARGETS
-
-        if self.target and self.target not in TARGETS:
-            raise RungError(f"graph-to-tile: unknown target {self.target} (known: {', '.join(TARGETS)})")
+        if self.target:
+            check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
         patterns = GreedyRewritePatternApplier([cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -28,7 +28,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects import tile as t
-from lowering.ladder import code_chunk_bytes
+from ir.packing import code_chunk_bytes
 
 
 def _elements(cfg: t.GemmConfig):
@@ -80,7 +80,7 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
     k_tile, stage = copy.args
     for (name, _, _, nbytes), (k_dim, k_step) in zip(copies, cfg.copy_k_steps):
         fixed = origin.row if name == "a" else origin.col
-        row_tiles = code_chunk_bytes(bits) if name == "b" and cfg.weight else 0  # packed codes: in 16-row tiles (ladder.code_tiles)
+        row_tiles = code_chunk_bytes(bits) if name == "b" and cfg.weight else 0  # packed codes: in 16-row tiles (ir.packing.code_tiles)
         copy.add_op(t.CopyOp.get(arg[name], fixed, k_tile, buffers[name], stage, k_dim, k_step, nbytes, row_tiles))
     copy.add_op(t.YieldOp.build(operands=[[]]))
 

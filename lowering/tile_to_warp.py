@@ -20,7 +20,7 @@ A [M, K], B ([N, K], or [K, N] with `b_kn`) and C [M, N] are row-major f16 or bf
 accumulation is f32 (mma.sync.m16n8k16). One thread block computes a BM x BN tile of C with
 warps_m x warps_n warps; K advances in BK steps through a `stages`-deep cp.async pipeline in
 shared memory; a [K, N] B is read with ldmatrix.trans. Fragments follow
-`ir.layout.MMA_M16N8K16_*`. A low-precision B (`weight`) arrives as lowering.ladder stores it:
+`ir.layout.MMA_M16N8K16_*`. A low-precision B (`weight`) arrives as ir.packing stores it:
 its codes, scales and zero terms are copied like any tile and decoded in registers before mma.
 With 8-row tiles (GemmConfig.weight_is_a) the decoded weight is the mma's A operand and A's
 rows its B operand: the accumulators hold C transposed and are stored element by element.
@@ -54,7 +54,8 @@ from dialects.tile import REDUCE_THREADS, TABLE_BYTES, TABLE_ROWS, GemmConfig, S
 from ir.errors import RungError
 from ir.layout import Swizzle
 from dialects.warp import WGMMA_SWIZZLE, SmemType
-from lowering.ladder import CODE_TILE_ROWS, decoder
+from ir.packing import CODE_TILE_ROWS, decoder
+from lowering.ladder import emit_decode, looked_up
 from lowering.ptx_builder import PtxBuilder
 
 
@@ -72,7 +73,7 @@ class _TileCopy:
 
     `k_in_rows` says whether K runs along the tile's rows (B stored [K, N], scales) or its columns;
     `k0` of `issue` counts in that axis's units (rows, or elements). With `row_tiles` (C bytes) the
-    source is packed codes stored in tiles of 16 rows (lowering.ladder.code_tiles): byte c of row r
+    source is packed codes stored in tiles of 16 rows (ir.packing.code_tiles): byte c of row r
     lies at (r - r % 16) * stride + (c - c % C) * 16 + (r % 16) * C + c % C where N is a multiple of
     16 and rows are whole chunks (else at r * stride + c: rows as they are)."""
 
@@ -118,7 +119,7 @@ class _TileCopy:
 
     def _chunked(self, b: PtxBuilder, byte, height):
         """Where byte `byte` of a row lies in its tile, from the row's first byte: chunk by chunk of
-        the tile's rows (lowering.ladder.code_tiles)."""
+        the tile's rows (ir.packing.code_tiles)."""
         log = self.row_tiles.bit_length() - 1
         return b.add(b.mul(b.shr(byte, log), b.shl(height, log)), b.and_(byte, self.row_tiles - 1))
 
@@ -726,7 +727,7 @@ def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, pro
 
 
 class _WeightFragments:
-    """B fragments decoded in registers from codes in mma order (lowering.ladder) and scaled per
+    """B fragments decoded in registers from codes in mma order (ir.packing) and scaled per
     group: lane (g, t) reads one 32-bit word per n8 tile and k-block of its row, and the scale
     (and zero term) of that row for each k16 step from the shared scale tile. With a shared
     table (GemmConfig.shared_table), the block fills it first (ahead of the pipeline's first barrier)."""
@@ -765,7 +766,7 @@ class _WeightFragments:
         chunks = [b.shl(b.and_(b.add(lane, i), 7), 3) for i in range(8)]  # in halves
         for first in range(0, TABLE_ROWS, cfg.threads):
             row = b.add(tid, first) if first else tid
-            pair = self.dec.emit(b, row, cfg.dtype)[0]
+            pair = emit_decode(self.dec, b, row, cfg.dtype)[0]
             for chunk in chunks:
                 b.tile_store(table, zero, row, chunk, [pair] * 4)
         copy = b.shl(lane, 1)
@@ -827,9 +828,9 @@ class _WeightFragments:
         out = [[None] * len(self.rows) for _ in range(self.steps)]
         for ni, word in enumerate(words):
             if self.lookup:
-                regs = self.dec.looked_up(body, word, self.lookup)
+                regs = looked_up(body, word, self.lookup)
             else:
-                regs = self.dec.emit(body, word, cfg.dtype, rescaled=self.acc_rescale == 1)
+                regs = emit_decode(self.dec, body, word, cfg.dtype, rescaled=self.acc_rescale == 1)
             for step in range(self.steps):
                 if scales is None:
                     out[step][ni] = (regs[2 * step], regs[2 * step + 1])

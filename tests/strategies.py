@@ -138,7 +138,7 @@ def graph_programs(draw, max_ops: int = 6) -> ModuleOp:
 
 def inputs_for(module: ModuleOp, seed: int) -> list[np.ndarray]:
     """Random inputs of @main's argument types (low-precision ones drawn in range)."""
-    from ir.cli import random_inputs
+    from rung.cli import random_inputs
 
     fn = module.ops.first
     return random_inputs([a.type for a in fn.body.block.args], seed, int_high=4)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import backend as rung
+import rung
 from dialects.tile import GemmConfig
 from ir.errors import RungError
 from torch_checks import assert_matches

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import backend as rung
+import rung
 from backend.quant import quant_format
 from ir.errors import RungError
 from torch_checks import assert_matches

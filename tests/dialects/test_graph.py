@@ -11,7 +11,7 @@ from xdsl.ir import Block, Region
 
 from dialects import graph as g
 from dialects.lp import QuantAttr
-from ir.context import parse_ir, print_ir
+from rung.context import parse_ir, print_ir
 from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import run

@@ -4,7 +4,7 @@ import pytest
 from xdsl.dialects.builtin import Float4E2M1FNType, Float8E8M0FNUType, IntegerType, Signedness, f16
 
 from dialects.lp import NF4Type, QuantAttr, format_name
-from ir.context import parse_ir, print_ir
+from rung.context import parse_ir, print_ir
 from ir.errors import RungError
 from ir.numerics import QuantFormat
 

@@ -9,7 +9,8 @@ import pytest
 from lowering.ptx_builder import PtxBuilder
 from backend.ptx_text import module_text
 from dialects.ptx import KernelOp
-from ir.interpreter import DeviceMemory, ThreadBlock, run_kernel
+from dialects.ptx import run_kernel
+from ir.simulator import DeviceMemory, ThreadBlock
 from ir.errors import RungError
 
 PTXAS = shutil.which("ptxas")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ir.context import parse_ir
+from rung.context import parse_ir
 from ir.errors import RungError
 from ir.interpreter import run
 
@@ -59,7 +59,7 @@ def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_
 
     from dialects.lp import QuantAttr
     from dialects.tile import GemmConfig, MatmulOp, packed_types
-    from ir.context import make_context
+    from rung.context import make_context
     from ir.numerics import QuantFormat
 
     bm, bn, wm, wn = tiles

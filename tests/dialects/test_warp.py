@@ -6,7 +6,7 @@ from xdsl.dialects.builtin import f16
 
 from dialects.tile import swizzle_for
 from dialects.warp import SmemType
-from ir.context import parse_ir, print_ir
+from rung.context import parse_ir, print_ir
 from ir.errors import RungError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from frontend.torch2ir import check, load_model_file, main, torch_to_ir
-from ir.context import parse_ir, print_ir, verify
+from rung.context import parse_ir, print_ir, verify
 from ir.errors import RungError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

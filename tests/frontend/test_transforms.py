@@ -9,7 +9,7 @@ import pytest
 from dialects import graph as g
 from frontend.torch2ir import inputs_for, load_model_file, main, torch_to_ir
 from frontend.transforms import quantize_linears
-from ir.context import parse_ir, print_ir, verify
+from rung.context import parse_ir, print_ir, verify
 from ir.interpreter import run
 from ir.numerics import QuantFormat
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ir.context import parse_ir
+from rung.context import parse_ir
 from ir.errors import RungError
 from ir.interpreter import run
 

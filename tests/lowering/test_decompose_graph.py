@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dialects import graph as g
-from ir.context import make_context, verify
+from rung.context import make_context, verify
 from ir.interpreter import run
-from ir.passes import run_pipeline
+from rung.passes import run_pipeline
 from strategies import graph_programs, inputs_for
 
 COMPOSITE = (g.LinearOp, g.SiluOp, g.SigmoidOp, g.GeluOp, g.SoftmaxOp, g.RmsNormOp, g.LayerNormOp)

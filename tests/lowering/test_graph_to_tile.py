@@ -11,10 +11,10 @@ from dialects import graph as g
 from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import KernelOp as TileKernel
 from dialects.tile import MatmulOp
-from ir.cli import random_inputs
-from ir.context import make_context, parse_ir, print_ir
+from rung.cli import random_inputs
+from rung.context import make_context, parse_ir, print_ir
 from ir.interpreter import run
-from ir.passes import LOWER_TO_PTX, run_pipeline
+from rung.passes import LOWER_TO_PTX, run_pipeline
 
 SCHEDULES = ["", "{bm=32 bn=32 bk=32 warps_m=1 warps_n=1 stages=2}", "{bm=64 bn=32 bk=64 warps_m=2 warps_n=1 stages=3}"]
 

@@ -1,4 +1,4 @@
-"""Ladder's weight layout and the generated register decoders, on the kernel interpreter and ptxas."""
+"""The register decoders generated for Ladder's weight layout, on the lane simulator and ptxas."""
 
 import re
 import shutil
@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
 from dialects.ptx import KernelOp
-from ir.interpreter import DeviceMemory, run_kernel
+from dialects.ptx import run_kernel
+from ir.simulator import DeviceMemory
 from ir.layout import MMA_SHAPES
 from ir.numerics import FormatError
-from lowering.ladder import CODE_TILE_ROWS, Decoder, code_rows, code_tiles, decoder, half_bits, mma_b_words
+from ir.packing import Decoder, decoder, half_bits, mma_b_words
+from lowering.ladder import emit_decode
 from lowering.ptx_builder import PtxBuilder
 from machine_code import sass_tools_missing, sass
 
@@ -29,7 +31,7 @@ def decode_kernel(d: Decoder, dtype: str, threads: int = 64, rescaled: bool = Tr
     src, dst = k.body.block.args
     tid = b.sreg("tid.x")
     word = b.ld("global", b.add(src, b.cvt(b.shl(tid, 2), "u64")), "b32")
-    regs = d.emit(b, word, dtype, rescaled)
+    regs = emit_decode(d, b, word, dtype, rescaled)
     out = b.add(dst, b.cvt(b.mul(tid, 4 * len(regs)), "u64"))
     for j, r in enumerate(regs):
         b.st("global", out, [r], offset=4 * j)
@@ -92,44 +94,6 @@ def test_mma_order_gives_each_lane_its_b_fragments(name, blocks, seed):
                 assert np.array_equal(half_bits(per_word[g, blk, t, s], "f16"), half_bits(want, "f16"))
 
 
-@given(st.integers(1, 70) | st.integers(1, 5).map(lambda t: 16 * t), st.integers(1, 24), st.sampled_from([16, 32, 64]), st.integers(0, 2**31))
-def test_code_tiles_keep_a_chunk_of_16_rows_together(n, columns, chunk, seed):
-    """Stored codes: tile after tile of 16 rows, in each the rows' `chunk` bytes one row after
-    another, chunk after chunk of K; codes whose N is not a multiple of 16 or whose rows are not
-    whole chunks stay as they are. code_rows gives the rows back."""
-    words = np.random.default_rng(seed).integers(0, 2**32, (n, 4 * columns), dtype=np.uint64).astype(np.uint32)
-    image = code_tiles(words, chunk)
-    assert image.shape == words.shape and np.array_equal(code_rows(image, chunk), words)
-    r0 = CODE_TILE_ROWS * (n // CODE_TILE_ROWS // 2)  # a window of whole tiles, as a block's copies read it
-    assert np.array_equal(code_rows(image, chunk, range(r0, r0 + 2 * CODE_TILE_ROWS)), words[r0:r0 + 2 * CODE_TILE_ROWS])
-    per = chunk // 4
-    if words.shape[1] % per or n % CODE_TILE_ROWS:
-        assert np.array_equal(image, words)
-        return
-    flat = image.reshape(-1)
-    for r0 in range(0, n, CODE_TILE_ROWS):
-        for c in range(words.shape[1] // per):
-            at = r0 * words.shape[1] + c * per * CODE_TILE_ROWS  # chunk c of the tile: 16 rows of `per` words, contiguous
-            assert np.array_equal(flat[at:at + per * CODE_TILE_ROWS].reshape(CODE_TILE_ROWS, per), words[r0:r0 + CODE_TILE_ROWS, per * c:per * (c + 1)])
-
-
-def test_code_rows_windows_are_whole_tiles():
-    image = code_tiles(np.arange(32 * 16, dtype=np.uint32).reshape(32, 16), 64)
-    with pytest.raises(ValueError, match="rows 8..24 are not whole tiles of 16"):
-        code_rows(image, 64, range(8, 24))
-
-
-def test_bad_weights_are_clear_errors():
-    with pytest.raises(FormatError, match="do not fit 4 bits"):
-        decoder("int4").codes(np.array([8]))
-    with pytest.raises(FormatError, match="0.3 is not a value of e2m1"):
-        decoder("e2m1").codes(np.array([0.5, 0.3]))
-    with pytest.raises(FormatError, match="K = 24 must be a multiple of 32"):
-        mma_b_words(np.zeros((2, 24), int), decoder("int4"))
-    with pytest.raises(FormatError, match="no register decoder for e3m2"):
-        decoder("e3m2")
-
-
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("name", ["int4", "e2m1", "e4m3", "e5m2", "nf4"])
@@ -165,5 +129,5 @@ def test_minifloat_codes_are_placed_for_one_shift_decoding(name, f16_ops, bf16_o
         k = KernelOp.get("decode", ["u64"], 32)
         b = PtxBuilder(k.body.block)
         word = b.ld("global", k.body.block.args[0], "b32")
-        d.emit(b, word, dtype, rescaled=False)
+        emit_decode(d, b, word, dtype, rescaled=False)
         assert sum(op.name in ("ptx.shl", "ptx.shr", "ptx.and", "ptx.lop3") for op in k.body.block.ops) == ops, dtype

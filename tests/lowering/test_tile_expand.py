@@ -14,12 +14,12 @@ from dialects import graph as g
 from dialects import tile
 from dialects.lp import QuantAttr
 from dialects.tile import GemmConfig
-from ir.context import make_context, parse_ir, print_ir
+from rung.context import make_context, parse_ir, print_ir
 from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import run
 from ir.numerics import quant_format
-from ir.passes import run_pipeline
+from rung.passes import run_pipeline
 from lowering.tile_expand import block_program
 from tests.lowering.test_graph_to_tile import linear_ir
 

@@ -11,7 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
-from ir.interpreter import DeviceMemory, run_kernel
+from dialects.ptx import run_kernel
+from ir.simulator import DeviceMemory
 from ir.errors import RungError
 from dialects.tile import copy_elems, reduce_grid
 from backend.bench_gemm import CANDIDATES, WGMMA_CANDIDATES
@@ -341,9 +342,9 @@ def test_benchmark_candidates_are_correct_and_assemble(candidate, tmp_path):
 
 
 def run_weight_gemm(cfg, fmt, x, w, bias=None, kernel=None):
-    """Quantize w with `fmt`, pack it (lowering.ladder), run the lowered kernel(s) (or `kernel`) on
+    """Quantize w with `fmt`, pack it (ir.packing), run the lowered kernel(s) (or `kernel`) on
     the interpreter; returns (out, the weight the kernel computes with, the format's dequantized weight)."""
-    from lowering.ladder import pack_weight, unpack_weight
+    from ir.packing import pack_weight, unpack_weight
 
     m, k = x.shape
     n = w.shape[0]
@@ -463,7 +464,7 @@ def test_small_m_schedules_read_codes_in_16_row_tiles(fmt, bm, m, n, blocks, see
     they are, N not a multiple of 16 or K not of the chunk), nf4's pairs in its shared table: the
     kernel equals x @ (the packed weight decoded)^T."""
     from ir.numerics import QuantFormat
-    from lowering.ladder import block_elems, decoder
+    from ir.packing import block_elems, decoder
 
     fmt = QuantFormat(*fmt)
     k = blocks * block_elems(decoder(fmt.element).bits)

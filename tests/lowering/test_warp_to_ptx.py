@@ -2,8 +2,8 @@
 
 from dialects import ptx, warp
 from dialects.tile import GemmConfig
-from ir.context import make_context, verify
-from ir.passes import run_pipeline
+from rung.context import make_context, verify
+from rung.passes import run_pipeline
 from lowering.tile_to_warp import gemm_kernel
 from xdsl.dialects.builtin import ModuleOp
 

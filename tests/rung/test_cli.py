@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from ir.passes import LOWER_TO_PTX, PASSES
+from rung.passes import LOWER_TO_PTX, PASSES
 
 GEMM = """func.func @main(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<16xf32>) -> tensor<4x16xf32> {
   %y = graph.linear %x, %w, %b : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<4x16xf32>
@@ -17,7 +17,7 @@ GEMM = """func.func @main(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<
 
 
 def cli(tool, *args, stdin=None):
-    code = f"import sys; from ir.cli import {tool}; sys.exit({tool}(sys.argv[1:]))"
+    code = f"import sys; from rung.cli import {tool}; sys.exit({tool}(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, text=True)
 
 

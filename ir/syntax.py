@@ -1,4 +1,4 @@
-"""The xDSL context with every Rung dialect, and parsing that reports file:line:col."""
+"""IR text: parsing that reports file:line:col, printing, and verification with located errors."""
 
 from __future__ import annotations
 
@@ -6,29 +6,14 @@ import re
 from io import StringIO
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import Builtin, ModuleOp
-from xdsl.dialects.func import Func
-from xdsl.ir import Dialect, Operation
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 from xdsl.utils.lexer import Span
 
-from dialects.graph import GRAPH
-from dialects.lp import LP
-from dialects.ptx import PTX
-from dialects.tile import TILE
-from dialects.warp import WARP
 from ir.errors import RungError
-
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (Builtin, Func, LP, GRAPH, TILE, WARP, PTX)}
-
-
-def make_context() -> Context:
-    ctx = Context()
-    for d in DIALECTS.values():
-        ctx.load_dialect(d)
-    return ctx
 
 
 def print_ir(module: Operation) -> str:
@@ -58,9 +43,9 @@ class _LocatingParser(Parser):
         return op
 
 
-def parse_ir(text: str, filename: str = "<stdin>", ctx: Context | None = None) -> ModuleOp:
-    """Parse and verify IR text; any problem is a RungError `file:line:col: message`."""
-    parser = _LocatingParser(ctx or make_context(), text, filename)
+def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
+    """Parse and verify IR text in `ctx`; any problem is a RungError `file:line:col: message`."""
+    parser = _LocatingParser(ctx, text, filename)
     try:
         module = parser.parse_module()
     except ParseError as e:

@@ -1,7 +1,7 @@
 """docs/reference.md is generated from the code and must be current."""
 
-from ir.docgen import main
+from rung.docgen import main
 
 
 def test_reference_is_up_to_date():
-    assert main(["--check"]) == 0, "run: python -m ir.docgen"
+    assert main(["--check"]) == 0, "run: python -m rung.docgen"

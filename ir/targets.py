@@ -1,0 +1,13 @@
+"""The GPU targets Rung emits PTX for, and the PTX ISA version its kernels are written in."""
+
+from ir.errors import RungError
+
+PTX_VERSION = "8.4"  # 8.4: mma.sync on e4m3 (sm_89 and later)
+TARGETS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+
+
+def check_target(target: str, who: str = "") -> str:
+    """`target` if Rung knows it, else a RungError (prefixed `who: `) listing the known ones."""
+    if target not in TARGETS:
+        raise RungError(f"{who + ': ' if who else ''}unknown target {target} (known: {', '.join(TARGETS)})")
+    return target
