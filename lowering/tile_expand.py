@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import DenseArrayBase, Float8E4M3FNType, IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, TensorType, UnitAttr, \
+from xdsl.dialects.builtin import DenseArrayBase, Float8E4M3FNType, IndexType, IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, TensorType, UnitAttr, \
     bf16, f16, f32, i8, i32, i64
 from xdsl.ir import Block, Region
 from xdsl.passes import ModulePass
@@ -57,8 +57,8 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
         body.add_op(op)
         return op
 
-    origin = add(t.BlockOriginOp.build(result_types=[t.IndexType()] * 2))
-    k_range = add(t.KRangeOp.build(operands=[arg["a"]], result_types=[t.IndexType()] * 2))
+    origin = add(t.BlockOriginOp.build(result_types=[IndexType()] * 2))
+    k_range = add(t.KRangeOp.build(operands=[arg["a"]], result_types=[IndexType()] * 2))
     # (source, shared element, tile rows x cols in elements, bytes per copy), in cfg.copied_tiles order
     bits = cfg.weight_bits
     copies = [("a", ab, (cfg.bm, cfg.bk), 2 * cfg.copy_elems)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
@@ -103,10 +103,10 @@ class WarpToPtx(ModulePass):
                 guard = [access.pred] if access.pred is not None else []
                 new = ptx.CpAsyncOp.create(operands=[addr, access.src, access.src_size, *guard], properties=dict(access.properties))
             elif isinstance(access, warp.LoadOp):
-                props = {"space": ptx.StringAttr("shared"), **({"byte": access.byte} if access.byte else {})}
+                props = {"space": StringAttr("shared"), **({"byte": access.byte} if access.byte else {})}
                 new = ptx.LoadOp.create(operands=[addr], result_types=[access.result.type], properties=props)
             else:
-                new = ptx.StoreOp.create(operands=[addr, *access.values], properties={"space": ptx.StringAttr("shared")})
+                new = ptx.StoreOp.create(operands=[addr, *access.values], properties={"space": StringAttr("shared")})
             Rewriter.replace_op(access, new)
         for alloc in [o for o in op.walk() if isinstance(o, warp.AllocSharedOp)]:
             Rewriter.replace_op(alloc, [], [bases[alloc.result]])

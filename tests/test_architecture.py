@@ -1,5 +1,5 @@
 """The package map of docs/design.md, kept: imports run one way, rung -> frontend -> backend ->
-lowering -> dialects -> ir."""
+lowering -> dialects -> ir, and no source file grows past what a reader takes in at once."""
 
 import ast
 from pathlib import Path
@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 LEVELS = ["ir", "dialects", "lowering", "backend", "frontend", "rung"]  # each may import only those before it
+MAX_LINES = 800
 
 
 def _imports(path: Path):
@@ -37,3 +38,9 @@ def test_the_check_sees_function_local_imports(tmp_path):
     f.write_text("def f():\n    from backend.jit import Kernel\n")
     assert list(_imports(f)) == [(2, "backend")]
 
+
+
+def test_no_source_file_is_too_long():
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for pkg in LEVELS for p in _sources(pkg)
+            if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    assert not long, f"split these (at most {MAX_LINES} lines a file):\n" + "\n".join(long)

@@ -18,7 +18,8 @@ from dialects.tile import copy_elems, reduce_grid
 from backend.bench_gemm import CANDIDATES, WGMMA_CANDIDATES
 from backend.gemm import lowered_gemm_kernel
 from dialects.ptx import KernelOp
-from lowering.tile_to_warp import GemmConfig, gemm_kernel
+from dialects.tile import GemmConfig
+from lowering.tile_to_warp import gemm_kernel
 from machine_code import sass_tools_missing, sass
 
 EPILOGUES = [GemmConfig("f16", bias=True, activation="silu"), GemmConfig("bf16", bm=64, bn=128, bk=32, stages=4, bias=True, activation="relu"),
