@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import DenseArrayBase, Float8E4M3FNType, IndexType, IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, TensorType, UnitAttr, \
+from xdsl.dialects.builtin import Float8E4M3FNType, IndexType, IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, TensorType, UnitAttr, \
     bf16, f16, f32, i8, i32, i64
 from xdsl.ir import Block, Region
 from xdsl.passes import ModulePass
@@ -122,15 +122,10 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
     add(t.StoreOp.build(operands=[epilogue.result, arg["c"], origin.row, origin.col]))
     add(t.YieldOp.build(operands=[[]]))
 
-    props = {"sym_name": StringAttr(cfg.name), "block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
-             "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]), "stages": IntegerAttr(cfg.stages, i64)}
-    for name in ("split_k", "raster"):
-        if getattr(cfg, name) > 1:
-            props[name] = IntegerAttr(getattr(cfg, name), i64)
-    for name in ("prefetch", "wgmma"):
-        if getattr(cfg, name):
-            props[name] = UnitAttr()
-    return t.KernelOp.create(properties=props, regions=[Region(body)])
+    kernel = t.KernelOp.create(properties={"sym_name": StringAttr(cfg.name), "schedule": t.GemmSchedule(cfg)}, regions=[Region(body)])
+    # what the ops carry out: with a split K, f32 partial sums (the reduction adds the bias and applies the activation)
+    kernel.properties["schedule"] = t.GemmSchedule(kernel.program_config())
+    return kernel
 
 
 @dataclass(frozen=True)

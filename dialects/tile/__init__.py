@@ -10,7 +10,7 @@ type. Its interpreter runs exactly that blocked order, so the schedule is checke
 
 from dialects.tile.schedule import (  # noqa: F401
     TABLE_ROWS, TABLE_BYTES, MAX_SHARED_BYTES, REDUCE_THREADS, EIGHT_BIT_OPERANDS, reduce_grid, reduce_param_kinds,
-    copy_elems, ACTIVATIONS, swizzle_for, SharedTile, GemmConfig
+    copy_elems, ACTIVATIONS, swizzle_for, SharedTile, GemmConfig, GemmSchedule
 )
 from dialects.tile.ops import (  # noqa: F401
     MatmulOp, scale_bits, packed_types, PackWeightOp, add_scaled_partials
@@ -27,4 +27,4 @@ from xdsl.ir import Dialect
 
 
 TILE = Dialect("tile", [MatmulOp, PackWeightOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
-                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp], [SharedType, FragType])
+                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp], [SharedType, FragType, GemmSchedule])

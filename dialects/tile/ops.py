@@ -5,12 +5,8 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 from xdsl.dialects.builtin import (
-    DenseArrayBase,
-    IntegerAttr,
     StringAttr,
     TensorType,
-    UnitAttr,
-    i64,
 )
 from xdsl.ir import (
     SSAValue,
@@ -32,7 +28,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.lp import QuantAttr
-from dialects.tile.schedule import ACTIVATIONS, GemmConfig, copy_elems
+from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, copy_elems
 
 
 @irdl_op_definition
@@ -58,19 +54,8 @@ class MatmulOp(IRDLOperation):
     zeros = opt_operand_def(TensorType)
     bias = opt_operand_def(TensorType)
     result = result_def(TensorType)
-    block = prop_def(DenseArrayBase)
-    warps = prop_def(DenseArrayBase)
-    stages = prop_def(IntegerAttr)
-    activation = opt_prop_def(StringAttr)
-    b_kn = opt_prop_def(UnitAttr)
+    schedule = prop_def(GemmSchedule)
     weight = opt_prop_def(QuantAttr)
-    split_k = opt_prop_def(IntegerAttr)
-    raster = opt_prop_def(IntegerAttr)
-    prefetch = opt_prop_def(UnitAttr)
-    a8 = opt_prop_def(StringAttr)
-    scale_partials = opt_prop_def(UnitAttr)
-    shared_table = opt_prop_def(UnitAttr)
-    wgmma = opt_prop_def(UnitAttr)
     traits = traits_def(Pure())
     assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
                        "type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
@@ -83,28 +68,7 @@ class MatmulOp(IRDLOperation):
             result_element=None) -> "MatmulOp":
         """`result_element`: the output's element type when x is 8-bit (cfg.a8)."""
         m, n = x.type.get_shape()[0], w.type.get_shape()[1 if cfg.b_kn else 0]
-        props = {"block": DenseArrayBase.from_list(i64, [cfg.bm, cfg.bn, cfg.bk]),
-                 "warps": DenseArrayBase.from_list(i64, [cfg.warps_m, cfg.warps_n]),
-                 "stages": IntegerAttr(cfg.stages, i64)}
-        if cfg.activation != "none":
-            props["activation"] = StringAttr(cfg.activation)
-        if cfg.b_kn:
-            props["b_kn"] = UnitAttr()
-        if cfg.prefetch:
-            props["prefetch"] = UnitAttr()
-        if cfg.scale_partials:
-            props["scale_partials"] = UnitAttr()
-        if cfg.shared_table:
-            props["shared_table"] = UnitAttr()
-        if cfg.wgmma:
-            props["wgmma"] = UnitAttr()
-        if cfg.a8:
-            props["a8"] = StringAttr(cfg.a8)
-        if weight is not None:
-            props["weight"] = weight
-        for name in ("split_k", "raster"):
-            if getattr(cfg, name) > 1:
-                props[name] = IntegerAttr(getattr(cfg, name), i64)
+        props = {"schedule": GemmSchedule(cfg), **({"weight": weight} if weight is not None else {})}
         operands = [x, w, [x_scales] if x_scales else [], [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else []]
         out = TensorType(result_element or x.type.element_type, [m, n])
         return MatmulOp.build(operands=operands, result_types=[out], properties=props)
@@ -117,57 +81,48 @@ class MatmulOp(IRDLOperation):
 
     @property
     def config(self) -> GemmConfig:
-        bm, bn, bk = self.block.get_values()
-        wm, wn = self.warps.get_values()
-        act = self.activation.data if self.activation else "none"
-        n = self.result.type.get_shape()[1]
-        weight = GemmConfig.weight_fields(self.weight.format) if self.weight is not None else {}
-        a8 = self.a8.data if self.a8 else ""
-        k = self.x.type.get_shape()[1]
-        return GemmConfig(str(self.result.type.element_type), bm, bn, bk, wm, wn, self.stages.value.data, self.bias is not None, act,
-                          8 if a8 else copy_elems(k), self.b_kn is not None, copy_elems(n) if self.b_kn else 8,
-                          split_k=self.split_k.value.data if self.split_k else 1, raster=self.raster.value.data if self.raster else 1,
-                          prefetch=self.prefetch is not None, a8=a8, scale_partials=self.scale_partials is not None,
-                          shared_table=self.shared_table is not None, wgmma=self.wgmma is not None, **weight)
+        return self.schedule.data
 
     def verify_(self):
-        x, w = self.x.type, self.w.type
-        if self.a8 is not None:
+        x, w, cfg = self.x.type, self.w.type, self.config
+        if cfg.a8:
             n = self._verify_eight_bit()
         elif str(x.element_type) not in ("f16", "bf16") or len(x.get_shape()) != 2:
             raise VerifyException(f"tile.matmul takes x [M, K] of f16 or bf16, got {x}")
         elif self.weight is not None:
             n = self._verify_packed_weight()
         else:
-            k_dim = 0 if self.b_kn else 1
+            k_dim = 0 if cfg.b_kn else 1
             if x.element_type != w.element_type or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[k_dim]:
-                raise VerifyException(f"tile.matmul needs w {'[K, N]' if self.b_kn else '[N, K]'} of x's type, got {x} and {w}")
+                raise VerifyException(f"tile.matmul needs w {'[K, N]' if cfg.b_kn else '[N, K]'} of x's type, got {x} and {w}")
             if self.scales is not None or self.zeros is not None:
                 raise VerifyException("scales and zeros belong to a low-precision weight: set `weight`")
             n = w.get_shape()[1 - k_dim]
         out = self.result.type.element_type
         want = TensorType(out, [x.get_shape()[0], n])
-        if self.x_scales is not None and self.a8 is None:
-            raise VerifyException("x_scales belong to 8-bit operands: set `a8`")
+        if self.x_scales is not None and not cfg.a8:
+            raise VerifyException("x_scales belong to 8-bit operands: set the schedule's `a8`")
         if self.bias is not None and self.bias.type != TensorType(out, [n]):
             raise VerifyException(f"bias must be tensor<{n}x{out}>, got {self.bias.type}")
         if self.result.type != want:
             raise VerifyException(f"result type must be {want}, got {self.result.type}")
-        if len(self.block.get_values()) != 3 or len(self.warps.get_values()) != 2:
-            raise VerifyException("block is [BM, BN, BK] and warps is [WM, WN]")
-        try:
-            self.config
-        except ValueError as e:
-            raise VerifyException(str(e)) from None
+        k = x.get_shape()[1]
+        weight = GemmConfig.weight_fields(self.weight.format) if self.weight is not None else {"weight": ""}
+        want = {"dtype": str(out), "bias": self.bias is not None, "copy_elems": 8 if cfg.a8 else copy_elems(k),
+                "b_copy_elems": copy_elems(n) if cfg.b_kn else 8, **weight}
+        for name, value in want.items():
+            if getattr(cfg, name) != value:
+                raise VerifyException(f"the schedule's {name} is {getattr(cfg, name)!r}, the operands need {value!r}")
 
     def _verify_eight_bit(self) -> int:
         """x [M, K] and w [N, K] of the 8-bit type, x_scales [M] and scales [N] of f32, K a multiple of 16."""
         from xdsl.dialects.builtin import Float8E4M3FNType, f32, i8
 
         x, w = self.x.type, self.w.type
-        elem = {"s8": i8, "e4m3": Float8E4M3FNType()}.get(self.a8.data)
+        a8 = self.config.a8
+        elem = {"s8": i8, "e4m3": Float8E4M3FNType()}.get(a8)
         if elem is None or x.element_type != elem or w.element_type != elem or len(x.get_shape()) != 2 or len(w.get_shape()) != 2:
-            raise VerifyException(f"8-bit operands {self.a8.data} need x [M, K] and w [N, K] of {elem}, got {x} and {w}")
+            raise VerifyException(f"8-bit operands {a8} need x [M, K] and w [N, K] of {elem}, got {x} and {w}")
         (m, k), (n, k2) = x.get_shape(), w.get_shape()
         if k != k2 or k % 16:
             raise VerifyException(f"x and w must share K, a multiple of 16 (16-byte rows), got {k} and {k2}")
@@ -191,10 +146,10 @@ class MatmulOp(IRDLOperation):
     def _dense_weight(self, w, scales, zeros):
         """w as [N, K] values of the activation dtype (a packed weight decoded as the kernel decodes it;
         8-bit operands times their per-row scale)."""
-        if self.a8 is not None:
+        if self.config.a8:
             return np.asarray(w, np.float64) * np.asarray(scales, np.float64)[:, None]
         if self.weight is None:
-            return w.T if self.b_kn else w
+            return w.T if self.config.b_kn else w
         from ir.packing import PackedWeight, unpack_weight
 
         cfg = self.config

@@ -46,7 +46,7 @@ from xdsl.traits import IsTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.tile.ops import add_scaled_partials, scale_bits
-from dialects.tile.schedule import ACTIVATIONS, GemmConfig
+from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule
 from dialects.tile.types import FragType, SharedType
 
 
@@ -108,20 +108,12 @@ def generic_tensor(element: Attribute, rank: int = 2) -> TensorType:
 class KernelOp(IRDLOperation):
     """One thread block's program, a symbol that tile.launch runs over a grid. Its arguments are
     the launch's operands as shape-generic tensors, then the output it writes with tile.store.
-    `block` = [BM, BN, BK] and `warps` = [WM, WN] (how warps split the block tile); `stages` deep
-    copy pipeline; with `split_k`, grid z splits each tile's K; `raster` bands M-tiles;
-    `prefetch` loads the next k16 step's fragments while the current one computes; `wgmma`
-    multiplies by warpgroups (sm_90a)."""
+    `schedule` is what the program carries out (#tile.gemm: the GemmConfig of its tiles, warps,
+    pipeline, split K, block order, prefetch, wgmma); the verifier checks the program against it."""
 
     name = "tile.kernel"
     sym_name = prop_def(StringAttr)
-    block = prop_def(DenseArrayBase)
-    warps = prop_def(DenseArrayBase)
-    stages = prop_def(IntegerAttr)
-    split_k = opt_prop_def(IntegerAttr)
-    raster = opt_prop_def(IntegerAttr)
-    prefetch = opt_prop_def(UnitAttr)
-    wgmma = opt_prop_def(UnitAttr)
+    schedule = prop_def(GemmSchedule)
     body = region_def("single_block")
     traits = traits_def(SymbolOpInterface())
 
@@ -143,8 +135,11 @@ class KernelOp(IRDLOperation):
     def config(self) -> GemmConfig:
         """The schedule the program carries out. With a split K the output is f32 partial sums, and
         bias and activation belong to tile.sum_splits (so to the reduction's schedule, not this)."""
-        bm, bn, bk = self.block.get_values()
-        wm, wn = self.warps.get_values()
+        return self.schedule.data
+
+    def program_config(self) -> GemmConfig:
+        """The schedule as the program's ops spell it out (the fields no op shows from `schedule`)."""
+        cfg = self.config
         a_copy, b_copy = self.ops_of(CopyOp)[:2]
         x, out = self.body.block.args[0].type, self.body.block.args[-1].type
         a8 = _A8_ELEMENTS.get(str(x.element_type), "")
@@ -164,11 +159,10 @@ class KernelOp(IRDLOperation):
                           scale="e8m0" if _is_e8m0(scaled.scales) else "", zero=decode[0].zeros is not None,
                           scale_partials=scaled is not decode[0], shared_table=decode[0].shared_table is not None)
         b_kn = b_copy.k_dim.value.data == 0
-        return GemmConfig(dtype, bm, bn, bk, wm, wn, self.stages.value.data, epilogue.bias is not None,
+        return GemmConfig(dtype, cfg.bm, cfg.bn, cfg.bk, cfg.warps_m, cfg.warps_n, cfg.stages, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
-                          b_copy.elems if b_kn else 8, split_k=self.split_k.value.data if self.split_k else 1,
-                          raster=self.raster.value.data if self.raster else 1, prefetch=self.prefetch is not None, a8=a8,
-                          wgmma=self.wgmma is not None, **weight)
+                          b_copy.elems if b_kn else 8, split_k=cfg.split_k, raster=cfg.raster, prefetch=cfg.prefetch, a8=a8,
+                          wgmma=cfg.wgmma, **weight)
 
     def verify_(self):
         if not isinstance(self.body.block.last_op, YieldOp):
@@ -183,9 +177,13 @@ class KernelOp(IRDLOperation):
         if len(self.ops_of(CopyOp)) < 2:
             raise VerifyException("a GEMM block program copies A and B")
         try:
-            cfg = self.config
+            program = self.program_config()
         except ValueError as e:
             raise VerifyException(str(e)) from None
+        cfg = self.config
+        if program != cfg:
+            diff = ", ".join(f"{f}: {getattr(program, f)!r}" for f in cfg.__dataclass_fields__ if getattr(program, f) != getattr(cfg, f))
+            raise VerifyException(f"the program does not carry out its schedule: its ops have {diff}")
         buffers = [op.result.type for op in self.ops_of(SharedBufferOp)]
         for t, tile in zip(buffers, cfg.copied_tiles, strict=True):
             stages, rows, cols = t.get_shape()

@@ -1,10 +1,15 @@
-"""A GEMM's schedule (GemmConfig): tiles, warps, pipeline depth, split K, and what follows from them."""
+"""A GEMM's schedule (GemmConfig): tiles, warps, pipeline depth, split K, and what follows from them; as
+IR, the attribute #tile.gemm<...> (GemmSchedule)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
+from xdsl.ir import Data
+from xdsl.irdl import irdl_attr_definition
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
 
 from ir.layout import Swizzle
 
@@ -308,3 +313,55 @@ class GemmConfig:
         suffix += "_lut" if self.shared_table else ""
         suffix += "_wg" if self.wgmma else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
+
+
+_SIZES = {"block": ("bm", "bn", "bk"), "warps": ("warps_m", "warps_n")}
+_DEFAULTS = {f.name: f.default for f in fields(GemmConfig)}
+_ALWAYS = {"dtype", "stages", *(n for names in _SIZES.values() for n in names)}
+
+
+@irdl_attr_definition
+class GemmSchedule(Data[GemmConfig]):
+    """A GEMM's whole schedule (GemmConfig) as one attribute, e.g.
+
+        #tile.gemm<f16, block = [16, 128, 128], warps = [1, 4], stages = 3, split_k = 4, weight = int4, group = 128, prefetch>
+
+    the dtype, block, warps and stages, then each other field that differs from its default:
+    `name = value`, or the bare name of a flag that is set."""
+
+    name = "tile.gemm"
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> GemmConfig:
+        with parser.in_angle_brackets():
+            start = parser.pos
+            values = {"dtype": parser.parse_identifier()}
+            while parser.parse_optional_punctuation(","):
+                key = parser.parse_identifier()
+                if key in _SIZES:
+                    parser.parse_punctuation("=")
+                    sizes = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, parser.parse_integer)
+                    if len(sizes) != len(_SIZES[key]):
+                        parser.raise_error(f"{key} takes {len(_SIZES[key])} sizes, got {len(sizes)}")
+                    values.update(zip(_SIZES[key], sizes))
+                elif key not in _DEFAULTS or key in _ALWAYS - {"stages"}:
+                    parser.raise_error(f"unknown GEMM schedule field '{key}' (known: block, warps, "
+                                       f"{', '.join(sorted(set(_DEFAULTS) - _ALWAYS | {'stages'}))})")
+                elif isinstance(_DEFAULTS[key], bool):
+                    values[key] = True
+                else:
+                    parser.parse_punctuation("=")
+                    values[key] = parser.parse_integer(allow_boolean=False) if isinstance(_DEFAULTS[key], int) else parser.parse_identifier()
+            try:
+                return GemmConfig(**values)
+            except ValueError as e:
+                parser.raise_error(f"bad GEMM schedule: {e}", start, parser.pos)
+
+    def print_parameter(self, printer: Printer) -> None:
+        cfg = self.data
+        parts = [cfg.dtype, f"block = [{cfg.bm}, {cfg.bn}, {cfg.bk}]", f"warps = [{cfg.warps_m}, {cfg.warps_n}]", f"stages = {cfg.stages}"]
+        for name, default in _DEFAULTS.items():
+            value = getattr(cfg, name)
+            if name not in _ALWAYS and value != default:
+                parts.append(name if value is True else f"{name} = {value}")
+        printer.print_string("<" + ", ".join(parts) + ">")

@@ -10,26 +10,29 @@ from ir.errors import RungError
 from ir.interpreter import run
 
 OP = ("func.func @main(%x: tensor<{m}x{k}xf16>, %w: tensor<{n}x{k}xf16>) -> tensor<{m}x{n}xf16> {{\n"
-      "  %y = tile.matmul %x, %w {{block = array<i64: {block}>, warps = array<i64: 2, 2>, stages = 3 : i64}}"
+      "  %y = tile.matmul %x, %w {{schedule = #tile.gemm<f16, block = [{block}], warps = [2, 2], stages = 3{extra}>}}"
       " : tensor<{m}x{k}xf16>, tensor<{n}x{k}xf16> -> tensor<{m}x{n}xf16>\n  func.return %y : tensor<{m}x{n}xf16>\n}}\n")
 
 
 def test_blocked_matmul_is_a_matmul():
-    module = parse_ir(OP.format(m=130, n=70, k=96, block="128, 64, 32"))
+    module = parse_ir(OP.format(m=130, n=70, k=96, block="128, 64, 32", extra=""))
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((130, 96)).astype(np.float16), rng.standard_normal((70, 96)).astype(np.float16)
     y = run(module, [x, w])[0]
     np.testing.assert_allclose(y.astype(np.float32), (x.astype(np.float32) @ w.astype(np.float32).T), rtol=2e-3, atol=2e-2)
 
 
-@pytest.mark.parametrize("m, n, k, block, message", [
-    (4, 8, 60, "48, 128, 32", "warp tile 24x64 must be a multiple of 16x16"),
-    (4, 8, 64, "128, 128, 48", "BK must be 32, 64 or 128"),
-    (4, 8, 64, "128, 128", "block is \\[BM, BN, BK\\]"),
+@pytest.mark.parametrize("m, n, k, block, extra, message", [
+    (4, 8, 64, "48, 128, 32", "", "t.mlir:2:50: bad GEMM schedule: warp tile 24x64 must be a multiple of 16x16"),
+    (4, 8, 64, "128, 128, 48", "", "t.mlir:2:50: bad GEMM schedule: BK must be 32, 64 or 128"),
+    (4, 8, 64, "128, 128", "", "t.mlir:2:.*: block takes 3 sizes, got 2"),
+    (4, 8, 64, "128, 128, 32", ", tiles = 3", "t.mlir:2:.*: unknown GEMM schedule field 'tiles' \\(known: block, warps, .*stages"),
+    (4, 8, 64, "128, 128, 32", ", bias", "t.mlir:2:3: 'tile.matmul' op the schedule's bias is True, the operands need False"),
+    (4, 8, 60, "128, 128, 32", "", "t.mlir:2:3: 'tile.matmul' op the schedule's copy_elems is 8, the operands need 2"),
 ])
-def test_bad_tile_matmuls(m, n, k, block, message):
-    with pytest.raises(RungError, match=rf"t.mlir:2:3: 'tile.matmul' op .*{message}"):
-        parse_ir(OP.format(m=m, n=n, k=k, block=block), "t.mlir")
+def test_bad_tile_matmuls(m, n, k, block, extra, message):
+    with pytest.raises(RungError, match=message):
+        parse_ir(OP.format(m=m, n=n, k=k, block=block, extra=extra), "t.mlir")
 
 
 @pytest.mark.parametrize("weight, warps, message", [
@@ -97,8 +100,8 @@ def test_tile_matmul_carries_its_whole_schedule(dtype, tiles, bk, stages, split_
 
 def test_eight_bit_tile_matmul_is_the_scaled_product():
     text = ("func.func @main(%x: tensor<20x64xi8>, %w: tensor<24x64xi8>, %xs: tensor<20xf32>, %ws: tensor<24xf32>) -> tensor<20x24xf16> {\n"
-            "  %y = tile.matmul %x, %w x_scales %xs scales %ws {block = array<i64: 16, 32, 64>, warps = array<i64: 1, 2>, stages = 2 : i64, "
-            "a8 = \"s8\"} : tensor<20x64xi8>, tensor<24x64xi8> x_scales tensor<20xf32> scales tensor<24xf32> -> tensor<20x24xf16>\n"
+            "  %y = tile.matmul %x, %w x_scales %xs scales %ws {schedule = #tile.gemm<f16, block = [16, 32, 64], warps = [1, 2], stages = 2, "
+            "a8 = s8>} : tensor<20x64xi8>, tensor<24x64xi8> x_scales tensor<20xf32> scales tensor<24xf32> -> tensor<20x24xf16>\n"
             "  func.return %y : tensor<20x24xf16>\n}\n")
     rng = np.random.default_rng(1)
     x, w = rng.integers(-127, 128, (20, 64)).astype(np.int8), rng.integers(-127, 128, (24, 64)).astype(np.int8)

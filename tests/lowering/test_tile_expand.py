@@ -159,7 +159,8 @@ def _expanded(cfg=SCHEDULES[0]) -> str:
     ("!tile.frag<32x32xf16, b>", "!tile.frag<32x32xf16, acc>", "tile.mma takes a, b"),
     ("!tile.frag<32x32xf16, b>", "!tile.frag<32x32xf16, swizzled>", "fragment layout must be one of"),
     ("bytes = 16 : i64", "bytes = 12 : i64", "bytes one of|elements per copy must be"),
-    ("stages = 2 : i64", "stages = 3 : i64", "does not hold the schedule's"),
+    ("stages = 2>", "stages = 3>", "does not hold the schedule's"),
+    ("stages = 2>", "stages = 2, bias>", "the program does not carry out its schedule: its ops have bias: False"),
     ("k_step = array<i64: 32, 1>", "k_step = array<i64: 16, 1>", "places k-tiles by k_dim = 1, k_step = \\[32, 1\\]"),
     ("    tile.store", "    tile.store %9, %2[%3, %4] : !tile.frag<32x32xf32, acc>, tensor<?x?xf16>\n    tile.store", "one tile.store"),
 ])
