@@ -75,6 +75,29 @@ def device_multiprocessors(t) -> int:
     return device(t.device.index or 0).multiprocessors
 
 
+def describe_gemm(cfg: GemmConfig, target: str, pdl: bool | None = None) -> str:
+    """What a GEMM schedule's kernels do, in words (the `path` a launch logs); `pdl`: whether its
+    split-K reduction launches programmatically (default: where the target can)."""
+    if cfg.a8:
+        b = f"{cfg.a8} activations and weight, scaled per token and channel, {cfg.dtype} out"
+    elif cfg.weight:
+        b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
+            "decoded in registers"
+    else:
+        b = f"{cfg.dtype} weight"
+    epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
+    split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
+    split += " (launched programmatically)" if cfg.split_k > 1 and (programmatic(target) if pdl is None else pdl) else ""
+    if cfg.wgmma:  # (a decoded weight is wgmma's A, from registers, and the activation rows its N)
+        n, a = (cfg.bm, ", weight as A from registers") if cfg.weight else (cfg.bn, "")
+        mma, hopper = f"wgmma m64n{n}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.threads // 128} warpgroups{a}", ""
+    else:
+        mma = f"mma.sync {cfg.mma[1]} {cfg.mma[0]}"
+        hopper = " (the sm_80 path: no wgmma kernel for this schedule yet)" if target.startswith("sm_90") else ""
+    return (f"{cfg.name}: {mma}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
+            f"{cfg.stages}-stage cp.async{split}, built for {target}{hopper}")
+
+
 @dataclass
 class GemmKernels:
     """One schedule's loaded kernels: the GEMM and, when K is split, the reduction that sums its
@@ -87,25 +110,7 @@ class GemmKernels:
 
     @property
     def path(self) -> str:
-        cfg = self.cfg
-        if cfg.a8:
-            b = f"{cfg.a8} activations and weight, scaled per token and channel, {cfg.dtype} out"
-        elif cfg.weight:
-            b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
-                "decoded in registers"
-        else:
-            b = f"{cfg.dtype} weight"
-        epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
-        split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
-        split += " (launched programmatically)" if cfg.split_k > 1 and programmatic(self.target) else ""
-        if cfg.wgmma:  # (a decoded weight is wgmma's A, from registers, and the activation rows its N)
-            n, a = (cfg.bm, ", weight as A from registers") if cfg.weight else (cfg.bn, "")
-            mma, hopper = f"wgmma m64n{n}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.threads // 128} warpgroups{a}", ""
-        else:
-            mma = f"mma.sync {cfg.mma[1]} {cfg.mma[0]}"
-            hopper = " (the sm_80 path: no wgmma kernel for this schedule yet)" if self.target.startswith("sm_90") else ""
-        return (f"{cfg.name}: {mma}, {b}{epilogue}, {cfg.bm}x{cfg.bn}x{cfg.bk} tiles, "
-                f"{cfg.stages}-stage cp.async{split}, built for {self.target}{hopper}")
+        return describe_gemm(self.cfg, self.target)
 
     def launch(self, addresses: dict[str, int], m: int, n: int, k: int, like) -> None:
         """Run on the current stream of tensor `like`'s device; `addresses` maps cfg.param_names

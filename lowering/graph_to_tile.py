@@ -1,4 +1,5 @@
-"""graph-to-tile: schedule graph.linear, graph.qlinear and 2-D graph.matmul on tensor cores as tile.matmul.
+"""graph-to-tile: schedule graph.linear, graph.qlinear and 2-D graph.matmul on tensor cores as tile.matmul,
+and row-wise ops (lowering.row_programs: rms_norm) as launches of row programs.
 
 A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D and the result reshaped
 back), with its bias, and with a following relu or silu (the linear's only use) fused into the
@@ -32,6 +33,7 @@ from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import check_target
+from lowering.row_programs import RowOpToTile
 
 SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 
@@ -273,5 +275,5 @@ class GraphToTile(ModulePass):
         if self.target:
             check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
-        patterns = GreedyRewritePatternApplier([cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)])
+        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -183,6 +183,12 @@ class PtxBuilder:
     def ex2(self, x) -> SSAValue:
         return self._add(ptx.Ex2Op.create(operands=[x], result_types=[reg("f32")]))
 
+    def rsqrt(self, x) -> SSAValue:
+        return self._add(ptx.RsqrtOp.create(operands=[x], result_types=[reg("f32")]))
+
+    def shfl_bfly(self, x, lanes: int) -> SSAValue:
+        return self._add(ptx.ShflBflyOp.create(operands=[x], result_types=[x.type], properties={"lanes": IntegerAttr(lanes, i64)}))
+
     def rcp(self, x) -> SSAValue:
         return self._add(ptx.RcpOp.create(operands=[x], result_types=[reg("f32")]))
 

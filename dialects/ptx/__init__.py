@@ -16,14 +16,14 @@ from dialects.ptx.arith import (  # noqa: F401
 )
 from dialects.ptx.memory import (  # noqa: F401
     LoadOp, StoreOp, CpAsyncOp, cp_async_lanes, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp,
-    GridDepWaitOp
+    GridDepWaitOp, ShflBflyOp
 )
 from dialects.ptx.mma import (  # noqa: F401
     LdmatrixOp, ldmatrix_lanes, EIGHT_BIT, MmaOp, SWIZZLE_128B, smem_descriptor, wgmma_operand, packed_values,
     eight_bit_values, WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp
 )
 from dialects.ptx.convert import (  # noqa: F401
-    CvtPackOp, CvtHalfOp, CvtWidenOp, ApproxOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op
+    CvtPackOp, CvtHalfOp, CvtWidenOp, ApproxOp, Ex2Op, RcpOp, RsqrtOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op
 )
 from dialects.ptx.kernel import (  # noqa: F401
     YieldOp, ForOp, STATIC_SHARED_LIMIT, dynamic_shared, KernelOp, LaunchOp, run_kernel
@@ -36,6 +36,6 @@ PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
     CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp,
     GridDepWaitOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
+    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, RsqrtOp, ShflBflyOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
     WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,
 ], [RegType])

@@ -108,6 +108,18 @@ class RcpOp(ApproxOp):
 
 
 @irdl_op_definition
+class RsqrtOp(ApproxOp):
+    """rsqrt.approx.ftz.f32 d, x: 1 / sqrt(x) (max relative error 2^-22.9 on the GPU)."""
+
+    name = "ptx.rsqrt"
+    FN: ClassVar[str] = "rsqrt"
+
+    def execute(self, cta, x):
+        with np.errstate(all="ignore"):
+            return (np.float32(1) / np.sqrt(x)).astype(np.float32)
+
+
+@irdl_op_definition
 class Lop3Op(PtxOp):
     """lop3.b32 d, a, b, c, lut: any 3-input bitwise function, `lut` its truth table
     (bit (a<<2 | b<<1 | c) of lut is the output for those input bits; e.g. (a & b) | c is 0xEA)."""

@@ -14,6 +14,7 @@ from xdsl.irdl import (
     opt_operand_def,
     opt_prop_def,
     prop_def,
+    result_def,
     var_operand_def,
     var_result_def,
 )
@@ -201,3 +202,24 @@ class GridDepWaitOp(MarkerOp):
 
     def execute(self, cta):
         return ()
+
+
+@irdl_op_definition
+class ShflBflyOp(PtxOp):
+    """shfl.sync.bfly.b32 d, x, lanes, 0x1f, 0xffffffff: each lane of a warp gets x of the lane whose
+    index differs from its own in the bits of `lanes` (all 32 lanes take part)."""
+
+    name = "ptx.shfl_bfly"
+    x = operand_def(RegType)
+    result = result_def(RegType)
+    lanes = prop_def(IntegerAttr)
+
+    def verify_(self):
+        if not 0 < self.lanes.value.data < 32 or kind_of(self.x) not in ("b32", "u32", "s32", "f32") or self.x.type != self.result.type:
+            raise VerifyException("ptx.shfl_bfly exchanges a 32-bit register between lanes 1 to 31 apart (by xor)")
+
+    def text(self, r):
+        return f"shfl.sync.bfly.b32 {r(self.result)}, {r(self.x)}, {self.lanes.value.data}, 0x1f, 0xffffffff;"
+
+    def execute(self, cta, x):
+        return x[np.arange(cta.threads) ^ self.lanes.value.data]

@@ -25,6 +25,11 @@ from dialects.tile.program import (  # noqa: F401
 
 from xdsl.ir import Dialect
 
+from dialects.tile.rows import (  # noqa: F401
+    ROW_ATTRIBUTES, ROW_OPS, LoadRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
+)
+
 
 TILE = Dialect("tile", [MatmulOp, PackWeightOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
-                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp], [SharedType, FragType, GemmSchedule])
+                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS],
+               [SharedType, FragType, GemmSchedule, *ROW_ATTRIBUTES])

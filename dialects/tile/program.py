@@ -46,6 +46,7 @@ from xdsl.traits import IsTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.tile.ops import add_scaled_partials, scale_bits
+from dialects.tile.rows import RowSchedule, row_program_ops
 from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule
 from dialects.tile.types import FragType, SharedType
 
@@ -108,12 +109,13 @@ def generic_tensor(element: Attribute, rank: int = 2) -> TensorType:
 class KernelOp(IRDLOperation):
     """One thread block's program, a symbol that tile.launch runs over a grid. Its arguments are
     the launch's operands as shape-generic tensors, then the output it writes with tile.store.
-    `schedule` is what the program carries out (#tile.gemm: the GemmConfig of its tiles, warps,
-    pipeline, split K, block order, prefetch, wgmma); the verifier checks the program against it."""
+    `schedule` is what the program carries out and names its kind: #tile.gemm (a GEMM's block
+    program: its GemmConfig of tiles, warps, pipeline, split K, block order, prefetch, wgmma) or
+    #tile.rows (a row program, dialects.tile.rows); the verifier checks the program against it."""
 
     name = "tile.kernel"
     sym_name = prop_def(StringAttr)
-    schedule = prop_def(GemmSchedule)
+    schedule = prop_def(GemmSchedule | RowSchedule)
     body = region_def("single_block")
     traits = traits_def(SymbolOpInterface())
 
@@ -167,6 +169,12 @@ class KernelOp(IRDLOperation):
     def verify_(self):
         if not isinstance(self.body.block.last_op, YieldOp):
             raise VerifyException("tile.kernel ends in tile.yield")
+        if isinstance(self.schedule, RowSchedule):
+            row_program_ops(self)
+        else:
+            self._verify_gemm()
+
+    def _verify_gemm(self):
         k_dims = {c.buffer: c.k_dim.value.data for c in self.ops_of(CopyOp)}
         for f in self.ops_of(FragmentOp):
             if f.result.type.layout.data in ("b", "bt") and (f.result.type.layout.data == "bt") != (k_dims.get(f.buffer) == 0):
@@ -195,9 +203,8 @@ class KernelOp(IRDLOperation):
 
     def interpret(self, operands: list, out: np.ndarray) -> np.ndarray:
         """Run every block of the grid, one after another, into `out`."""
-        cfg = self.config
-        m, n = operands[0].shape[0], operands[1].shape[1 if cfg.b_kn else 0]
-        grid = cfg.grid(m, n)
+        grid = self.schedule.launch_grid([o.shape for o in operands])
+        cfg = self.schedule.data
         for z in range(grid[2]):
             for y in range(grid[1]):
                 for x in range(grid[0]):

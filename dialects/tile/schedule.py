@@ -357,6 +357,20 @@ class GemmSchedule(Data[GemmConfig]):
             except ValueError as e:
                 parser.raise_error(f"bad GEMM schedule: {e}", start, parser.pos)
 
+    @property
+    def threads(self) -> int:
+        return self.data.threads
+
+    def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
+        """The grid over the output tiles of A [M, K] (shapes[0]) times B (shapes[1])."""
+        m, n, _ = self.launch_dims(shapes)
+        return self.data.grid(m, n)
+
+    def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
+        """The kernel's size parameters: M, N, K."""
+        (m, k), b = shapes[0], shapes[1]
+        return [m, b[1] if self.data.b_kn else b[0], k]
+
     def print_parameter(self, printer: Printer) -> None:
         cfg = self.data
         parts = [cfg.dtype, f"block = [{cfg.bm}, {cfg.bn}, {cfg.bk}]", f"warps = [{cfg.warps_m}, {cfg.warps_n}]", f"stages = {cfg.stages}"]

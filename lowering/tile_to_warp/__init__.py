@@ -55,13 +55,16 @@ from dialects.tile import reduce_grid
 from ir.errors import RungError
 from lowering.tile_to_warp.block import DECODED_UNROLL, gemm_kernel, lower_kernel
 from lowering.tile_to_warp.epilogue import sum_splits_kernel, sum_splits_name
+from lowering.tile_to_warp.rows import lower_row_program
 
-__all__ = ["DECODED_UNROLL", "TileToWarp", "gemm_kernel", "lower_kernel", "sum_splits_kernel", "sum_splits_name"]
+__all__ = ["DECODED_UNROLL", "PROGRAM_LOWERINGS", "TileToWarp", "gemm_kernel", "lower_kernel", "lower_row_program", "sum_splits_kernel",
+           "sum_splits_name"]
 
 
 @dataclass(frozen=True)
 class TileToWarp(ModulePass):
-    """Lower each tile.kernel (block program) to a ptx.kernel, and tile.launch and tile.sum_splits to ptx.launch."""
+    """Lower each tile.kernel (block program) to a ptx.kernel by the lowering of its kind of schedule, and
+    tile.launch and tile.sum_splits to ptx.launch."""
 
     name = "tile-to-warp"
 
@@ -70,10 +73,10 @@ class TileToWarp(ModulePass):
             raise RungError("tile-to-warp lowers block programs: expand tile.matmul first (-p tile-expand)")
         kernels = {k.sym_name.data for k in op.ops if isinstance(k, KernelOp)}
         for launch in [o for o in op.walk() if isinstance(o, tile.LaunchOp)]:
-            cfg = launch.definition().config
-            (m, k), w = launch.inputs[0].type.get_shape(), launch.inputs[1].type.get_shape()
-            n = w[1] if cfg.b_kn else w[0]
-            Rewriter.replace_op(launch, LaunchOp.get(launch.kernel.root_reference.data, list(launch.inputs), launch.result.type, cfg.grid(m, n), [m, n, k]))
+            schedule = launch.definition().schedule
+            shapes = [tuple(v.type.get_shape()) for v in launch.inputs]
+            Rewriter.replace_op(launch, LaunchOp.get(launch.kernel.root_reference.data, list(launch.inputs), launch.result.type,
+                                                     schedule.launch_grid(shapes), schedule.launch_dims(shapes)))
         for total in [o for o in op.walk() if isinstance(o, tile.SumSplitsOp)]:
             (m, n), dtype = total.result.type.get_shape(), str(total.result.type.element_type)
             activation = total.activation.data if total.activation else "none"
@@ -84,4 +87,8 @@ class TileToWarp(ModulePass):
             inputs = [total.partial] + ([total.bias] if total.bias else [])
             Rewriter.replace_op(total, LaunchOp.get(name, inputs, total.result.type, reduce_grid(m, n), [m, n]))
         for program in [o for o in op.walk() if isinstance(o, tile.KernelOp)]:
-            Rewriter.replace_op(program, lower_kernel(program))
+            Rewriter.replace_op(program, PROGRAM_LOWERINGS[type(program.schedule)](program))
+
+
+# how each kind of block program (by its schedule attribute) becomes a ptx.kernel
+PROGRAM_LOWERINGS = {tile.GemmSchedule: lower_kernel, tile.RowSchedule: lower_row_program}

@@ -202,3 +202,24 @@ def test_wgmma_takes_a_from_registers(tmp_path):
         bld.wgmma_commit()
         bld.wgmma_wait(0)
         assemble(module_text(k, "sm_90a"), "sm_90a", tmp_path)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 16])
+def test_butterfly_shuffles_exchange_within_a_warp(lanes):
+    """Lane l gets the value of lane l ^ lanes, in every warp of the block; ptxas takes an f32 register."""
+    k = KernelOp.get("k", [], 64)
+    b = PtxBuilder(k.body.block)
+    op = b.shfl_bfly(b.cvt(b.sreg("tid.x"), "f32"), lanes).owner
+    cta = ThreadBlock(64, (0, 0, 0), DeviceMemory(), 0)
+    values = np.arange(64, dtype=np.float32) * 10
+    assert np.array_equal(op.execute(cta, values), values[np.arange(64) ^ lanes])
+    assert f"shfl.sync.bfly.b32 %f1, %f0, {lanes}, 0x1f, 0xffffffff;" in module_text(k)
+
+
+@pytest.mark.skipif(PTXAS is None, reason="ptxas is not installed")
+def test_a_shuffle_of_an_f32_register_assembles(tmp_path):
+    k = KernelOp.get("k", ["u64"], 32)
+    b = PtxBuilder(k.body.block)
+    x = b.rsqrt(b.ld("global", k.body.block.args[0], "f32"))
+    b.st("global", k.body.block.args[0], [b.shfl_bfly(x, 4)])
+    assemble(module_text(k), "sm_80", tmp_path)

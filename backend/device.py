@@ -1,0 +1,124 @@
+"""Where a lowered program's kernels run: one interface, two devices.
+
+`SimulatorDevice` runs each ptx.kernel on the CPU lane simulator (ir.simulator) over numpy
+buffers; `CudaDevice` loads the module's PTX through the cuda-python JIT and launches on torch
+CUDA tensors, on the current stream. A compiled program (rung.compile) calls the same four
+methods on either, so the same kernels run on both and tests compare them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dialects.ptx import KernelOp, dynamic_shared, kind_of
+from ir.errors import RungError
+from ir.simulator import DeviceMemory
+
+
+@dataclass(frozen=True)
+class SimBuffer:
+    """A tensor in the simulator's global memory."""
+
+    address: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class SimulatorDevice:
+    """The CPU lane simulator: every thread of every block, in lockstep, hazards made errors."""
+
+    name = "the CPU lane simulator"
+
+    def __init__(self):
+        self.memory = DeviceMemory()
+
+    def put(self, array) -> SimBuffer:
+        array = np.ascontiguousarray(array)
+        return SimBuffer(self.memory.alloc(array), array.shape, array.dtype)
+
+    def empty(self, shape, dtype) -> SimBuffer:
+        """A buffer of poison (all bits set: NaN as a float), so a kernel that leaves an element unwritten shows."""
+        dtype = np.dtype(dtype)
+        return self.put(np.frombuffer(b"\xff" * (int(np.prod(shape)) * dtype.itemsize), dtype).reshape(shape))
+
+    def view(self, buffer: SimBuffer, shape) -> SimBuffer:
+        return SimBuffer(buffer.address, tuple(shape), buffer.dtype)
+
+    def get(self, buffer: SimBuffer) -> np.ndarray:
+        return self.memory.read(buffer.address, np.empty(buffer.shape, buffer.dtype))
+
+    def launch(self, kernel: KernelOp, grid, buffers: list, dims: list[int]) -> None:
+        from dialects.ptx import run_kernel
+
+        run_kernel(kernel, tuple(grid), [b.address for b in buffers] + list(dims), self.memory)
+
+
+class CudaDevice:
+    """A CUDA GPU through cuda-python: the module's PTX loaded once, tensors from torch."""
+
+    def __init__(self, ptx: str, ordinal: int = 0):
+        from backend.jit import device
+
+        self.ptx, self.ordinal = ptx, ordinal
+        self.name = device(ordinal).name
+        self._kernels: dict[str, object] = {}
+
+    def put(self, array):
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            return array
+        array = np.ascontiguousarray(array)
+        if array.dtype.name == "bfloat16":  # torch takes ml_dtypes' bfloat16 by its bits
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).cuda(self.ordinal)
+        return torch.from_numpy(array).cuda(self.ordinal)
+
+    def empty(self, shape, dtype):
+        import torch
+
+        return torch.empty(tuple(shape), dtype=getattr(torch, np.dtype(dtype).name), device=f"cuda:{self.ordinal}")
+
+    def view(self, tensor, shape):
+        return tensor.view(tuple(shape))
+
+    def get(self, tensor) -> np.ndarray:
+        import ml_dtypes
+        import torch
+
+        if tensor.dtype == torch.bfloat16:
+            return tensor.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
+        return tensor.cpu().numpy()
+
+    def launch(self, kernel: KernelOp, grid, tensors: list, dims: list[int]) -> None:
+        import torch
+
+        from backend.jit import Kernel
+
+        name = kernel.sym_name.data
+        if name not in self._kernels:
+            kinds = tuple(kind_of(a) for a in kernel.body.block.args)
+            self._kernels[name] = Kernel(name, self.ptx, kernel.threads.value.data, kinds, name, self.ordinal,
+                                         dynamic_shared(kernel.shared_bytes.value.data))
+        stream = torch.cuda.current_stream(self.ordinal).cuda_stream
+        self._kernels[name].launch(tuple(grid), tuple(t.data_ptr() for t in tensors) + tuple(dims), stream)
+
+
+def device_kind(args) -> int | None:
+    """Where a call's arguments live: None for numpy arrays (the simulator), the GPU's ordinal for
+    CUDA tensors. Anything else, or a mix, is an error (nothing is moved silently)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if all(isinstance(a, np.ndarray) for a in args):
+        return None
+    if torch is not None and all(isinstance(a, torch.Tensor) and a.is_cuda for a in args):
+        ordinals = {a.device.index or 0 for a in args}
+        if len(ordinals) > 1:
+            raise RungError(f"the arguments are on different GPUs: {sorted(ordinals)}")
+        return ordinals.pop()
+    kinds = sorted({type(a).__name__ + (f" on {a.device}" if torch is not None and isinstance(a, torch.Tensor) else "") for a in args})
+    raise RungError(f"pass all arguments as numpy arrays (run on the CPU simulator) or all as CUDA tensors (run on the GPU), "
+                    f"got {', '.join(kinds)}")

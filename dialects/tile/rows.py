@@ -1,0 +1,266 @@
+"""Row programs: one thread block per row of a [rows, N] tensor, the row spread over the block's threads.
+
+    tile.kernel @rung_rms_norm_f16_n4096_t256 {schedule = #tile.rows<cols = 4096, threads = 256>} {
+    ^0(%x: tensor<?x?xf16>, %w: tensor<?xf16>, %y: tensor<?x?xf16>):
+      %r = tile.row_id
+      %v = tile.load_row %x[%r] : tensor<?x?xf16> -> !tile.row<4096>
+      %sq = tile.map "mul" %v, %v : !tile.row<4096>, !tile.row<4096> -> !tile.row<4096>
+      %ss = tile.reduce_row "sum" %sq : !tile.row<4096> -> f32
+      ...
+      tile.store_row %y3, %y[%r] : !tile.row<4096>, tensor<?x?xf16>
+      tile.yield
+    }
+
+A row (`!tile.row<N>`) holds N f32 values; a block-uniform scalar is an f32. Loads widen to f32,
+stores round to the tensor's type; `tile.map` applies one function elementwise (scalars
+broadcast), `tile.reduce_row` reduces a row to a scalar. Norms, softmax and elementwise chains
+over rows are programs of these few ops; tile-to-warp lowers each op (lowering.tile_to_warp.rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import Float32Type, FloatAttr, IndexType, IntAttr, StringAttr, TensorType, f32
+from xdsl.ir import Attribute, Data, ParametrizedAttribute, TypeAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    var_operand_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+MAX_ROW_THREADS = 1024
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """A row program's schedule: rows of `cols` elements, `threads` threads a block (a multiple of 32)."""
+
+    cols: int
+    threads: int
+
+    def __post_init__(self):
+        if self.cols < 1:
+            raise ValueError(f"a row has at least one element, got cols = {self.cols}")
+        if self.threads % 32 or not 32 <= self.threads <= MAX_ROW_THREADS:
+            raise ValueError(f"threads must be a multiple of 32 from 32 to {MAX_ROW_THREADS}, got {self.threads}")
+
+    @property
+    def warps(self) -> int:
+        return self.threads // 32
+
+    @property
+    def per_thread(self) -> int:
+        """Elements of a row each thread holds: thread t has columns t, t + threads, ..."""
+        return -(-self.cols // self.threads)
+
+    @property
+    def shared_bytes(self) -> int:
+        return 4 * self.warps  # a partial result per warp, for reductions across warps
+
+
+@irdl_attr_definition
+class RowSchedule(Data[RowConfig]):
+    """#tile.rows<cols = N, threads = T>: one block of T threads per row of N elements."""
+
+    name = "tile.rows"
+
+    @classmethod
+    def parse_parameter(cls, parser: AttrParser) -> RowConfig:
+        with parser.in_angle_brackets():
+            start = parser.pos
+            values = {}
+            for i, key in enumerate(("cols", "threads")):
+                if i:
+                    parser.parse_punctuation(",")
+                parser.parse_keyword(key)
+                parser.parse_punctuation("=")
+                values[key] = parser.parse_integer(allow_boolean=False, allow_negative=False)
+            try:
+                return RowConfig(**values)
+            except ValueError as e:
+                parser.raise_error(f"bad row schedule: {e}", start, parser.pos)
+
+    def print_parameter(self, printer: Printer) -> None:
+        printer.print_string(f"<cols = {self.data.cols}, threads = {self.data.threads}>")
+
+    @property
+    def threads(self) -> int:
+        return self.data.threads
+
+    def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
+        """A block per row of the first operand (all its dimensions but the last)."""
+        return (int(np.prod(shapes[0][:-1], dtype=np.int64)), 1, 1)
+
+    def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
+        return []
+
+
+@irdl_attr_definition
+class RowType(ParametrizedAttribute, TypeAttribute):
+    """!tile.row<N>: a row of N f32 values spread over a block's threads."""
+
+    name = "tile.row"
+    cols: IntAttr
+
+    @staticmethod
+    def get(cols: int) -> "RowType":
+        return RowType(IntAttr(cols))
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.cols.data}>")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            return (IntAttr(parser.parse_integer(allow_boolean=False, allow_negative=False)),)
+
+
+def _rows(x: np.ndarray, cols: int) -> np.ndarray:
+    """x as [rows, cols] (a view: stores through it reach x)."""
+    return x.reshape(-1, cols)
+
+
+@irdl_op_definition
+class RowIdOp(IRDLOperation):
+    """The row this block computes (grid x)."""
+
+    name = "tile.row_id"
+    result = result_def(IndexType)
+    assembly_format = "attr-dict"
+
+    def run(self, ids):
+        return ids.x
+
+
+@irdl_op_definition
+class LoadRowOp(IRDLOperation):
+    """Row `row` of `src` viewed as [rows, N] (N its last dimension), widened to f32; without `row`,
+    a 1-D src of N elements (a weight every row shares)."""
+
+    name = "tile.load_row"
+    src = operand_def(TensorType)
+    row = opt_operand_def(IndexType)
+    result = result_def(RowType)
+    assembly_format = "$src (`[` $row^ `]`)? attr-dict `:` type($src) `->` type($result)"
+
+    def verify_(self):
+        if len(self.src.type.get_shape()) != (2 if self.row is not None else 1):
+            raise VerifyException("tile.load_row reads a row of a 2-D tensor (with `row`) or a whole 1-D tensor")
+
+    def run(self, ids, src, row=None):
+        cols = self.result.type.cols.data
+        return (_rows(src, cols)[row] if row is not None else src.reshape(cols)).astype(np.float32)
+
+
+MAP_FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+                 "exp": np.exp, "rsqrt": lambda x: 1 / np.sqrt(x), "neg": np.negative}
+UNARY = ("exp", "rsqrt", "neg")
+
+
+@irdl_op_definition
+class MapOp(IRDLOperation):
+    """fn applied elementwise to rows and scalars (a scalar, an f32, is the same for every element):
+    add, sub, mul, max (two operands, or one and `constant`), exp, rsqrt, neg (one). The result is
+    a row if an operand is, else a scalar."""
+
+    name = "tile.map"
+    fn = prop_def(StringAttr)
+    inputs = var_operand_def(RowType | Float32Type)
+    constant = opt_prop_def(FloatAttr)
+    result = result_def(RowType | Float32Type)
+    assembly_format = "$fn $inputs attr-dict `:` type($inputs) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @staticmethod
+    def get(fn: str, *inputs, constant: float | None = None) -> "MapOp":
+        rows = [v.type for v in inputs if isinstance(v.type, RowType)]
+        props = {"fn": StringAttr(fn), **({"constant": FloatAttr(constant, f32)} if constant is not None else {})}
+        return MapOp.build(operands=[list(inputs)], result_types=[rows[0] if rows else f32], properties=props)
+
+    def verify_(self):
+        fn = self.fn.data
+        if fn not in MAP_FUNCTIONS:
+            raise VerifyException(f"tile.map applies one of {', '.join(MAP_FUNCTIONS)}, not '{fn}'")
+        arity = len(self.inputs) + (self.constant is not None)
+        if arity != (1 if fn in UNARY else 2):
+            raise VerifyException(f"'{fn}' takes {1 if fn in UNARY else 2} operands (a constant counts), got {arity}")
+        rows = {v.type for v in self.inputs if isinstance(v.type, RowType)}
+        if len(rows) > 1:
+            raise VerifyException(f"tile.map's rows must have one length, got {', '.join(map(str, rows))}")
+        if self.result.type != (rows.pop() if rows else f32):
+            raise VerifyException("tile.map gives a row if an operand is a row, else an f32 scalar")
+
+    def run(self, ids, *inputs):
+        args = [np.float32(x) if np.ndim(x) == 0 else x for x in inputs]
+        if self.constant is not None:
+            args.append(np.float32(self.constant.value.data))
+        with np.errstate(all="ignore"):
+            return np.asarray(MAP_FUNCTIONS[self.fn.data](*args), np.float32)
+
+
+REDUCTIONS = {"sum": np.sum, "max": np.max}
+
+
+@irdl_op_definition
+class ReduceRowOp(IRDLOperation):
+    """The sum or max of a row's elements, a scalar every thread of the block holds."""
+
+    name = "tile.reduce_row"
+    kind = prop_def(StringAttr)
+    value = operand_def(RowType)
+    result = result_def(f32)
+    assembly_format = "$kind $value attr-dict `:` type($value) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self):
+        if self.kind.data not in REDUCTIONS:
+            raise VerifyException(f"tile.reduce_row reduces by {' or '.join(REDUCTIONS)}, not '{self.kind.data}'")
+
+    def run(self, ids, value):
+        return np.float32(REDUCTIONS[self.kind.data](value.astype(np.float64)))
+
+
+@irdl_op_definition
+class StoreRowOp(IRDLOperation):
+    """dst[row] = value (dst viewed as [rows, N]), rounded to dst's element type."""
+
+    name = "tile.store_row"
+    value = operand_def(RowType)
+    dst = operand_def(TensorType)
+    row = operand_def(IndexType)
+    assembly_format = "$value `,` $dst `[` $row `]` attr-dict `:` type($value) `,` type($dst)"
+
+    def run(self, ids, value, dst, row):
+        _rows(dst, self.value.type.cols.data)[row] = value
+        return ()
+
+
+def row_program_ops(program) -> list:
+    """The ops of a row program's body, checked to be row ops (or its tile.yield)."""
+    allowed = (RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
+    ops = list(program.body.block.ops)
+    for op in ops[:-1]:
+        if not isinstance(op, allowed):
+            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_row, tile.map, tile.reduce_row, "
+                                  f"tile.store_row), not '{op.name}'")
+    for op in ops:
+        for v in (*op.operands, *op.results):
+            if isinstance(v.type, RowType) and v.type.cols.data != program.schedule.data.cols:
+                raise VerifyException(f"'{op.name}' has a {v.type}, the schedule's rows have {program.schedule.data.cols} elements")
+    return ops
+
+
+ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
+ROW_OPS = [RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp]

@@ -1,0 +1,106 @@
+"""graph ops that run as row programs (dialects.tile.rows): each pattern writes its op's program.
+
+An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
+tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
+result reshaped back). The program is a few row ops, so a new row-wise op is one function here:
+its program, and the op class it replaces in ROW_PROGRAMS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from xdsl.dialects.builtin import IndexType, ModuleOp, StringAttr, TensorType, f32
+from xdsl.ir import Block, Region
+from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
+
+from dialects import graph as g
+from dialects import tile as t
+from dialects.tile.rows import MAX_ROW_THREADS
+
+ROW_DTYPES = ("f16", "bf16")
+
+
+def row_threads(cols: int) -> int:
+    """Threads a block for rows of `cols`: about 8 elements a thread, a multiple of 32, at most 1024."""
+    return min(MAX_ROW_THREADS, 32 * max(1, math.ceil(cols / 256)))
+
+
+class _Program:
+    """Builds a row program: `load`, `map`, `reduce`, then `store` the result row."""
+
+    def __init__(self, name: str, cols: int, args: list):
+        self.cols = cols
+        self.block = Block(arg_types=args)
+        self.row = self.add(t.RowIdOp.build(result_types=[IndexType()])).result
+        self.kernel = t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": t.RowSchedule(t.RowConfig(cols, row_threads(cols)))},
+                                        regions=[Region(self.block)])
+
+    def add(self, op):
+        self.block.add_op(op)
+        return op
+
+    def load(self, tensor, per_row: bool = True):
+        op = t.LoadRowOp.build(operands=[tensor, [self.row] if per_row else []], result_types=[t.RowType.get(self.cols)])
+        return self.add(op).result
+
+    def map(self, fn: str, *inputs, constant: float | None = None):
+        return self.add(t.MapOp.get(fn, *inputs, constant=constant)).result
+
+    def reduce(self, kind: str, value):
+        return self.add(t.ReduceRowOp.build(operands=[value], result_types=[f32], properties={"kind": StringAttr(kind)})).result
+
+    def store(self, value) -> t.KernelOp:
+        self.add(t.StoreRowOp.build(operands=[value, self.block.args[-1], self.row]))
+        self.add(t.YieldOp.build(operands=[[]]))
+        return self.kernel
+
+
+def _eps_tag(eps: float) -> str:
+    return f"e{int(np.float32(eps).view(np.uint32)):08x}"
+
+
+def rms_norm_program(op: g.RmsNormOp, dtype: str, cols: int) -> t.KernelOp:
+    """y = x * rsqrt(mean(x^2) + eps) * weight."""
+    eps = op.attr("eps")
+    elem = op.x.type.element_type
+    p = _Program(f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
+    x, w, _ = p.block.args
+    v = p.load(x)
+    mean = p.map("mul", p.reduce("sum", p.map("mul", v, v)), constant=1.0 / cols)
+    scale = p.map("rsqrt", p.map("add", mean, constant=eps))
+    return p.store(p.map("mul", p.map("mul", v, scale), p.load(w, per_row=False)))
+
+
+ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program}
+
+
+class RowOpToTile(RewritePattern):
+    """An op of ROW_PROGRAMS on f16/bf16 operands -> tile.launch of its row program."""
+
+    def match_and_rewrite(self, op, rewriter: PatternRewriter):
+        make = ROW_PROGRAMS.get(type(op))
+        if make is None or any(str(v.type.element_type) not in ROW_DTYPES for v in op.operands):
+            return
+        x = op.operands[0]
+        shape, elem = x.type.get_shape(), x.type.element_type
+        cols, rows = shape[-1], math.prod(shape[:-1])
+        kernel = make(op, str(elem), cols)
+        module = op.get_toplevel_object()
+        if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
+            module.body.block.add_op(kernel)
+        flat = TensorType(elem, [rows, cols])
+        operands = []
+        for v in op.operands:
+            if len(v.type.get_shape()) > 1 and v.type != flat:
+                rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=flat))
+                v = reshape.results[0]
+            operands.append(v)
+        launch = t.LaunchOp.get(kernel.sym_name.data, operands, flat)
+        rewriter.insert(launch)
+        y = launch.result
+        if flat != op.results[0].type:
+            rewriter.insert(back := g.ReshapeOp.make(y, result_type=op.results[0].type))
+            y = back.results[0]
+        rewriter.replace(op, [], [y])

@@ -1,0 +1,132 @@
+"""rung.compile: one lowered program, run on the CPU lane simulator (numpy arguments) or a GPU (CUDA tensors)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rung
+from ir.errors import RungError
+
+LINEAR = """func.func @main(%x: tensor<{m}x{k}x{t}>, %w: tensor<{n}x{k}x{t}>, %b: tensor<{n}x{t}>) -> tensor<{m}x{n}x{t}> {{
+  %y = graph.linear %x, %w, %b : (tensor<{m}x{k}x{t}>, tensor<{n}x{k}x{t}>, tensor<{n}x{t}>) -> tensor<{m}x{n}x{t}>
+  %z = graph.silu %y : (tensor<{m}x{n}x{t}>) -> tensor<{m}x{n}x{t}>
+  func.return %z : tensor<{m}x{n}x{t}>
+}}
+"""
+NORM = """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
+  %y = graph.rms_norm %x, %w {{eps = {eps} : f64}} : (tensor<{shape}x{t}>, tensor<{n}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+"""
+DTYPES = {"f16": np.float16, "bf16": None}
+
+
+def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
+    from rung.cli import random_inputs
+    from ir.interpreter import find_function
+
+    fn = find_function(rung.parse_ir(module_text), "main")
+    return random_inputs([a.type for a in fn.body.block.args], seed, 8)
+
+
+def _assert_close(got, want, dtype: str):
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= tol, np.abs(got - want).max()
+
+
+def test_compile_lowers_to_launches_and_refuses_the_rest():
+    fn = rung.compile(LINEAR.format(m=4, n=8, k=64, t="f16"), target="sm_80")
+    assert [op.name for op in fn.steps] == ["ptx.launch"]
+    assert fn.path.startswith("rung_gemm_f16") and "built for sm_80" in fn.path
+    assert ".target sm_80" in fn.ptx and ".entry rung_gemm_f16" in fn.ptx
+    with pytest.raises(RungError, match="'graph.linear' has no GPU kernel yet"):
+        rung.compile(LINEAR.format(m=4, n=8, k=64, t="f32"), target="sm_80")
+    with pytest.raises(RungError, match="'graph.silu' has no GPU kernel yet"):
+        rung.compile("func.func @main(%x: tensor<4xf16>) -> tensor<4xf16> {\n"
+                     "  %y = graph.silu %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n", target="sm_80")
+    with pytest.raises(RungError, match="rung.compile takes IR text or a module, got int"):
+        rung.compile(123)
+    with pytest.raises(RungError, match="unknown target sm_70"):
+        rung.compile(LINEAR.format(m=4, n=8, k=64, t="f16"), target="sm_70")
+
+
+@pytest.mark.parametrize("text, dtype", [
+    (LINEAR.format(m=5, n=40, k=64, t="f16"), "f16"),
+    (LINEAR.format(m=3, n=24, k=40, t="bf16"), "bf16"),
+    (NORM.format(shape="3x5x100", n=100, t="f16", eps="1.0e-05"), "f16"),
+    (NORM.format(shape="2x300", n=300, t="bf16", eps="1.0e-06"), "bf16"),
+])
+def test_the_simulator_runs_the_compiled_program_as_the_interpreter_does(text, dtype):
+    """The same lowered program the GPU runs, every launch simulated lane by lane, against the
+    graph-level interpreter on the same inputs."""
+    fn = rung.compile(text, target="sm_80")
+    args = _inputs(text, seed=1)
+    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
+
+
+def test_a_compiled_qlinear_packs_its_weight_and_runs_on_the_simulator():
+    m, n, k = 3, 32, 128
+    text = (f"func.func @main(%x: tensor<{m}x{k}xf16>, %q: tensor<{n}x{k}xsi4>, %s: tensor<{n}x1xf16>) -> tensor<{m}x{n}xf16> {{\n"
+            f"  %y = graph.qlinear %x, %q, %s {{format = #lp.quant<si4, group 128, scale f16>}} : "
+            f"(tensor<{m}x{k}xf16>, tensor<{n}x{k}xsi4>, tensor<{n}x1xf16>) -> tensor<{m}x{n}xf16>\n"
+            f"  func.return %y : tensor<{m}x{n}xf16>\n}}\n")
+    fn = rung.compile(text, target="sm_80")
+    assert [op.name for op in fn.steps] == ["tile.pack_weight", "ptx.launch"]
+    args = _inputs(text, seed=2)
+    args[2] = (np.abs(args[2]) * 0.05).astype(np.float16)
+    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], "f16")
+
+
+@settings(max_examples=max(4, settings().max_examples // 5), deadline=None)
+@given(st.integers(1, 3), st.integers(1, 600), st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_rms_norm_on_the_simulator_for_any_row_length(rows, n, dtype, seed):
+    """Rows shorter than a warp, not a multiple of the block's threads, and longer than it."""
+    text = NORM.format(shape=f"{rows}x{n}", n=n, t=dtype, eps="1.0e-05")
+    fn = rung.compile(text, target="sm_80")
+    args = _inputs(text, seed)
+    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
+
+
+def test_arguments_must_be_all_numpy_or_all_cuda_and_of_the_declared_types():
+    fn = rung.compile(NORM.format(shape="2x64", n=64, t="f16", eps="1.0e-05"), target="sm_80")
+    x, w = np.zeros((2, 64), np.float16), np.ones(64, np.float16)
+    with pytest.raises(RungError, match="argument 0: expected tensor<2x64xf16>, got \\[2, 32\\] float16"):
+        fn(x[:, :32].copy(), w)
+    with pytest.raises(RungError, match="argument 1: expected tensor<64xf16>, got \\[64\\] float32"):
+        fn(x, w.astype(np.float32))
+    with pytest.raises(RungError, match="@main takes 2 tensors, got 1"):
+        fn(x)
+    with pytest.raises(RungError, match="all arguments as numpy arrays .* or all as CUDA tensors .*, got list, ndarray"):
+        fn(x, [1.0] * 64)
+
+
+torch = pytest.importorskip("torch")
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("text, dtype", [
+    (LINEAR.format(m=33, n=200, k=96, t="f16"), "f16"),
+    (NORM.format(shape="4x7x4096", n=4096, t="f16", eps="1.0e-05"), "f16"),
+    (NORM.format(shape="77x1000", n=1000, t="bf16", eps="1.0e-06"), "bf16"),
+    (NORM.format(shape="3x8192", n=8192, t="bf16", eps="1.0e-05"), "bf16"),
+])
+def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
+    """Fresh random inputs; the GPU's result against the simulator's (the same kernels) and torch's."""
+    fn = rung.compile(text)
+    args = _inputs(text, seed=7)
+    on_gpu = fn(*(torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).cuda() if a.dtype.name == "bfloat16"
+                  else torch.from_numpy(a).cuda() for a in args))
+    torch.cuda.synchronize()
+    got = on_gpu.float().cpu().numpy()
+    if "rms_norm" in text:
+        x, w = (torch.from_numpy(np.asarray(a, np.float32)) for a in args)
+        ref = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + float(text.split("eps = ")[1].split(" ")[0])) * w
+        _assert_close(got, ref.numpy(), dtype)
+    _assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), dtype)
+    if args[0].size <= 4096:  # the simulator is slow: small programs only
+        _assert_close(got, np.asarray(fn(*args), np.float32), dtype)
