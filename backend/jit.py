@@ -25,7 +25,7 @@ def _driver():
     try:
         from cuda.bindings import driver
     except ImportError:
-        raise RungError("cuda-python is not installed: pip install 'rung[cuda]' (cuda-bindings)") from None
+        raise RungError("cuda-python is not installed: pip install -e '.[cuda]' in Rung's checkout (or pip install cuda-bindings)") from None
     return driver
 
 

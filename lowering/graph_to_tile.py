@@ -258,7 +258,8 @@ class MatmulToTile(RewritePattern):
 @dataclass(frozen=True)
 class GraphToTile(ModulePass):
     """Schedule f16/bf16 graph.linear, graph.qlinear and 2-D graph.matmul as tile.matmul for `target`
-    (sm_90a: wgmma tiles where they apply; otherwise mma.sync); the other options override the schedule."""
+    (sm_90a: wgmma tiles where they apply; otherwise mma.sync), and row-wise ops (rms_norm) as launches
+    of row programs; the other options override the GEMMs' schedules."""
 
     name = "graph-to-tile"
     target: str = ""

@@ -1,6 +1,6 @@
 """The command-line tools: `rung-opt` (parse, run passes, print) and `rung-run` (execute).
 
-Both print any error as one line (`file:line:col: message` for IR text) and exit 1.
+Both print any error as one line (`file:line:col: message` for IR text) and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from ir.errors import RungError
 
 
 def _read(path: str | None) -> tuple[str, str]:
-    if path in (None, "-"):
-        return sys.stdin.read(), "<stdin>"
+    name = "<stdin>" if path in (None, "-") else path
     try:
-        return Path(path).read_text(), path
+        data = sys.stdin.buffer.read() if name == "<stdin>" else Path(path).read_bytes()
     except OSError as e:
         raise RungError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8"), name
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RungError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
 
 
 def _quiet_broken_pipe() -> None:
@@ -36,9 +40,23 @@ def _fail(tool: str, e: Exception) -> int:
     return 1
 
 
+def _guarded(tool: str, body) -> int:
+    """Run a tool's work: any error is one line on stderr and exit status 1, never a traceback."""
+    try:
+        return body()
+    except RungError as e:
+        return _fail(tool, e)
+    except RecursionError:
+        return _fail(tool, RungError("the input nests too deeply (regions, brackets or calls) for Rung to follow"))
+    except Exception as e:  # a bug in Rung, not in the input: say so in one line
+        if os.environ.get("RUNG_TRACEBACK"):
+            raise
+        return _fail(tool, RungError(f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"))
+
+
 def opt_main(argv: list[str] | None = None) -> int:
     from rung.context import DIALECTS, make_context, parse_ir, print_ir, verify
-    from rung.passes import PASSES, pass_summary, run_pipeline
+    from rung.passes import PASSES, pass_options, pass_summary, run_pipeline
 
     _quiet_broken_pipe()
     p = argparse.ArgumentParser(prog="rung-opt", description="Parse Rung IR, run a pass pipeline, print the result.")
@@ -53,13 +71,14 @@ def opt_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.list_passes:
         for name in sorted(PASSES):
-            print(f"{name:20} {pass_summary(name)}")
+            options = pass_options(name)
+            print(f"{name}{'{' + ' '.join(options) + '}' if options else ''}\n    {pass_summary(name)}")
         return 0
     if args.list_dialects:
         for name, d in DIALECTS.items():
             print(f"{name:10} {len(list(d.operations))} ops, {len(list(d.attributes))} types/attributes")
         return 0
-    try:
+    def work() -> int:
         text, name = _read(args.input)
         ctx = make_context()
         module = parse_ir(text, name, ctx)
@@ -76,20 +95,16 @@ def opt_main(argv: list[str] | None = None) -> int:
 
             out = module_text(module, args.target)
             if ".entry" not in out:
-                raise RungError("the module holds no ptx.kernel: lower it first (e.g. -p graph-to-tile,tile-expand,tile-to-warp,smem-swizzle,warp-to-ptx)")
+                raise RungError("the module holds no ptx.kernel: lower it first (-p lower-to-ptx, which names any op it cannot lower)")
         else:
             out = print_ir(module)
         if args.output:
             Path(args.output).write_text(out)
         else:
             sys.stdout.write(out)
-    except RungError as e:
-        return _fail("rung-opt", e)
-    except Exception as e:  # a bug in Rung, not in the input: say so in one line
-        if os.environ.get("RUNG_TRACEBACK"):
-            raise
-        return _fail("rung-opt", RungError(f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"))
-    return 0
+        return 0
+
+    return _guarded("rung-opt", work)
 
 
 def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
@@ -115,19 +130,28 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
     return out
 
 
-def run_on_gpu(text: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """@main compiled by rung.compile and run on CUDA tensors; results back as numpy."""
-    try:
-        import torch
-    except ImportError:
-        raise RungError("--gpu needs torch with CUDA") from None
+def run_compiled(text: str, inputs: list[np.ndarray], gpu: bool) -> list[np.ndarray]:
+    """@main compiled by rung.compile and run on the GPU (CUDA tensors) or the CPU lane simulator
+    (numpy arrays); results back as numpy."""
     from rung.compiler import compile
 
+    if gpu:
+        try:
+            import torch
+        except ImportError:
+            raise RungError("--gpu needs torch with CUDA") from None
+        if not torch.cuda.is_available():
+            raise RungError("--gpu: torch sees no CUDA GPU here (--sim runs the same kernels on the CPU lane simulator)")
     fn = compile(text)
-    print(f"running on the GPU: {fn.path}")
-    outs = fn(*(torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in inputs))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    return [o.cpu().numpy() for o in outs]
+    print(f"running on {'the GPU' if gpu else 'the CPU lane simulator'}: {fn.path}")
+    if not gpu:
+        outs = fn(*inputs)
+        return list(outs) if isinstance(outs, tuple) else [outs]
+    from backend.device import CudaDevice
+
+    device = CudaDevice(fn.ptx)
+    outs = fn(*(device.put(a) for a in inputs))
+    return [device.get(o) for o in (outs if isinstance(outs, tuple) else (outs,))]
 
 
 def run_main(argv: list[str] | None = None) -> int:
@@ -142,9 +166,10 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs")
     p.add_argument("--int-high", type=int, default=8, help="random integer inputs are drawn from [0, INT_HIGH)")
     p.add_argument("-o", "--output-dir", help="save result i as result<i>.npy here")
-    p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run it on the GPU (torch + cuda-python)")
+    p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run them on the GPU (torch + cuda-python)")
+    p.add_argument("--sim", action="store_true", help="lower @main to kernels and run them on the CPU lane simulator (slow: small programs)")
     args = p.parse_args(argv)
-    try:
+    def work() -> int:
         text, name = _read(args.input)
         module = parse_ir(text, name)
         fn = find_function(module, args.function)
@@ -158,7 +183,12 @@ def run_main(argv: list[str] | None = None) -> int:
                     inputs.append(np.load(f))
                 except (OSError, ValueError) as e:
                     raise RungError(f"cannot load {f}: {e}") from None
-        results = run_on_gpu(text, inputs) if args.gpu else run(module, inputs, args.function)
+        if args.gpu or args.sim:
+            if args.function != "main":
+                raise RungError("--gpu and --sim run @main (rung.compile lowers @main)")
+            results = run_compiled(text, inputs, args.gpu)
+        else:
+            results = run(module, inputs, args.function)
         for i, r in enumerate(results):
             if args.output_dir:
                 Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -166,6 +196,6 @@ def run_main(argv: list[str] | None = None) -> int:
                 print(f"result {i}: {list(r.shape)} {r.dtype} -> {Path(args.output_dir) / f'result{i}.npy'}")
             else:
                 print(f"result {i}: {list(r.shape)} {r.dtype}\n{np.array2string(r, threshold=64)}")
-    except RungError as e:
-        return _fail("rung-run", e)
-    return 0
+        return 0
+
+    return _guarded("rung-run", work)

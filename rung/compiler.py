@@ -5,10 +5,10 @@
     fn.path                                    # which kernels run, in words
     fn.ptx                                     # the PTX module of its kernels
 
-The pipeline runs once, at compile time: graph-to-tile (for the target), tile-expand,
-tile-to-warp, smem-swizzle, warp-to-ptx. What is left of @main are ptx.launch ops (kernels on
-device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on the CPU)
-and graph.reshape (views); any other op has no kernel yet and is an error naming it. A call
+The pipeline runs once, at compile time: lower-to-ptx (graph-to-tile for the target,
+tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
+(kernels on device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on
+the CPU) and graph.reshape (views); any other op has no kernel yet and is an error naming it. A call
 runs the same launches on whichever device its arguments live on (backend.device).
 """
 
@@ -30,11 +30,9 @@ from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import find_function
 from ir.targets import check_target
+from lowering.lower_to_ptx import check_lowered
 from rung.context import make_context, parse_ir
 from rung.passes import run_pipeline
-
-_STEPS = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp)
-
 
 @dataclass
 class CompiledFunction:
@@ -131,12 +129,8 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
     target = check_target(target or _default_target())
     run_pipeline(module, f"graph-to-tile{{target={target}}},tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
-    for op in find_function(module, "main").body.block.ops:
-        if not isinstance(op, (*_STEPS, t.LaunchOp, t.SumSplitsOp, func.ReturnOp)):
-            raise RungError(f"'{op.name}' has no GPU kernel yet (so far: f16/bf16 graph.linear, with its bias and a relu or silu "
-                            "after it, graph.qlinear of formats with a register decoder, 2-D graph.matmul, and f16/bf16 "
-                            "graph.rms_norm)")
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
+    check_lowered(module, "rung.compile")
     for op in module.ops:
         if isinstance(op, ptx.KernelOp) and op.sym_name.data not in descriptions:
             descriptions[op.sym_name.data] = f"{op.sym_name.data}: the split-K reduction, built for {target}"

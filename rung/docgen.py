@@ -7,6 +7,7 @@ supported ATen op, so the reference cannot drift from what Rung accepts.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import sys
 from pathlib import Path
@@ -70,9 +71,12 @@ def reference() -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m rung.docgen", description=f"Write {REFERENCE.relative_to(REFERENCE.parents[1])} "
+                                "from the code: every op, element type, format and supported ATen op.")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file is out of date")
+    args = p.parse_args(argv)
     text = reference()
-    if "--check" in argv:
+    if args.check:
         if not REFERENCE.exists() or REFERENCE.read_text() != text:
             print(f"{REFERENCE} is out of date: run python -m rung.docgen", file=sys.stderr)
             return 1

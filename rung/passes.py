@@ -5,6 +5,7 @@ A pipeline is written as in mlir-opt: `pass-a,pass-b{option=value other=1}`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from xdsl.context import Context
@@ -64,6 +65,12 @@ def _warp_to_ptx():
     return WarpToPtx
 
 
+def _lower_to_ptx():
+    from lowering.lower_to_ptx import LowerToPtx
+
+    return LowerToPtx
+
+
 # name -> loader of the pass class (loaded lazily: a pipeline imports only what it runs)
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "cse": _cse,
@@ -74,6 +81,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tile-to-warp": _tile_to_warp,
     "smem-swizzle": _smem_swizzle,
     "warp-to-ptx": _warp_to_ptx,
+    "lower-to-ptx": _lower_to_ptx,
 }
 # graph to PTX: the pipeline rung.compile and the examples use
 LOWER_TO_PTX = "graph-to-tile,tile-expand,tile-to-warp,smem-swizzle,warp-to-ptx"
@@ -81,9 +89,17 @@ _SUMMARIES = {"cse": "Eliminate common subexpressions (xDSL).", "dce": "Remove u
 
 
 def pass_summary(name: str) -> str:
+    """The pass's description: its docstring's first paragraph, on one line."""
     if name in _SUMMARIES:
         return _SUMMARIES[name]
-    return (PASSES[name]().__doc__ or "").strip().splitlines()[0]
+    return " ".join((PASSES[name]().__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def pass_options(name: str) -> list[str]:
+    """The pass's options as `name=default`, as a -p spec sets them (`pass{name=value}`)."""
+    if name in _SUMMARIES:
+        return []
+    return [f"{f.name}={f.default!r}" if isinstance(f.default, str) else f"{f.name}={f.default}" for f in dataclasses.fields(PASSES[name]())]
 
 
 def build_pipeline(spec: str, callback=None) -> PassPipeline:

@@ -100,3 +100,54 @@ def test_opt_lowers_a_linear_to_ptx(tmp_path):
     assert ".target sm_90a" in r.stdout and "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in r.stdout
     r = cli("opt_main", str(f), "--emit", "ptx")
     assert r.returncode == 1 and "holds no ptx.kernel" in r.stderr
+
+
+def test_lower_to_ptx_is_one_pass_and_names_what_it_cannot_lower(tmp_path):
+    f = tmp_path / "gemm.mlir"
+    f.write_text(GEMM)
+    r = cli("opt_main", str(f), "-p", "lower-to-ptx")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "lower-to-ptx: 'graph.linear' in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16" in r.stderr
+    r = cli("opt_main", str(f), "--emit", "ptx")
+    assert r.returncode == 1 and "lower it first (-p lower-to-ptx" in r.stderr
+    f16 = tmp_path / "f16.mlir"
+    f16.write_text(GEMM.replace("f32", "f16"))
+    r = cli("opt_main", str(f16), "-p", "lower-to-ptx{target=sm_90a}", "--emit", "ptx", "--target", "sm_90a")
+    assert r.returncode == 0 and ".entry rung_gemm_f16" in r.stdout and "_bias_silu" in r.stdout
+
+
+def test_list_passes_gives_whole_descriptions_and_options():
+    out = cli("opt_main", "--list-passes").stdout
+    assert "graph-to-tile{target='' bm=0 bn=0 bk=0 warps_m=0 warps_n=0 stages=0 split_k=0 raster=0}" in out
+    assert "lower-to-ptx{target=''}" in out
+    assert "the other options override the GEMMs' schedules." in out  # the description's last words, not cut
+
+
+@pytest.mark.parametrize("tool", ["opt_main", "run_main"])
+@pytest.mark.parametrize("data, message", [
+    (b"\xca", "x.mlir:1: not UTF-8 text (byte 0xca at offset 0)"),
+    (b"func.func @main() {\n  func.return\n}\n\xff", "x.mlir:4: not UTF-8 text (byte 0xff at offset"),
+])
+def test_input_that_is_not_text_is_one_line(tool, tmp_path, data, message):
+    f = tmp_path / "x.mlir"
+    f.write_bytes(data)
+    r = cli(tool, str(f))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_sim_runs_the_compiled_kernels_on_the_cpu(tmp_path):
+    f = tmp_path / "norm.mlir"
+    f.write_text("func.func @main(%x: tensor<3x40xf16>, %w: tensor<40xf16>) -> tensor<3x40xf16> {\n"
+                 "  %y = graph.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<3x40xf16>, tensor<40xf16>) -> tensor<3x40xf16>\n"
+                 "  func.return %y : tensor<3x40xf16>\n}\n")
+    sim = cli("run_main", str(f), "--sim", "--seed", "4", "-o", str(tmp_path / "sim"))
+    ref = cli("run_main", str(f), "--seed", "4", "-o", str(tmp_path / "ref"))
+    assert sim.returncode == 0 and ref.returncode == 0, sim.stderr + ref.stderr
+    assert "running on the CPU lane simulator: rung_rms_norm_f16_n40" in sim.stdout
+    got, want = (np.load(tmp_path / d / "result0.npy").astype(np.float32) for d in ("sim", "ref"))
+    assert np.abs(got - want).max() <= 4e-3 * np.abs(want).max()
+
+
+def test_docgen_help_prints_help_and_writes_nothing():
+    r = subprocess.run([sys.executable, "-m", "rung.docgen", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: python -m rung.docgen" in r.stdout and "wrote" not in r.stdout

@@ -1,0 +1,75 @@
+"""lower-to-ptx: graph to ptx in one pass, as a full conversion.
+
+It runs graph-to-tile (for `target`), tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx,
+then checks that every function keeps only what runs: ptx.launch (a kernel), tile.pack_weight
+(Ladder's weight transform, once per weight) and graph.reshape (a view). Any other op left is
+an error that names it and says why it has no kernel, instead of IR that silently stays high.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from dialects import graph as g
+from dialects import ptx
+from dialects import tile as t
+from ir.errors import RungError
+from ir.numerics import FormatError
+from lowering.graph_to_tile import GraphToTile
+from lowering.row_programs import ROW_DTYPES, ROW_PROGRAMS
+from lowering.smem_swizzle import SmemSwizzle
+from lowering.tile_expand import TileExpand
+from lowering.tile_to_warp import TileToWarp
+from lowering.warp_to_ptx import WarpToPtx
+
+KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, func.ReturnOp)
+KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
+             "decoder, 2-D graph.matmul, and graph.rms_norm"
+
+
+def why_not_lowered(op) -> str:
+    """Why graph-to-tile left `op` as it is."""
+    elements = {str(v.type.element_type) for v in op.operands if hasattr(v.type, "element_type")}
+    if isinstance(op, (g.LinearOp, g.MatmulOp, g.QLinearOp, *ROW_PROGRAMS)):
+        if isinstance(op, g.QLinearOp):
+            from ir.packing import decoder
+
+            try:
+                decoder(op.format.format.element)
+            except FormatError as e:
+                return str(e)
+        activations = {str(op.operands[0].type.element_type)}
+        if not activations <= set(ROW_DTYPES):
+            return (f"its operands are {', '.join(sorted(activations))}: Rung's kernels take f16 or bf16 (cast the program, "
+                    "e.g. torch2ir --dtype f16)")
+        if isinstance(op, g.MatmulOp):
+            return "only 2-D matmuls have a kernel yet"
+    return f"no kernel yet for this op{' on ' + ', '.join(sorted(elements)) if elements else ''} (so far: {KERNEL_OPS})"
+
+
+def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
+    """A RungError naming the first op of a function that is not a launch, a weight packing or a reshape."""
+    for fn in module.ops:
+        if isinstance(fn, func.FuncOp):
+            for op in fn.body.block.ops:
+                if not isinstance(op, KEPT):
+                    raise RungError(f"{who}: '{op.name}' in @{fn.sym_name.data} has no GPU kernel yet: {why_not_lowered(op)}")
+
+
+@dataclass(frozen=True)
+class LowerToPtx(ModulePass):
+    """Lower graph to ptx for `target` (graph-to-tile, tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx);
+    an op left without a kernel is an error naming it and why."""
+
+    name = "lower-to-ptx"
+    target: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for lower in (GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+            lower.apply(ctx, op)
+        check_lowered(op)
