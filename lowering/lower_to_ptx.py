@@ -29,7 +29,7 @@ from lowering.warp_to_ptx import WarpToPtx
 
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, and graph.rms_norm"
+             "decoder, 2-D graph.matmul, and over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax"
 
 
 def why_not_lowered(op) -> str:
@@ -49,6 +49,8 @@ def why_not_lowered(op) -> str:
                     "e.g. torch2ir --dtype f16)")
         if isinstance(op, g.MatmulOp):
             return "only 2-D matmuls have a kernel yet"
+        if isinstance(op, g.SoftmaxOp):
+            return "only softmax over the last dimension has a kernel yet"
     return f"no kernel yet for this op{' on ' + ', '.join(sorted(elements)) if elements else ''} (so far: {KERNEL_OPS})"
 
 

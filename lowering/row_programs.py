@@ -1,4 +1,4 @@
-"""graph ops that run as row programs (dialects.tile.rows): each pattern writes its op's program.
+"""graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension).
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -73,7 +73,31 @@ def rms_norm_program(op: g.RmsNormOp, dtype: str, cols: int) -> t.KernelOp:
     return p.store(p.map("mul", p.map("mul", v, scale), p.load(w, per_row=False)))
 
 
-ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program}
+def layer_norm_program(op: g.LayerNormOp, dtype: str, cols: int) -> t.KernelOp:
+    """y = (x - mean) * rsqrt(mean((x - mean)^2) + eps) * weight + bias."""
+    eps = op.attr("eps")
+    elem = op.x.type.element_type
+    p = _Program(f"rung_layer_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols,
+                 [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
+    x, w, b, _ = p.block.args
+    v = p.load(x)
+    centered = p.map("sub", v, p.map("mul", p.reduce("sum", v), constant=1.0 / cols))
+    var = p.map("mul", p.reduce("sum", p.map("mul", centered, centered)), constant=1.0 / cols)
+    scale = p.map("rsqrt", p.map("add", var, constant=eps))
+    return p.store(p.map("add", p.map("mul", p.map("mul", centered, scale), p.load(w, per_row=False)), p.load(b, per_row=False)))
+
+
+def softmax_program(op: g.SoftmaxOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """y = exp(x - max(x)) / sum(exp(x - max(x))), over the last dimension only."""
+    if op.attr("dim") % len(op.x.type.get_shape()) != len(op.x.type.get_shape()) - 1:
+        return None
+    p = _Program(f"rung_softmax_{dtype}_n{cols}", cols, [t.generic_tensor(op.x.type.element_type)] * 2)
+    v = p.load(p.block.args[0])
+    e = p.map("exp", p.map("sub", v, p.reduce("max", v)))
+    return p.store(p.map("mul", e, p.map("rcp", p.reduce("sum", e))))
+
+
+ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -87,6 +111,8 @@ class RowOpToTile(RewritePattern):
         shape, elem = x.type.get_shape(), x.type.element_type
         cols, rows = shape[-1], math.prod(shape[:-1])
         kernel = make(op, str(elem), cols)
+        if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
+            return
         module = op.get_toplevel_object()
         if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
             module.body.block.add_op(kernel)

@@ -165,14 +165,14 @@ class LoadRowOp(IRDLOperation):
 
 
 MAP_FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
-                 "exp": np.exp, "rsqrt": lambda x: 1 / np.sqrt(x), "neg": np.negative}
-UNARY = ("exp", "rsqrt", "neg")
+                 "exp": np.exp, "rsqrt": lambda x: 1 / np.sqrt(x), "rcp": lambda x: 1 / x, "neg": np.negative}
+UNARY = ("exp", "rsqrt", "rcp", "neg")
 
 
 @irdl_op_definition
 class MapOp(IRDLOperation):
     """fn applied elementwise to rows and scalars (a scalar, an f32, is the same for every element):
-    add, sub, mul, max (two operands, or one and `constant`), exp, rsqrt, neg (one). The result is
+    add, sub, mul, max (two operands, or one and `constant`), exp, rsqrt, rcp, neg (one). The result is
     a row if an operand is, else a scalar."""
 
     name = "tile.map"

@@ -74,6 +74,8 @@ class _RowLowering:
                 return b.ex2(b.mul(xs[0], b.fimm(math.log2(math.e))))
             if fn == "rsqrt":
                 return b.rsqrt(xs[0])
+            if fn == "rcp":
+                return b.rcp(xs[0])
             return b.sub(b.fimm(0.0), xs[0])  # neg
 
         self.env[op.result] = [element(i) for i in range(width)] if width else element(0)

@@ -1,5 +1,6 @@
-"""Row programs through every level: graph.rms_norm -> tile row program -> ptx kernel, each level run
-on the CPU (interpreter, block program, lane simulator) against the graph op, and assembled by ptxas."""
+"""Row programs through every level: graph.rms_norm, layer_norm and softmax -> tile row program -> ptx
+kernel, each level run on the CPU (interpreter, block program, lane simulator) against the graph op,
+and assembled by ptxas."""
 
 import re
 import shutil
@@ -17,18 +18,31 @@ from rung.cli import random_inputs
 from rung.context import make_context, parse_ir
 from rung.passes import run_pipeline
 
-NORM = """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
+OPS = {
+    "rms_norm": """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
   %y = graph.rms_norm %x, %w {{eps = 1.0e-05 : f64}} : (tensor<{shape}x{t}>, tensor<{n}x{t}>) -> tensor<{shape}x{t}>
   func.return %y : tensor<{shape}x{t}>
 }}
-"""
+""",
+    "layer_norm": """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>, %b: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
+  %y = graph.layer_norm %x, %w, %b {{eps = 1.0e-05 : f64}} : (tensor<{shape}x{t}>, tensor<{n}x{t}>, tensor<{n}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+""",
+    "softmax": """func.func @main(%x: tensor<{shape}x{t}>) -> tensor<{shape}x{t}> {{
+  %y = graph.softmax %x {{dim = -1 : i64}} : (tensor<{shape}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+""",
+}
 STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-to-ptx"]
 
 
-@settings(max_examples=max(5, settings().max_examples // 4), deadline=None)
-@given(st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(1, 700), st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
-def test_each_level_computes_the_same_rms_norm(lead, n, dtype, seed):
-    text = NORM.format(shape="x".join(map(str, [*lead, n])), n=n, t=dtype)
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.sampled_from(sorted(OPS)), st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integers(1, 700),
+       st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_each_level_computes_the_same_row_op(op, lead, n, dtype, seed):
+    text = OPS[op].format(shape="x".join(map(str, [*lead, n])), n=n, t=dtype)
     module = parse_ir(text)
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 8)
     want = run(module, args)[0].astype(np.float32)
@@ -45,14 +59,25 @@ def test_a_row_takes_about_eight_elements_a_thread(n, threads):
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("n", [100, 4096, 8192])
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
-def test_row_kernels_assemble_without_spills(n, dtype, target, tmp_path):
-    module = parse_ir(NORM.format(shape=f"4x{n}", n=n, t=dtype))
+def test_row_kernels_assemble_without_spills(op, n, dtype, target, tmp_path):
+    module = parse_ir(OPS[op].format(shape=f"4x{n}", n=n, t=dtype))
     run_pipeline(module, ",".join(STAGES), make_context())
     src = tmp_path / "k.ptx"
     src.write_text(module_text(module, target))
     out = subprocess.run(["ptxas", f"-arch={target}", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert re.search(r"0 bytes spill stores, 0 bytes spill loads", out.stderr), out.stderr
+
+
+def test_softmax_over_another_dimension_stays_and_lower_to_ptx_says_why():
+    from ir.errors import RungError
+
+    module = parse_ir(OPS["softmax"].format(shape="4x8", n=8, t="f16").replace("dim = -1", "dim = 0"))
+    run_pipeline(module, "graph-to-tile", make_context())
+    assert [op.name for op in module.ops.first.body.block.ops][0] == "graph.softmax"
+    with pytest.raises(RungError, match="'graph.softmax' in @main has no GPU kernel yet: only softmax over the last dimension"):
+        run_pipeline(module, "lower-to-ptx", make_context())

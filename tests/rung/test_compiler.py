@@ -19,7 +19,16 @@ NORM = """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>) -> tenso
   func.return %y : tensor<{shape}x{t}>
 }}
 """
-DTYPES = {"f16": np.float16, "bf16": None}
+SOFTMAX = """func.func @main(%x: tensor<{shape}x{t}>) -> tensor<{shape}x{t}> {{
+  %y = graph.softmax %x {{dim = -1 : i64}} : (tensor<{shape}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+"""
+LAYER_NORM = """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>, %b: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
+  %y = graph.layer_norm %x, %w, %b {{eps = 1.0e-05 : f64}} : (tensor<{shape}x{t}>, tensor<{n}x{t}>, tensor<{n}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+"""
 
 
 def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
@@ -114,6 +123,10 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA 
     (NORM.format(shape="4x7x4096", n=4096, t="f16", eps="1.0e-05"), "f16"),
     (NORM.format(shape="77x1000", n=1000, t="bf16", eps="1.0e-06"), "bf16"),
     (NORM.format(shape="3x8192", n=8192, t="bf16", eps="1.0e-05"), "bf16"),
+    (SOFTMAX.format(shape="4x32x513", t="f16"), "f16"),
+    (SOFTMAX.format(shape="2x4096", t="bf16"), "bf16"),
+    (LAYER_NORM.format(shape="5x768", n=768, t="f16"), "f16"),
+    (LAYER_NORM.format(shape="2x3x4096", n=4096, t="bf16"), "bf16"),
 ])
 def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
     """Fresh random inputs; the GPU's result against the simulator's (the same kernels) and torch's."""
@@ -123,10 +136,16 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
                   else torch.from_numpy(a).cuda() for a in args))
     torch.cuda.synchronize()
     got = on_gpu.float().cpu().numpy()
+    x, *params = (torch.from_numpy(np.asarray(a, np.float32)) for a in args)
     if "rms_norm" in text:
-        x, w = (torch.from_numpy(np.asarray(a, np.float32)) for a in args)
-        ref = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + float(text.split("eps = ")[1].split(" ")[0])) * w
-        _assert_close(got, ref.numpy(), dtype)
+        ref = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + float(text.split("eps = ")[1].split(" ")[0])) * params[0]
+    elif "layer_norm" in text:
+        ref = torch.nn.functional.layer_norm(x, x.shape[-1:], *params, eps=1e-5)
+    elif "softmax" in text:
+        ref = torch.softmax(x, -1)
+    else:
+        ref = torch.nn.functional.silu(x @ params[0].T + params[1])
+    _assert_close(got, ref.numpy(), dtype)
     _assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), dtype)
     if args[0].size <= 4096:  # the simulator is slow: small programs only
         _assert_close(got, np.asarray(fn(*args), np.float32), dtype)
