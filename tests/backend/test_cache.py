@@ -1,4 +1,4 @@
-"""The on-disk PTX cache: content-keyed, atomic, and off with RUNG_CACHE=0."""
+"""The on-disk PTX cache: content-keyed, verified on load, atomic, and off with RUNG_CACHE=0."""
 
 from pathlib import Path
 
@@ -40,4 +40,22 @@ def test_the_key_covers_every_module_that_shapes_ptx():
 
     root = Path(__file__).parents[2]
     names = {str(p.relative_to(root)) for p in _sources()}
-    assert {"lowering/ladder.py", "lowering/tile_to_warp/block.py", "dialects/ptx/mma.py", "ir/packing.py", "ir/layout.py", "backend/ptx_text.py"} <= names
+    assert {"lowering/ladder.py", "lowering/tile_to_warp/block.py", "dialects/ptx/mma.py", "ir/packing.py", "ir/layout.py",
+            "backend/ptx_text.py", "backend/gemm.py", "lowering/graph_to_tile.py"} <= names
+    assert not any(n.startswith(("tests/", "examples/")) for n in names)
+
+
+def test_a_tampered_entry_is_refused_and_rebuilt():
+    calls = []
+
+    def make():
+        calls.append(1)
+        return ".version 8.4\n.entry k"
+
+    cached_text(("sm_80", "t"), make)
+    (entry,) = cache_dir().glob("*.ptx")
+    for bad in ("", "not the kernel", entry.read_text().replace(".entry k", ".entry x")):
+        entry.write_text(bad)
+        assert cached_text(("sm_80", "t"), make) == (".version 8.4\n.entry k", False)  # rebuilt, not loaded
+        assert cached_text(("sm_80", "t"), make) == (".version 8.4\n.entry k", True)  # and written back whole
+    assert len(calls) == 4
