@@ -34,6 +34,7 @@ from xdsl.ir import Block, Region, SSAValue
 
 from dialects import graph as g
 from ir.errors import RungError
+from ir.syntax import ssa_name
 
 # --- loading -----------------------------------------------------------------------------------
 
@@ -621,11 +622,6 @@ def _adaptive_avg_pool(c, node, x, size):
 
 
 # --- the command ---------------------------------------------------------------------------------------
-
-
-def ssa_name(name: str) -> str:
-    """A weight's name as an SSA value name: characters IR names allow, not starting with a digit."""
-    return re.sub(r"^(?=[0-9])|[^A-Za-z0-9_.$-]", "_", name)
 
 
 def torch_to_ir(model, args, kwargs=None, progress=lambda msg: None):

@@ -71,3 +71,8 @@ def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> N
             loc = f"{filename}:{':'.join(map(str, _line_col(span)))}" if span is not None else filename
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RungError(f"{loc}: '{op.name}' op {msg}") from None
+
+
+def ssa_name(name: str) -> str:
+    """A name as an SSA value name: characters IR names allow, not starting with a digit."""
+    return re.sub(r"^(?=[0-9])|[^A-Za-z0-9_.$-]", "_", name)

@@ -130,6 +130,45 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
     return out
 
 
+def _load(path: str):
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            raise RungError(f"cannot load {path}: not a .npy or .npz file")
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise RungError(f"cannot load {path}: {e}") from None
+
+
+def bind_inputs(params, paths: list[str], seed: int, int_high: int) -> list[np.ndarray]:
+    """@main's arguments from `-i` files: an .npz binds the arguments named by its keys (the weights
+    torch2ir writes beside a model's IR), .npy files the others in order; with no .npy file the
+    others are random (and said so on stderr)."""
+    from ir.syntax import ssa_name
+
+    named, positional = {}, []
+    for path in paths:
+        data = _load(path)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            named.update({ssa_name(k): data[k] for k in data.files})
+        else:
+            positional.append(data)
+    rest = [p for p in params if p.name_hint not in named]
+    unused = sorted(set(named) - {p.name_hint for p in params})
+    if unused:
+        raise RungError(f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}: in the .npz but not arguments of the function")
+    if positional and len(positional) != len(rest):
+        raise RungError(f"{len(positional)} .npy files for {len(rest)} arguments not in an .npz "
+                        f"({', '.join('%' + (p.name_hint or str(i)) for i, p in enumerate(rest))})")
+    if not positional:
+        positional = random_inputs([p.type for p in rest], seed, int_high)
+        if named and rest:
+            print(f"random inputs for {', '.join('%' + (p.name_hint or '?') for p in rest)}", file=sys.stderr)
+    fill = iter(positional)
+    return [named[p.name_hint] if p.name_hint in named else next(fill) for p in params]
+
+
 def run_compiled(text: str, inputs: list[np.ndarray], gpu: bool) -> list[np.ndarray]:
     """@main compiled by rung.compile and run on the GPU (CUDA tensors) or the CPU lane simulator
     (numpy arrays); results back as numpy."""
@@ -162,7 +201,9 @@ def run_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter.")
     p.add_argument("input", help="IR file")
     p.add_argument("-f", "--function", default="main", help="function to run (default: main)")
-    p.add_argument("-i", "--inputs", nargs="*", default=None, help=".npy files, one per argument (default: random)")
+    p.add_argument("-i", "--inputs", nargs="*", default=None,
+                   help=".npy files, one per argument in order, and/or .npz files binding arguments by name (torch2ir's weights); "
+                        "arguments given by no file are random")
     p.add_argument("--seed", type=int, default=0, help="seed of random inputs")
     p.add_argument("--int-high", type=int, default=8, help="random integer inputs are drawn from [0, INT_HIGH)")
     p.add_argument("-o", "--output-dir", help="save result i as result<i>.npy here")
@@ -173,16 +214,7 @@ def run_main(argv: list[str] | None = None) -> int:
         text, name = _read(args.input)
         module = parse_ir(text, name)
         fn = find_function(module, args.function)
-        types = [a.type for a in fn.body.block.args]
-        if args.inputs is None:
-            inputs = random_inputs(types, args.seed, args.int_high)
-        else:
-            inputs = []
-            for f in args.inputs:
-                try:
-                    inputs.append(np.load(f))
-                except (OSError, ValueError) as e:
-                    raise RungError(f"cannot load {f}: {e}") from None
+        inputs = bind_inputs(fn.body.block.args, args.inputs or [], args.seed, args.int_high)
         if args.gpu or args.sim:
             if args.function != "main":
                 raise RungError("--gpu and --sim run @main (rung.compile lowers @main)")

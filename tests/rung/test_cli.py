@@ -151,3 +151,25 @@ def test_run_sim_runs_the_compiled_kernels_on_the_cpu(tmp_path):
 def test_docgen_help_prints_help_and_writes_nothing():
     r = subprocess.run([sys.executable, "-m", "rung.docgen", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: python -m rung.docgen" in r.stdout and "wrote" not in r.stdout
+
+
+def test_run_takes_torch2irs_weights_by_name(tmp_path):
+    """`-i model.npz` binds the arguments its keys name (torch2ir's weights); .npy files or random inputs the rest."""
+    f = tmp_path / "m.mlir"
+    f.write_text(GEMM.replace("%w", "%_0.weight").replace("%b", "%_0.bias"))
+    rng = np.random.default_rng(2)
+    w, b, x = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal(16).astype(np.float32), rng.standard_normal((4, 8)).astype(np.float32)
+    np.savez(tmp_path / "m.npz", **{"0.weight": w, "0.bias": b})
+    np.save(tmp_path / "x.npy", x)
+    r = cli("run_main", str(f), "-i", str(tmp_path / "m.npz"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    y = x @ w.T + b
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "result0.npy"), y / (1 + np.exp(-y)), rtol=1e-5, atol=1e-6)
+    r = cli("run_main", str(f), "-i", str(tmp_path / "m.npz"))
+    assert r.returncode == 0 and "random inputs for %x" in r.stderr
+    np.savez(tmp_path / "other.npz", **{"9.weight": w})
+    r = cli("run_main", str(f), "-i", str(tmp_path / "other.npz"))
+    assert r.returncode == 1 and "_9.weight: in the .npz but not arguments of the function" in r.stderr
+    (tmp_path / "t.npy").write_text("just text")
+    r = cli("run_main", str(f), "-i", str(tmp_path / "t.npy"))
+    assert r.returncode == 1 and "not a .npy or .npz file" in r.stderr
