@@ -673,6 +673,21 @@ def check(module, names, weights, model, args, kwargs) -> float:
     return err
 
 
+def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
+    """A copy of `model` whose quantized weights hold their dequantized values (the same
+    quantization done in PyTorch): what --check compares a quantized program with."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model)
+    state = model.state_dict()
+    for name in [k.removesuffix(".qweight") for k in weights if k.endswith(".qweight")]:
+        values = fmt.dequantize(weights[f"{name}.qweight"], weights[f"{name}.scales"], weights.get(f"{name}.zeros"))
+        state[name].copy_(torch.from_numpy(np.asarray(values, np.float32)))
+    return model
+
+
 def quantize(module, names, weights, format_name: str, group: int | None, progress):
     """--quantize: frontend.transforms.quantize_linears with the format named on the command line."""
     from frontend.transforms import quantize_linears
@@ -689,7 +704,7 @@ def quantize(module, names, weights, format_name: str, group: int | None, progre
              + (f", zero {fmt.zero}" if fmt.zero != "none" else ""))
     for reason in kept:
         progress(f"kept in float: {reason}")
-    return names, weights
+    return names, weights, fmt
 
 
 def main(argv=None) -> int:
@@ -699,11 +714,13 @@ def main(argv=None) -> int:
     p.add_argument("model", help="model.py defining model() and example_inputs()")
     p.add_argument("-o", "--output", help="write the IR here (and the weights beside it as .npz)")
     p.add_argument("--check", action="store_true", help="run the IR on the interpreter and compare with PyTorch")
-    p.add_argument("--tol", type=float, help="largest relative error --check accepts (default 1e-4, 5e-2 with --quantize)")
+    p.add_argument("--tol", type=float, default=1e-4, help="largest relative error --check accepts (default %(default)g; with "
+                   "--quantize, against the model with the same quantization done in PyTorch)")
     p.add_argument("--summary", action="store_true", help="print a summary of the IR instead of the IR")
     p.add_argument("--quantize", metavar="FORMAT", help="turn linears into graph.qlinear on weights quantized to FORMAT "
                    "(a preset such as int4, uint4, nf4, mxfp4, or an element format such as int2, e4m3)")
-    p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: one per output channel)")
+    p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: one per output channel; default: the "
+                   "format's own, 128 for int4, 32 for MX formats)")
     args = p.parse_args(argv)
 
     def progress(msg):
@@ -713,8 +730,9 @@ def main(argv=None) -> int:
         progress(f"loading {args.model}")
         model, inputs, kwargs = load_model_file(args.model)
         module, weights, names = torch_to_ir(model, inputs, kwargs, progress)
+        fmt = None
         if args.quantize:
-            names, weights = quantize(module, names, weights, args.quantize, args.group, progress)
+            names, weights, fmt = quantize(module, names, weights, args.quantize, args.group, progress)
         verify(module, filename="torch2ir output")
         text = print_ir(module)
         if args.output:
@@ -728,10 +746,15 @@ def main(argv=None) -> int:
         if args.check:
             progress("running the IR on the interpreter ...")
             t0 = time.perf_counter()
-            err = check(module, names, weights, model, inputs, kwargs)
-            tol = args.tol if args.tol is not None else 5e-2 if args.quantize else 1e-4
-            ok = err <= tol
-            print(f"check: max relative error vs PyTorch {err:.2e} ({'within' if ok else 'ABOVE'} {tol:g}; interpreted in {time.perf_counter() - t0:.1f} s)")
+            reference = fake_quantized(model, fmt, weights) if fmt else model
+            err = check(module, names, weights, reference, inputs, kwargs)
+            ok = err <= args.tol
+            against = "PyTorch with the same quantization (dequantized weights)" if fmt else "PyTorch"
+            print(f"check: max relative error vs {against} {err:.2e} ({'within' if ok else 'ABOVE'} {args.tol:g}; "
+                  f"interpreted in {time.perf_counter() - t0:.1f} s)")
+            if fmt:
+                print(f"check: max relative error vs the float model {check(module, names, weights, model, inputs, kwargs):.2e} "
+                      "(the quantization's own error)")
             if not ok:
                 return 1
     except RungError as e:

@@ -13,10 +13,10 @@ from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType
 
 from dialects import graph as g
 from dialects.lp import QuantAttr
-from frontend.torch2ir import ssa_name
 from ir.dtypes import storage_dtype
 from ir.interpreter import find_function
 from ir.numerics import FormatError, QuantFormat
+from ir.syntax import ssa_name
 
 
 def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat):

@@ -263,4 +263,4 @@ def row_program_ops(program) -> list:
 
 
 ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
-ROW_OPS = [RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp]
+ROW_OPS = (RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)

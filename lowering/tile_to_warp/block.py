@@ -14,6 +14,7 @@ from ir.errors import RungError
 from ir.packing import decoder
 from lowering.ptx_builder import PtxBuilder
 from lowering.tile_to_warp.copies import TileCopy
+from lowering.tile_to_warp.dispatch import lower_each
 from lowering.tile_to_warp.epilogue import Epilogue, scale_row, scaled_accumulators
 from lowering.tile_to_warp.weights import WeightFragments
 
@@ -54,6 +55,10 @@ def lower_kernel(program: tile.KernelOp, programmatic: bool = False) -> KernelOp
     return _BlockLowering(program, programmatic).kernel
 
 
+PROGRAM_OPS = (tile.BlockOriginOp, tile.KRangeOp, tile.SharedBufferOp, tile.ZerosOp, tile.PipelineOp, tile.EpilogueOp, tile.StoreOp,
+               tile.YieldOp)  # the ops of a GEMM block program's body
+
+
 class _BlockLowering:
     """Lowers a tile.kernel op by op. `values` maps each tile value to what stands for it in the
     kernel: registers, a shared tile, or (inside the pipeline) a copy or fragment load set up
@@ -80,8 +85,7 @@ class _BlockLowering:
         self.lane, warp = b.and_(tid, 31), b.shr(tid, 5)
         self.warp_m, self.warp_n = b.shr(warp, (cfg.warps_n).bit_length() - 1), b.and_(warp, cfg.warps_n - 1)
         self.shared_offset = 0
-        for op in program.body.block.ops:
-            getattr(self, "_" + op.name.split(".")[1])(op)
+        lower_each(self, program.body.block.ops, PROGRAM_OPS, program, "GEMM")
 
     def _yield(self, op) -> None:
         pass

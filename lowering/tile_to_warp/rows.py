@@ -13,9 +13,10 @@ import math
 
 from dialects import ptx, tile
 from dialects.ptx import KernelOp
-from dialects.tile.rows import RowConfig, row_program_ops
+from dialects.tile.rows import ROW_OPS, RowConfig, row_program_ops
 from ir.errors import RungError
 from lowering.ptx_builder import PtxBuilder
+from lowering.tile_to_warp.dispatch import lower_each
 
 _BINARY = {"add": ptx.AddOp, "sub": ptx.SubOp, "mul": ptx.MulOp, "max": ptx.MaxOp}
 _IDENTITY = {"sum": 0.0, "max": -math.inf}
@@ -38,8 +39,7 @@ class _RowLowering:
         self.columns = [b.add(self.tid, i * threads) if i else self.tid for i in range(self.cfg.per_thread)]
         # a column past N exists only in the last register, and only when T does not divide N
         self.inside = [b.setp("lt", c, cols) if (i + 1) * threads > cols else None for i, c in enumerate(self.columns)]
-        for op in row_program_ops(program)[:-1]:
-            getattr(self, "_" + op.name.removeprefix("tile."))(op)
+        lower_each(self, row_program_ops(program)[:-1], ROW_OPS, program, "row")
 
     def _address(self, tensor, row, i: int):
         b, esize = self.b, _ELEMENT_BYTES[str(tensor.type.element_type)]

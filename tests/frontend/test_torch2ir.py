@@ -86,3 +86,4 @@ def test_command_writes_ir_and_weights(tmp_path):
     weights = np.load(out.with_suffix(".npz"))
     assert weights["0.weight"].shape == (128, 64)
     assert "graph.linear" in out.read_text()
+

@@ -67,9 +67,14 @@ def test_tied_weights_stay_float():
 
 
 def test_cli_quantizes_and_checks(capsys):
+    """--check under --quantize holds the program to PyTorch running the same dequantized weights
+    (the default tight bound), and reports the quantization's own error against the float model beside it."""
     assert main([str(EXAMPLES / "mlp.py"), "--quantize", "int4", "--group", "32", "--check", "--summary"]) == 0
     out, err = capsys.readouterr()
     assert "quantized 3 of 3 linears to int4, group 32, scale f16" in err and "graph.qlinear            3" in out
-    assert "within 0.05" in out
+    assert "within 0.0001" in out
+    same = float(out.split("same quantization (dequantized weights) ")[1].split()[0])
+    own = float(out.split("vs the float model ")[1].split()[0])
+    assert same <= 1e-4 < own, out
     assert main([str(EXAMPLES / "mlp.py"), "--quantize", "int9"]) == 1
     assert "torch2ir: error: --quantize: unknown format 'int9'" in capsys.readouterr().err

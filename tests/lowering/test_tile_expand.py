@@ -203,3 +203,11 @@ def test_a_decoded_weight_needs_its_scales_somewhere():
     text = _partials_program().replace(" scales %19 {group = 128 : i64}", "").replace(" scales !tile.frag<1x128xf16, group_acc>", "")
     with pytest.raises(RungError, match="neither has them"):
         parse_ir(text)
+
+
+def test_tile_to_warp_names_an_op_it_cannot_lower_in_a_block_program():
+    """Lowerings dispatch by op class: a row op inside a GEMM's block program is a diagnostic, not a crash."""
+    text = _expanded().replace("= tile.block_origin\n", "= tile.block_origin\n    %r = tile.row_id\n", 1)
+    module = parse_ir(text)
+    with pytest.raises(RungError, match="tile-to-warp: @rung_gemm_.*: no lowering for 'tile.row_id' in a GEMM block program"):
+        run_pipeline(module, "tile-to-warp", make_context())
