@@ -6,6 +6,7 @@ Values are numpy arrays in the storage of their tensor type (ir.dtypes); ops com
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,18 @@ from xdsl.ir import SSAValue
 
 from ir.dtypes import compute_view, storage_dtype, to_storage
 from ir.errors import RungError
+
+
+def max_elements() -> int:
+    """The most elements one tensor of the interpreter may hold (RUNG_MAX_ELEMENTS, default 2^28):
+    a program asking for more is refused before anything is allocated."""
+    return int(os.environ.get("RUNG_MAX_ELEMENTS", 1 << 28))
+
+
+def check_size(t, what: str) -> None:
+    if isinstance(t, TensorType) and (n := int(np.prod(t.get_shape(), dtype=object))) > max_elements():
+        raise RungError(f"{what} is {t}: {n:,} elements, more than the interpreter's limit of {max_elements():,} "
+                        "(RUNG_MAX_ELEMENTS raises it)")
 
 
 def find_function(module: ModuleOp, name: str) -> func.FuncOp:
@@ -29,6 +42,7 @@ def _check_input(i: int, value, t) -> np.ndarray:
     arr = np.asarray(value)
     if not isinstance(t, TensorType):
         raise RungError(f"argument {i} has type {t}; only tensor arguments can be passed")
+    check_size(t, f"argument {i}")
     if arr.shape != tuple(t.get_shape()):
         raise RungError(f"argument {i}: expected shape {list(t.get_shape())} ({t}), got {list(arr.shape)}")
     want = storage_dtype(t.element_type)
@@ -42,6 +56,8 @@ def run_function(fn: func.FuncOp, inputs: Sequence, module: ModuleOp | None = No
     if len(inputs) != len(args):
         raise RungError(f"@{fn.sym_name.data} takes {len(args)} arguments, got {len(inputs)}")
     env: dict[SSAValue, np.ndarray] = {a: _check_input(i, v, a.type) for i, (a, v) in enumerate(zip(args, inputs))}
+    for r in (r for op in fn.body.block.ops for r in op.results):
+        check_size(r.type, f"the result of '{r.owner.name}'")
     for op in fn.body.block.ops:
         vals = [env[o] for o in op.operands]
         if isinstance(op, func.ReturnOp):

@@ -111,8 +111,15 @@ def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
     """Inputs for tensor types: floats ~ N(0, 1), integers uniform in [0, int_high) (low-precision
     integers over their whole range), i1 fair coins."""
     from ir.dtypes import format_name, is_bool, is_float, to_storage
+    from ir.interpreter import check_size
     from ir.numerics import element_format
 
+    if int_high < 1:
+        raise RungError(f"--int-high must be at least 1, got {int_high}")
+    if seed < 0:
+        raise RungError(f"--seed must be 0 or more, got {seed}")
+    for i, t in enumerate(types):
+        check_size(t, f"argument {i}")
     rng = np.random.default_rng(seed)
     out = []
     for t in types:

@@ -1,4 +1,4 @@
-"""Hypothesis profiles: a quick default for development, a deeper `ci` profile (CI=true)."""
+"""Hypothesis profiles: a quick default for development, a deeper `ci` profile (CI=true), a long `fuzz` campaign."""
 
 import os
 import sys
@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))  # tests/rung/test_fuzz.py
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
 
 

@@ -104,6 +104,13 @@ class GemmConfig:
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
 
     def __post_init__(self):
+        sizes = {"bm": self.bm, "bn": self.bn, "bk": self.bk, "warps_m": self.warps_m, "warps_n": self.warps_n,
+                 "split_k": self.split_k, "raster": self.raster}
+        if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+            raise ValueError(f"block sizes, warps, split_k and raster are positive integers, got "
+                             f"{', '.join(f'{k} = {v}' for k, v in sizes.items() if not isinstance(v, int) or v < 1)}")
+        if self.warps_m * self.warps_n > 32:
+            raise ValueError(f"a block has at most 32 warps, got {self.warps_m}x{self.warps_n}")
         for e in (self.copy_elems, self.b_copy_elems):  # (a packed weight's rows copy 8, 4 or 2 halves: b_tile)
             if e not in (8, 2, 1):
                 raise ValueError(f"elements per copy must be 8, 2 or 1, got {e}")

@@ -28,6 +28,8 @@ def test_blocked_matmul_is_a_matmul():
     (4, 8, 64, "128, 128", "", "t.mlir:2:.*: block takes 3 sizes, got 2"),
     (4, 8, 64, "128, 128, 32", ", tiles = 3", "t.mlir:2:.*: unknown GEMM schedule field 'tiles' \\(known: block, warps, .*stages"),
     (4, 8, 64, "128, 128, 32", ", bias", "t.mlir:2:3: 'tile.matmul' op the schedule's bias is True, the operands need False"),
+    (4, 8, 64, "0, 128, 32", "", "t.mlir:2:50: bad GEMM schedule: block sizes, warps, split_k and raster are positive integers, got bm = 0"),
+    (4, 8, 64, "128, 128, 32", ", split_k = 0", "t.mlir:2:50: bad GEMM schedule: .* got split_k = 0"),
     (4, 8, 60, "128, 128, 32", "", "t.mlir:2:3: 'tile.matmul' op the schedule's copy_elems is 8, the operands need 2"),
 ])
 def test_bad_tile_matmuls(m, n, k, block, extra, message):

@@ -1,0 +1,117 @@
+"""Fuzzing the tools: IR texts drawn from the examples and from every lowering level, mutated by
+hypothesis, through rung-opt (parse and verify, then the passes) and rung-run. Whatever the input,
+a tool answers with its output (exit 0) or one line of error (exit 1): never a crash ("internal
+error", a traceback) and never more than 20 s. The default and ci profiles run a quick campaign;
+
+    HYPOTHESIS_PROFILE=fuzz python3 -m pytest tests/rung/test_fuzz.py
+
+runs a long one. A crash it finds becomes a regression case in REGRESSIONS."""
+
+import io
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rung.cli import opt_main, run_main
+
+ROOT = Path(__file__).parents[2]
+LIMIT_S = 20
+TOKENS = ["0", "-1", "1", "65536", "9223372036854775808", "1e309", "f64", "i1", "f80", "?", "x", "}", "{", "(", ")", "[", "]",
+          "<", ">", ",", ":", "=", "%0", "%x", "@main", "^bb0", "tensor<4xnone>", "tensor<6x?xf32>", "!tile.row<0>",
+          '"', "graph.neg", "func.call @main()", "#tile.rows<cols = 0, threads = 0>", "\n"]
+REGRESSIONS = [  # (tool, IR text) of crashes and hangs found, kept once fixed
+    ("run", 'func.func @main(%x: tensor<3x40xf16>) -> tensor<3x40xf16> {\n  fun"cccccccccccccccccccccccccccccc.return %x\n}\n'),
+    ("opt", "func.func @main(%x: tensor<3x40xf16>) attributes {s = \"" + "x" * 30 + "} {\n  func.return\n}\n"),
+]
+
+
+@lru_cache(maxsize=None)
+def seeds() -> tuple[str, ...]:
+    """The examples' IR, and the IR of each after the GEMM and row-program pipelines' levels."""
+    from rung.context import make_context, parse_ir, print_ir
+    from rung.passes import run_pipeline
+
+    texts = [p.read_text() for p in sorted((ROOT / "examples").glob("*.mlir"))]
+    texts.append("func.func @main(%x: tensor<3x40xf16>, %w: tensor<40xf16>) -> tensor<3x40xf16> {\n"
+                 "  %y = graph.rms_norm %x, %w {eps = 1.0e-05 : f64} : (tensor<3x40xf16>, tensor<40xf16>) -> tensor<3x40xf16>\n"
+                 "  func.return %y : tensor<3x40xf16>\n}\n")
+    levels = []
+    for text in texts:
+        module = parse_ir(text)
+        for stage in ("graph-to-tile", "tile-expand", "tile-to-warp"):
+            try:
+                run_pipeline(module, stage, make_context())
+            except Exception:  # (an f32 example stays at graph level)
+                break
+            levels.append(print_ir(module))
+    return tuple(texts + levels)
+
+
+@st.composite
+def mutants(draw, graph_only: bool = False) -> str:
+    """A seed with one to three spans deleted, repeated, replaced or inserted; `graph_only`: the
+    graph-level seeds (programs the interpreter runs in moments)."""
+    text = draw(st.sampled_from([t for t in seeds() if not graph_only or ("tile." not in t and "ptx." not in t)]))
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(text)))
+        j = draw(st.integers(i, min(len(text), i + 40)))
+        kind = draw(st.sampled_from(["delete", "repeat", "replace", "insert"]))
+        if kind == "delete":
+            text = text[:i] + text[j:]
+        elif kind == "repeat":
+            text = text[:j] + text[i:j] * draw(st.integers(2, 4)) + text[j:]
+        else:
+            token = draw(st.sampled_from(TOKENS) | st.text(max_size=4))
+            text = text[:i] + token + (text[j:] if kind == "replace" else text[i:])
+    return text
+
+
+def run_tool(tool, argv) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        code = tool(argv)
+    return code, err.getvalue()
+
+
+def _check(tool, text: str, tmp_path, *args) -> None:
+    f = tmp_path / "fuzz.mlir"
+    f.write_bytes(text.encode("utf-8", "surrogatepass"))
+    start = time.perf_counter()
+    code, err = run_tool(tool, [str(f), *args])
+    elapsed = time.perf_counter() - start
+    assert code in (0, 1) and "internal error" not in err and "Traceback" not in err, (code, err, text)
+    assert code == 0 or err.count("\n") == 1, err
+    assert elapsed < LIMIT_S, (elapsed, text)
+
+
+QUICK = settings(max_examples=max(40, settings().max_examples), deadline=None,  # the fuzz profile's 10,000 when chosen
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+
+
+@QUICK
+@given(mutants())
+def test_rung_opt_parses_and_verifies_anything(tmp_path, text):
+    _check(opt_main, text, tmp_path)
+
+
+@QUICK
+@given(mutants(graph_only=True), st.sampled_from(["lower-to-ptx", "graph-to-tile,tile-expand", "decompose-graph,cse"]))
+def test_rung_opt_runs_passes_on_anything(tmp_path, text, passes):
+    _check(opt_main, text, tmp_path, "-p", passes)
+
+
+@QUICK
+@given(mutants(graph_only=True))
+def test_rung_run_runs_anything(tmp_path, monkeypatch, text):
+    monkeypatch.setenv("RUNG_MAX_ELEMENTS", str(1 << 20))  # programs of any size are refused in moments, not allocated
+    _check(run_main, text, tmp_path)
+
+
+@pytest.mark.parametrize("tool, text", REGRESSIONS)
+def test_crashes_found_stay_fixed(tool, text, tmp_path):
+    _check({"opt": opt_main, "run": run_main}[tool], text, tmp_path)
