@@ -72,7 +72,7 @@ def storage_dtype(t: Attribute) -> np.dtype:
     """The numpy dtype that holds tensors of element type `t`."""
     if type(t) in _NATIVE_FLOATS:
         return np.dtype(_NATIVE_FLOATS[type(t)])
-    if is_float(t):
+    if is_float(t) and format_name(t) is not None:  # low-precision floats, held exactly in f32
         return np.dtype(np.float32)
     if is_bool(t):
         return np.dtype(np.bool_)
@@ -85,6 +85,20 @@ def storage_dtype(t: Attribute) -> np.dtype:
         unsigned = t.signedness.data == Signedness.UNSIGNED
         return np.dtype(f"{'u' if unsigned else ''}int{width}")
     raise TypeError(f"{t} is not a tensor element type Rung can execute")
+
+
+def tensor_problem(t: Attribute) -> str | None:
+    """What keeps Rung from holding tensors of type `t` (a dynamic dimension, an element type it
+    cannot store), or None."""
+    if not isinstance(t, TensorType):
+        return None
+    if any(d < 0 for d in t.get_shape()):
+        return f"{t} has a dynamic dimension: Rung's programs have static shapes"
+    try:
+        storage_dtype(t.element_type)
+    except TypeError as e:
+        return f"{t}: {e}"
+    return None
 
 
 def to_storage(value, t: TensorType) -> np.ndarray:

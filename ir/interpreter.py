@@ -14,7 +14,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import SSAValue
 
-from ir.dtypes import compute_view, storage_dtype, to_storage
+from ir.dtypes import compute_view, storage_dtype, tensor_problem, to_storage
 from ir.errors import RungError
 
 
@@ -25,6 +25,9 @@ def max_elements() -> int:
 
 
 def check_size(t, what: str) -> None:
+    """A tensor type the interpreter can hold: static, of an element type it stores, within its size limit."""
+    if problem := tensor_problem(t):
+        raise RungError(f"{what}: {problem}")
     if isinstance(t, TensorType) and (n := int(np.prod(t.get_shape(), dtype=object))) > max_elements():
         raise RungError(f"{what} is {t}: {n:,} elements, more than the interpreter's limit of {max_elements():,} "
                         "(RUNG_MAX_ELEMENTS raises it)")
@@ -33,6 +36,8 @@ def check_size(t, what: str) -> None:
 def find_function(module: ModuleOp, name: str) -> func.FuncOp:
     for op in module.ops:
         if isinstance(op, func.FuncOp) and op.sym_name.data == name:
+            if not op.body.blocks:
+                raise RungError(f"@{name} is a declaration: it has no body to run or lower")
             return op
     names = [op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)]
     raise RungError(f"no function @{name} in the module (functions: {', '.join('@' + n for n in names) or 'none'})")

@@ -71,11 +71,21 @@ def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> N
     for op in module.walk():
         try:
             op.verify(verify_nested_ops=False)
+            _verify_defined_before_use(op)
         except (VerifyException, DiagnosticException, ValueError) as e:
             span = where(op)
             loc = f"{filename}:{':'.join(map(str, _line_col(span)))}" if span is not None else filename
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RungError(f"{loc}: '{op.name}' op {msg}") from None
+
+
+def _verify_defined_before_use(op: Operation) -> None:
+    """An operand that an op of the same block defines comes from an op before this one (xDSL's
+    parser takes a later definition; MLIR's blocks are ordered)."""
+    for v in op.operands:
+        owner = v.owner
+        if isinstance(owner, Operation) and owner.parent is op.parent and op.parent is not None and not owner.is_before_in_block(op):
+            raise VerifyException(f"uses %{v.name_hint or '?'} before '{owner.name}' defines it")
 
 
 def ssa_name(name: str) -> str:

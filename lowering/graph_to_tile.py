@@ -153,6 +153,10 @@ def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1, pa
 def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,
               target: str = "", **epilogue) -> GemmConfig:
     """choose_config's schedule with the epilogue and the pass options applied; a bad option is a RungError."""
+    if not m * n * k:
+        raise RungError(f"graph-to-tile: a GEMM with an empty dimension (M, N, K = {m}, {n}, {k}) has nothing for a kernel to do")
+    if override.get("split_k", 1) > -(-k // 16):
+        raise RungError(f"graph-to-tile: split_k = {override['split_k']} is more than K = {k} has 16-element steps to split")
     try:
         return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target).__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:

@@ -57,7 +57,7 @@ def why_not_lowered(op) -> str:
 def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
     """A RungError naming the first op of a function that is not a launch, a weight packing or a reshape."""
     for fn in module.ops:
-        if isinstance(fn, func.FuncOp):
+        if isinstance(fn, func.FuncOp) and fn.body.blocks:  # (a declaration has nothing to lower)
             for op in fn.body.block.ops:
                 if not isinstance(op, KEPT):
                     raise RungError(f"{who}: '{op.name}' in @{fn.sym_name.data} has no GPU kernel yet: {why_not_lowered(op)}")

@@ -29,7 +29,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from ir.dtypes import is_float
+from ir.dtypes import is_bool, is_float, tensor_problem
 
 # --- attribute helpers ----------------------------------------------------------------------
 
@@ -154,6 +154,9 @@ class GraphOp(IRDLOperation):
         for o in self.operands:
             if not isinstance(o.type, TensorType):
                 _fail(f"operands must be tensors, got {o.type}")
+        for v in (*self.operands, *self.results):
+            if problem := tensor_problem(v.type):
+                _fail(problem)
         want = self.infer()
         got = self.results[0].type
         if want != got:
@@ -188,6 +191,8 @@ class UnaryOp(GraphOp):
         t = self.x.type
         if self.FLOAT_ONLY and not is_float(t.element_type):
             _fail(f"{self.name} needs a floating-point tensor, got {t}")
+        if is_bool(t.element_type):
+            _fail(f"{self.name} needs a numeric tensor, got {t} (booleans take graph.logical_not and graph.where)")
         return t
 
 

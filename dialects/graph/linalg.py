@@ -282,6 +282,7 @@ class RopeOp(GraphOp):
     result = result_def(TensorType)
 
     def infer(self):
+        _check_float(self.x.type, self.cos.type, self.sin.type)
         x = shape_of(self.x.type)
         if not x or x[-1] % 2:
             _fail(f"rope needs an even last dim, got {list(x)}")

@@ -24,9 +24,19 @@ LIMIT_S = 20
 TOKENS = ["0", "-1", "1", "65536", "9223372036854775808", "1e309", "f64", "i1", "f80", "?", "x", "}", "{", "(", ")", "[", "]",
           "<", ">", ",", ":", "=", "%0", "%x", "@main", "^bb0", "tensor<4xnone>", "tensor<6x?xf32>", "!tile.row<0>",
           '"', "graph.neg", "func.call @main()", "#tile.rows<cols = 0, threads = 0>", "\n"]
-REGRESSIONS = [  # (tool, IR text) of crashes and hangs found, kept once fixed
-    ("run", 'func.func @main(%x: tensor<3x40xf16>) -> tensor<3x40xf16> {\n  fun"cccccccccccccccccccccccccccccc.return %x\n}\n'),
-    ("opt", "func.func @main(%x: tensor<3x40xf16>) attributes {s = \"" + "x" * 30 + "} {\n  func.return\n}\n"),
+REGRESSIONS = [  # (tool, arguments, IR text) of crashes and hangs found, kept once fixed
+    ("run", (), 'func.func @main(%x: tensor<3x40xf16>) -> tensor<3x40xf16> {\n  fun"cccccccccccccccccccccccccccccc.return %x\n}\n'),
+    ("opt", (), 'func.func @main(%x: tensor<3x40xf16>) attributes {s = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx} {\n  func.return\n}\n'),
+    ("opt", (), "'// a bad first token\nfunc.func @main() {\n  func.return\n}\n"),
+    ("opt", ("-p", "decompose-graph,lower-to-ptx"), 'func.func @main(%x: tensor<4x8xf128>) -> tensor<4x8xf128> {\n  %y = graph.silu %x : (tensor<4x8xf128>) -> tensor<4x8xf128>\n  func.return %y : tensor<4x8xf128>\n}\n'),
+    ("opt", ("-p", "lower-to-ptx"), 'func.func @main(%x: tensor<4x8xf16>, %w: tensor<0x8xf16>) -> tensor<4x0xf16> {\n  %y = graph.linear %x, %w : (tensor<4x8xf16>, tensor<0x8xf16>) -> tensor<4x0xf16>\n  func.return %y : tensor<4x0xf16>\n}\n'),
+    ("run", (), 'func.func @main(%x: tensor<4x8xi1>) -> tensor<4x8xi1> {\n  %y = graph.neg %x : (tensor<4x8xi1>) -> tensor<4x8xi1>\n  func.return %y : tensor<4x8xi1>\n}\n'),
+    ("run", (), 'func.func @main(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {\n  %z = graph.neg %y : (tensor<4x8xf32>) -> tensor<4x8xf32>\n  %y = graph.neg %x : (tensor<4x8xf32>) -> tensor<4x8xf32>\n  func.return %z : tensor<4x8xf32>\n}\n'),
+    ("run", (), 'func.func @main(%x: tensor<4xnone>) -> tensor<4xnone> {\n  func.return %x : tensor<4xnone>\n}\n'),
+    ("run", (), 'func.func @main(%x: tensor<6x?xf32>) -> tensor<6x?xf32> {\n  %y = graph.neg %x : (tensor<6x?xf32>) -> tensor<6x?xf32>\n  func.return %y : tensor<6x?xf32>\n}\n'),
+    ("run", (), 'func.func private @main(tensor<4xf32>) -> tensor<4xf32>\n'),
+    ("run", (), 'func.func @main(%x: tensor<4x8xi1>, %c: tensor<8xi1>) -> tensor<4x8xi1> {\n  %y = graph.rope %x, %c, %c : (tensor<4x8xi1>, tensor<8xi1>, tensor<8xi1>) -> tensor<4x8xi1>\n  func.return %y : tensor<4x8xi1>\n}\n'),
+    ("opt", ("-p", "graph-to-tile{split_k=65536}"), 'func.func @main(%x: tensor<4x64xf16>, %w: tensor<8x64xf16>) -> tensor<4x8xf16> {\n  %y = graph.linear %x, %w : (tensor<4x64xf16>, tensor<8x64xf16>) -> tensor<4x8xf16>\n  func.return %y : tensor<4x8xf16>\n}\n'),
 ]
 
 
@@ -112,6 +122,6 @@ def test_rung_run_runs_anything(tmp_path, monkeypatch, text):
     _check(run_main, text, tmp_path)
 
 
-@pytest.mark.parametrize("tool, text", REGRESSIONS)
-def test_crashes_found_stay_fixed(tool, text, tmp_path):
-    _check({"opt": opt_main, "run": run_main}[tool], text, tmp_path)
+@pytest.mark.parametrize("tool, args, text", REGRESSIONS)
+def test_crashes_found_stay_fixed(tool, args, text, tmp_path):
+    _check({"opt": opt_main, "run": run_main}[tool], text, tmp_path, *args)
