@@ -94,8 +94,9 @@ class ElementFormat:
     def decode(self, codes) -> np.ndarray:
         """Values (float64) of `codes`."""
         codes = np.asarray(codes)
-        if codes.size and int(codes.max()) >= (1 << self.bits):
-            raise FormatError(f"code {int(codes.max())} does not fit in {self.bits} bits of {self.name}")
+        if codes.size and (codes.dtype.kind not in "iub" or int(codes.min()) < 0 or int(codes.max()) >= (1 << self.bits)):
+            bad = codes.flat[0] if codes.dtype.kind not in "iub" else codes[(codes < 0) | (codes >= 1 << self.bits)].flat[0]
+            raise FormatError(f"code {bad} is not one of {self.name}'s codes 0 .. {(1 << self.bits) - 1}")
         return self.values[codes.astype(np.intp)]
 
     def round(self, x) -> np.ndarray:
@@ -179,7 +180,11 @@ def element_format(name: str) -> ElementFormat:
 
 def pack(codes, bits: int, word=np.uint8) -> np.ndarray:
     """Pack `bits`-wide codes along the last axis into words of dtype `word` (uint8 or uint32)."""
-    codes = np.asarray(codes, dtype=np.uint8)
+    _check_bits(bits)
+    codes = np.asarray(codes)
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= (1 << bits)):
+        raise FormatError(f"code {int(codes.min()) if int(codes.min()) < 0 else int(codes.max())} does not fit in {bits} bits")
+    codes = codes.astype(np.uint8)
     wbits = np.dtype(word).itemsize * 8
     n = codes.shape[-1]
     if (n * bits) % wbits:
@@ -191,8 +196,14 @@ def pack(codes, bits: int, word=np.uint8) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.dtype(word).newbyteorder("<")).astype(word)
 
 
+def _check_bits(bits) -> None:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+        raise FormatError(f"codes are 1 to 8 bits wide, got {bits!r}")
+
+
 def unpack(words, bits: int, count: int | None = None) -> np.ndarray:
     """Inverse of `pack`: the first `count` codes (all by default) along the last axis."""
+    _check_bits(bits)
     words = np.ascontiguousarray(np.asarray(words))
     as_bytes = words.astype(words.dtype.newbyteorder("<")).view(np.uint8)
     stream = np.unpackbits(as_bytes, axis=-1, bitorder="little")
@@ -236,8 +247,8 @@ class QuantFormat:
             raise FormatError(f"unknown scale dtype '{self.scale}' (known: {', '.join(SCALE_DTYPES)})")
         if self.zero not in ZERO_MODES:
             raise FormatError(f"unknown zero mode '{self.zero}' (known: {', '.join(ZERO_MODES)})")
-        if self.group is not None and self.group <= 0:
-            raise FormatError(f"group size must be positive, got {self.group}")
+        if self.group is not None and (not isinstance(self.group, (int, np.integer)) or isinstance(self.group, bool) or self.group <= 0):
+            raise FormatError(f"group size must be a positive integer (or None: one per channel), got {self.group!r}")
         if self.zero != "none" and not fmt.is_integer:
             raise FormatError(f"zero mode '{self.zero}' needs an integer element format, not {self.element}")
         if self.zero == "none" and fmt.is_integer and not (fmt.signed and fmt.max > 0):
@@ -266,6 +277,8 @@ class QuantFormat:
         """(values, scales, zeros): `values` are the element values (exactly representable,
         float64), `scales` and `zeros` float32 already rounded to the scale dtype."""
         w = np.asarray(w, dtype=np.float64)
+        if w.ndim < 1 or w.shape[-1] == 0:
+            raise FormatError(f"a weight to quantize has a reduction (last) axis of at least one element, got shape {list(w.shape)}")
         if not np.isfinite(w).all():
             raise FormatError("cannot quantize a weight holding inf or NaN")
         fmt, grouped = self.fmt, self._grouped(w)
@@ -277,14 +290,14 @@ class QuantFormat:
                 s = round_scale(np.exp2(np.clip(exp, -127, 127)), "e8m0")
             else:
                 s = round_scale(np.where(amax > 0, amax / fmt.max, 1.0), self.scale)
-            s = np.where(s > 0, s, 1.0).astype(np.float32)
+            s = self._finite_scales(np.where(s > 0, s, 1.0).astype(np.float32), amax)
             q = fmt.round(grouped / s[..., None])
             return q.reshape(w.shape), s, None
         lo, hi = grouped.min(axis=-1), grouped.max(axis=-1)
         if self.zero == "quantized":  # the range must hold 0 for the zero point to be representable
             lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         s = round_scale(np.where(hi > lo, (hi - lo) / (fmt.max - fmt.min), 1.0), self.scale)
-        s = np.where(s > 0, s, 1.0).astype(np.float32)
+        s = self._finite_scales(np.where(s > 0, s, 1.0).astype(np.float32), np.maximum(-lo, hi))
         if self.zero == "original":
             z = round_scale(fmt.min - lo / s, self.scale)
             q = fmt.round(grouped / s[..., None] + z[..., None])
@@ -295,6 +308,12 @@ class QuantFormat:
             z = fmt.round(fmt.min - lo / s).astype(np.float32)
             q = fmt.round(grouped / s[..., None] + z[..., None])
         return q.reshape(w.shape), s, z
+
+    def _finite_scales(self, s: np.ndarray, amax: np.ndarray) -> np.ndarray:
+        if not np.isfinite(s).all():
+            raise FormatError(f"weights up to {float(np.max(amax)):.3g} need scales beyond what {self.scale} holds "
+                              "(use scale f32 or bf16)")
+        return s
 
     def dequantize(self, values, scales, zeros=None) -> np.ndarray:
         """The float32 weight that (values, scales, zeros) stand for."""

@@ -154,3 +154,22 @@ def test_quant_format_errors():
         QuantFormat("int4", 32).quantize(np.full((1, 32), np.inf))
     with pytest.raises(FormatError, match="unknown element format"):
         element_format("fp5")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: QuantFormat("int4", group="32"), "group size must be a positive integer .* got '32'"),
+    (lambda: QuantFormat("int4", group=True), "group size must be a positive integer .* got True"),
+    (lambda: QuantFormat("int4", group=32).quantize(np.float32(1.0)), "reduction \\(last\\) axis of at least one element, got shape \\[\\]"),
+    (lambda: QuantFormat("int8", group=None).quantize(np.zeros((4, 0))), "got shape \\[4, 0\\]"),
+    (lambda: unpack(np.zeros(4, np.uint32), 0), "codes are 1 to 8 bits wide, got 0"),
+    (lambda: element_format("int4").decode(np.array([-300])), "code -300 is not one of int4's codes 0 .. 15"),
+    (lambda: element_format("int4").decode(np.array([-1])), "code -1 is not one of int4's codes"),
+    (lambda: element_format("int4").decode(np.array([1.5])), "code 1.5 is not one of int4's codes"),
+    (lambda: pack(np.array([-1, 2]), 4), "code -1 does not fit in 4 bits"),
+    (lambda: QuantFormat("int4", group=32).quantize(np.full((2, 32), 1e6)), "weights up to 1e\\+06 need scales beyond what f16 holds"),
+])
+def test_bad_calls_are_one_clear_format_error(call, message):
+    """Nothing silently wrong (a code of -1 read as the last code, infinite scales) and no IndexError or
+    ZeroDivisionError from inside: a FormatError (a ValueError) that names the problem."""
+    with pytest.raises(FormatError, match=message):
+        call()
