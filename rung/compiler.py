@@ -34,6 +34,7 @@ from lowering.lower_to_ptx import check_lowered
 from rung.context import make_context, parse_ir
 from rung.passes import run_pipeline
 
+
 @dataclass
 class CompiledFunction:
     """@main lowered to kernel launches; call it on CUDA tensors or on numpy arrays."""
@@ -86,14 +87,14 @@ class CompiledFunction:
         """The packed weight (Ladder's offline transform, on the CPU) for these weights: on a GPU made
         once per weight (by its storage and version), on the simulator every call."""
         key = (op, device.ordinal, *((w.data_ptr(), w._version) for w in weights)) if isinstance(device, CudaDevice) else None
-        if key not in self._packed:
-            host = [np.asarray(device.get(w), np.float32) for w in weights]
-            packed = tuple(device.put(np.ascontiguousarray(a).astype(storage_dtype(r.type.element_type)))
-                           for a, r in zip(op.execute(*host), op.results))
-            if key is None:
-                return packed
+        if key in self._packed:
+            return self._packed[key]
+        host = [np.asarray(device.get(w), np.float32) for w in weights]
+        packed = tuple(device.put(np.ascontiguousarray(a).astype(storage_dtype(r.type.element_type)))
+                       for a, r in zip(op.execute(*host), op.results))
+        if key is not None:
             self._packed[key] = packed
-        return self._packed[key]
+        return packed
 
 
 def _checked(i: int, value, t):
