@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import logging
 import math
+import os
 import re
 import sys
 import time
@@ -33,7 +35,7 @@ from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType
 from xdsl.ir import Block, Region, SSAValue
 
 from dialects import graph as g
-from ir.errors import RungError
+from ir.errors import RungError, writing
 from ir.syntax import ssa_name
 
 # --- loading -----------------------------------------------------------------------------------
@@ -44,27 +46,42 @@ def load_model_file(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise RungError(f"{path}: no such model file")
+    if path.suffix != ".py":
+        raise RungError(f"{path}: a model file is a Python file (.py) defining model() and example_inputs()")
     spec = importlib.util.spec_from_file_location(f"rung_model_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as e:
-        raise RungError(f"{path}: failed to import: {type(e).__name__}: {e}") from None
+    call = _calling(path)
+    call("import", lambda: spec.loader.exec_module(mod))
     for name in ("model", "example_inputs"):
         if not callable(getattr(mod, name, None)):
             raise RungError(f"{path}: defines no {name}() (a model file defines model() -> nn.Module and example_inputs() -> tuple)")
     import torch
 
-    model = mod.model()
+    model = call("model()", mod.model)
     if not isinstance(model, torch.nn.Module):
         raise RungError(f"{path}: model() returned {type(model).__name__}, not a torch.nn.Module")
-    args = mod.example_inputs()
+    args = call("example_inputs()", mod.example_inputs)
     if not isinstance(args, tuple):
         raise RungError(f"{path}: example_inputs() returned {type(args).__name__}, not a tuple")
-    kwargs = dict(mod.example_kwargs()) if callable(getattr(mod, "example_kwargs", None)) else {}
+    kwargs = call("example_kwargs()", mod.example_kwargs) if callable(getattr(mod, "example_kwargs", None)) else {}
+    if not isinstance(kwargs, dict):
+        raise RungError(f"{path}: example_kwargs() returned {type(kwargs).__name__}, not a dict")
+    kwargs = dict(kwargs)
     if "use_cache" in inspect.signature(model.forward).parameters and "use_cache" not in kwargs:
         kwargs["use_cache"] = False
     return model.eval(), args, kwargs
+
+
+def _calling(path: Path):
+    """call(what, fn): fn() with whatever the model file raises (SystemExit too) as one RungError naming it."""
+
+    def call(what: str, fn):
+        try:
+            return fn()
+        except (Exception, SystemExit) as e:
+            raise RungError(f"{path}: {what} failed: {type(e).__name__}: {e}") from None
+
+    return call
 
 
 # Ops that torch.export keeps whole instead of decomposing to core ATen: Rung has them.
@@ -80,6 +97,7 @@ def _kept_ops():
 def export(model, args, kwargs):
     import torch
 
+    logging.disable(logging.ERROR)  # torch logs a failing trace's traceback itself: the error below says it in one line
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch's own pytree
@@ -91,6 +109,8 @@ def export(model, args, kwargs):
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise RungError(f"torch.export failed: {type(e).__name__}: {msg}") from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # --- types -----------------------------------------------------------------------------------------
@@ -736,8 +756,13 @@ def main(argv=None) -> int:
         verify(module, filename="torch2ir output")
         text = print_ir(module)
         if args.output:
-            Path(args.output).write_text(text)
-            np.savez(Path(args.output).with_suffix(".npz"), **weights)
+            out, npz = Path(args.output), Path(args.output).with_suffix(".npz")
+            with writing(out):  # both files whole, or neither
+                out.with_name(out.name + ".tmp").write_text(text)
+                with open(npz.with_name(npz.name + ".tmp"), "wb") as f:
+                    np.savez(f, **weights)
+                os.replace(out.with_name(out.name + ".tmp"), out)
+                os.replace(npz.with_name(npz.name + ".tmp"), npz)
             progress(f"wrote {args.output} and {Path(args.output).with_suffix('.npz')}")
         if args.summary or args.output:
             print(summary(module, weights))
@@ -759,6 +784,11 @@ def main(argv=None) -> int:
                 return 1
     except RungError as e:
         print(f"torch2ir: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in Rung, not in the model: say so in one line
+        if os.environ.get("RUNG_TRACEBACK"):
+            raise
+        print(f"torch2ir: error: internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it", file=sys.stderr)
         return 1
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ir.errors import RungError
+from ir.errors import RungError, writing
 
 
 def _read(path: str | None) -> tuple[str, str]:
@@ -99,7 +99,8 @@ def opt_main(argv: list[str] | None = None) -> int:
         else:
             out = print_ir(module)
         if args.output:
-            Path(args.output).write_text(out)
+            with writing(args.output):
+                Path(args.output).write_text(out)
         else:
             sys.stdout.write(out)
         return 0
@@ -230,8 +231,9 @@ def run_main(argv: list[str] | None = None) -> int:
             results = run(module, inputs, args.function)
         for i, r in enumerate(results):
             if args.output_dir:
-                Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-                np.save(Path(args.output_dir) / f"result{i}.npy", r)
+                with writing(Path(args.output_dir) / f"result{i}.npy"):
+                    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+                    np.save(Path(args.output_dir) / f"result{i}.npy", r)
                 print(f"result {i}: {list(r.shape)} {r.dtype} -> {Path(args.output_dir) / f'result{i}.npy'}")
             else:
                 print(f"result {i}: {list(r.shape)} {r.dtype}\n{np.array2string(r, threshold=64)}")

@@ -63,7 +63,12 @@ def example_inputs():
     ("def model():\n    return nn.ReLU()\n", "defines no example_inputs()"),
     ("def model():\n    return 3\n\ndef example_inputs():\n    return ()\n", "model() returned int, not a torch.nn.Module"),
     ("def model():\n    return nn.ReLU()\n\ndef example_inputs():\n    return [torch.randn(2)]\n", "example_inputs() returned list, not a tuple"),
-    ("raise ValueError('boom')\n", "failed to import: ValueError: boom"),
+    ("raise ValueError('boom')\n", "import failed: ValueError: boom"),
+    ("import sys\nsys.exit(3)\n", "import failed: SystemExit: 3"),
+    ("def model():\n    raise RuntimeError('no weights')\n\ndef example_inputs():\n    return ()\n", "model() failed: RuntimeError: no weights"),
+    ("def model():\n    return nn.ReLU()\n\ndef example_inputs():\n    raise KeyError('x')\n", "example_inputs() failed: KeyError: 'x'"),
+    ("def model():\n    return nn.ReLU()\n\ndef example_inputs():\n    return (torch.randn(2),)\n\ndef example_kwargs():\n    return [1]\n",
+     "example_kwargs() returned list, not a dict"),
     ("def model():\n    return nn.Linear(3, 4)\n\ndef example_inputs():\n    return (torch.randn(2, 5),)\n", "torch.export failed"),
 ])
 def test_bad_model_files_are_one_line_errors(tmp_path, capsys, body, message):
@@ -72,9 +77,12 @@ def test_bad_model_files_are_one_line_errors(tmp_path, capsys, body, message):
     assert message in err[-1] and len([line for line in err if "error" in line]) == 1
 
 
-def test_missing_model_file():
+def test_missing_model_file(tmp_path):
     with pytest.raises(RungError, match="no such model file"):
         load_model_file("/nonexistent/model.py")
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(RungError, match="a model file is a Python file"):
+        load_model_file(tmp_path / "model.txt")
 
 
 def test_command_writes_ir_and_weights(tmp_path):
@@ -87,3 +95,10 @@ def test_command_writes_ir_and_weights(tmp_path):
     assert weights["0.weight"].shape == (128, 64)
     assert "graph.linear" in out.read_text()
 
+
+
+def test_output_into_a_missing_directory_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "missing" / "mlp.mlir"
+    assert main([str(EXAMPLES / "mlp.py"), "-o", str(out)]) == 1
+    assert f"torch2ir: error: cannot write {out}: No such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()

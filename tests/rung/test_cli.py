@@ -173,3 +173,12 @@ def test_run_takes_torch2irs_weights_by_name(tmp_path):
     (tmp_path / "t.npy").write_text("just text")
     r = cli("run_main", str(f), "-i", str(tmp_path / "t.npy"))
     assert r.returncode == 1 and "not a .npy or .npz file" in r.stderr
+
+
+@pytest.mark.parametrize("tool, flag, target", [("opt_main", "-o", "missing/y.mlir"), ("run_main", "-o", "file.txt/out")])
+def test_output_that_cannot_be_written_is_one_line(tool, flag, target, tmp_path):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    f = tmp_path / "gemm.mlir"
+    f.write_text(GEMM)
+    r = cli(tool, str(f), flag, str(tmp_path / target))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
