@@ -67,8 +67,9 @@ def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
 
 
 def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> None:
-    """Verify every op; the first failure is a RungError naming the op (and its position if known)."""
-    for op in module.walk():
+    """Verify every op, nested ops before the op that holds them (a block program's checks read its
+    ops' properties); the first failure is a RungError naming the op (and its position if known)."""
+    for op in module.walk(region_first=True):
         try:
             op.verify(verify_nested_ops=False)
             _verify_defined_before_use(op)
