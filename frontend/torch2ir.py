@@ -35,7 +35,7 @@ from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType
 from xdsl.ir import Block, Region, SSAValue
 
 from dialects import graph as g
-from ir.errors import RungError, writing
+from ir.errors import RungError, run_tool, writing
 from ir.syntax import ssa_name
 
 # --- loading -----------------------------------------------------------------------------------
@@ -746,7 +746,7 @@ def main(argv=None) -> int:
     def progress(msg):
         print(f"torch2ir: {msg}", file=sys.stderr, flush=True)
 
-    try:
+    def work() -> int:
         progress(f"loading {args.model}")
         model, inputs, kwargs = load_model_file(args.model)
         module, weights, names = torch_to_ir(model, inputs, kwargs, progress)
@@ -782,15 +782,9 @@ def main(argv=None) -> int:
                       "(the quantization's own error)")
             if not ok:
                 return 1
-    except RungError as e:
-        print(f"torch2ir: error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug in Rung, not in the model: say so in one line
-        if os.environ.get("RUNG_TRACEBACK"):
-            raise
-        print(f"torch2ir: error: internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_tool("torch2ir", work)
 
 
 if __name__ == "__main__":

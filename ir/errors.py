@@ -1,5 +1,7 @@
 """The one exception type users see: a message that names what is wrong and where."""
 
+import os
+import sys
 from contextlib import contextmanager
 
 
@@ -14,3 +16,20 @@ def writing(path):
         yield
     except OSError as e:
         raise RungError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def run_tool(tool: str, body) -> int:
+    """A command-line tool's work, `body()` returning its exit status: any error is one line on
+    stderr (`tool: error: ...`) and status 1, never a traceback (RUNG_TRACEBACK=1 shows one for a bug)."""
+    try:
+        return body()
+    except RungError as e:
+        message = str(e)
+    except RecursionError:
+        message = "the input nests too deeply (regions, brackets or calls) for Rung to follow"
+    except Exception as e:  # a bug in Rung, not in the input: say so in one line
+        if os.environ.get("RUNG_TRACEBACK"):
+            raise
+        message = f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"
+    print(f"{tool}: error: {message}", file=sys.stderr)
+    return 1

@@ -6,14 +6,13 @@ Both print any error as one line (`file:line:col: message` for IR text) and exit
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ir.errors import RungError, writing
+from ir.errors import RungError, run_tool, writing
 
 
 def _read(path: str | None) -> tuple[str, str]:
@@ -33,25 +32,6 @@ def _quiet_broken_pipe() -> None:
     """`rung-opt x.mlir | head` should stop quietly, as other Unix tools do."""
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-
-
-def _fail(tool: str, e: Exception) -> int:
-    print(f"{tool}: error: {e}", file=sys.stderr)
-    return 1
-
-
-def _guarded(tool: str, body) -> int:
-    """Run a tool's work: any error is one line on stderr and exit status 1, never a traceback."""
-    try:
-        return body()
-    except RungError as e:
-        return _fail(tool, e)
-    except RecursionError:
-        return _fail(tool, RungError("the input nests too deeply (regions, brackets or calls) for Rung to follow"))
-    except Exception as e:  # a bug in Rung, not in the input: say so in one line
-        if os.environ.get("RUNG_TRACEBACK"):
-            raise
-        return _fail(tool, RungError(f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"))
 
 
 def opt_main(argv: list[str] | None = None) -> int:
@@ -105,7 +85,7 @@ def opt_main(argv: list[str] | None = None) -> int:
             sys.stdout.write(out)
         return 0
 
-    return _guarded("rung-opt", work)
+    return run_tool("rung-opt", work)
 
 
 def random_inputs(types, seed: int, int_high: int) -> list[np.ndarray]:
@@ -239,4 +219,4 @@ def run_main(argv: list[str] | None = None) -> int:
                 print(f"result {i}: {list(r.shape)} {r.dtype}\n{np.array2string(r, threshold=64)}")
         return 0
 
-    return _guarded("rung-run", work)
+    return run_tool("rung-run", work)
