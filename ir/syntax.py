@@ -8,6 +8,7 @@ from io import StringIO
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
+from xdsl.irdl import IRDLOperation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
@@ -67,17 +68,30 @@ def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
 
 
 def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> None:
-    """Verify every op, nested ops before the op that holds them (a block program's checks read its
-    ops' properties); the first failure is a RungError naming the op (and its position if known)."""
-    for op in module.walk(region_first=True):
-        try:
-            op.verify(verify_nested_ops=False)
-            _verify_defined_before_use(op)
-        except (VerifyException, DiagnosticException, ValueError) as e:
-            span = where(op)
-            loc = f"{filename}:{':'.join(map(str, _line_col(span)))}" if span is not None else filename
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RungError(f"{loc}: '{op.name}' op {msg}") from None
+    """Verify every op; the first failure is a RungError naming the op (and its position if known).
+    First each op's own structure (operands, properties and types its definition declares), for all
+    ops, then each op's checks, nested ops before the op that holds them: a check that reads
+    another op (a block program its ops, a launch its kernel) never meets one missing a property."""
+    ops = list(module.walk(region_first=True))
+    for check in (_verify_structure, _verify_all):
+        for op in ops:
+            try:
+                check(op)
+            except (VerifyException, DiagnosticException, ValueError) as e:
+                span = where(op)
+                loc = f"{filename}:{':'.join(map(str, _line_col(span)))}" if span is not None else filename
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RungError(f"{loc}: '{op.name}' op {msg}") from None
+
+
+def _verify_structure(op: Operation) -> None:
+    if isinstance(op, IRDLOperation):
+        type(op).get_irdl_definition().verify(op)
+
+
+def _verify_all(op: Operation) -> None:
+    op.verify(verify_nested_ops=False)
+    _verify_defined_before_use(op)
 
 
 def _verify_defined_before_use(op: Operation) -> None:
