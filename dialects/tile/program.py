@@ -48,7 +48,7 @@ from xdsl.utils.exceptions import VerifyException
 from dialects.tile.ops import add_scaled_partials, scale_bits
 from dialects.tile.rows import RowSchedule, row_program_ops
 from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule
-from dialects.tile.types import FragType, SharedType
+from dialects.tile.types import FragType, SharedType, element_bits
 
 
 @dataclass(frozen=True)
@@ -212,17 +212,6 @@ class KernelOp(IRDLOperation):
         return out
 
 
-def element_bits(t: Attribute) -> int:
-    """Bits of an element of a tile: integers' widths, 16-bit and 8-bit floats."""
-    from dialects.lp import format_name
-    from ir.numerics import element_format
-
-    if isinstance(t, IntegerType):
-        return t.width.data
-    name = format_name(t)
-    return element_format(name).bits if name else {"f16": 16, "bf16": 16, "f32": 32}[str(t)]
-
-
 @irdl_op_definition
 class LaunchOp(IRDLOperation):
     """Run the tile.kernel `kernel` on the operands over the grid of the result's BM x BN tiles
@@ -238,6 +227,9 @@ class LaunchOp(IRDLOperation):
     @staticmethod
     def get(kernel: str, inputs: list, result_type) -> "LaunchOp":
         return LaunchOp.build(operands=[inputs], result_types=[result_type], properties={"kernel": SymbolRefAttr(kernel)})
+
+    def verify_(self):
+        self.definition()
 
     def definition(self) -> KernelOp:
         top = self

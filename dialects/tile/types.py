@@ -5,6 +5,7 @@ from __future__ import annotations
 from xdsl.dialects.builtin import (
     ArrayAttr,
     IntAttr,
+    IntegerType,
     StringAttr,
 )
 from xdsl.ir import (
@@ -52,11 +53,31 @@ class _TileShapeType(ParametrizedAttribute, TypeAttribute):
         return ArrayAttr([IntAttr(d) for d in shape]), element
 
 
+def element_bits(t: Attribute) -> int:
+    """Bits of an element of a tile: integers' widths, 16-bit and 8-bit floats (a FormatError for others)."""
+    from ir.dtypes import format_name
+    from ir.numerics import FormatError, element_format
+
+    if isinstance(t, IntegerType):
+        return t.width.data
+    name = format_name(t)
+    bits = element_format(name).bits if name else {"f16": 16, "bf16": 16, "f32": 32}.get(str(t))
+    if bits is None:
+        raise FormatError(f"{t} is not an element type of tiles (integers, f16, bf16, f32 and low-precision formats)")
+    return bits
+
+
 @irdl_attr_definition
 class SharedType(_TileShapeType):
     """A shared-memory buffer of stages x rows x cols elements: one tile per pipeline stage."""
 
     name = "tile.shared"
+
+    def verify(self) -> None:
+        try:
+            element_bits(self.element)
+        except ValueError as e:
+            raise VerifyException(str(e)) from None
 
     @staticmethod
     def get(stages: int, rows: int, cols: int, element: Attribute) -> "SharedType":
