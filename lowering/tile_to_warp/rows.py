@@ -34,6 +34,7 @@ class _RowLowering:
         self.kernel = KernelOp.get(program.sym_name.data, ["u64"] * len(args), self.cfg.threads, self.cfg.shared_bytes)
         self.b = b = PtxBuilder(self.kernel.body.block)
         self.env = dict(zip(args, self.kernel.body.block.args))
+        self._row_starts, self._column_bytes = {}, {}
         self.tid = b.sreg("tid.x")
         cols, threads = self.cfg.cols, self.cfg.threads
         self.columns = [b.add(self.tid, i * threads) if i else self.tid for i in range(self.cfg.per_thread)]
@@ -42,13 +43,17 @@ class _RowLowering:
         lower_each(self, row_program_ops(program)[:-1], ROW_OPS, program, "row")
 
     def _address(self, tensor, row, i: int):
+        """The address of register i's column in `tensor`'s row (its first row without `row`); the
+        row's start and each column's byte offset are computed once per kernel, not per access."""
         b, esize = self.b, _ELEMENT_BYTES[str(tensor.type.element_type)]
-        column = b.cvt(b.mul(self.columns[i], esize), "u64")
-        base = self.env[tensor]
-        if row is None:
-            return b.add(base, column)
-        row_bytes = b.mul(b.cvt(self.env[row], "u64"), b.imm(self.cfg.cols * esize, "u64"))
-        return b.add(b.add(base, row_bytes), column)
+        if (tensor, row) not in self._row_starts:
+            start = self.env[tensor]
+            if row is not None:
+                start = b.add(start, b.mul(b.cvt(self.env[row], "u64"), b.imm(self.cfg.cols * esize, "u64")))
+            self._row_starts[tensor, row] = start
+        if (i, esize) not in self._column_bytes:
+            self._column_bytes[i, esize] = b.cvt(b.mul(self.columns[i], esize), "u64")
+        return b.add(self._row_starts[tensor, row], self._column_bytes[i, esize])
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")
