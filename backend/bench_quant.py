@@ -20,7 +20,7 @@ import datetime
 import math
 from pathlib import Path
 
-from backend.bench_gemm import gpu_time_us
+from backend.bench_gemm import gpu_time_us, warm_up_clocks
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (28672, 8192), (8192, 28672)]  # N x K
 MS = [1, 4, 16, 64, 256, 4096]
@@ -235,6 +235,7 @@ def main(argv=None) -> int:
           f"{', '.join(f'{w} {r / 1e12:.2f}' for w, r in ways.items())}), {sms} SMs, L2 {l2 >> 20} MiB", flush=True)
     if args.profile:
         return profile_targets()
+    warm_up_clocks()
     rows, tuning, peers = [], [], {}
     for m, n, k, label, cfg, candidates in plan(sms, args.quick, device_target(), tuple(f for f in args.formats.split(",") if f)):
         if (m, n, k) not in peers:

@@ -1,0 +1,46 @@
+"""docs/gpu.md shows the files of docs/bench/ as they are, and bench_report puts a run there."""
+
+import shutil
+
+import pytest
+
+from backend import bench_report
+
+
+def test_the_gpu_page_shows_the_benchmark_files():
+    page = bench_report.PAGE.read_text()
+    assert bench_report.render(page) == page, "docs/gpu.md disagrees with docs/bench/: run python -m backend.bench_report RUN_DIR"
+
+
+def _run(tmp_path, us: str):
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    (run / "summary.md").write_text("# GPU run: GPU X, 2030-01-01\n\n| step | result |\n| --- | --- |\n| gpu tests | 3 passed |\n\n# GEMM\n...")
+    (run / "bench_gemm.md").write_text(f"# GEMM\n\nGPU X, 2030-01-01.\n\n| M | us |\n| --- | --- |\n| 1 | {us} |\n")
+    (run / "bench_quant.md").write_text(f"# Quant\n\n| M | us |\n| --- | --- |\n| 1 | {us} |\n\nSchedules tried beside:\n\n| a |\n")
+    for png in ("bench_gemm.png", "bench_quant.png"):
+        (run / png).write_bytes(b"png")
+    return run
+
+
+def test_a_run_replaces_each_section(tmp_path, monkeypatch):
+    bench, page = tmp_path / "bench", tmp_path / "gpu.md"
+    bench.mkdir()
+    shutil.copyfile(bench_report.PAGE, page)
+    monkeypatch.setattr(bench_report, "BENCH", bench)
+    monkeypatch.setattr(bench_report, "PAGE", page)
+    monkeypatch.setattr(bench_report.render, "__defaults__", (bench,))
+    for us in ("12.5", "7.25"):  # twice: the second run replaces the first, leaving nothing of it
+        assert bench_report.main([str(_run(tmp_path / us, us))]) == 0
+    text = page.read_text()
+    assert "| 1 | 7.25 |" in text and "12.5" not in text
+    assert "### GPU run: GPU X, 2030-01-01" in text and "Schedules tried" not in text  # titles demoted, tuning left in the file
+    assert "# GEMM\n" in (bench / "bench_gemm.md").read_text() and (bench / "checks.md").read_text().count("|") == 9
+    assert bench_report.render(text, bench) == text
+
+
+def test_a_run_missing_files_is_one_error(tmp_path, capsys):
+    (tmp_path / "summary.md").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        bench_report.main([str(tmp_path)])
+    assert e.value.code == 2 and "lacks bench_gemm.md" in capsys.readouterr().err
