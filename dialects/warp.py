@@ -36,6 +36,7 @@ from xdsl.utils.exceptions import VerifyException
 from dialects.ptx import PtxOp, RegType, SinkOp, SourceOp, cp_async_lanes, ldmatrix_lanes
 from ir.errors import RungError
 from ir.layout import Swizzle
+from ir.targets import MAX_SHARED_BYTES
 
 
 @irdl_attr_definition
@@ -84,9 +85,15 @@ class SmemType(ParametrizedAttribute, TypeAttribute):
         return stage * self.stage_bytes + (sw(inner) if sw else inner)
 
     def verify(self) -> None:
-        sw = self.layout_swizzle
+        if min(self.stages.data, self.rows.data, self.cols.data) < 1:
+            raise VerifyException("a shared tile's stages, rows and columns must be positive")
+        if self.bytes > MAX_SHARED_BYTES:
+            raise VerifyException(f"a shared tile of {self.bytes} bytes exceeds the {MAX_SHARED_BYTES // 1024} KiB a block can have")
         if len(self.swizzle.data) not in (0, 3):
             raise VerifyException("swizzle takes bits, base and shift")
+        if any(not 0 <= v.data <= 16 for v in self.swizzle.data):
+            raise VerifyException("swizzle bits, base and shift must each be 0 to 16 (a period beyond shared memory means nothing)")
+        sw = self.layout_swizzle
         if sw and self.stage_bytes % (1 << (sw.bits + sw.base + sw.shift)):
             raise VerifyException(f"a stage of {self.stage_bytes} bytes is not a whole number of swizzle periods")
 

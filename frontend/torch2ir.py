@@ -17,101 +17,28 @@ return.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import inspect
-import logging
 import math
 import os
 import re
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from xdsl.dialects import func
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType
-from xdsl.ir import Block, Region, SSAValue
+if __name__ == "__main__" and Path.cwd() != Path(__file__).parents[1]:
+    # `python -m` puts the current directory first on sys.path: a file there (an ml_dtypes.py) must not
+    # shadow an installed module (unless the current directory is this checkout, which holds Rung itself)
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 
-from dialects import graph as g
-from ir.errors import RungError, run_tool, writing
-from ir.syntax import ssa_name
+import numpy as np  # noqa: E402
+from xdsl.dialects import func  # noqa: E402
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType  # noqa: E402
+from xdsl.ir import Block, Region, SSAValue  # noqa: E402
 
-# --- loading -----------------------------------------------------------------------------------
-
-
-def load_model_file(path: str | Path):
-    """(module, args, kwargs) from a model file following the model()/example_inputs() convention."""
-    path = Path(path)
-    if not path.is_file():
-        raise RungError(f"{path}: no such model file")
-    if path.suffix != ".py":
-        raise RungError(f"{path}: a model file is a Python file (.py) defining model() and example_inputs()")
-    spec = importlib.util.spec_from_file_location(f"rung_model_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    call = _calling(path)
-    call("import", lambda: spec.loader.exec_module(mod))
-    for name in ("model", "example_inputs"):
-        if not callable(getattr(mod, name, None)):
-            raise RungError(f"{path}: defines no {name}() (a model file defines model() -> nn.Module and example_inputs() -> tuple)")
-    import torch
-
-    model = call("model()", mod.model)
-    if not isinstance(model, torch.nn.Module):
-        raise RungError(f"{path}: model() returned {type(model).__name__}, not a torch.nn.Module")
-    args = call("example_inputs()", mod.example_inputs)
-    if not isinstance(args, tuple):
-        raise RungError(f"{path}: example_inputs() returned {type(args).__name__}, not a tuple")
-    kwargs = call("example_kwargs()", mod.example_kwargs) if callable(getattr(mod, "example_kwargs", None)) else {}
-    if not isinstance(kwargs, dict):
-        raise RungError(f"{path}: example_kwargs() returned {type(kwargs).__name__}, not a dict")
-    kwargs = dict(kwargs)
-    if "use_cache" in inspect.signature(model.forward).parameters and "use_cache" not in kwargs:
-        kwargs["use_cache"] = False
-    return model.eval(), args, kwargs
-
-
-def _calling(path: Path):
-    """call(what, fn): fn() with whatever the model file raises (SystemExit too) as one RungError naming it."""
-
-    def call(what: str, fn):
-        try:
-            return fn()
-        except (Exception, SystemExit) as e:
-            raise RungError(f"{path}: {what} failed: {type(e).__name__}: {e}") from None
-
-    return call
-
-
-# Ops that torch.export keeps whole instead of decomposing to core ATen: Rung has them.
-def _kept_ops():
-    import torch
-
-    aten = torch.ops.aten
-    return [aten.linear.default, aten.scaled_dot_product_attention.default, aten.silu.default, aten.gelu.default,
-            aten.layer_norm.default, aten.softmax.int, aten._softmax.default, aten.embedding.default,
-            aten.conv2d.default, aten.rms_norm.default, aten.addmm.default, aten.matmul.default]
-
-
-def export(model, args, kwargs):
-    import torch
-
-    logging.disable(logging.ERROR)  # torch logs a failing trace's traceback itself: the error below says it in one line
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch's own pytree
-            ep = torch.export.export(model, args, kwargs=kwargs)
-            table = torch.export.default_decompositions()
-            for op in _kept_ops():
-                table.pop(op, None)
-            return ep.run_decompositions(table)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise RungError(f"torch.export failed: {type(e).__name__}: {msg}") from None
-    finally:
-        logging.disable(logging.NOTSET)
-
+from dialects import graph as g  # noqa: E402
+from frontend.loading import export, load_model_file  # noqa: E402
+from ir.errors import RungError, run_tool, writing  # noqa: E402
+from ir.syntax import ssa_name  # noqa: E402
 
 # --- types -----------------------------------------------------------------------------------------
 
@@ -223,7 +150,10 @@ class Converter:
         placeholders = [n for n in self.ep.graph.nodes if n.op == "placeholder"]
         weights: dict[str, np.ndarray] = {}
         names, types = [], []
+        tokens = {node for spec, node in zip(sig.input_specs, placeholders) if spec.kind == InputKind.TOKEN}
         for spec, node in zip(sig.input_specs, placeholders):
+            if node in tokens:  # threads a side effect through the program: the op that has it is refused below
+                continue
             if spec.kind == InputKind.USER_INPUT:
                 if not hasattr(node.meta.get("val"), "shape"):
                     if node.users:
@@ -238,7 +168,7 @@ class Converter:
                 names.append(spec.target)
             types.append(self.type_of(node))
         self.block = Block(arg_types=types)
-        tensors = [n for n in placeholders if hasattr(n.meta.get("val"), "shape")]
+        tensors = [n for n in placeholders if hasattr(n.meta.get("val"), "shape") and n not in tokens]
         for arg, node, name in zip(self.block.args, tensors, names):
             arg.name_hint = ssa_name(name)
             self.env[node] = arg
@@ -251,6 +181,8 @@ class Converter:
             elif node.op == "output":
                 outs = [o for o in torch.fx.node.map_arg(node.args[0], lambda n: n) if o is not None]
                 results = [self.env[o] for o in outs if isinstance(o, torch.fx.Node)]
+        if not results:
+            raise RungError("the model's forward returns no tensor (None, or only Python values): there is nothing to compile or check")
         self.block.add_op(func.ReturnOp(*results))
         fn = func.FuncOp("main", ([a.type for a in self.block.args], [r.type for r in results]), Region(self.block))
         return ModuleOp([fn]), weights, names

@@ -56,7 +56,8 @@ def _check_input(i: int, value, t) -> np.ndarray:
     return to_storage(arr, t)
 
 
-def run_function(fn: func.FuncOp, inputs: Sequence, module: ModuleOp | None = None) -> list[np.ndarray]:
+def run_function(fn: func.FuncOp, inputs: Sequence, functions: dict[str, func.FuncOp] | None = None) -> list[np.ndarray]:
+    """Execute `fn`; a func.call finds its callee by name in `functions` (the module's, indexed once)."""
     args = fn.body.block.args
     if len(inputs) != len(args):
         raise RungError(f"@{fn.sym_name.data} takes {len(args)} arguments, got {len(inputs)}")
@@ -68,9 +69,10 @@ def run_function(fn: func.FuncOp, inputs: Sequence, module: ModuleOp | None = No
         if isinstance(op, func.ReturnOp):
             return vals
         if isinstance(op, func.CallOp):
-            if module is None:
-                raise RungError("func.call needs the enclosing module")
-            outs = run_function(find_function(module, op.callee.root_reference.data), vals, module)
+            callee = (functions or {}).get(op.callee.root_reference.data)
+            if callee is None or not callee.body.blocks:
+                raise RungError(f"func.call: no function @{op.callee.root_reference.data} with a body to run")
+            outs = run_function(callee, vals, functions)
         elif hasattr(op, "execute"):
             try:
                 outs = op.execute(*map(compute_view, vals))
@@ -87,4 +89,5 @@ def run_function(fn: func.FuncOp, inputs: Sequence, module: ModuleOp | None = No
 def run(module: ModuleOp, inputs: Sequence, name: str = "main") -> list[np.ndarray]:
     """Execute function @name of `module` on numpy inputs; returns its results."""
     with np.errstate(all="ignore"):
-        return run_function(find_function(module, name), inputs, module)
+        functions = {op.sym_name.data: op for op in module.ops if isinstance(op, func.FuncOp)}
+        return run_function(find_function(module, name), inputs, functions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from io import StringIO
 
 from xdsl.context import Context
@@ -11,6 +12,7 @@ from xdsl.ir import Operation
 from xdsl.irdl import IRDLOperation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
+from xdsl.traits import SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 from xdsl.utils.lexer import Span
 from xdsl.utils.mlir_lexer import MLIRLexer
@@ -51,6 +53,7 @@ class _LocatingParser(Parser):
 
 def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
     """Parse and verify IR text in `ctx`; any problem is a RungError `file:line:col: message`."""
+    parser = None
     try:
         parser = _LocatingParser(ctx, text, filename)  # (it lexes the first token already)
         module = parser.parse_module()
@@ -62,7 +65,11 @@ def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
             line, col = text.count("\n", 0, use.start()) + 1, use.start() - text.rfind("\n", 0, use.start())
         raise RungError(f"{filename}:{line}:{col}: {e.msg}") from None
     except (VerifyException, DiagnosticException, ValueError, TypeError) as e:
-        raise RungError(f"{filename}: {str(e).strip().splitlines()[-1]}") from None
+        where = filename
+        if parser:  # an attribute or type refused as it was built: located at its last character
+            end = len(text[:parser._current_token.span.start].rstrip()) - 1
+            where += f":{text.count(chr(10), 0, end) + 1}:{end - text.rfind(chr(10), 0, end)}"
+        raise RungError(f"{where}: {str(e).strip().splitlines()[-1]}") from None
     verify(module, lambda op: parser.starts.get(id(op)), filename)
     return module
 
@@ -73,6 +80,39 @@ def verify(module: ModuleOp, where=lambda op: None, filename: str = "<ir>") -> N
     ops, then each op's checks, nested ops before the op that holds them: a check that reads
     another op (a block program its ops, a launch its kernel) never meets one missing a property."""
     ops = list(module.walk(region_first=True))
+    with _indexed_symbols():
+        _verify_ops(ops, where, filename)
+
+
+@contextmanager
+def _indexed_symbols():
+    """xDSL looks a symbol up by scanning its table's ops each time, so verifying thousands of functions
+    that call each other was quadratic (3,000: 25 s). While verifying, the IR does not change: each table
+    is indexed once, and a name is a dictionary lookup."""
+    scan, tables = SymbolTable.lookup_symbol, {}
+
+    def lookup(op, name):
+        anchor = op
+        while anchor is not None and not anchor.has_trait(SymbolTable):
+            anchor = anchor.parent_op()
+        root = name if isinstance(name, str) else getattr(name, "data", None) or name.root_reference.data
+        if anchor is None or getattr(name, "nested_references", None):
+            return scan(op, name)
+        if id(anchor) not in tables:
+            tables[id(anchor)] = {}
+            for o in anchor.regions[0].block.ops:
+                if (symbol := o.get_trait(SymbolOpInterface)) is not None:
+                    tables[id(anchor)].setdefault(symbol.get_sym_attr_name(o).data, o)
+        return tables[id(anchor)].get(root)
+
+    SymbolTable.lookup_symbol = staticmethod(lookup)
+    try:
+        yield
+    finally:
+        SymbolTable.lookup_symbol = staticmethod(scan)
+
+
+def _verify_ops(ops: list[Operation], where, filename: str) -> None:
     for check in (_verify_structure, _verify_all):
         for op in ops:
             try:

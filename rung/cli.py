@@ -129,6 +129,37 @@ def _load(path: str):
         raise RungError(f"cannot load {path}: {e}") from None
 
 
+def file_input(what: str, arr: np.ndarray, t) -> np.ndarray:
+    """An array from a file as argument `what` of type `t`: in native byte order and C order (same
+    values), converted only where no value changes but floats rounded to a narrower float (said on
+    stderr); anything else, and integers out of a low-precision type's range, is a RungError."""
+    from xdsl.dialects.builtin import TensorType
+
+    from ir.dtypes import format_name, storage_dtype
+    from ir.numerics import element_format
+
+    if not isinstance(t, TensorType):
+        raise RungError(f"{what} has type {t}; only tensor arguments can be passed")
+    arr = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("="), copy=False))
+    want, elem = storage_dtype(t.element_type), t.element_type
+    fmt = format_name(elem)
+    narrower_float = arr.dtype.kind == "f" and want.kind == "f"
+    exact = np.can_cast(arr.dtype, want, "safe") and (arr.dtype.kind == "b") == (want.kind == "b")  # bools are no numbers
+    if arr.dtype == object or not (exact or narrower_float):
+        raise RungError(f"{what}: got numpy {arr.dtype}, which {elem} elements do not hold exactly "
+                        f"(save the array as {want}, or a type that converts to it without loss)")
+    if fmt and want.kind in "iu":
+        f = element_format(fmt)
+        bad = np.flatnonzero((arr < f.min) | (arr > f.max))
+        if bad.size:
+            idx = np.unravel_index(bad[0], arr.shape)
+            raise RungError(f"{what}: {arr[idx]} at index {list(map(int, idx))} is outside {elem}'s range "
+                            f"{int(f.min)}..{int(f.max)} ({bad.size} values are)")
+    if narrower_float and arr.dtype.itemsize > want.itemsize:
+        print(f"{what}: numpy {arr.dtype} rounded to {elem}", file=sys.stderr)
+    return arr
+
+
 def bind_inputs(params, paths: list[str], seed: int, int_high: int) -> list[np.ndarray]:
     """@main's arguments from `-i` files: an .npz binds the arguments named by its keys (the weights
     torch2ir writes beside a model's IR), .npy files the others in order; with no .npy file the
@@ -149,12 +180,15 @@ def bind_inputs(params, paths: list[str], seed: int, int_high: int) -> list[np.n
     if positional and len(positional) != len(rest):
         raise RungError(f"{len(positional)} .npy files for {len(rest)} arguments not in an .npz "
                         f"({', '.join('%' + (p.name_hint or str(i)) for i, p in enumerate(rest))})")
-    if not positional:
+    given = bool(positional)
+    if not given:
         positional = random_inputs([p.type for p in rest], seed, int_high)
         if named and rest:
             print(f"random inputs for {', '.join('%' + (p.name_hint or '?') for p in rest)}", file=sys.stderr)
     fill = iter(positional)
-    return [named[p.name_hint] if p.name_hint in named else next(fill) for p in params]
+    return [file_input(f"argument {i} (%{p.name_hint or i})", named[p.name_hint], p.type) if p.name_hint in named
+            else file_input(f"argument {i} (%{p.name_hint or i})", next(fill), p.type) if given else next(fill)
+            for i, p in enumerate(params)]
 
 
 def run_compiled(text: str, inputs: list[np.ndarray], gpu: bool) -> list[np.ndarray]:

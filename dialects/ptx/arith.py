@@ -42,12 +42,21 @@ class ImmOp(SourceOp):
             return f"mov.b32 {r(self.result)}, {v & 0xFFFFFFFF:#010x};"
         return f"mov.{k} {r(self.result)}, {v};"
 
+    def verify_(self):
+        k, v = kind_of(self.result), self.value.value.data
+        bits = 1 if k == "pred" else np.dtype(KINDS[k]).itemsize * 8
+        low = 0 if k == "pred" else -(1 << (bits - 1))  # a negative value is its two's-complement bits
+        if not low <= v < 1 << bits:
+            raise VerifyException(f"ptx.imm {v} does not fit a {k} register ({low} to {(1 << bits) - 1})")
+
     def execute(self, cta):
         k = kind_of(self.result)
         v = self.value.value.data
-        if k == "f32":
-            return np.full(cta.threads, v & 0xFFFFFFFF, np.uint32).view(np.float32)
-        return np.full(cta.threads, v, KINDS[k])
+        dtype = np.dtype(KINDS[k])
+        if k == "pred":
+            return np.full(cta.threads, bool(v))
+        bits = np.dtype(f"u{dtype.itemsize}")
+        return np.full(cta.threads, v & ((1 << (8 * dtype.itemsize)) - 1), bits).view(dtype)
 
 
 SPECIAL = ("tid.x", "ntid.x", "ctaid.x", "ctaid.y", "ctaid.z", "nctaid.x", "nctaid.y", "nctaid.z", "laneid")

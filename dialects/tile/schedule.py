@@ -12,10 +12,10 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 
 from ir.layout import Swizzle
+from ir.targets import MAX_SHARED_BYTES
 
 TABLE_ROWS = 256  # GemmConfig.shared_table: a pair per byte of codes,
 TABLE_BYTES = TABLE_ROWS * 32 * 4  # each row 32 copies of it, one per bank
-MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
 REDUCE_THREADS = 256  # threads per block of the split-K reduction
 EIGHT_BIT_OPERANDS = {"s8": ("s8", "m16n8k32", "s32"), "e4m3": ("e4m3", "m16n8k32", "f32")}  # mma input, shape, accumulator
 

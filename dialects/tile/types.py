@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from xdsl.dialects.builtin import (
     ArrayAttr,
     IntAttr,
@@ -19,6 +20,8 @@ from xdsl.irdl import (
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
+
+from ir.targets import MAX_SHARED_BYTES
 
 # --- The block program: what one thread block of a scheduled GEMM does, op by op -----------------
 #
@@ -75,9 +78,14 @@ class SharedType(_TileShapeType):
 
     def verify(self) -> None:
         try:
-            element_bits(self.element)
+            bits = element_bits(self.element)
         except ValueError as e:
             raise VerifyException(str(e)) from None
+        shape = self.get_shape()
+        if min(shape) < 1:
+            raise VerifyException(f"a shared buffer's stages, rows and columns must be positive, got {shape}")
+        if int(np.prod(shape)) * bits > 8 * MAX_SHARED_BYTES:
+            raise VerifyException(f"a shared buffer of {shape} exceeds the {MAX_SHARED_BYTES // 1024} KiB a block can have")
 
     @staticmethod
     def get(stages: int, rows: int, cols: int, element: Attribute) -> "SharedType":

@@ -223,3 +223,24 @@ def test_a_shuffle_of_an_f32_register_assembles(tmp_path):
     x = b.rsqrt(b.ld("global", k.body.block.args[0], "f32"))
     b.st("global", k.body.block.args[0], [b.shfl_bfly(x, 4)])
     assemble(module_text(k), "sm_80", tmp_path)
+
+
+@pytest.mark.parametrize("value, kind, bits", [(-1, "u32", 0xFFFFFFFF), (-2, "u64", 2**64 - 2), (0xFFFFFFFF, "s32", 0xFFFFFFFF),
+                                               (-1, "s32", 0xFFFFFFFF), (0x3F800000, "f32", 0x3F800000), (1, "pred", 1)])
+def test_an_immediate_is_its_twos_complement_bits(value, kind, bits):
+    from dialects.ptx import ImmOp
+
+    op = ImmOp.get(value, kind)
+    op.verify()
+    out = op.execute(ThreadBlock(32, (0, 0, 0), DeviceMemory(), 0))
+    assert out.shape == (32,) and int(out.view(f"u{out.dtype.itemsize}")[0] if kind != "pred" else out[0]) == bits
+
+
+@pytest.mark.parametrize("value, kind", [(2**32, "u32"), (-(2**31) - 1, "s32"), (70000, "b16"), (2, "pred"), (-40000, "b16")])
+def test_an_immediate_that_does_not_fit_its_register_is_refused(value, kind):
+    from xdsl.utils.exceptions import VerifyException
+
+    from dialects.ptx import ImmOp
+
+    with pytest.raises(VerifyException, match=f"does not fit a {kind} register"):
+        ImmOp.get(value, kind).verify()

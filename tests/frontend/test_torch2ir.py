@@ -1,5 +1,6 @@
 """torch2ir on models nobody here wrote, and on bad model files."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,11 +71,23 @@ def example_inputs():
     ("def model():\n    return nn.ReLU()\n\ndef example_inputs():\n    return (torch.randn(2),)\n\ndef example_kwargs():\n    return [1]\n",
      "example_kwargs() returned list, not a dict"),
     ("def model():\n    return nn.Linear(3, 4)\n\ndef example_inputs():\n    return (torch.randn(2, 5),)\n", "torch.export failed"),
+    ("class M(nn.Module):\n    def forward(self, x):\n        return None\n\ndef model():\n    return M()\n\n"
+     "def example_inputs():\n    return (torch.randn(2),)\n", "the model's forward returns no tensor"),
+    ("class M(nn.Module):\n    def forward(self, x):\n        return torch.linalg.inv(x)\n\ndef model():\n    return M()\n\n"
+     "def example_inputs():\n    return (torch.randn(3, 3),)\n", "model.py:5 (return torch.linalg.inv(x)): unsupported op aten.linalg_inv_ex"),  # an effect token
 ])
 def test_bad_model_files_are_one_line_errors(tmp_path, capsys, body, message):
     assert main([write(tmp_path, body)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and len([line for line in err if "error" in line]) == 1
+
+
+def test_files_in_the_current_directory_do_not_shadow_installed_modules(tmp_path):
+    for name in ("ml_dtypes", "xdsl"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w').close()\nraise SystemExit('shadowed')\n")
+    r = subprocess.run([sys.executable, "-m", "frontend.torch2ir", str(EXAMPLES / "mlp.py"), "--summary"], capture_output=True, text=True,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert r.returncode == 0 and not (tmp_path / "RAN").exists(), r.stderr
 
 
 def test_missing_model_file(tmp_path):

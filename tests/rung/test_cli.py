@@ -182,3 +182,43 @@ def test_output_that_cannot_be_written_is_one_line(tool, flag, target, tmp_path)
     f.write_text(GEMM)
     r = cli(tool, str(f), flag, str(tmp_path / target))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+
+
+TWO_INPUTS = """func.func @main(%x: tensor<4xsi4>, %y: tensor<2x3xf32>) -> (tensor<4xsi4>, tensor<2x3xf32>) {
+  func.return %x, %y : tensor<4xsi4>, tensor<2x3xf32>
+}
+"""
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (np.array([1, 2, 100, -3], np.int8), np.zeros((2, 3), np.float32), "argument 0 (%x): 100 at index [2] is outside si4's range -8..7"),
+    (np.zeros(4, np.int8), np.ones((2, 3), bool), "argument 1 (%y): got numpy bool, which f32 elements do not hold exactly"),
+    (np.zeros(4, np.int8), np.ones((2, 3), np.int64), "argument 1 (%y): got numpy int64"),
+    (np.zeros(4, np.float32), np.ones((2, 3), np.float32), "argument 0 (%x): got numpy float32, which si4"),
+])
+def test_run_refuses_input_files_that_would_change_values(tmp_path, capsys, x, y, message):
+    from rung.cli import run_main
+
+    (tmp_path / "f.mlir").write_text(TWO_INPUTS)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert run_main([str(tmp_path / "f.mlir"), "-i", str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("y, note", [(np.arange(6, dtype=">f4").reshape(2, 3), ""),  # big-endian: the same values
+                                     (np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)), ""),
+                                     (np.arange(6, dtype=np.float16).reshape(2, 3), ""),  # widened exactly
+                                     (np.arange(6, dtype=np.float64).reshape(2, 3) + 1e-9, "numpy float64 rounded to f32")])
+def test_run_takes_input_files_by_value(tmp_path, capsys, y, note):
+    from rung.cli import run_main
+
+    (tmp_path / "f.mlir").write_text(TWO_INPUTS)
+    np.save(tmp_path / "x.npy", np.array([-8, 0, 3, 7], np.int8))
+    np.save(tmp_path / "y.npy", y)
+    assert run_main([str(tmp_path / "f.mlir"), "-i", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "-o", str(tmp_path / "o")]) == 0
+    assert note in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "result0.npy"), [-8, 0, 3, 7])
+    out = np.load(tmp_path / "o" / "result1.npy")
+    assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, (np.arange(6).reshape(2, 3) + (1e-9 if note else 0)).astype(np.float32))
