@@ -64,6 +64,24 @@ def plan(m: int, n: int, k: int, dtype: str, sms: int, target: str) -> list:
     return schedules
 
 
+def bench_arguments(prog: str, report: str, quick: str, argv=None) -> tuple[argparse.Namespace, str, str]:
+    """A benchmark's --out and --quick, and the device's name and today's date for its table."""
+    import torch
+
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--out", default=".", help=f"folder for {report}")
+    p.add_argument("--quick", action="store_true", help=quick)
+    return p.parse_args(argv), torch.cuda.get_device_name(0), datetime.date.today().isoformat()
+
+
+def write_report(out: str | Path, name: str, lines: list[str]) -> None:
+    """A benchmark's table into out/name (created if missing), and onto stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def warm_up_clocks(seconds: float = 1.0) -> None:
     """Keep the GPU busy until its clocks have ramped up, so the first shape timed is not timed at idle clocks
     (cuBLAS's 4096^3 GEMM measured 181 and 224 us at the start and the end of one run without it)."""

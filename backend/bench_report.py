@@ -2,10 +2,11 @@
 
     python -m backend.bench_report RUN_DIR
 
-RUN_DIR is the $OUT of `.ci/gpu` (summary.md, bench_gemm.md/.png, bench_quant.md/.png). The files are
+RUN_DIR is the $OUT of `.ci/gpu` (summary.md, bench_gemm.md/.png, bench_quant.md/.png, bench_rows.md, bench_models.md). The files are
 copied into docs/bench/, and each section of docs/gpu.md between `<!-- begin NAME -->` and
 `<!-- end NAME -->` is replaced by its table (`SECTIONS`), so the page and the files cannot disagree
-(tests/backend/test_bench_report.py checks it).
+(tests/backend/test_bench_report.py checks it). A benchmark the run skipped keeps its last table, which
+names its own device and date.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 BENCH = ROOT / "docs" / "bench"
 PAGE = ROOT / "docs" / "gpu.md"
-FILES = ("checks.md", "bench_gemm.md", "bench_gemm.png", "bench_quant.md", "bench_quant.png")
+FILES = ("checks.md", "bench_gemm.md", "bench_gemm.png", "bench_quant.md", "bench_quant.png", "bench_rows.md", "bench_models.md")
 
 
 def _checks(summary: str) -> str:
@@ -33,7 +34,8 @@ def _main_table(bench: str) -> str:
     return bench.split("\nSchedules tried")[0].strip() + "\n"
 
 
-SECTIONS = {"checks": ("checks.md", str), "bench_gemm": ("bench_gemm.md", str), "bench_quant": ("bench_quant.md", _main_table)}
+SECTIONS = {"checks": ("checks.md", str), "bench_gemm": ("bench_gemm.md", str), "bench_quant": ("bench_quant.md", _main_table),
+            "bench_rows": ("bench_rows.md", str), "bench_models": ("bench_models.md", str)}
 
 
 def render(page: str, bench: Path = BENCH) -> str:
@@ -51,17 +53,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m backend.bench_report", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="the $OUT folder of a .ci/gpu run")
     args = p.parse_args(argv)
-    missing = [f for f in ("summary.md", *FILES[1:]) if not (args.run_dir / f).is_file()]
-    if missing:
-        p.error(f"{args.run_dir} lacks {', '.join(missing)}: run .ci/gpu with the tests and both benchmarks")
+    if not (args.run_dir / "summary.md").is_file():
+        p.error(f"{args.run_dir} has no summary.md: give the $OUT folder of a .ci/gpu run")
     (BENCH / "checks.md").write_text(_checks((args.run_dir / "summary.md").read_text()))
-    for f in FILES[1:]:
+    taken = [f for f in FILES[1:] if (args.run_dir / f).is_file()]  # a benchmark the run skipped keeps its last table
+    for f in taken:
         shutil.copyfile(args.run_dir / f, BENCH / f)
     try:
         PAGE.write_text(render(PAGE.read_text()))
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
-    print(f"{BENCH} and {PAGE} now show the run in {args.run_dir}")
+    kept = [f for f in FILES[1:] if f not in taken]
+    print(f"{BENCH} and {PAGE} now show the run in {args.run_dir}" + (f" (kept from earlier runs: {', '.join(kept)})" if kept else ""))
     return 0
 
 

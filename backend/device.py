@@ -2,8 +2,8 @@
 
 `SimulatorDevice` runs each ptx.kernel on the CPU lane simulator (ir.simulator) over numpy
 buffers; `CudaDevice` loads the module's PTX through the cuda-python JIT and launches on torch
-CUDA tensors, on the current stream. A compiled program (rung.compile) calls the same four
-methods on either, so the same kernels run on both and tests compare them.
+CUDA tensors, on the current stream. A compiled program (rung.compile) calls the same methods
+on either, so the same kernels run on both and tests compare them.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class SimulatorDevice:
     def view(self, buffer: SimBuffer, shape) -> SimBuffer:
         return SimBuffer(buffer.address, tuple(shape), buffer.dtype)
 
+    def at(self, arena: SimBuffer, offset: int, shape, dtype) -> SimBuffer:
+        """A tensor at byte `offset` of `arena` (a buffer of bytes from `empty`)."""
+        return SimBuffer(arena.address + offset, tuple(shape), np.dtype(dtype))
+
     def get(self, buffer: SimBuffer) -> np.ndarray:
         return self.memory.read(buffer.address, np.empty(buffer.shape, buffer.dtype))
 
@@ -82,6 +86,13 @@ class CudaDevice:
 
     def view(self, tensor, shape):
         return tensor.view(tuple(shape))
+
+    def at(self, arena, offset: int, shape, dtype):
+        import torch
+
+        dtype = getattr(torch, np.dtype(dtype).name)
+        n = int(np.prod(shape)) * dtype.itemsize
+        return arena[offset:offset + n].view(dtype).view(tuple(shape))
 
     def get(self, tensor) -> np.ndarray:
         import ml_dtypes

@@ -82,3 +82,18 @@ def export(model, args, kwargs):
         raise RungError(f"torch.export failed: {type(e).__name__}: {msg}") from None
     finally:
         logging.disable(logging.NOTSET)
+
+
+DTYPES = ("f32", "f16", "bf16")
+
+
+def cast_model(model, args: tuple, kwargs: dict, dtype: str):
+    """The model's floating-point parameters and buffers, and its floating-point example inputs, in `dtype`."""
+    import torch
+
+    to = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+    def cast(v):
+        return v.to(to) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+    return model.to(to), tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}

@@ -36,7 +36,7 @@ from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, ModuleOp, TensorType
 from xdsl.ir import Block, Region, SSAValue  # noqa: E402
 
 from dialects import graph as g  # noqa: E402
-from frontend.loading import export, load_model_file  # noqa: E402
+from frontend.loading import DTYPES, cast_model, export, load_model_file  # noqa: E402
 from ir.errors import RungError, run_tool, writing  # noqa: E402
 from ir.syntax import ssa_name  # noqa: E402
 
@@ -666,8 +666,10 @@ def main(argv=None) -> int:
     p.add_argument("model", help="model.py defining model() and example_inputs()")
     p.add_argument("-o", "--output", help="write the IR here (and the weights beside it as .npz)")
     p.add_argument("--check", action="store_true", help="run the IR on the interpreter and compare with PyTorch")
-    p.add_argument("--tol", type=float, default=1e-4, help="largest relative error --check accepts (default %(default)g; with "
-                   "--quantize, against the model with the same quantization done in PyTorch)")
+    p.add_argument("--dtype", choices=DTYPES, help="convert the model's floating-point weights and inputs to this type first "
+                   "(f16 or bf16 is what the GPU kernels take; default: as the model is)")
+    p.add_argument("--tol", type=float, help="largest relative error --check accepts (default 1e-4, with --dtype f16 1e-2, bf16 "
+                   "5e-2; with --quantize, against the model with the same quantization done in PyTorch)")
     p.add_argument("--summary", action="store_true", help="print a summary of the IR instead of the IR")
     p.add_argument("--quantize", metavar="FORMAT", help="turn linears into graph.qlinear on weights quantized to FORMAT "
                    "(a preset such as int4, uint4, nf4, mxfp4, or an element format such as int2, e4m3)")
@@ -681,6 +683,8 @@ def main(argv=None) -> int:
     def work() -> int:
         progress(f"loading {args.model}")
         model, inputs, kwargs = load_model_file(args.model)
+        if args.dtype:
+            model, inputs, kwargs = cast_model(model, inputs, kwargs, args.dtype)
         module, weights, names = torch_to_ir(model, inputs, kwargs, progress)
         fmt = None
         if args.quantize:
@@ -705,9 +709,10 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             reference = fake_quantized(model, fmt, weights) if fmt else model
             err = check(module, names, weights, reference, inputs, kwargs)
-            ok = err <= args.tol
+            tol = args.tol if args.tol is not None else {"f16": 1e-2, "bf16": 5e-2}.get(args.dtype, 1e-4)
+            ok = err <= tol
             against = "PyTorch with the same quantization (dequantized weights)" if fmt else "PyTorch"
-            print(f"check: max relative error vs {against} {err:.2e} ({'within' if ok else 'ABOVE'} {args.tol:g}; "
+            print(f"check: max relative error vs {against} {err:.2e} ({'within' if ok else 'ABOVE'} {tol:g}; "
                   f"interpreted in {time.perf_counter() - t0:.1f} s)")
             if fmt:
                 print(f"check: max relative error vs the float model {check(module, names, weights, model, inputs, kwargs):.2e} "

@@ -33,6 +33,7 @@ from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import check_target
+from lowering.elementwise import ElementwiseToTile
 from lowering.row_programs import RowOpToTile
 
 SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
@@ -280,5 +281,6 @@ class GraphToTile(ModulePass):
         if self.target:
             check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
-        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile()])
+        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile(),
+                                                ElementwiseToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

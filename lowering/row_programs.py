@@ -27,7 +27,7 @@ def row_threads(cols: int) -> int:
     return min(MAX_ROW_THREADS, 32 * max(1, math.ceil(cols / 256)))
 
 
-class _Program:
+class RowProgram:
     """Builds a row program: `load`, `map`, `reduce`, then `store` the result row."""
 
     def __init__(self, name: str, cols: int, args: list):
@@ -65,7 +65,7 @@ def rms_norm_program(op: g.RmsNormOp, dtype: str, cols: int) -> t.KernelOp:
     """y = x * rsqrt(mean(x^2) + eps) * weight."""
     eps = op.attr("eps")
     elem = op.x.type.element_type
-    p = _Program(f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
+    p = RowProgram(f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
     x, w, _ = p.block.args
     v = p.load(x)
     mean = p.map("mul", p.reduce("sum", p.map("mul", v, v)), constant=1.0 / cols)
@@ -77,7 +77,7 @@ def layer_norm_program(op: g.LayerNormOp, dtype: str, cols: int) -> t.KernelOp:
     """y = (x - mean) * rsqrt(mean((x - mean)^2) + eps) * weight + bias."""
     eps = op.attr("eps")
     elem = op.x.type.element_type
-    p = _Program(f"rung_layer_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols,
+    p = RowProgram(f"rung_layer_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols,
                  [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
     x, w, b, _ = p.block.args
     v = p.load(x)
@@ -91,7 +91,7 @@ def softmax_program(op: g.SoftmaxOp, dtype: str, cols: int) -> t.KernelOp | None
     """y = exp(x - max(x)) / sum(exp(x - max(x))), over the last dimension only."""
     if op.attr("dim") % len(op.x.type.get_shape()) != len(op.x.type.get_shape()) - 1:
         return None
-    p = _Program(f"rung_softmax_{dtype}_n{cols}", cols, [t.generic_tensor(op.x.type.element_type)] * 2)
+    p = RowProgram(f"rung_softmax_{dtype}_n{cols}", cols, [t.generic_tensor(op.x.type.element_type)] * 2)
     v = p.load(p.block.args[0])
     e = p.map("exp", p.map("sub", v, p.reduce("max", v)))
     return p.store(p.map("mul", e, p.map("rcp", p.reduce("sum", e))))
@@ -108,25 +108,32 @@ class RowOpToTile(RewritePattern):
         if make is None or any(str(v.type.element_type) not in ROW_DTYPES for v in op.operands):
             return
         x = op.operands[0]
-        shape, elem = x.type.get_shape(), x.type.element_type
-        cols, rows = shape[-1], math.prod(shape[:-1])
-        kernel = make(op, str(elem), cols)
+        kernel = make(op, str(x.type.element_type), x.type.get_shape()[-1])
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
-        module = op.get_toplevel_object()
-        if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
-            module.body.block.add_op(kernel)
-        flat = TensorType(elem, [rows, cols])
-        operands = []
-        for v in op.operands:
-            if len(v.type.get_shape()) > 1 and v.type != flat:
-                rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=flat))
-                v = reshape.results[0]
-            operands.append(v)
-        launch = t.LaunchOp.get(kernel.sym_name.data, operands, flat)
-        rewriter.insert(launch)
-        y = launch.result
-        if flat != op.results[0].type:
-            rewriter.insert(back := g.ReshapeOp.make(y, result_type=op.results[0].type))
-            y = back.results[0]
-        rewriter.replace(op, [], [y])
+        launch_rows(rewriter, op, kernel, list(op.operands))
+
+
+def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list) -> None:
+    """Replace `op` by a tile.launch of row program `kernel` (added to the module once) on `operands`: those
+    of the result's shape [..., N] flattened to [rows, N] (others, rows read by every row, as they are), the
+    result reshaped back."""
+    module = op.get_toplevel_object()
+    if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
+        module.body.block.add_op(kernel)
+    result = op.results[0].type
+    shape, elem = result.get_shape(), result.element_type
+    flat = TensorType(elem, [math.prod(shape[:-1]), shape[-1]])
+    flattened = []
+    for v in operands:
+        if v.type.get_shape() == shape and v.type != flat:
+            rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=flat))
+            v = reshape.results[0]
+        flattened.append(v)
+    launch = t.LaunchOp.get(kernel.sym_name.data, flattened, flat)
+    rewriter.insert(launch)
+    y = launch.result
+    if flat != result:
+        rewriter.insert(back := g.ReshapeOp.make(y, result_type=result))
+        y = back.results[0]
+    rewriter.replace(op, [], [y])

@@ -4,6 +4,8 @@
     y = fn(x, w)                               # CUDA tensors: on that GPU; numpy arrays: on the CPU lane simulator
     fn.path                                    # which kernels run, in words
     fn.ptx                                     # the PTX module of its kernels
+    fn.memory.summary()                        # the one arena a call allocates for its intermediates
+    replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
 The pipeline runs once, at compile time: lower-to-ptx (graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
@@ -15,6 +17,7 @@ runs the same launches on whichever device its arguments live on (backend.device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from xdsl.dialects import func
@@ -32,6 +35,7 @@ from ir.interpreter import find_function
 from ir.targets import check_target
 from lowering.lower_to_ptx import check_lowered
 from rung.context import make_context, parse_ir
+from rung.memory import MemoryPlan, plan_memory
 from rung.passes import run_pipeline
 
 
@@ -46,7 +50,7 @@ class CompiledFunction:
     _packed: dict = field(default_factory=dict, repr=False)  # tile.pack_weight results by (op, device, weights' identity)
     _gpus: dict = field(default_factory=dict, repr=False)  # CudaDevice by ordinal, kernels loaded once
 
-    @property
+    @cached_property
     def function(self) -> func.FuncOp:
         return find_function(self.module, "main")
 
@@ -59,29 +63,84 @@ class CompiledFunction:
     def path(self) -> str:
         return "; ".join(self.descriptions[op.kernel.root_reference.data] for op in self.steps if isinstance(op, ptx.LaunchOp))
 
+    @cached_property
+    def memory(self) -> MemoryPlan:
+        """Where each intermediate tensor lives in the one arena a call allocates."""
+        return plan_memory(self.function)
+
+    @cached_property
+    def _program(self) -> list[tuple]:
+        """@main's steps with everything a call needs resolved once (kernels, grids, sizes, types, arena
+        offsets): ("launch", kernel, grid, dims, out shape, out dtype, arena offset or None, operands, result),
+        ("pack", op, operands, results), ("view", shape, operand, result), ("return", operands)."""
+        plan, steps = self.memory, []
+        for op in self.function.body.block.ops:
+            if isinstance(op, ptx.LaunchOp):
+                out = op.result.type
+                placed = plan.placements.get(op.result)
+                steps.append(("launch", op.kernel_op(), tuple(op.grid.get_values()), list(op.dims.get_values()), tuple(out.get_shape()),
+                              storage_dtype(out.element_type), placed.offset if placed else None, list(op.operands), op.result))
+            elif isinstance(op, t.PackWeightOp):
+                steps.append(("pack", op, list(op.operands), list(op.results)))
+            elif isinstance(op, g.ReshapeOp):
+                steps.append(("view", tuple(op.results[0].type.get_shape()), op.operands[0], op.results[0]))
+            elif isinstance(op, func.ReturnOp):
+                steps.append(("return", list(op.operands)))
+        return steps
+
+    @cached_property
+    def _parameters(self) -> list[tuple]:
+        """(shape, storage dtype name) of each argument @main declares."""
+        return [(tuple(p.type.get_shape()), storage_dtype(p.type.element_type).name) for p in self.function.body.block.args]
+
     def __call__(self, *args):
-        fn = self.function
-        params = list(fn.body.block.args)
+        params = list(self.function.body.block.args)
         if len(args) != len(params):
             raise RungError(f"@main takes {len(params)} tensors, got {len(args)}")
         ordinal = device_kind(args)
-        device = SimulatorDevice() if ordinal is None else self._gpus.setdefault(ordinal, CudaDevice(self.ptx, ordinal))
-        env = {p: device.put(_checked(i, a, p.type)) for i, (a, p) in enumerate(zip(args, params))}
+        if ordinal is None:
+            device = SimulatorDevice()
+        elif ordinal not in self._gpus:  # (a CudaDevice asks the driver about the GPU: once)
+            device = self._gpus[ordinal] = CudaDevice(self.ptx, ordinal)
+        else:
+            device = self._gpus[ordinal]
+        env = {p: device.put(_checked(i, a, p.type, want)) for i, (a, p, want) in enumerate(zip(args, params, self._parameters))}
+        arena = device.empty((self.memory.arena_bytes,), np.uint8) if self.memory.arena_bytes else None
         results = []
-        for op in fn.body.block.ops:
-            vals = [env[v] for v in op.operands]
-            if isinstance(op, ptx.LaunchOp):
-                out_type = op.result.type
-                env[op.result] = device.empty(out_type.get_shape(), storage_dtype(out_type.element_type))
-                device.launch(op.kernel_op(), op.grid.get_values(), [*vals, env[op.result]], list(op.dims.get_values()))
-            elif isinstance(op, t.PackWeightOp):
-                env.update(zip(op.results, self._pack(op, device, vals)))
-            elif isinstance(op, g.ReshapeOp):
-                env[op.results[0]] = device.view(vals[0], op.results[0].type.get_shape())
-            elif isinstance(op, func.ReturnOp):
-                results = vals
+        for step in self._program:
+            if step[0] == "launch":
+                _, kernel, grid, dims, shape, dtype, offset, operands, result = step
+                env[result] = device.empty(shape, dtype) if offset is None else device.at(arena, offset, shape, dtype)
+                device.launch(kernel, grid, [*(env[v] for v in operands), env[result]], dims)
+            elif step[0] == "pack":
+                _, op, operands, packed = step
+                env.update(zip(packed, self._pack(op, device, [env[v] for v in operands])))
+            elif step[0] == "view":
+                _, shape, operand, result = step
+                env[result] = device.view(env[operand], shape)
+            else:
+                results = [env[v] for v in step[1]]
         outs = tuple(device.get(r) if ordinal is None else r for r in results)
         return outs[0] if len(outs) == 1 else outs
+
+    def capture(self, *args) -> "CapturedFunction":
+        """The whole call recorded once as one CUDA graph on `args` (CUDA tensors), which stay its inputs:
+        a replay takes tensors of the same types, copying each one that is not already the recorded
+        input (pass the weights as recorded and only the activations are copied)."""
+        import torch
+
+        ordinal = device_kind(args)
+        if ordinal is None:
+            raise RungError("capture records a CUDA graph: pass CUDA tensors (numpy arrays run on the simulator)")
+        stream = torch.cuda.Stream(ordinal)
+        stream.wait_stream(torch.cuda.current_stream(ordinal))
+        with torch.cuda.stream(stream):
+            self(*args)  # loads the kernels and packs the weights, neither of which a capture may do
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            outs = self(*args)
+        return CapturedFunction(graph, args, outs)
 
     def _pack(self, op, device, weights) -> tuple:
         """The packed weight (Ladder's offline transform, on the CPU) for these weights: on a GPU made
@@ -97,11 +156,34 @@ class CompiledFunction:
         return packed
 
 
-def _checked(i: int, value, t):
-    """An argument of the type @main declares (shape, element storage, contiguous, aligned), or a RungError."""
-    shape, want = list(value.shape), storage_dtype(t.element_type)
-    if shape != list(t.get_shape()) or str(value.dtype).removeprefix("torch.") != want.name:
-        raise RungError(f"argument {i}: expected {t}, got {shape} {value.dtype}")
+@dataclass
+class CapturedFunction:
+    """A compiled call recorded as a CUDA graph (CompiledFunction.capture). Its results are the recorded
+    output tensors: the next replay overwrites them (clone one to keep it)."""
+
+    graph: object
+    inputs: tuple
+    outputs: object
+
+    def __call__(self, *args):
+        if len(args) != len(self.inputs):
+            raise RungError(f"the captured @main takes {len(self.inputs)} tensors, got {len(args)}")
+        for i, (a, recorded) in enumerate(zip(args, self.inputs)):
+            if a is not recorded:
+                if a.shape != recorded.shape or a.dtype != recorded.dtype or a.device != recorded.device:
+                    raise RungError(f"argument {i}: the graph was captured on {list(recorded.shape)} {recorded.dtype} "
+                                    f"on {recorded.device}, got {list(a.shape)} {a.dtype} on {a.device}")
+                recorded.copy_(a)
+        self.graph.replay()
+        return self.outputs
+
+
+def _checked(i: int, value, t, expected: tuple):
+    """An argument of the type @main declares (shape, element storage, contiguous, aligned), or a RungError;
+    `expected` is (shape, storage dtype name) of `t`."""
+    shape, want = tuple(value.shape), expected
+    if shape != want[0] or str(value.dtype).removeprefix("torch.") != want[1]:
+        raise RungError(f"argument {i}: expected {t}, got {list(shape)} {value.dtype}")
     if isinstance(value, np.ndarray):
         return value
     if not value.is_contiguous() or value.data_ptr() % 16:

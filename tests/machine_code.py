@@ -24,3 +24,13 @@ def sass(ptx: str, arch: str, tmp_path: Path) -> list[str]:
 
 
 sass_tools_missing = shutil.which("ptxas") is None or nvdisasm() is None
+
+
+def assert_assembles_without_spills(ptx: str, arch: str, tmp_path: Path) -> str:
+    """ptxas -v assembles `ptx` for `arch` with no spills; its report."""
+    src = tmp_path / "k.ptx"
+    src.write_text(ptx)
+    out = subprocess.run(["ptxas", f"-arch={arch}", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"0 bytes spill stores, 0 bytes spill loads", out.stderr), out.stderr
+    return out.stderr

@@ -25,13 +25,26 @@ def commands() -> list[tuple[str, str]]:
                 continue
             command = line.strip().split(" && ")[-1]
             command = re.sub(r"\s+#.*$", "", command)
-            if command.startswith(TOOLS) and not re.search(r"\b[A-Z]{2,}\b(?![.'])", command.replace("--", "")):
+            if command.startswith(TOOLS) and not re.search(r"(?<![\w-])[A-Z][A-Z0-9_]+\b(?![.'])", command.replace("--", "")):
                 found.append((doc.name, command))
     return found
 
 
 def _gpu(command: str) -> bool:
     return "--gpu" in command.split() or "backend.bench" in command
+
+
+def _makers(doc: str, command: str) -> list[str]:
+    """The earlier commands of `doc` that write a file `command` reads (a GPU run selects GPU commands
+    only, so a GPU command runs those first itself)."""
+    files = {w for w in command.split()[1:] if re.search(r"\.(mlir|npz|npy)$", w) and not w.startswith("examples/")}
+    earlier = [c for d, c in commands() if d == doc][:[c for d, c in commands() if d == doc].index(command)]
+    def written(c: str) -> set[str]:  # -o X.mlir writes X.mlir and, from torch2ir, X.npz
+        words = c.split()
+        out = {words[i + 1] for i, w in enumerate(words[:-1]) if w == "-o"}
+        return out | {o.removesuffix(".mlir") + ".npz" for o in out}
+
+    return [c for c in earlier if not _gpu(c) and files & written(c)]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +67,12 @@ def test_a_documented_command_runs(doc, command, workdir):
         torch = pytest.importorskip("torch")
         if not torch.cuda.is_available():
             pytest.skip("a GPU command: runs on a GPU")
+    for step in (_makers(doc, command) if _gpu(command) else []) + [command]:
+        r = _run(step, workdir)
+        assert r.returncode == 0, f"{doc}: `{step}` exited {r.returncode}:\n{r.stderr[-2000:]}"
+
+
+def _run(command: str, workdir) -> subprocess.CompletedProcess:
     argv = shlex.split(command)
     if argv[0] in ("rung-opt", "rung-run"):  # the console scripts, through this interpreter
         tool = {"rung-opt": "opt_main", "rung-run": "run_main"}[argv[0]]
@@ -61,5 +80,9 @@ def test_a_documented_command_runs(doc, command, workdir):
     else:
         argv[0] = sys.executable
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    r = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{doc}: `{command}` exited {r.returncode}:\n{r.stderr[-2000:]}"
+    return subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_gpu_command_runs_the_commands_that_make_its_files():
+    gpu = next((d, c) for d, c in commands() if c == "rung-run mlp16.mlir -i mlp16.npz --gpu")
+    assert _makers(*gpu) == ["python3 -m frontend.torch2ir examples/mlp.py --dtype f16 -o mlp16.mlir --check"]

@@ -100,8 +100,9 @@ class RowSchedule(Data[RowConfig]):
         return self.data.threads
 
     def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
-        """A block per row of the first operand (all its dimensions but the last)."""
-        return (int(np.prod(shapes[0][:-1], dtype=np.int64)), 1, 1)
+        """A block per row of the operands read row by row, [rows, N] (a row every block reads is [N])."""
+        per_row = [s for s in shapes if len(s) == 2]
+        return (per_row[0][0] if per_row else 1, 1, 1)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
         return []

@@ -2,9 +2,7 @@
 kernel, each level run on the CPU (interpreter, block program, lane simulator) against the graph op,
 and assembled by ptxas."""
 
-import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
+from machine_code import assert_assembles_without_spills
 from ir.interpreter import run
 from lowering.row_programs import row_threads
 from rung.cli import random_inputs
@@ -66,11 +65,7 @@ def test_a_row_takes_about_eight_elements_a_thread(n, threads):
 def test_row_kernels_assemble_without_spills(op, n, dtype, target, tmp_path):
     module = parse_ir(OPS[op].format(shape=f"4x{n}", n=n, t=dtype))
     run_pipeline(module, ",".join(STAGES), make_context())
-    src = tmp_path / "k.ptx"
-    src.write_text(module_text(module, target))
-    out = subprocess.run(["ptxas", f"-arch={target}", "-v", str(src), "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"0 bytes spill stores, 0 bytes spill loads", out.stderr), out.stderr
+    assert_assembles_without_spills(module_text(module, target), target, tmp_path)
 
 
 def test_softmax_over_another_dimension_stays_and_lower_to_ptx_says_why():

@@ -31,6 +31,26 @@ LAYER_NORM = """func.func @main(%x: tensor<{shape}x{t}>, %w: tensor<{n}x{t}>, %b
 """
 
 
+SWIGLU = """func.func @main(%g: tensor<{shape}x{t}>, %u: tensor<{shape}x{t}>, %b: tensor<{n}x{t}>) -> tensor<{shape}x{t}> {{
+  %s = graph.silu %g : (tensor<{shape}x{t}>) -> tensor<{shape}x{t}>
+  %m = graph.mul %s, %u : (tensor<{shape}x{t}>, tensor<{shape}x{t}>) -> tensor<{shape}x{t}>
+  %y = graph.add %m, %b : (tensor<{shape}x{t}>, tensor<{n}x{t}>) -> tensor<{shape}x{t}>
+  func.return %y : tensor<{shape}x{t}>
+}}
+"""
+EXAMPLES = __import__("pathlib").Path(__file__).parents[2] / "examples"
+
+
+def _example(name: str, dtype: str):
+    """(torch model, its @main module, @main's inputs) of an example model file in `dtype`."""
+    from frontend.loading import cast_model, load_model_file
+    from frontend.torch2ir import inputs_for, torch_to_ir
+
+    model, args, kwargs = cast_model(*load_model_file(EXAMPLES / f"{name}.py"), dtype)
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    return model, args, module, inputs_for(names, weights, args, kwargs)
+
+
 def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
     from rung.cli import random_inputs
     from ir.interpreter import find_function
@@ -53,9 +73,9 @@ def test_compile_lowers_to_launches_and_refuses_the_rest():
     assert ".target sm_80" in fn.ptx and ".entry rung_gemm_f16" in fn.ptx
     with pytest.raises(RungError, match="rung.compile: 'graph.linear' in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16"):
         rung.compile(LINEAR.format(m=4, n=8, k=64, t="f32"), target="sm_80")
-    with pytest.raises(RungError, match="'graph.silu' in @main has no GPU kernel yet: no kernel yet for this op on f16 \\(so far: "):
+    with pytest.raises(RungError, match="'graph.sin' in @main has no GPU kernel yet: no kernel yet for this op on f16 \\(so far: "):
         rung.compile("func.func @main(%x: tensor<4xf16>) -> tensor<4xf16> {\n"
-                     "  %y = graph.silu %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n", target="sm_80")
+                     "  %y = graph.sin %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n", target="sm_80")
     with pytest.raises(RungError, match="rung.compile takes IR text or a module, got int"):
         rung.compile(123)
     with pytest.raises(RungError, match="unknown target sm_70"):
@@ -67,6 +87,7 @@ def test_compile_lowers_to_launches_and_refuses_the_rest():
     (LINEAR.format(m=3, n=24, k=40, t="bf16"), "bf16"),
     (NORM.format(shape="3x5x100", n=100, t="f16", eps="1.0e-05"), "f16"),
     (NORM.format(shape="2x300", n=300, t="bf16", eps="1.0e-06"), "bf16"),
+    (SWIGLU.format(shape="3x2x70", n=70, t="bf16"), "bf16"),
 ])
 def test_the_simulator_runs_the_compiled_program_as_the_interpreter_does(text, dtype):
     """The same lowered program the GPU runs, every launch simulated lane by lane, against the
@@ -74,6 +95,14 @@ def test_the_simulator_runs_the_compiled_program_as_the_interpreter_does(text, d
     fn = rung.compile(text, target="sm_80")
     args = _inputs(text, seed=1)
     _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
+
+
+def test_the_mlp_example_compiles_whole_and_runs_on_the_simulator():
+    """Every op of the model a kernel of Rung's (GEMMs with their bias and relu, gelu, softmax): no graph op left."""
+    _, _, module, inputs = _example("mlp", "f16")
+    fn = rung.compile(module, target="sm_80")
+    assert {op.name for op in fn.steps} <= {"ptx.launch", "graph.reshape"} and fn.path.count("rung_") == 5
+    _assert_close(fn(*inputs), rung.run(module, inputs)[0], "f16")
 
 
 def test_a_compiled_qlinear_packs_its_weight_and_runs_on_the_simulator():
@@ -127,6 +156,8 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA 
     (SOFTMAX.format(shape="2x4096", t="bf16"), "bf16"),
     (LAYER_NORM.format(shape="5x768", n=768, t="f16"), "f16"),
     (LAYER_NORM.format(shape="2x3x4096", n=4096, t="bf16"), "bf16"),
+    (SWIGLU.format(shape="5x11008", n=11008, t="bf16"), "bf16"),
+    (SWIGLU.format(shape="2x3x333", n=333, t="f16"), "f16"),
 ])
 def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
     """Fresh random inputs; the GPU's result against the simulator's (the same kernels) and torch's."""
@@ -143,9 +174,52 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
         ref = torch.nn.functional.layer_norm(x, x.shape[-1:], *params, eps=1e-5)
     elif "softmax" in text:
         ref = torch.softmax(x, -1)
+    elif "graph.silu %g" in text:
+        ref = torch.nn.functional.silu(x) * params[0] + params[1]
     else:
         ref = torch.nn.functional.silu(x @ params[0].T + params[1])
     _assert_close(got, ref.numpy(), dtype)
     _assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), dtype)
     if args[0].size <= 4096:  # the simulator is slow: small programs only
         _assert_close(got, np.asarray(fn(*args), np.float32), dtype)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_the_mlp_example_runs_whole_on_the_gpu_as_torch_does(dtype):
+    """The whole model compiled once and run on fresh inputs, against the same model in torch on the GPU."""
+    model, args, module, inputs = _example("mlp", dtype)
+    fn = rung.compile(module)
+    model = model.cuda()
+    names = [a.name_hint for a in module.ops.first.body.block.args]
+    for seed in (1, 2):
+        x = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(seed)).to(args[0].dtype).cuda()
+        cuda_args = [x if n == names[-1] else torch.from_numpy(np.asarray(a, np.float32)).to(args[0].dtype).cuda()
+                     for n, a in zip(names, inputs)]
+        got = fn(*cuda_args)
+        with torch.no_grad():
+            want = model(x)
+        _assert_close(got.float().cpu().numpy(), want.float().cpu().numpy(), dtype)
+
+
+@gpu
+@pytest.mark.gpu
+def test_a_captured_model_replays_on_new_inputs_as_a_call_computes():
+    """The whole MLP as one CUDA graph: replays on fresh inputs equal direct calls, bit for bit; weights passed
+    as recorded are not copied, a tensor of another shape is refused."""
+    _, args, module, inputs = _example("mlp", "f16")
+    fn = rung.compile(module)
+    weights = [torch.from_numpy(np.asarray(a)).cuda() for a in inputs[:-1]]
+    x0 = torch.randn(args[0].shape, device="cuda").half()
+    replay = fn.capture(*weights, x0)
+    for seed in (3, 4):
+        x = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = fn(*weights, x)
+        got = replay(*weights, x)
+        torch.cuda.synchronize()
+        assert torch.equal(got, want)
+    with pytest.raises(RungError, match="argument 6: the graph was captured on"):
+        replay(*weights, torch.zeros(1, 2, device="cuda", dtype=torch.float16))
+    with pytest.raises(RungError, match="capture records a CUDA graph"):
+        fn.capture(*inputs)

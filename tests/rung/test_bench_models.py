@@ -1,0 +1,22 @@
+"""The model benchmark's program, at a small size, before device time goes to it: torch2ir brings it in,
+it compiles whole, and the compiled kernels compute on the simulator what torch does."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import rung  # noqa: E402
+from frontend.torch2ir import inputs_for, torch_to_ir  # noqa: E402
+from rung.bench_models import feed_forward  # noqa: E402
+
+
+def test_the_feed_forward_block_compiles_whole_and_computes_as_torch_does():
+    model = feed_forward(dim=64, hidden=160)
+    x = torch.randn(3, 64).half()
+    module, weights, names = torch_to_ir(model, (x,), {})
+    fn = rung.compile(module, target="sm_90a")
+    assert [op.name for op in fn.steps if op.name != "graph.reshape"] == ["ptx.launch"] * 6  # norm, 3 GEMMs, SwiGLU, residual
+    got = np.asarray(fn(*inputs_for(names, weights, (x,))), np.float32)
+    want = model.float()(x.float()).detach().numpy()
+    assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
