@@ -64,9 +64,9 @@ def parse_module(text: str, filename: str, ctx: Context) -> ModuleOp:
         if use:  # xDSL reports undefined values at the end of the region: point at the first use
             line, col = text.count("\n", 0, use.start()) + 1, use.start() - text.rfind("\n", 0, use.start())
         raise RungError(f"{filename}:{line}:{col}: {e.msg}") from None
-    except (VerifyException, DiagnosticException, ValueError, TypeError) as e:
+    except (VerifyException, DiagnosticException, ValueError, TypeError, NotImplementedError) as e:
         where = filename
-        if parser:  # an attribute or type refused as it was built: located at its last character
+        if parser:  # an attribute or type refused as it was built (or one xDSL cannot build): located at its last character
             end = len(text[:parser._current_token.span.start].rstrip()) - 1
             where += f":{text.count(chr(10), 0, end) + 1}:{end - text.rfind(chr(10), 0, end)}"
         raise RungError(f"{where}: {str(e).strip().splitlines()[-1]}") from None

@@ -128,6 +128,9 @@ class PtxBuilder:
     def barrier(self) -> None:
         self._put(ptx.BarSyncOp.create())
 
+    def trap(self, pred, reason: str) -> None:
+        self._put(ptx.TrapOp.create(operands=[pred], properties={"reason": StringAttr(reason)}))
+
     def griddep_launch(self) -> None:
         self._put(ptx.GridDepLaunchOp.create())
 

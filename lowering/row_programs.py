@@ -1,4 +1,4 @@
-"""graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension).
+"""graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import IndexType, ModuleOp, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, f32, i64
 from xdsl.ir import Block, Region
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
@@ -97,7 +97,22 @@ def softmax_program(op: g.SoftmaxOp, dtype: str, cols: int) -> t.KernelOp | None
     return p.store(p.map("mul", e, p.map("rcp", p.reduce("sum", e))))
 
 
-ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program}
+def embedding_program(op: g.EmbeddingOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """y[r] = weight[indices[r]]: the block's index read once, its row copied."""
+    vocab, index_type = op.weight.type.get_shape()[0], op.indices.type.element_type
+    if getattr(index_type, "width", None) is None or index_type.width.data not in (32, 64):
+        return None
+    elem = op.weight.type.element_type
+    p = RowProgram(f"rung_embedding_{dtype}_n{cols}_v{vocab}_i{index_type.width.data}", cols,
+                   [t.generic_tensor(elem), t.generic_tensor(index_type, 1), t.generic_tensor(elem)])
+    weight, indices, _ = p.block.args
+    row = p.add(t.LoadIndexOp.build(operands=[indices, p.row], result_types=[IndexType()],
+                                    properties={"limit": IntegerAttr(vocab, i64)})).result
+    return p.store(p.add(t.LoadRowOp.build(operands=[weight, [row]], result_types=[t.RowType.get(cols)])).result)
+
+
+ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
+                g.EmbeddingOp: embedding_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -105,13 +120,19 @@ class RowOpToTile(RewritePattern):
 
     def match_and_rewrite(self, op, rewriter: PatternRewriter):
         make = ROW_PROGRAMS.get(type(op))
-        if make is None or any(str(v.type.element_type) not in ROW_DTYPES for v in op.operands):
+        result = op.results[0].type if make else None
+        if make is None or str(result.element_type) not in ROW_DTYPES or any(
+                str(v.type.element_type) not in ROW_DTYPES for v in op.operands if not isinstance(op, g.EmbeddingOp)):
             return
-        x = op.operands[0]
-        kernel = make(op, str(x.type.element_type), x.type.get_shape()[-1])
+        kernel = make(op, str(result.element_type), result.get_shape()[-1])
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
-        launch_rows(rewriter, op, kernel, list(op.operands))
+        operands = list(op.operands)
+        if isinstance(op, g.EmbeddingOp) and len(op.indices.type.get_shape()) != 1:  # the indices, one per result row
+            rewriter.insert(flat := g.ReshapeOp.make(op.indices, result_type=TensorType(op.indices.type.element_type,
+                                                                                       [math.prod(op.indices.type.get_shape())])))
+            operands[1] = flat.results[0]
+        launch_rows(rewriter, op, kernel, operands)
 
 
 def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from backend.bench_gemm import bench_arguments, warm_up_clocks, write_report
+from rung.models import wall_us
 
 DIM, HIDDEN = 4096, 11008
 TOKENS = [1, 16, 512]
@@ -41,20 +42,6 @@ def feed_forward(dim: int = DIM, hidden: int = HIDDEN):
         for p in model.parameters():
             p.copy_(p / p.float().abs().max() * 0.05 if p.ndim == 2 else torch.ones_like(p))
     return model
-
-
-def wall_us(fn, calls: int = 50) -> float:
-    """Wall microseconds per call of `calls` calls in a row, host work included (what CUDA graphs remove)."""
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e6 / calls
 
 
 def peak_bytes(fn) -> int:
@@ -93,9 +80,9 @@ def bench(tokens: int) -> dict:
         graphs = torch.compile(model, mode="reduce-overhead")
         for _ in range(3):
             compiled(x), graphs(x)
-        times = {"rung": wall_us(lambda: fn(*args)), "rung graph": wall_us(lambda: replay(*args)),
-                 "eager": wall_us(lambda: model(x)), "compile": wall_us(lambda: compiled(x)),
-                 "compile graphs": wall_us(lambda: graphs(x))}
+        times = {"rung": wall_us(lambda: fn(*args), 50), "rung graph": wall_us(lambda: replay(*args), 50),
+                 "eager": wall_us(lambda: model(x), 50), "compile": wall_us(lambda: compiled(x), 50),
+                 "compile graphs": wall_us(lambda: graphs(x), 50)}
         memory = {"rung": peak_bytes(lambda: fn(*args)), "eager": peak_bytes(lambda: model(x))}
     return {"tokens": tokens, "err": err, "compile_s": compile_s, "arena": fn.memory.arena_bytes, **{f"t_{k}": v for k, v in times.items()},
             **{f"m_{k}": v for k, v in memory.items()}, "kernels": fn.path.count("rung_")}

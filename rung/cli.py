@@ -220,8 +220,9 @@ def run_main(argv: list[str] | None = None) -> int:
     from rung.context import parse_ir
 
     _quiet_broken_pipe()
-    p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter.")
-    p.add_argument("input", help="IR file")
+    p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter, or its "
+                                "kernels (--sim, --gpu); or compile a PyTorch model file (model.py) whole and run it against PyTorch.")
+    p.add_argument("input", help="IR file, or a model file (model.py defining model() and example_inputs(), with --gpu or --sim)")
     p.add_argument("-f", "--function", default="main", help="function to run (default: main)")
     p.add_argument("-i", "--inputs", nargs="*", default=None,
                    help=".npy files, one per argument in order, and/or .npz files binding arguments by name (torch2ir's weights); "
@@ -231,8 +232,16 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output-dir", help="save result i as result<i>.npy here")
     p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run them on the GPU (torch + cuda-python)")
     p.add_argument("--sim", action="store_true", help="lower @main to kernels and run them on the CPU lane simulator (slow: small programs)")
+    p.add_argument("--dtype", choices=("f16", "bf16"), default="f16", help="a model file's type on the GPU (default: %(default)s)")
     args = p.parse_args(argv)
+
     def work() -> int:
+        if args.input.endswith(".py"):
+            if not (args.gpu or args.sim) or args.inputs is not None or args.function != "main":
+                raise RungError(f"{args.input}: a model file runs compiled, with --gpu or --sim, on its own example inputs (no -i, -f)")
+            from rung.models import run_model
+
+            return run_model(args.input, args.dtype, args.gpu)
         text, name = _read(args.input)
         module = parse_ir(text, name)
         fn = find_function(module, args.function)

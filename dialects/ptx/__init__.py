@@ -15,7 +15,7 @@ from dialects.ptx.arith import (  # noqa: F401
     MinOp, MaxOp, DivOp, RemOp, MadOp, CvtOp, SetpOp, AndPredOp, SelpOp
 )
 from dialects.ptx.memory import (  # noqa: F401
-    LoadOp, StoreOp, CpAsyncOp, cp_async_lanes, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp,
+    LoadOp, StoreOp, CpAsyncOp, cp_async_lanes, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, TrapOp, GridDepLaunchOp,
     GridDepWaitOp, ShflBflyOp
 )
 from dialects.ptx.mma import (  # noqa: F401
@@ -34,7 +34,7 @@ from xdsl.ir import Dialect
 
 PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
-    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, GridDepLaunchOp,
+    CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, TrapOp, GridDepLaunchOp,
     GridDepWaitOp, LdmatrixOp, MmaOp,
     CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, RsqrtOp, ShflBflyOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
     WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,

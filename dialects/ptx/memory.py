@@ -9,6 +9,7 @@ from xdsl.dialects.builtin import (
     UnitAttr,
 )
 from xdsl.irdl import (
+    ParsePropInAttrDict,
     irdl_op_definition,
     operand_def,
     opt_operand_def,
@@ -21,6 +22,7 @@ from xdsl.irdl import (
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.ptx.base import KINDS, MarkerOp, PtxOp, RegType, SinkOp, kind_of
+from ir.errors import RungError
 
 # --- memory -----------------------------------------------------------------------------------------------
 
@@ -173,6 +175,26 @@ class BarSyncOp(MarkerOp):
 
     def execute(self, cta):
         cta.shared.barrier()
+        return ()
+
+
+@irdl_op_definition
+class TrapOp(PtxOp):
+    """@p trap: a thread whose predicate holds aborts the kernel (the launch fails, as a device-side assert
+    does); on the simulator, an error saying `reason`."""
+
+    name = "ptx.trap"
+    pred = operand_def(RegType)
+    reason = prop_def(StringAttr)
+    assembly_format = "$pred attr-dict `:` type($pred)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def text(self, r):
+        return f"@{r(self.pred)} trap;"
+
+    def execute(self, cta, pred):
+        if np.any(pred):
+            raise RungError(f"the kernel trapped: {self.reason.data}")
         return ()
 
 

@@ -203,7 +203,7 @@ class KernelOp(IRDLOperation):
 
     def interpret(self, operands: list, out: np.ndarray) -> np.ndarray:
         """Run every block of the grid, one after another, into `out`."""
-        grid = self.schedule.launch_grid([o.shape for o in operands])
+        grid = self.schedule.launch_grid([o.shape for o in (*operands, out)])
         cfg = self.schedule.data
         for z in range(grid[2]):
             for y in range(grid[1]):

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import Float32Type, FloatAttr, IndexType, IntAttr, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import Float32Type, FloatAttr, IndexType, IntAttr, IntegerAttr, IntegerType, StringAttr, TensorType, f32
 from xdsl.ir import Attribute, Data, ParametrizedAttribute, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -39,6 +39,8 @@ from xdsl.irdl import (
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
+
+from ir.errors import RungError
 
 MAX_ROW_THREADS = 1024
 
@@ -100,9 +102,8 @@ class RowSchedule(Data[RowConfig]):
         return self.data.threads
 
     def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
-        """A block per row of the operands read row by row, [rows, N] (a row every block reads is [N])."""
-        per_row = [s for s in shapes if len(s) == 2]
-        return (per_row[0][0] if per_row else 1, 1, 1)
+        """A block per row of the result [rows, N] (the last of `shapes`: the operands', then the result's)."""
+        return (shapes[-1][0], 1, 1)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
         return []
@@ -163,6 +164,32 @@ class LoadRowOp(IRDLOperation):
     def run(self, ids, src, row=None):
         cols = self.result.type.cols.data
         return (_rows(src, cols)[row] if row is not None else src.reshape(cols)).astype(np.float32)
+
+
+@irdl_op_definition
+class LoadIndexOp(IRDLOperation):
+    """Element `row` of the 1-D integer tensor `src`, as a row index below `limit` (the rows of the tensor it
+    will index); an index outside [0, limit) is an error (on the GPU the kernel traps)."""
+
+    name = "tile.load_index"
+    src = operand_def(TensorType)
+    row = operand_def(IndexType)
+    limit = prop_def(IntegerAttr)
+    result = result_def(IndexType)
+    assembly_format = "$src `[` $row `]` attr-dict `:` type($src)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self):
+        if len(self.src.type.get_shape()) != 1 or not isinstance(self.src.type.element_type, IntegerType):
+            raise VerifyException(f"tile.load_index reads a 1-D integer tensor, not {self.src.type}")
+        if self.limit.value.data < 1:
+            raise VerifyException("tile.load_index's limit must be positive")
+
+    def run(self, ids, src, row):
+        value = int(src.reshape(-1)[row])
+        if not 0 <= value < self.limit.value.data:
+            raise RungError(f"index {value} at position {row} is outside [0, {self.limit.value.data})")
+        return value
 
 
 MAP_FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
@@ -250,11 +277,10 @@ class StoreRowOp(IRDLOperation):
 
 def row_program_ops(program) -> list:
     """The ops of a row program's body, checked to be row ops (or its tile.yield)."""
-    allowed = (RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
     ops = list(program.body.block.ops)
     for op in ops[:-1]:
-        if not isinstance(op, allowed):
-            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_row, tile.map, tile.reduce_row, "
+        if not isinstance(op, ROW_OPS):
+            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.load_row, tile.map, tile.reduce_row, "
                                   f"tile.store_row), not '{op.name}'")
     for op in ops:
         for v in (*op.operands, *op.results):
@@ -264,4 +290,4 @@ def row_program_ops(program) -> list:
 
 
 ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
-ROW_OPS = (RowIdOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
+ROW_OPS = (RowIdOp, LoadIndexOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)

@@ -74,7 +74,7 @@ class TileToWarp(ModulePass):
         kernels = {k.sym_name.data for k in op.ops if isinstance(k, KernelOp)}
         for launch in [o for o in op.walk() if isinstance(o, tile.LaunchOp)]:
             schedule = launch.definition().schedule
-            shapes = [tuple(v.type.get_shape()) for v in launch.inputs]
+            shapes = [tuple(v.type.get_shape()) for v in (*launch.inputs, launch.result)]
             Rewriter.replace_op(launch, LaunchOp.get(launch.kernel.root_reference.data, list(launch.inputs), launch.result.type,
                                                      schedule.launch_grid(shapes), schedule.launch_dims(shapes)))
         for total in [o for o in op.walk() if isinstance(o, tile.SumSplitsOp)]:

@@ -27,10 +27,11 @@ class _RowLowering:
     def __init__(self, program: tile.KernelOp):
         self.cfg: RowConfig = program.schedule.data
         args = program.body.block.args
+        indices = {op.src for op in program.body.block.ops if isinstance(op, tile.LoadIndexOp)}
         for a in args:
-            if str(a.type.element_type) not in _ELEMENT_BYTES:
-                raise RungError(f"tile-to-warp: @{program.sym_name.data}: row programs read and write f16 or bf16 tensors, "
-                                f"not {a.type.element_type}")
+            if str(a.type.element_type) not in _ELEMENT_BYTES and a not in indices:
+                raise RungError(f"tile-to-warp: @{program.sym_name.data}: row programs read and write f16 or bf16 tensors "
+                                f"(and read indices), not {a.type.element_type}")
         self.kernel = KernelOp.get(program.sym_name.data, ["u64"] * len(args), self.cfg.threads, self.cfg.shared_bytes)
         self.b = b = PtxBuilder(self.kernel.body.block)
         self.env = dict(zip(args, self.kernel.body.block.args))
@@ -57,6 +58,18 @@ class _RowLowering:
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")
+
+    def _load_index(self, op) -> None:
+        """Every thread loads the block's index (one address: one transaction); one out of range traps."""
+        b, width = self.b, op.src.type.element_type.width.data
+        if width not in (32, 64):
+            raise RungError(f"tile-to-warp: tile.load_index reads 32- or 64-bit indices, not {op.src.type.element_type}")
+        kind = "u64" if width == 64 else "u32"
+        address = b.add(self.env[op.src], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(width // 8, "u64")))
+        index = b.ld("global", address, kind)
+        # unsigned: a negative index is a huge one
+        b.trap(b.setp("ge", index, op.limit.value.data), f"an index is outside [0, {op.limit.value.data}) (tile.load_index)")
+        self.env[op.result] = b.cvt(index, "u32") if kind == "u64" else index
 
     def _load_row(self, op) -> None:
         b, dtype = self.b, str(op.src.type.element_type)

@@ -76,3 +76,37 @@ def test_softmax_over_another_dimension_stays_and_lower_to_ptx_says_why():
     assert [op.name for op in module.ops.first.body.block.ops][0] == "graph.softmax"
     with pytest.raises(RungError, match="'graph.softmax' in @main has no GPU kernel yet: only softmax over the last dimension"):
         run_pipeline(module, "lower-to-ptx", make_context())
+
+
+EMBEDDING = """func.func @main(%w: tensor<{v}x{n}x{t}>, %i: tensor<{lead}x{it}>) -> tensor<{lead}x{n}x{t}> {{
+  %y = graph.embedding %w, %i : (tensor<{v}x{n}x{t}>, tensor<{lead}x{it}>) -> tensor<{lead}x{n}x{t}>
+  func.return %y : tensor<{lead}x{n}x{t}>
+}}
+"""
+
+
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.integers(1, 60), st.lists(st.integers(1, 4), min_size=1, max_size=2), st.integers(1, 300),
+       st.sampled_from(["f16", "bf16"]), st.sampled_from(["i32", "i64"]), st.integers(0, 2**31))
+def test_each_level_gathers_the_same_embedding_rows(v, lead, n, dtype, index_type, seed):
+    module = parse_ir(EMBEDDING.format(v=v, n=n, t=dtype, lead="x".join(map(str, lead)), it=index_type))
+    rng = np.random.default_rng(seed)
+    args = [random_inputs([module.ops.first.body.block.args[0].type], seed, 8)[0],
+            rng.integers(0, v, lead).astype(np.int32 if index_type == "i32" else np.int64)]
+    want = run(module, args)[0]
+    for stage in STAGES:
+        run_pipeline(module, stage, make_context())
+        assert np.array_equal(run(module, args)[0], want), stage  # a copy: exact
+
+
+@pytest.mark.parametrize("bad", [7, -1])
+def test_an_embedding_index_out_of_range_is_an_error_at_every_level(bad):
+    from ir.errors import RungError
+
+    module = parse_ir(EMBEDDING.format(v=7, n=16, t="f16", lead="3", it="i64"))
+    args = [np.ones((7, 16), np.float16), np.array([0, bad, 2], np.int64)]
+    for stage in ["", *STAGES]:
+        if stage:
+            run_pipeline(module, stage, make_context())
+        with pytest.raises(RungError, match="out of range|outside \\[0, 7\\)"):
+            run(module, args)

@@ -222,3 +222,27 @@ def test_run_takes_input_files_by_value(tmp_path, capsys, y, note):
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "result0.npy"), [-8, 0, 3, 7])
     out = np.load(tmp_path / "o" / "result1.npy")
     assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, (np.arange(6).reshape(2, 3) + (1e-9 if note else 0)).astype(np.float32))
+
+
+EXAMPLES = __import__("pathlib").Path(__file__).parents[2] / "examples"
+
+
+def test_run_compiles_a_model_file_whole_and_compares_with_pytorch(capsys):
+    from rung.cli import run_main
+
+    assert run_main([str(EXAMPLES / "mlp.py"), "--sim"]) == 0
+    out, err = capsys.readouterr()
+    assert "5 kernel launches" in err and "max relative error vs PyTorch" in out and "on the CPU lane simulator (f16; within 0.01)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cnn.py", "--sim"], "rung.compile: 'graph.conv2d' in @main has no GPU kernel yet"),
+    (["mlp.py"], "a model file runs compiled, with --gpu or --sim"),
+    (["mlp.py", "--sim", "-i", "x.npy"], "a model file runs compiled, with --gpu or --sim, on its own example inputs"),
+])
+def test_a_model_file_that_cannot_run_compiled_is_one_line(capsys, args, message):
+    from rung.cli import run_main
+
+    assert run_main([str(EXAMPLES / args[0]), *args[1:]]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("rung-run: error") == 1

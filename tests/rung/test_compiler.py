@@ -223,3 +223,17 @@ def test_a_captured_model_replays_on_new_inputs_as_a_call_computes():
         replay(*weights, torch.zeros(1, 2, device="cuda", dtype=torch.float16))
     with pytest.raises(RungError, match="capture records a CUDA graph"):
         fn.capture(*inputs)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_an_embedding_gathers_rows_on_the_gpu_as_torch_does(dtype):
+    v, n = 32000, 4096
+    text = (f"func.func @main(%w: tensor<{v}x{n}x{dtype}>, %i: tensor<3x77xi64>) -> tensor<3x77x{n}x{dtype}> {{\n"
+            f"  %y = graph.embedding %w, %i : (tensor<{v}x{n}x{dtype}>, tensor<3x77xi64>) -> tensor<3x77x{n}x{dtype}>\n"
+            f"  func.return %y : tensor<3x77x{n}x{dtype}>\n}}\n")
+    fn = rung.compile(text)
+    w = torch.randn(v, n, device="cuda", dtype={"f16": torch.float16, "bf16": torch.bfloat16}[dtype])
+    i = torch.randint(0, v, (3, 77), device="cuda")
+    assert torch.equal(fn(w, i), torch.nn.functional.embedding(i, w))

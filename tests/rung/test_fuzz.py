@@ -25,6 +25,8 @@ TOKENS = ["0", "-1", "1", "65536", "9223372036854775808", "1e309", "f64", "i1", 
           "<", ">", ",", ":", "=", "%0", "%x", "@main", "^bb0", "tensor<4xnone>", "tensor<6x?xf32>", "!tile.row<0>",
           '"', "graph.neg", "func.call @main()", "#tile.rows<cols = 0, threads = 0>", "\n"]
 REGRESSIONS = [  # (tool, arguments, IR text) of crashes and hangs found, kept once fixed
+    ("opt", (), 'func.func @main(%x: tensor<3x40xf16>) -> tensor<3x40xf16> {\n  %y = ptx.launch @k(%x) {grid = array<i664>} : '
+                '(tensor<3x40xf16>) -> tensor<3x40xf16>\n  func.return %y : tensor<3x40xf16>\n}\n'),  # xDSL: NotImplementedError
     ("run", (), 'func.func @main(%x: tensor<3x40xf16>) -> tensor<3x40xf16> {\n  fun"cccccccccccccccccccccccccccccc.return %x\n}\n'),
     ("opt", (), 'func.func @main(%x: tensor<3x40xf16>) attributes {s = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx} {\n  func.return\n}\n'),
     ("opt", (), "'// a bad first token\nfunc.func @main() {\n  func.return\n}\n"),

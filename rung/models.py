@@ -1,0 +1,82 @@
+"""A PyTorch model file compiled whole and run against PyTorch: `rung-run model.py --gpu` (or `--sim`).
+
+The model is brought in by torch2ir in f16 or bf16, compiled by rung.compile (every op a kernel of
+Rung's, or an error naming the first op without one), run on the GPU (or the CPU lane simulator) on
+the model file's example inputs, and compared with the same model in PyTorch on the same device.
+On the GPU it also times a forward: the compiled program replayed as one CUDA graph, torch eager and
+torch.compile, wall time per forward in one run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from ir.errors import RungError
+
+TOLERANCE = {"f16": 1e-2, "bf16": 5e-2}  # largest relative error accepted, as torch2ir --check
+
+
+def _relative_error(got, want) -> float:
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def wall_us(fn, calls: int = 30) -> float:
+    """Wall microseconds per call of `calls` calls in a row, host work included (what CUDA graphs remove)."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e6 / calls
+
+
+def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
+    """Compile the model file whole, run it, print the error against PyTorch (and on the GPU the times);
+    1 if the error is above TOLERANCE[dtype]."""
+    import torch
+
+    from frontend.loading import cast_model, load_model_file
+    from frontend.torch2ir import inputs_for, torch_to_ir
+    from rung.compiler import compile
+
+    if gpu and not torch.cuda.is_available():
+        raise RungError("--gpu: torch sees no CUDA GPU here (--sim runs the same kernels on the CPU lane simulator)")
+    model, args, kwargs = cast_model(*load_model_file(path), dtype)
+    module, weights, names = torch_to_ir(model, args, kwargs, progress)
+    progress("compiling every op to kernels ...")
+    fn = compile(module)
+    progress(f"{fn.path.count('rung_')} kernel launches; {fn.memory.summary()}")
+    if not gpu:
+        progress("running on the CPU lane simulator ...")
+        got = fn(*inputs_for(names, weights, args, kwargs))
+        with torch.no_grad():
+            want = model(*args, **kwargs)
+        err = _relative_error(got, want.float().numpy())
+        where = "the CPU lane simulator"
+    else:
+        model = model.cuda()
+        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        cuda_args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
+        user = iter(a for a in cuda_args if isinstance(a, torch.Tensor))
+        tensors = [state[n].detach() if n in state else next(user) for n in names]
+        with torch.no_grad():
+            want = model(*cuda_args, **kwargs)
+            replay = fn.capture(*tensors)
+            err = _relative_error(replay(*tensors).float().cpu(), want.float().cpu())
+            compiled = torch.compile(model)
+            times = {"Rung (one CUDA graph)": wall_us(lambda: replay(*tensors)),
+                     "torch eager": wall_us(lambda: model(*cuda_args, **kwargs)),
+                     "torch.compile": wall_us(lambda: compiled(*cuda_args, **kwargs))}
+        where = torch.cuda.get_device_name()
+        print("per forward: " + ", ".join(f"{k} {v:.1f} us" for k, v in times.items()))
+    ok = err <= TOLERANCE[dtype]
+    print(f"max relative error vs PyTorch {err:.2e} on {where} ({dtype}; {'within' if ok else 'ABOVE'} {TOLERANCE[dtype]:g})")
+    return 0 if ok else 1
