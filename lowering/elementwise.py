@@ -1,7 +1,7 @@
 """Elementwise graph ops fused into row programs: a producer-consumer chain is one kernel.
 
 A chain of elementwise ops on f16/bf16 tensors of one shape [..., N] (add, sub, mul, div, maximum,
-neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf, gelu), in which every inner value has one use, becomes one
+pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf, gelu), in which every inner value has one use, becomes one
 tile.launch of a row program (`#tile.rows`): the chain's inputs are loaded once, every op is a
 tile.map on registers, and only the chain's result is stored, so the intermediate tensors never
 reach memory (Welder's memory fusion, for the elementwise case). An input may also be a row
@@ -68,11 +68,17 @@ UNARY = {
     g.TanhOp: _tanh,
     g.ErfOp: _erf,
 }
-BINARY = {g.AddOp: "add", g.SubOp: "sub", g.MulOp: "mul", g.DivOp: "div", g.MaximumOp: "max"}
+BINARY = {g.AddOp: "add", g.SubOp: "sub", g.MulOp: "mul", g.DivOp: "div", g.MaximumOp: "max", g.PowOp: "pow"}
+POWERS = (1.0, 2.0, 3.0, 4.0)  # x ** n as n - 1 multiplies
 
 
 def _binary(p: RowProgram, fn: str, a, b):
     """fn(a, b) where either may be a Python float (a folded constant), the other a row."""
+    if fn == "pow":  # a small whole exponent (fusible checks): a product
+        out = a
+        for _ in range(int(b) - 1):
+            out = p.map("mul", out, a)
+        return out
     if isinstance(b, float):
         if fn == "div":
             return p.map("mul", a, constant=1.0 / b)
@@ -91,6 +97,8 @@ def fusible(op: Operation) -> bool:
     if type(op) not in UNARY and type(op) not in BINARY and not isinstance(op, g.GeluOp):
         return False
     elem = op.results[0].type.element_type
+    if isinstance(op, g.PowOp) and _splat(op.operands[1]) not in POWERS:
+        return False
     return str(elem) in ROW_DTYPES and all(v.type.element_type == elem for v in op.operands)
 
 

@@ -20,6 +20,7 @@ from dialects import ptx
 from dialects import tile as t
 from ir.errors import RungError
 from ir.numerics import FormatError
+from lowering.fold_constants import FoldConstants
 from lowering.graph_to_tile import GraphToTile
 from lowering.row_programs import ROW_DTYPES, ROW_PROGRAMS
 from lowering.smem_swizzle import SmemSwizzle
@@ -27,10 +28,10 @@ from lowering.tile_expand import TileExpand
 from lowering.tile_to_warp import TileToWarp
 from lowering.warp_to_ptx import WarpToPtx
 
-KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, func.ReturnOp)
+KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
              "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, and " \
-             "chains of elementwise add, sub, mul, div, maximum, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
+             "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
 
@@ -57,7 +58,7 @@ def why_not_lowered(op) -> str:
 
 
 def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
-    """A RungError naming the first op of a function that is not a launch, a weight packing or a reshape."""
+    """A RungError naming the first op of a function that is not a launch, a weight packing, a reshape or a constant."""
     for fn in module.ops:
         if isinstance(fn, func.FuncOp) and fn.body.blocks:  # (a declaration has nothing to lower)
             for op in fn.body.block.ops:
@@ -67,13 +68,13 @@ def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
 
 @dataclass(frozen=True)
 class LowerToPtx(ModulePass):
-    """Lower graph to ptx for `target` (graph-to-tile, tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx);
-    an op left without a kernel is an error naming it and why."""
+    """Lower graph to ptx for `target` (fold-constants, graph-to-tile, tile-expand, tile-to-warp, smem-swizzle,
+    warp-to-ptx); an op left without a kernel is an error naming it and why."""
 
     name = "lower-to-ptx"
     target: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for lower in (GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+        for lower in (FoldConstants(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
             lower.apply(ctx, op)
         check_lowered(op)

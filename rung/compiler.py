@@ -7,10 +7,11 @@
     fn.memory.summary()                        # the one arena a call allocates for its intermediates
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
-The pipeline runs once, at compile time: lower-to-ptx (graph-to-tile for the target,
+The pipeline runs once, at compile time: lower-to-ptx (fold-constants, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
 (kernels on device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on
-the CPU) and graph.reshape (views); any other op has no kernel yet and is an error naming it. A call
+the CPU), graph.reshape (views) and graph.constant (uploaded once); any other op has no kernel yet
+and is an error naming it. A call
 runs the same launches on whichever device its arguments live on (backend.device).
 """
 
@@ -33,6 +34,7 @@ from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import find_function
 from ir.targets import check_target
+from lowering.fold_constants import constant_value
 from lowering.lower_to_ptx import check_lowered
 from rung.context import make_context, parse_ir
 from rung.memory import MemoryPlan, plan_memory
@@ -49,6 +51,7 @@ class CompiledFunction:
     ptx: str = field(repr=False)
     _packed: dict = field(default_factory=dict, repr=False)  # tile.pack_weight results by (op, device, weights' identity)
     _gpus: dict = field(default_factory=dict, repr=False)  # CudaDevice by ordinal, kernels loaded once
+    _constants: dict = field(default_factory=dict, repr=False)  # (ordinal, value) -> the constant on that GPU
 
     @cached_property
     def function(self) -> func.FuncOp:
@@ -72,7 +75,7 @@ class CompiledFunction:
     def _program(self) -> list[tuple]:
         """@main's steps with everything a call needs resolved once (kernels, grids, sizes, types, arena
         offsets): ("launch", kernel, grid, dims, out shape, out dtype, arena offset or None, operands, result),
-        ("pack", op, operands, results), ("view", shape, operand, result), ("return", operands)."""
+        ("pack", op, operands, results), ("view", shape, operand, result), ("constant", value, result), ("return", operands)."""
         plan, steps = self.memory, []
         for op in self.function.body.block.ops:
             if isinstance(op, ptx.LaunchOp):
@@ -84,6 +87,8 @@ class CompiledFunction:
                 steps.append(("pack", op, list(op.operands), list(op.results)))
             elif isinstance(op, g.ReshapeOp):
                 steps.append(("view", tuple(op.results[0].type.get_shape()), op.operands[0], op.results[0]))
+            elif isinstance(op, g.ConstantOp):
+                steps.append(("constant", np.ascontiguousarray(constant_value(op)), op.results[0]))
             elif isinstance(op, func.ReturnOp):
                 steps.append(("return", list(op.operands)))
         return steps
@@ -115,6 +120,12 @@ class CompiledFunction:
             elif step[0] == "pack":
                 _, op, operands, packed = step
                 env.update(zip(packed, self._pack(op, device, [env[v] for v in operands])))
+            elif step[0] == "constant":  # on a GPU uploaded once, like a packed weight
+                _, value, result = step
+                key = (ordinal, result)
+                env[result] = self._constants[key] if key in self._constants else device.put(value)
+                if ordinal is not None:
+                    self._constants[key] = env[result]
             elif step[0] == "view":
                 _, shape, operand, result = step
                 env[result] = device.view(env[operand], shape)
@@ -210,7 +221,7 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         raise RungError(f"rung.compile takes IR text or a module, got {type(module_or_text).__name__}")
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
     target = check_target(target or _default_target())
-    run_pipeline(module, f"graph-to-tile{{target={target}}},tile-expand", ctx)
+    run_pipeline(module, f"fold-constants,graph-to-tile{{target={target}}},tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     check_lowered(module, "rung.compile")

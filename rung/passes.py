@@ -35,6 +35,12 @@ def _decompose_graph():
     return DecomposeGraph
 
 
+def _fold_constants():
+    from lowering.fold_constants import FoldConstants
+
+    return FoldConstants
+
+
 def _graph_to_tile():
     from lowering.graph_to_tile import GraphToTile
 
@@ -76,6 +82,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "cse": _cse,
     "dce": _dce,
     "decompose-graph": _decompose_graph,
+    "fold-constants": _fold_constants,
     "graph-to-tile": _graph_to_tile,
     "tile-expand": _tile_expand,
     "tile-to-warp": _tile_to_warp,

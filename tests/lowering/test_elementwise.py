@@ -18,7 +18,7 @@ from rung.context import make_context, parse_ir
 from rung.passes import run_pipeline
 
 UNARY = ["neg", "exp", "relu", "sigmoid", "silu", "tanh", "erf", "gelu", "gelu {approximate = \"tanh\"}"]
-BINARY = ["add", "sub", "mul", "div", "maximum"]
+BINARY = ["add", "sub", "mul", "div", "maximum", "pow"]
 STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-to-ptx"]
 
 
@@ -39,9 +39,11 @@ def chains(draw):
             name, _, attrs = fn.partition(" ")
             lines.append(f"  %v{i} = graph.{name} {value} {attrs} : ({full}) -> {full}")
         else:
-            kind = draw(st.sampled_from(["full", "row", "constant"]))
+            kind = "constant" if fn == "pow" else draw(st.sampled_from(["full", "row", "constant"]))
             other_shape = {"full": [*lead, n], "row": [n], "constant": []}[kind]
             other = rng.uniform(0.5, 2, other_shape) if fn == "div" else rng.uniform(-2, 2, other_shape)  # no division near 0
+            if fn == "pow":  # a small whole exponent
+                other = np.float64(draw(st.sampled_from([2, 3])))
             if kind == "constant":
                 name, ty = f"%c{i}", f"tensor<{dtype}>"
                 lines.append(f"  {name} = graph.constant {{value = dense<{float(other):.4f}> : {ty}}} : {ty}")
@@ -49,7 +51,7 @@ def chains(draw):
                 name, ty = f"%x{len(args)}", f"tensor<{'x'.join(map(str, other_shape))}x{dtype}>"
                 args.append(f"{name}: {ty}")
                 inputs.append(other)
-            lhs, rhs = (value, name) if fn == "div" or draw(st.booleans()) else (name, value)
+            lhs, rhs = (value, name) if fn in ("div", "pow") or draw(st.booleans()) else (name, value)
             lhs_ty, rhs_ty = (full, ty) if lhs == value else (ty, full)
             lines.append(f"  %v{i} = graph.{fn} {lhs}, {rhs} : ({lhs_ty}, {rhs_ty}) -> {full}")
         value = f"%v{i}"
