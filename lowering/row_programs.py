@@ -1,4 +1,5 @@
-"""graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding.
+"""graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
+permutes that keep the last dimension and slices of it.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, f32, i64
+from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, f32, i64
 from xdsl.ir import Block, Region
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
@@ -41,8 +42,9 @@ class RowProgram:
         self.block.add_op(op)
         return op
 
-    def load(self, tensor, per_row: bool = True):
-        op = t.LoadRowOp.build(operands=[tensor, [self.row] if per_row else []], result_types=[t.RowType.get(self.cols)])
+    def load(self, tensor, per_row: bool = True, row=None):
+        """Row `row` (this block's by default) of `tensor`, or with per_row False its only row."""
+        op = t.LoadRowOp.build(operands=[tensor, [row or self.row] if per_row else []], result_types=[t.RowType.get(self.cols)])
         return self.add(op).result
 
     def map(self, fn: str, *inputs, constant: float | None = None):
@@ -111,8 +113,38 @@ def embedding_program(op: g.EmbeddingOp, dtype: str, cols: int) -> t.KernelOp | 
     return p.store(p.add(t.LoadRowOp.build(operands=[weight, [row]], result_types=[t.RowType.get(cols)])).result)
 
 
+def permute_program(op: g.PermuteOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """A permute that keeps the last dimension in place: each block copies its row from the source row it
+    comes from (tile.permute_row)."""
+    perm, shape = list(op.attr("dims")), op.results[0].type.get_shape()
+    rank = len(shape)
+    perm = [d % rank for d in perm]
+    if rank < 2 or perm[-1] != rank - 1:
+        return None
+    elem = op.results[0].type.element_type
+    tag = "".join(map(str, perm[:-1]))
+    p = RowProgram(f"rung_permute_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_p{tag}", cols, [t.generic_tensor(elem)] * 2)
+    row = p.add(t.PermuteRowOp.build(operands=[p.row], result_types=[IndexType()],
+                                     properties={"shape": DenseArrayBase.from_list(i64, shape[:-1]),
+                                                 "perm": DenseArrayBase.from_list(i64, perm[:-1])})).result
+    return p.store(p.load(p.block.args[0], row=row))
+
+
+def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """A slice of the last dimension, step 1: each block copies its row's columns [start, start + N)."""
+    source = op.operands[0].type.get_shape()
+    if op.attr("dim") % len(source) != len(source) - 1 or op.attr("step") != 1:
+        return None
+    start = min(op.attr("start") % source[-1] if op.attr("start") < 0 else op.attr("start"), source[-1])
+    elem = op.results[0].type.element_type
+    p = RowProgram(f"rung_slice_{dtype}_n{cols}_of{source[-1]}_at{start}", cols, [t.generic_tensor(elem)] * 2)
+    v = p.add(t.LoadRowOp.build(operands=[p.block.args[0], [p.row]], result_types=[t.RowType.get(cols)],
+                                properties={"stride": IntegerAttr(source[-1], i64), "offset": IntegerAttr(start, i64)})).result
+    return p.store(v)
+
+
 ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
-                g.EmbeddingOp: embedding_program}
+                g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -128,6 +160,11 @@ class RowOpToTile(RewritePattern):
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
         operands = list(op.operands)
+        if isinstance(op, (g.PermuteOp, g.SliceOp)):  # the source as [rows, its last dimension]
+            shape = op.operands[0].type.get_shape()
+            rewriter.insert(rows := g.ReshapeOp.make(op.operands[0], result_type=TensorType(
+                op.operands[0].type.element_type, [math.prod(shape[:-1]), shape[-1]])))
+            operands[0] = rows.results[0]
         if isinstance(op, g.EmbeddingOp) and len(op.indices.type.get_shape()) != 1:  # the indices, one per result row
             rewriter.insert(flat := g.ReshapeOp.make(op.indices, result_type=TensorType(op.indices.type.element_type,
                                                                                        [math.prod(op.indices.type.get_shape())])))

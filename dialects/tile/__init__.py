@@ -26,7 +26,7 @@ from dialects.tile.program import (  # noqa: F401
 from xdsl.ir import Dialect
 
 from dialects.tile.rows import (  # noqa: F401
-    ROW_ATTRIBUTES, ROW_OPS, LoadIndexOp, LoadRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
+    ROW_ATTRIBUTES, ROW_OPS, LoadIndexOp, LoadRowOp, PermuteRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
 )
 
 

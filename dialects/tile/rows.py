@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import Float32Type, FloatAttr, IndexType, IntAttr, IntegerAttr, IntegerType, StringAttr, TensorType, f32
+from xdsl.dialects.builtin import (
+    DenseArrayBase, Float32Type, FloatAttr, IndexType, IntAttr, IntegerAttr, IntegerType, StringAttr, TensorType, f32,
+)
 from xdsl.ir import Attribute, Data, ParametrizedAttribute, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -149,21 +151,67 @@ class RowIdOp(IRDLOperation):
 @irdl_op_definition
 class LoadRowOp(IRDLOperation):
     """Row `row` of `src` viewed as [rows, N] (N its last dimension), widened to f32; without `row`,
-    a 1-D src of N elements (a weight every row shares)."""
+    a 1-D src of N elements (a weight every row shares). With `stride` and `offset`, src's rows hold
+    `stride` elements and the row read is its N elements from column `offset` (a slice of the last dimension)."""
 
     name = "tile.load_row"
     src = operand_def(TensorType)
     row = opt_operand_def(IndexType)
+    stride = opt_prop_def(IntegerAttr)
+    offset = opt_prop_def(IntegerAttr)
     result = result_def(RowType)
     assembly_format = "$src (`[` $row^ `]`)? attr-dict `:` type($src) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def columns(self) -> tuple[int, int]:
+        """(elements a row of src holds, the first column read)."""
+        cols = self.result.type.cols.data
+        return (self.stride.value.data if self.stride else cols), (self.offset.value.data if self.offset else 0)
 
     def verify_(self):
         if len(self.src.type.get_shape()) != (2 if self.row is not None else 1):
             raise VerifyException("tile.load_row reads a row of a 2-D tensor (with `row`) or a whole 1-D tensor")
+        stride, offset = self.columns()
+        if offset < 0 or offset + self.result.type.cols.data > stride:
+            raise VerifyException(f"tile.load_row: columns {offset} to {offset + self.result.type.cols.data} are not inside rows of {stride}")
 
     def run(self, ids, src, row=None):
-        cols = self.result.type.cols.data
-        return (_rows(src, cols)[row] if row is not None else src.reshape(cols)).astype(np.float32)
+        (stride, offset), cols = self.columns(), self.result.type.cols.data
+        whole = _rows(src, stride)[row] if row is not None else src.reshape(stride)
+        return whole[offset:offset + cols].astype(np.float32)
+
+
+@irdl_op_definition
+class PermuteRowOp(IRDLOperation):
+    """The row of a source tensor that row `row` of a permuted result copies: the result's leading dimensions
+    are `shape`, and result axis i is source axis perm[i] (torch.permute, the last dimension left in place)."""
+
+    name = "tile.permute_row"
+    row = operand_def(IndexType)
+    shape = prop_def(DenseArrayBase)
+    perm = prop_def(DenseArrayBase)
+    result = result_def(IndexType)
+    assembly_format = "$row attr-dict"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def verify_(self):
+        shape, perm = self.shape.get_values(), self.perm.get_values()
+        if sorted(perm) != list(range(len(shape))) or min(shape, default=1) < 1:
+            raise VerifyException(f"tile.permute_row: perm {list(perm)} is not a permutation of the {len(shape)} leading dimensions")
+
+    def source_strides(self) -> list[int]:
+        """Row strides of the source's leading dimensions, indexed by source axis."""
+        shape, perm = self.shape.get_values(), self.perm.get_values()
+        source = [0] * len(shape)
+        for i, axis in enumerate(perm):
+            source[axis] = shape[i]
+        return [int(np.prod(source[a + 1:], dtype=np.int64)) for a in range(len(source))]
+
+    def run(self, ids, row):
+        shape, perm = self.shape.get_values(), self.perm.get_values()
+        index = np.unravel_index(row, shape)
+        strides = self.source_strides()
+        return int(sum(int(index[i]) * strides[perm[i]] for i in range(len(shape))))
 
 
 @irdl_op_definition
@@ -280,7 +328,7 @@ def row_program_ops(program) -> list:
     ops = list(program.body.block.ops)
     for op in ops[:-1]:
         if not isinstance(op, ROW_OPS):
-            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.load_row, tile.map, tile.reduce_row, "
+            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.permute_row, tile.load_row, tile.map, tile.reduce_row, "
                                   f"tile.store_row), not '{op.name}'")
     for op in ops:
         for v in (*op.operands, *op.results):
@@ -290,4 +338,4 @@ def row_program_ops(program) -> list:
 
 
 ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
-ROW_OPS = (RowIdOp, LoadIndexOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
+ROW_OPS = (RowIdOp, LoadIndexOp, PermuteRowOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)

@@ -43,18 +43,35 @@ class _RowLowering:
         self.inside = [b.setp("lt", c, cols) if (i + 1) * threads > cols else None for i, c in enumerate(self.columns)]
         lower_each(self, row_program_ops(program)[:-1], ROW_OPS, program, "row")
 
-    def _address(self, tensor, row, i: int):
-        """The address of register i's column in `tensor`'s row (its first row without `row`); the
-        row's start and each column's byte offset are computed once per kernel, not per access."""
+    def _address(self, tensor, row, i: int, stride: int | None = None, offset: int = 0):
+        """The address of register i's column (plus `offset`) in `tensor`'s row of `stride` elements (N by
+        default; its first row without `row`); the row's start and each column's byte offset are computed
+        once per kernel, not per access."""
         b, esize = self.b, _ELEMENT_BYTES[str(tensor.type.element_type)]
-        if (tensor, row) not in self._row_starts:
+        stride = stride or self.cfg.cols
+        if (tensor, row, stride) not in self._row_starts:
             start = self.env[tensor]
             if row is not None:
-                start = b.add(start, b.mul(b.cvt(self.env[row], "u64"), b.imm(self.cfg.cols * esize, "u64")))
-            self._row_starts[tensor, row] = start
-        if (i, esize) not in self._column_bytes:
-            self._column_bytes[i, esize] = b.cvt(b.mul(self.columns[i], esize), "u64")
-        return b.add(self._row_starts[tensor, row], self._column_bytes[i, esize])
+                start = b.add(start, b.mul(b.cvt(self.env[row], "u64"), b.imm(stride * esize, "u64")))
+            self._row_starts[tensor, row, stride] = start
+        if (i, esize, offset) not in self._column_bytes:
+            column = b.add(self.columns[i], offset) if offset else self.columns[i]
+            self._column_bytes[i, esize, offset] = b.cvt(b.mul(column, esize), "u64")
+        return b.add(self._row_starts[tensor, row, stride], self._column_bytes[i, esize, offset])
+
+    def _permute_row(self, op) -> None:
+        """The source row: the result row's digits in its leading shape (div and rem by constants), each times
+        the stride of the source axis it comes from."""
+        b, rest = self.b, self.env[op.row]
+        shape, perm, strides = op.shape.get_values(), op.perm.get_values(), op.source_strides()
+        source = None
+        for i in reversed(range(len(shape))):
+            digit = b.binary(ptx.RemOp, rest, shape[i]) if i else rest
+            if i:
+                rest = b.binary(ptx.DivOp, rest, shape[i])
+            term = b.mul(digit, strides[perm[i]]) if strides[perm[i]] != 1 else digit
+            source = term if source is None else b.add(source, term)
+        self.env[op.result] = source
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")
@@ -73,9 +90,10 @@ class _RowLowering:
 
     def _load_row(self, op) -> None:
         b, dtype = self.b, str(op.src.type.element_type)
+        stride, offset = op.columns()
         regs = []
         for i in range(self.cfg.per_thread):
-            half = b.ld("global", self._address(op.src, op.row, i), "b16", pred=self.inside[i])
+            half = b.ld("global", self._address(op.src, op.row, i, stride, offset), "b16", pred=self.inside[i])
             regs.append(b.cvt_widen(half, dtype))
         self.env[op.result] = regs
 

@@ -14,7 +14,7 @@ from machine_code import assert_assembles_without_spills
 from ir.interpreter import run
 from lowering.row_programs import row_threads
 from rung.cli import random_inputs
-from rung.context import make_context, parse_ir
+from rung.context import make_context, parse_ir, print_ir
 from rung.passes import run_pipeline
 
 OPS = {
@@ -110,3 +110,56 @@ def test_an_embedding_index_out_of_range_is_an_error_at_every_level(bad):
             run_pipeline(module, stage, make_context())
         with pytest.raises(RungError, match="out of range|outside \\[0, 7\\)"):
             run(module, args)
+
+
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.integers(1, 70), st.sampled_from(["f16", "bf16"]),
+       st.randoms(use_true_random=False), st.integers(0, 2**31))
+def test_each_level_copies_a_permute_that_keeps_the_last_dimension(lead, n, dtype, rnd, seed):
+    perm = list(range(len(lead)))
+    rnd.shuffle(perm)
+    src = [*lead, n]
+    out = [lead[a] for a in perm] + [n]
+    dims = ", ".join(map(str, [*perm, len(lead)]))
+    text = (f"func.func @main(%x: tensor<{'x'.join(map(str, src))}x{dtype}>) -> tensor<{'x'.join(map(str, out))}x{dtype}> {{\n"
+            f"  %y = graph.permute %x {{dims = array<i64: {dims}>}} : (tensor<{'x'.join(map(str, src))}x{dtype}>) -> "
+            f"tensor<{'x'.join(map(str, out))}x{dtype}>\n  func.return %y : tensor<{'x'.join(map(str, out))}x{dtype}>\n}}\n")
+    _copies_alike(text, seed)
+
+
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.integers(2, 200), st.data(), st.sampled_from(["f16", "bf16"]),
+       st.integers(0, 2**31))
+def test_each_level_copies_a_slice_of_the_last_dimension(lead, n, data, dtype, seed):
+    start = data.draw(st.integers(0, n - 1))
+    end = data.draw(st.integers(start + 1, n))
+    src, out = "x".join(map(str, [*lead, n])), "x".join(map(str, [*lead, end - start]))
+    text = (f"func.func @main(%x: tensor<{src}x{dtype}>) -> tensor<{out}x{dtype}> {{\n"
+            f"  %y = graph.slice %x {{dim = -1 : i64, start = {start} : i64, end = {end} : i64}} : (tensor<{src}x{dtype}>) -> "
+            f"tensor<{out}x{dtype}>\n  func.return %y : tensor<{out}x{dtype}>\n}}\n")
+    _copies_alike(text, seed)
+
+
+def _copies_alike(text: str, seed: int) -> None:
+    module = parse_ir(text)
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 8)
+    want = run(module, args)[0]
+    run_pipeline(module, "graph-to-tile", make_context())
+    assert "graph.permute" not in print_ir(module) and "graph.slice" not in print_ir(module)
+    for stage in STAGES[1:]:
+        run_pipeline(module, stage, make_context())
+        assert np.array_equal(run(module, args)[0], want), stage  # a copy: exact
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_copy_kernels_assemble_without_spills(target, tmp_path):
+    ty = "tensor<2x16x12x64xf16>"
+    module = parse_ir(f"""func.func @main(%x: {ty}) -> tensor<2x12x16x32xf16> {{
+  %p = graph.permute %x {{dims = array<i64: 0, 2, 1, 3>}} : ({ty}) -> tensor<2x12x16x64xf16>
+  %y = graph.slice %p {{dim = -1 : i64, start = 16 : i64, end = 48 : i64}} : (tensor<2x12x16x64xf16>) -> tensor<2x12x16x32xf16>
+  func.return %y : tensor<2x12x16x32xf16>
+}}
+""")
+    run_pipeline(module, ",".join(STAGES), make_context())
+    assert_assembles_without_spills(module_text(module, target), target, tmp_path)
