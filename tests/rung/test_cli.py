@@ -235,6 +235,18 @@ def test_run_compiles_a_model_file_whole_and_compares_with_pytorch(capsys):
     assert "5 kernel launches" in err and "max relative error vs PyTorch" in out and "on the CPU lane simulator (f16; within 0.01)" in out
 
 
+def test_run_gpu_without_a_gpu_says_so_and_simulates(capsys, monkeypatch):
+    import torch
+
+    from rung.cli import run_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_main([str(EXAMPLES / "mlp.py"), "--gpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "no CUDA GPU here: running the compiled kernels on the CPU lane simulator instead" in err
+    assert "on the CPU lane simulator (f16; within 0.01)" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["cnn.py", "--sim"], "rung.compile: 'graph.conv2d' in @main has no GPU kernel yet"),
     (["mlp.py"], "a model file runs compiled, with --gpu or --sim"),
