@@ -97,7 +97,7 @@ def fusible(op: Operation) -> bool:
     if type(op) not in UNARY and type(op) not in BINARY and not isinstance(op, g.GeluOp):
         return False
     elem = op.results[0].type.element_type
-    if isinstance(op, g.PowOp) and _splat(op.operands[1]) not in POWERS:
+    if isinstance(op, g.PowOp) and splat_value(op.operands[1]) not in POWERS:
         return False
     return str(elem) in ROW_DTYPES and all(v.type.element_type == elem for v in op.operands)
 
@@ -109,7 +109,7 @@ def _absorbed(op: Operation) -> bool:
             and uses[0].operation.results[0].type.get_shape() == op.results[0].type.get_shape())
 
 
-def _splat(v: SSAValue) -> float | None:
+def splat_value(v: SSAValue) -> float | None:
     """The value of a one-element graph.constant, else None."""
     if isinstance(v.owner, g.ConstantOp) and math.prod(v.type.get_shape()) == 1:
         return float(compute_view(np.asarray(v.owner.execute())).reshape(-1)[0])
@@ -132,7 +132,7 @@ class _Chain:
         for v in op.operands:
             if isinstance(v.owner, Operation) and _absorbed(v.owner) and v.owner not in self.ops:
                 self._collect(v.owner)
-            elif _splat(v) is not None:
+            elif splat_value(v) is not None:
                 self.constants.add(v.owner)
             elif v not in self.inputs:
                 self.inputs.append(v)
@@ -154,7 +154,7 @@ class _Chain:
         values = {}
 
         def value(v: SSAValue):
-            return values[v] if v in values else rows[v] if v in rows else _splat(v)
+            return values[v] if v in values else rows[v] if v in rows else splat_value(v)
 
         for op in self.ops:
             args = [value(v) for v in op.operands]

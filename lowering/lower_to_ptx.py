@@ -22,6 +22,7 @@ from ir.errors import RungError
 from ir.numerics import FormatError
 from lowering.fold_constants import FoldConstants
 from lowering.graph_to_tile import GraphToTile
+from lowering.raise_norms import RaiseNorms
 from lowering.row_programs import ROW_DTYPES, ROW_PROGRAMS
 from lowering.smem_swizzle import SmemSwizzle
 from lowering.tile_expand import TileExpand
@@ -68,13 +69,13 @@ def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
 
 @dataclass(frozen=True)
 class LowerToPtx(ModulePass):
-    """Lower graph to ptx for `target` (fold-constants, graph-to-tile, tile-expand, tile-to-warp, smem-swizzle,
-    warp-to-ptx); an op left without a kernel is an error naming it and why."""
+    """Lower graph to ptx for `target` (fold-constants, raise-norms, graph-to-tile, tile-expand, tile-to-warp,
+    smem-swizzle, warp-to-ptx); an op left without a kernel is an error naming it and why."""
 
     name = "lower-to-ptx"
     target: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for lower in (FoldConstants(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+        for lower in (FoldConstants(), RaiseNorms(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
             lower.apply(ctx, op)
         check_lowered(op)

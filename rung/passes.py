@@ -41,6 +41,12 @@ def _fold_constants():
     return FoldConstants
 
 
+def _raise_norms():
+    from lowering.raise_norms import RaiseNorms
+
+    return RaiseNorms
+
+
 def _graph_to_tile():
     from lowering.graph_to_tile import GraphToTile
 
@@ -83,6 +89,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "dce": _dce,
     "decompose-graph": _decompose_graph,
     "fold-constants": _fold_constants,
+    "raise-norms": _raise_norms,
     "graph-to-tile": _graph_to_tile,
     "tile-expand": _tile_expand,
     "tile-to-warp": _tile_to_warp,
