@@ -618,11 +618,16 @@ def check(module, names, weights, model, args, kwargs) -> float:
     got = run(module, inputs_for(names, weights, args, kwargs))
     if len(got) != len(expected):
         raise RungError(f"the IR returns {len(got)} results, PyTorch {len(expected)}")
-    err = 0.0
-    for a, b in zip(got, expected):
-        b = _np(b).astype(np.float64)
-        err = max(err, float(np.max(np.abs(a.astype(np.float64) - b)) / max(np.max(np.abs(b)), 1e-30)) if b.size else 0.0)
-    return err
+    return max((relative_error(a, _np(b)) for a, b in zip(got, expected)), default=0.0)
+
+
+TOLERANCE = {"f32": 1e-4, "f16": 1e-2, "bf16": 5e-2}  # the largest relative error a check accepts, by the model's type
+
+
+def relative_error(got, want) -> float:
+    """max |got - want| / max |want| (0 for empty tensors): the error torch2ir --check and rung-run report."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)) if want.size else 0.0
 
 
 def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
@@ -709,7 +714,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             reference = fake_quantized(model, fmt, weights) if fmt else model
             err = check(module, names, weights, reference, inputs, kwargs)
-            tol = args.tol if args.tol is not None else {"f16": 1e-2, "bf16": 5e-2}.get(args.dtype, 1e-4)
+            tol = args.tol if args.tol is not None else TOLERANCE[args.dtype or "f32"]
             ok = err <= tol
             against = "PyTorch with the same quantization (dequantized weights)" if fmt else "PyTorch"
             print(f"check: max relative error vs {against} {err:.2e} ({'within' if ok else 'ABOVE'} {tol:g}; "

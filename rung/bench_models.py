@@ -60,7 +60,7 @@ def bench(tokens: int) -> dict:
     import torch
 
     import rung
-    from frontend.torch2ir import torch_to_ir
+    from frontend.torch2ir import relative_error, torch_to_ir
 
     model = feed_forward()
     x_cpu = torch.randn(tokens, DIM).half()
@@ -74,7 +74,7 @@ def bench(tokens: int) -> dict:
     args = [state[n] if n in state else x for n in names]
     with torch.no_grad():
         want = model(x)
-        err = ((fn(*args).float() - want.float()).abs().max() / want.float().abs().max()).item()
+        err = relative_error(fn(*args).float().cpu(), want.float().cpu())
         replay = fn.capture(*args)
         compiled = torch.compile(model)
         graphs = torch.compile(model, mode="reduce-overhead")

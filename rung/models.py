@@ -13,14 +13,6 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
-
-TOLERANCE = {"f16": 1e-2, "bf16": 5e-2}  # largest relative error accepted, as torch2ir --check
-
-
-def _relative_error(got, want) -> float:
-    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
 def wall_us(fn, calls: int = 30) -> float:
@@ -39,11 +31,11 @@ def wall_us(fn, calls: int = 30) -> float:
 
 def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
     """Compile the model file whole, run it, print the error against PyTorch (and on the GPU the times);
-    1 if the error is above TOLERANCE[dtype]."""
+    1 if the error is above torch2ir's tolerance for `dtype`."""
     import torch
 
     from frontend.loading import cast_model, load_model_file
-    from frontend.torch2ir import inputs_for, torch_to_ir
+    from frontend.torch2ir import TOLERANCE, inputs_for, relative_error, torch_to_ir
     from rung.compiler import compile
 
     if gpu and not torch.cuda.is_available():  # said, not silent: the same kernels, simulated
@@ -59,7 +51,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         got = fn(*inputs_for(names, weights, args, kwargs))
         with torch.no_grad():
             want = model(*args, **kwargs)
-        err = _relative_error(got, want.float().numpy())
+        err = relative_error(got, want.float().numpy())
         where = "the CPU lane simulator"
     else:
         model = model.cuda()
@@ -70,7 +62,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         with torch.no_grad():
             want = model(*cuda_args, **kwargs)
             replay = fn.capture(*tensors)
-            err = _relative_error(replay(*tensors).float().cpu(), want.float().cpu())
+            err = relative_error(replay(*tensors).float().cpu(), want.float().cpu())
             compiled = torch.compile(model)
             times = {"Rung (one CUDA graph)": wall_us(lambda: replay(*tensors)),
                      "torch eager": wall_us(lambda: model(*cuda_args, **kwargs)),
