@@ -59,7 +59,7 @@ class CompiledFunction:
 
     @property
     def steps(self) -> list:
-        """@main's ops in order: ptx.launch, tile.pack_weight, graph.reshape."""
+        """@main's ops in order: ptx.launch, tile.pack_weight, graph.reshape, graph.constant."""
         return [op for op in self.function.body.block.ops if not isinstance(op, func.ReturnOp)]
 
     @property
