@@ -15,14 +15,14 @@ import hashlib
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
 from dialects import graph as g
 from dialects import tile as t
 from ir.dtypes import compute_view
-from lowering.row_programs import ROW_DTYPES, RowProgram, launch_rows
+from lowering.row_programs import ROW_DTYPES, RowProgram, launch_rows, reshaped
 
 
 def _sigmoid(p: RowProgram, x):
@@ -179,8 +179,7 @@ class ElementwiseToTile(RewritePattern):
         if not chain.supported():
             return
         kernel, per_row = chain.program()
-        vectors = [v if r or len(v.type.get_shape()) == 1 else _reshape(rewriter, v, TensorType(v.type.element_type, [chain.cols]))
-                   for v, r in zip(chain.inputs, per_row)]
+        vectors = [v if r else reshaped(rewriter, v, [chain.cols]) for v, r in zip(chain.inputs, per_row)]
         launch_rows(rewriter, op, kernel, vectors)
         for inner in reversed(chain.ops[:-1]):
             rewriter.erase_op(inner)
@@ -188,7 +187,3 @@ class ElementwiseToTile(RewritePattern):
             if not constant.results[0].uses:
                 rewriter.erase_op(constant)
 
-
-def _reshape(rewriter: PatternRewriter, v: SSAValue, to: TensorType) -> SSAValue:
-    rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=to))
-    return reshape.results[0]

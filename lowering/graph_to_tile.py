@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -34,7 +34,7 @@ from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import check_target
 from lowering.elementwise import ElementwiseToTile
-from lowering.row_programs import RowOpToTile
+from lowering.row_programs import RowOpToTile, reshaped
 
 SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 
@@ -171,22 +171,14 @@ def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: in
     """Replace a linear-like op (x [..., K] -> [..., N]) by a tile.matmul on x flattened to 2-D:
     `schedule(m, epilogue)` gives its config, `make(x2d, cfg)` builds it; a following relu or
     silu that is the op's only use is fused, and the result is reshaped back."""
-    elem, shape = x.type.element_type, x.type.get_shape()
+    shape = x.type.get_shape()
     m = math.prod(shape[:-1])
     users = [use.operation for use in op.results[0].uses]
     fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
     cfg = schedule(m, {"activation": FUSABLE[type(fused)] if fused else "none"})
-    if len(shape) != 2:
-        flat = g.ReshapeOp.make(x, result_type=TensorType(elem, [m, k]))
-        rewriter.insert(flat)
-        x = flat.results[0]
-    mm = make(x, cfg)
+    mm = make(reshaped(rewriter, x, [m, k]), cfg)
     rewriter.insert(mm)
-    y = mm.results[0]
-    if len(shape) != 2:
-        back = g.ReshapeOp.make(y, result_type=TensorType(elem, [*shape[:-1], n]))
-        rewriter.insert(back)
-        y = back.results[0]
+    y = reshaped(rewriter, mm.results[0], [*shape[:-1], n])
     if fused is not None:
         rewriter.replace(fused, [], [y])
         rewriter.erase(op)

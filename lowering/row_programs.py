@@ -162,14 +162,18 @@ class RowOpToTile(RewritePattern):
         operands = list(op.operands)
         if isinstance(op, (g.PermuteOp, g.SliceOp)):  # the source as [rows, its last dimension]
             shape = op.operands[0].type.get_shape()
-            rewriter.insert(rows := g.ReshapeOp.make(op.operands[0], result_type=TensorType(
-                op.operands[0].type.element_type, [math.prod(shape[:-1]), shape[-1]])))
-            operands[0] = rows.results[0]
-        if isinstance(op, g.EmbeddingOp) and len(op.indices.type.get_shape()) != 1:  # the indices, one per result row
-            rewriter.insert(flat := g.ReshapeOp.make(op.indices, result_type=TensorType(op.indices.type.element_type,
-                                                                                       [math.prod(op.indices.type.get_shape())])))
-            operands[1] = flat.results[0]
+            operands[0] = reshaped(rewriter, op.operands[0], [math.prod(shape[:-1]), shape[-1]])
+        if isinstance(op, g.EmbeddingOp):  # the indices, one per result row
+            operands[1] = reshaped(rewriter, op.indices, [math.prod(op.indices.type.get_shape())])
         launch_rows(rewriter, op, kernel, operands)
+
+
+def reshaped(rewriter: PatternRewriter, v, shape: list[int]):
+    """`v` as `shape`: through a graph.reshape inserted before the op being rewritten, or `v` itself."""
+    if list(v.type.get_shape()) == list(shape):
+        return v
+    rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=TensorType(v.type.element_type, list(shape))))
+    return reshape.results[0]
 
 
 def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list) -> None:
@@ -181,17 +185,8 @@ def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: lis
         module.body.block.add_op(kernel)
     result = op.results[0].type
     shape, elem = result.get_shape(), result.element_type
-    flat = TensorType(elem, [math.prod(shape[:-1]), shape[-1]])
-    flattened = []
-    for v in operands:
-        if v.type.get_shape() == shape and v.type != flat:
-            rewriter.insert(reshape := g.ReshapeOp.make(v, result_type=flat))
-            v = reshape.results[0]
-        flattened.append(v)
-    launch = t.LaunchOp.get(kernel.sym_name.data, flattened, flat)
+    rows = [math.prod(shape[:-1]), shape[-1]]
+    flattened = [reshaped(rewriter, v, rows) if v.type.get_shape() == shape else v for v in operands]
+    launch = t.LaunchOp.get(kernel.sym_name.data, flattened, TensorType(elem, rows))
     rewriter.insert(launch)
-    y = launch.result
-    if flat != result:
-        rewriter.insert(back := g.ReshapeOp.make(y, result_type=result))
-        y = back.results[0]
-    rewriter.replace(op, [], [y])
+    rewriter.replace(op, [], [reshaped(rewriter, launch.result, shape)])

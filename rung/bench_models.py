@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from backend.bench_gemm import bench_arguments, warm_up_clocks, write_report
-from rung.models import wall_us
+from rung.models import main_arguments, wall_us
 
 DIM, HIDDEN = 4096, 11008
 TOKENS = [1, 16, 512]
@@ -69,9 +69,8 @@ def bench(tokens: int) -> dict:
     fn = rung.compile(module)
     compile_s = time.perf_counter() - start
     model = model.cuda()
-    state = dict(model.named_parameters())
     x = x_cpu.cuda()
-    args = [state[n] if n in state else x for n in names]
+    args = main_arguments(model, names, (x,), {})
     with torch.no_grad():
         want = model(x)
         err = relative_error(fn(*args).float().cpu(), want.float().cpu())

@@ -29,6 +29,17 @@ def wall_us(fn, calls: int = 30) -> float:
     return (time.perf_counter() - start) * 1e6 / calls
 
 
+def main_arguments(model, names: list[str], args: tuple, kwargs: dict) -> list:
+    """@main's arguments as the model's own tensors, in torch2ir's order (`names`): its parameters and
+    buffers by name, then the tensors of `args` and `kwargs` (frontend.torch2ir.inputs_for, without copies)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    user = iter(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
+    return [state[n].detach() if n in state else next(user) for n in names]
+
+
 def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
     """Compile the model file whole, run it, print the error against PyTorch (and on the GPU the times);
     1 if the error is above torch2ir's tolerance for `dtype`."""
@@ -55,10 +66,9 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         where = "the CPU lane simulator"
     else:
         model = model.cuda()
-        state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         cuda_args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
-        user = iter(a for a in cuda_args if isinstance(a, torch.Tensor))
-        tensors = [state[n].detach() if n in state else next(user) for n in names]
+        kwargs = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        tensors = main_arguments(model, names, cuda_args, kwargs)
         with torch.no_grad():
             want = model(*cuda_args, **kwargs)
             replay = fn.capture(*tensors)

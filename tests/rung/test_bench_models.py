@@ -20,3 +20,15 @@ def test_the_feed_forward_block_compiles_whole_and_computes_as_torch_does():
     got = np.asarray(fn(*inputs_for(names, weights, (x,))), np.float32)
     want = model.float()(x.float()).detach().numpy()
     assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
+
+
+def test_main_arguments_are_the_models_own_tensors_in_torch2irs_order():
+    from rung.models import main_arguments
+
+    model = feed_forward(dim=64, hidden=160)
+    x = torch.randn(3, 64).half()
+    _, weights, names = torch_to_ir(model, (x,), {})
+    tensors = main_arguments(model, names, (x,), {})
+    assert tensors[-1] is x and tensors[0].data_ptr() == dict(model.named_parameters())[names[0]].data_ptr()
+    for t, want in zip(tensors, inputs_for(names, weights, (x,))):
+        assert np.array_equal(t.numpy(), want)
