@@ -606,15 +606,20 @@ def summary(module: ModuleOp, weights: dict[str, np.ndarray]) -> str:
     return "\n".join(lines)
 
 
-def check(module, names, weights, model, args, kwargs) -> float:
-    """Max relative error (max |rung - torch| / max |torch|) over the outputs."""
+def torch_outputs(model, args, kwargs) -> list:
+    """The tensors a forward of `model` returns, in the order @main returns them (a model output's tensor leaves)."""
     import torch
     import torch.utils._pytree as pytree
 
+    with torch.no_grad():
+        return [t for t in pytree.tree_leaves(model(*args, **kwargs)) if isinstance(t, torch.Tensor)]
+
+
+def check(module, names, weights, model, args, kwargs) -> float:
+    """Max relative error (max |rung - torch| / max |torch|) over the outputs."""
     from ir.interpreter import run
 
-    with torch.no_grad():
-        expected = [t for t in pytree.tree_leaves(model(*args, **kwargs)) if isinstance(t, torch.Tensor)]
+    expected = torch_outputs(model, args, kwargs)
     got = run(module, inputs_for(names, weights, args, kwargs))
     if len(got) != len(expected):
         raise RungError(f"the IR returns {len(got)} results, PyTorch {len(expected)}")

@@ -33,6 +33,7 @@ from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import check_target
+from lowering.attention import SdpaToTile
 from lowering.elementwise import ElementwiseToTile
 from lowering.row_programs import RowOpToTile, reshaped
 
@@ -274,5 +275,5 @@ class GraphToTile(ModulePass):
             check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
         patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile(),
-                                                ElementwiseToTile()])
+                                                SdpaToTile(), ElementwiseToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

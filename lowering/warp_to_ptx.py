@@ -3,7 +3,8 @@
 Each warp.alloc_shared becomes the kernel's shared base plus its offset. Each access's byte
 offset inside a stage, the tile layout applied to (row, col) (`SmemType.offset`, swizzle
 included), is computed where row and col are defined, so a loop that reuses them pays only for
-the stage: address = base + stage * stage_bytes + offset. An unswizzled tile whose row is
+the stage: address = base + stage * stage_bytes + offset. A row x + c whose c rows are whole periods
+of the swizzle reuses x's offset and adds c rows' bytes (one offset held for a loop's many tiles). An unswizzled tile whose row is
 computed where its column is not (a lookup's row in a loop) takes base + column bytes where the
 column is defined and one mad by the row bytes where the row is. A warp.smem_desc becomes its
 descriptor: the unswizzled address (the wgmma applies the swizzle itself) over 16, or-ed with
@@ -53,6 +54,18 @@ def _block_of(v: SSAValue) -> Block:
     return v.owner.parent if isinstance(v.owner, Operation) else v.owner
 
 
+def _period_steps(row: SSAValue, tile: warp.SmemType, sw: Swizzle | None) -> tuple[SSAValue, int]:
+    """(x, c) for a row x + c (a constant) of a swizzled tile whose c rows span whole periods of the swizzle:
+    the layout maps (x + c, col) to its offset of (x, col) plus c rows' bytes, so the access reuses x's offset,
+    computed once outside a loop, and adds a constant. Else (row, 0)."""
+    add = row.owner
+    if sw is not None and isinstance(add, ptx.AddOp) and isinstance(add.operands[1].owner, ptx.ImmOp):
+        steps = add.operands[1].owner.value.value.data
+        if 0 < steps and (steps * tile.row_bytes) % (1 << (sw.bits + sw.base + sw.shift)) == 0:
+            return add.operands[0], steps
+    return row, 0
+
+
 @dataclass(frozen=True)
 class WarpToPtx(ModulePass):
     """Lower shared tiles and their accesses to shared-memory addresses and ptx instructions."""
@@ -78,20 +91,23 @@ class WarpToPtx(ModulePass):
             base, sw = bases[access.tile], tile.layout_swizzle
             swizzled = sw is not None and sw.bits > 0  # (the identity swizzle: a layout chosen as it is)
             b = PtxBuilder(access.parent, before=access)
+            row, rows_ahead = _period_steps(access.row, tile, sw if swizzled else None)
             # a linear tile's row computed where its column is not (in a loop): the base takes the column's bytes
             # where the column is defined, so the row costs one mad (a table lookup's address)
-            row_apart = not swizzled and _block_of(access.row) is not _block_of(access.col)
-            h = _hoisted(access, [access.col, base] if row_apart else [access.row, access.col])
+            row_apart = not swizzled and _block_of(row) is not _block_of(access.col)
+            h = _hoisted(access, [access.col, base] if row_apart else [row, access.col])
             col_bytes = h.shl(access.col, 1) if tile.element_bytes == 2 else access.col
             if row_apart:
                 col_base = h.add(base, col_bytes)
-                inner = _hoisted(access, [access.row, col_base]).mad(access.row, tile.row_bytes, col_base)
+                inner = _hoisted(access, [row, col_base]).mad(row, tile.row_bytes, col_base)
                 addr = b.add(inner, b.mul(access.stage, tile.stage_bytes))
             else:
-                inner = h.add(h.mul(access.row, tile.row_bytes), col_bytes)
+                inner = h.add(h.mul(row, tile.row_bytes), col_bytes)
                 if swizzled and not isinstance(access, warp.SmemDescOp):
                     inner = emit_swizzle(h, sw, inner)
                 addr = b.add(b.add(base, b.mul(access.stage, tile.stage_bytes)), inner)
+            if rows_ahead:
+                addr = b.add(addr, rows_ahead * tile.row_bytes)
             if isinstance(access, warp.SmemDescOp):
                 desc = b.binary(ptx.OrOp, b.cvt(b.shr(addr, 4), "u64"), b.imm(ptx.smem_descriptor(0, 8 * tile.row_bytes), "u64"))
                 Rewriter.replace_op(access, [], [desc])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
+from ir.errors import RungError
 
 
 def wall_us(fn, calls: int = 30) -> float:
@@ -35,9 +36,22 @@ def main_arguments(model, names: list[str], args: tuple, kwargs: dict) -> list:
     import torch
     import torch.utils._pytree as pytree
 
-    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    state = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}  # tied weights by each name
     user = iter(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
     return [state[n].detach() if n in state else next(user) for n in names]
+
+
+def _error(got, want: list) -> float:
+    """The largest relative error over the outputs (`got`: one array or tensor, or a tuple of them)."""
+    import numpy as np
+
+    from frontend.torch2ir import relative_error
+
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    if len(got) != len(want):
+        raise RungError(f"the compiled program returns {len(got)} results, PyTorch {len(want)}")
+    as_array = lambda x: np.asarray(x.float().cpu() if hasattr(x, "float") else x, np.float32)  # noqa: E731
+    return max((relative_error(as_array(a), as_array(b)) for a, b in zip(got, want)), default=0.0)
 
 
 def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
@@ -46,7 +60,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
     import torch
 
     from frontend.loading import cast_model, load_model_file
-    from frontend.torch2ir import TOLERANCE, inputs_for, relative_error, torch_to_ir
+    from frontend.torch2ir import TOLERANCE, inputs_for, torch_outputs, torch_to_ir
     from rung.compiler import compile
 
     if gpu and not torch.cuda.is_available():  # said, not silent: the same kernels, simulated
@@ -59,20 +73,17 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
     progress(f"{fn.path.count('rung_')} kernel launches; {fn.memory.summary()}")
     if not gpu:
         progress("running on the CPU lane simulator ...")
-        got = fn(*inputs_for(names, weights, args, kwargs))
-        with torch.no_grad():
-            want = model(*args, **kwargs)
-        err = relative_error(got, want.float().numpy())
+        err = _error(fn(*inputs_for(names, weights, args, kwargs)), torch_outputs(model, args, kwargs))
         where = "the CPU lane simulator"
     else:
         model = model.cuda()
         cuda_args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
         kwargs = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         tensors = main_arguments(model, names, cuda_args, kwargs)
+        want = torch_outputs(model, cuda_args, kwargs)
         with torch.no_grad():
-            want = model(*cuda_args, **kwargs)
             replay = fn.capture(*tensors)
-            err = relative_error(replay(*tensors).float().cpu(), want.float().cpu())
+            err = _error(replay(*tensors), want)
             compiled = torch.compile(model)
             times = {"Rung (one CUDA graph)": wall_us(lambda: replay(*tensors)),
                      "torch eager": wall_us(lambda: model(*cuda_args, **kwargs)),

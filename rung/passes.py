@@ -47,6 +47,12 @@ def _raise_norms():
     return RaiseNorms
 
 
+def _raise_attention():
+    from lowering.raise_attention import RaiseAttentionPass
+
+    return RaiseAttentionPass
+
+
 def _graph_to_tile():
     from lowering.graph_to_tile import GraphToTile
 
@@ -90,6 +96,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "decompose-graph": _decompose_graph,
     "fold-constants": _fold_constants,
     "raise-norms": _raise_norms,
+    "raise-attention": _raise_attention,
     "graph-to-tile": _graph_to_tile,
     "tile-expand": _tile_expand,
     "tile-to-warp": _tile_to_warp,

@@ -300,7 +300,8 @@ class RopeOp(GraphOp):
 class SdpaOp(GraphOp):
     """Scaled dot-product attention: softmax(q k^T * scale + mask) v. q [..., L, E], k [..., S, E],
     v [..., S, Ev]; optional mask (i1: true attends; float: added); `causal` masks j > i;
-    `scale` defaults to 1/sqrt(E)."""
+    `scale` defaults to 1/sqrt(E). With fewer heads in k and v than in q (dimension -3, dividing
+    q's: grouped-query attention), query head h reads kv head h / (q's heads / kv heads)."""
 
     name = "graph.sdpa"
     q = operand_def(TensorType)
@@ -318,13 +319,23 @@ class SdpaOp(GraphOp):
         _check_float(self.q.type)
         if min(len(q), len(k), len(v)) < 2 or q[-1] != k[-1] or k[-2] != v[-2]:
             _fail(f"sdpa needs q [..., L, E], k [..., S, E], v [..., S, Ev], got {list(q)}, {list(k)}, {list(v)}")
-        batch = broadcast_shapes(q[:-2], k[:-2], v[:-2])
+        group = self.group()
+        batch = broadcast_shapes(q[:-2], *(tuple(x[:-3]) + (x[-3] * group,) if group > 1 else x[:-2] for x in (k, v)))
         if self.mask is not None:
             broadcast_shapes(shape_of(self.mask.type), (*batch, q[-2], k[-2]))
         return TensorType(elem, (*batch, q[-2], v[-1]))
 
+    def group(self) -> int:
+        """Query heads per kv head: 1, or q's heads / k's heads where k and v have as many heads, fewer than q."""
+        q, k, v = (shape_of(o.type) for o in (self.q, self.k, self.v))
+        if min(len(q), len(k), len(v)) >= 3 and k[-3] == v[-3] and 0 < k[-3] < q[-3] and q[-3] % k[-3] == 0:
+            return q[-3] // k[-3]
+        return 1
+
     def execute(self, q, k, v, mask=None):
         scale = self.attr("scale") or 1.0 / math.sqrt(q.shape[-1])
+        if (group := self.group()) > 1:
+            k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
         s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
         if self.attr("causal"):
             s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)

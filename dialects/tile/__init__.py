@@ -25,11 +25,14 @@ from dialects.tile.program import (  # noqa: F401
 
 from xdsl.ir import Dialect
 
+from dialects.tile.attention import (  # noqa: F401
+    ATTENTION_ATTRIBUTES, ATTENTION_OPS, AttentionConfig, AttentionOp, AttentionSchedule, attention_kernel_name
+)
 from dialects.tile.rows import (  # noqa: F401
     ROW_ATTRIBUTES, ROW_OPS, LoadIndexOp, LoadRowOp, PermuteRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
 )
 
 
 TILE = Dialect("tile", [MatmulOp, PackWeightOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
-                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS],
-               [SharedType, FragType, GemmSchedule, *ROW_ATTRIBUTES])
+                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS, *ATTENTION_OPS],
+               [SharedType, FragType, GemmSchedule, *ROW_ATTRIBUTES, *ATTENTION_ATTRIBUTES])

@@ -46,6 +46,7 @@ from xdsl.traits import IsTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.tile.ops import add_scaled_partials, scale_bits
+from dialects.tile.attention import AttentionOp, AttentionSchedule
 from dialects.tile.rows import RowSchedule, row_program_ops
 from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule
 from dialects.tile.types import FragType, SharedType, element_bits
@@ -111,11 +112,11 @@ class KernelOp(IRDLOperation):
     the launch's operands as shape-generic tensors, then the output it writes with tile.store.
     `schedule` is what the program carries out and names its kind: #tile.gemm (a GEMM's block
     program: its GemmConfig of tiles, warps, pipeline, split K, block order, prefetch, wgmma) or
-    #tile.rows (a row program, dialects.tile.rows); the verifier checks the program against it."""
+    #tile.rows (a row program, dialects.tile.rows) or #tile.attention (dialects.tile.attention); the verifier checks the program against it."""
 
     name = "tile.kernel"
     sym_name = prop_def(StringAttr)
-    schedule = prop_def(GemmSchedule | RowSchedule)
+    schedule = prop_def(GemmSchedule | RowSchedule | AttentionSchedule)
     body = region_def("single_block")
     traits = traits_def(SymbolOpInterface())
 
@@ -171,6 +172,9 @@ class KernelOp(IRDLOperation):
             raise VerifyException("tile.kernel ends in tile.yield")
         if isinstance(self.schedule, RowSchedule):
             row_program_ops(self)
+        elif isinstance(self.schedule, AttentionSchedule):
+            if [type(o) for o in self.body.block.ops] != [AttentionOp, YieldOp]:
+                raise VerifyException("an attention program is one tile.attention")
         else:
             self._verify_gemm()
 

@@ -42,6 +42,7 @@ from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from dialects.tile.types import parse_schedule_fields, print_schedule_fields
 from ir.errors import RungError
 
 MAX_ROW_THREADS = 1024
@@ -82,22 +83,10 @@ class RowSchedule(Data[RowConfig]):
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> RowConfig:
-        with parser.in_angle_brackets():
-            start = parser.pos
-            values = {}
-            for i, key in enumerate(("cols", "threads")):
-                if i:
-                    parser.parse_punctuation(",")
-                parser.parse_keyword(key)
-                parser.parse_punctuation("=")
-                values[key] = parser.parse_integer(allow_boolean=False, allow_negative=False)
-            try:
-                return RowConfig(**values)
-            except ValueError as e:
-                parser.raise_error(f"bad row schedule: {e}", start, parser.pos)
+        return parse_schedule_fields(parser, RowConfig, ("cols", "threads"), "row")
 
     def print_parameter(self, printer: Printer) -> None:
-        printer.print_string(f"<cols = {self.data.cols}, threads = {self.data.threads}>")
+        print_schedule_fields(printer, self.data, ("cols", "threads"))
 
     @property
     def threads(self) -> int:

@@ -23,6 +23,27 @@ from xdsl.utils.exceptions import VerifyException
 
 from ir.targets import MAX_SHARED_BYTES
 
+
+def parse_schedule_fields(parser: AttrParser, make, keys: tuple[str, ...], what: str):
+    """`<key = N, ...>` (every key, in order) into make(**fields); what `make` refuses (a ValueError) is an
+    error located at the attribute: 'bad WHAT schedule: ...'."""
+    with parser.in_angle_brackets():
+        start, values = parser.pos, {}
+        for i, key in enumerate(keys):
+            if i:
+                parser.parse_punctuation(",")
+            parser.parse_keyword(key)
+            parser.parse_punctuation("=")
+            values[key] = parser.parse_integer(allow_boolean=False, allow_negative=False)
+        try:
+            return make(**values)
+        except ValueError as e:
+            parser.raise_error(f"bad {what} schedule: {e}", start, parser.pos)
+
+
+def print_schedule_fields(printer: Printer, config, keys: tuple[str, ...]) -> None:
+    printer.print_string("<" + ", ".join(f"{key} = {getattr(config, key)}" for key in keys) + ">")
+
 # --- The block program: what one thread block of a scheduled GEMM does, op by op -----------------
 #
 # tile-expand turns a tile.matmul into a tile.kernel (one thread block's program over

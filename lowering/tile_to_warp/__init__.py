@@ -53,6 +53,7 @@ from dialects import tile
 from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import reduce_grid
 from ir.errors import RungError
+from lowering.tile_to_warp.attention import lower_attention_program
 from lowering.tile_to_warp.block import DECODED_UNROLL, gemm_kernel, lower_kernel
 from lowering.tile_to_warp.epilogue import sum_splits_kernel, sum_splits_name
 from lowering.tile_to_warp.rows import lower_row_program
@@ -91,4 +92,4 @@ class TileToWarp(ModulePass):
 
 
 # how each kind of block program (by its schedule attribute) becomes a ptx.kernel
-PROGRAM_LOWERINGS = {tile.GemmSchedule: lower_kernel, tile.RowSchedule: lower_row_program}
+PROGRAM_LOWERINGS = {tile.GemmSchedule: lower_kernel, tile.RowSchedule: lower_row_program, tile.AttentionSchedule: lower_attention_program}

@@ -8,6 +8,7 @@ from hypothesis import given
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerType, ModuleOp, Signedness, TensorType, f16, f32, i1, i64
 from xdsl.ir import Block, Region
+from xdsl.utils.exceptions import VerifyException
 
 from dialects import graph as g
 from dialects.lp import QuantAttr
@@ -164,6 +165,13 @@ def test_sdpa_matches_torch(causal):
     close(run_op(g.SdpaOp, q, k, v, mask, scale=0.3), F.scaled_dot_product_attention(T(q), T(k), T(v), T(mask), scale=0.3))
     fmask = randn(1, 1, 5, 5)
     close(run_op(g.SdpaOp, q, k, v, fmask), F.scaled_dot_product_attention(T(q), T(k), T(v), T(fmask)))
+
+
+def test_sdpa_with_fewer_kv_heads_is_grouped_query_attention():
+    q, k, v = randn(2, 6, 5, 8), randn(2, 2, 7, 8), randn(2, 2, 7, 8)
+    close(run_op(g.SdpaOp, q, k, v, causal=True), F.scaled_dot_product_attention(T(q), T(k), T(v), is_causal=True, enable_gqa=True))
+    with pytest.raises(VerifyException, match="do not broadcast together"):
+        run_op(g.SdpaOp, q, randn(2, 4, 7, 8), randn(2, 4, 7, 8))  # 4 kv heads do not divide 6
 
 
 def test_rope_rotates_halves():

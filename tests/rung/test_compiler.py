@@ -42,13 +42,14 @@ EXAMPLES = __import__("pathlib").Path(__file__).parents[2] / "examples"
 
 
 def _example(name: str, dtype: str):
-    """(torch model, its @main module, @main's inputs) of an example model file in `dtype`."""
+    """(torch model, its example inputs, its @main module, @main's inputs, @main's argument names) of an example
+    model file in `dtype`."""
     from frontend.loading import cast_model, load_model_file
     from frontend.torch2ir import inputs_for, torch_to_ir
 
     model, args, kwargs = cast_model(*load_model_file(EXAMPLES / f"{name}.py"), dtype)
     module, weights, names = torch_to_ir(model, args, kwargs)
-    return model, args, module, inputs_for(names, weights, args, kwargs)
+    return model, args, module, inputs_for(names, weights, args, kwargs), names
 
 
 def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
@@ -99,7 +100,7 @@ def test_the_simulator_runs_the_compiled_program_as_the_interpreter_does(text, d
 
 def test_the_mlp_example_compiles_whole_and_runs_on_the_simulator():
     """Every op of the model a kernel of Rung's (GEMMs with their bias and relu, gelu, softmax): no graph op left."""
-    _, _, module, inputs = _example("mlp", "f16")
+    _, _, module, inputs, _ = _example("mlp", "f16")
     fn = rung.compile(module, target="sm_80")
     assert {op.name for op in fn.steps} <= {"ptx.launch", "graph.reshape"} and fn.path.count("rung_") == 5
     _assert_close(fn(*inputs), rung.run(module, inputs)[0], "f16")
@@ -187,20 +188,45 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
-def test_the_mlp_example_runs_whole_on_the_gpu_as_torch_does(dtype):
+@pytest.mark.parametrize("name", ["mlp", "gpt2"])
+def test_an_example_model_runs_whole_on_the_gpu_as_torch_does(name, dtype):
     """The whole model compiled once and run on fresh inputs, against the same model in torch on the GPU."""
-    model, args, module, inputs = _example("mlp", dtype)
+    from rung.models import main_arguments
+
+    model, args, module, _, names = _example(name, dtype)
     fn = rung.compile(module)
     model = model.cuda()
-    names = [a.name_hint for a in module.ops.first.body.block.args]
     for seed in (1, 2):
-        x = torch.randn(args[0].shape, generator=torch.Generator().manual_seed(seed)).to(args[0].dtype).cuda()
-        cuda_args = [x if n == names[-1] else torch.from_numpy(np.asarray(a, np.float32)).to(args[0].dtype).cuda()
-                     for n, a in zip(names, inputs)]
-        got = fn(*cuda_args)
+        generator = torch.Generator().manual_seed(seed)
+        fresh = tuple(torch.randint(0, int(a.max()) + 1, a.shape, generator=generator).cuda() if not a.is_floating_point()
+                      else torch.randn(a.shape, generator=generator).to(a.dtype).cuda() for a in args)
+        got = fn(*main_arguments(model, names, fresh, {}))
         with torch.no_grad():
-            want = model(x)
+            want = model(*fresh)
+        want = want if isinstance(want, torch.Tensor) else want[0]
         _assert_close(got.float().cpu().numpy(), want.float().cpu().numpy(), dtype)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("heads, kv_heads, rows, keys, dim, causal", [
+    (8, 2, 300, 300, 128, True), (4, 4, 77, 1000, 64, False), (32, 8, 1, 1500, 128, False), (6, 6, 130, 130, 96, True)])
+def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, rows, keys, dim, causal):
+    """Fresh random q, k, v; the output buffer filled with NaN first, so a row the kernel misses shows."""
+    q_t, kv_t = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{kv_heads}x{keys}x{dim}x{dtype}>"
+    fn = rung.compile(f"func.func @main(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
+                      f"  %y = graph.sdpa %q, %k, %v {{{'causal' if causal else ''}}} : ({q_t}, {kv_t}, {kv_t}) -> {q_t}\n"
+                      f"  func.return %y : {q_t}\n}}\n")
+    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    for seed in (1, 2):
+        generator = torch.Generator().manual_seed(seed)
+        q, k, v = (torch.randn(shape, generator=generator).to(torch_type).cuda()
+                   for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
+        torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
+        got = fn(q, k, v)
+        want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal, enable_gqa=kv_heads < heads)
+        _assert_close(got.float().cpu().numpy(), want.cpu().numpy(), dtype)
 
 
 @gpu
@@ -208,7 +234,7 @@ def test_the_mlp_example_runs_whole_on_the_gpu_as_torch_does(dtype):
 def test_a_captured_model_replays_on_new_inputs_as_a_call_computes():
     """The whole MLP as one CUDA graph: replays on fresh inputs equal direct calls, bit for bit; weights passed
     as recorded are not copied, a tensor of another shape is refused."""
-    _, args, module, inputs = _example("mlp", "f16")
+    _, args, module, inputs, _ = _example("mlp", "f16")
     fn = rung.compile(module)
     weights = [torch.from_numpy(np.asarray(a)).cuda() for a in inputs[:-1]]
     x0 = torch.randn(args[0].shape, device="cuda").half()

@@ -1,0 +1,63 @@
+"""graph.sdpa -> a tile.launch of an attention program (dialects.tile.attention), FlashAttention's schedule.
+
+An f16/bf16 sdpa without a mask (raise-attention turns the causal ones into the `causal` flag), with
+head dim D a multiple of 16 up to 128 and v's as k's, and k and v of q's heads or grouped-query
+(fewer heads, dividing q's): q, k and v flattened to [heads, rows, D], the result reshaped back.
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr, f32, i64
+from xdsl.ir import Block, Region
+from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
+
+from dialects import graph as g
+from dialects import tile as t
+from dialects.tile.attention import HEAD_DIMS, AttentionConfig, AttentionOp, AttentionSchedule, attention_kernel_name
+from lowering.row_programs import ROW_DTYPES, reshaped
+
+
+def attention_config(rows: int, head_dim: int) -> AttentionConfig:
+    """64 query rows a block (4 warps); fewer for a few rows (decoding), where more would idle."""
+    return AttentionConfig(head_dim, block_m=16 if rows <= 16 else 32 if rows <= 32 else 64, block_n=64)
+
+
+def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
+    """Why the attention kernel does not take `op` (None: it does)."""
+    q, k, v = (x.type.get_shape() for x in (op.q, op.k, op.v))
+    if op.mask is not None:
+        return "only causal attention or none has a kernel yet (a mask other than a constant causal one stays)"
+    if v[-1] != q[-1] or q[-1] not in HEAD_DIMS:
+        return f"the attention kernel takes head dims (q's, k's and v's alike) that are a multiple of 16 up to 128, not {q[-1]} and {v[-1]}"
+    if len(q) < 3 or len(k) != len(q) or k[:-3] != q[:-3] or q[-3] % k[-3]:
+        return "the attention kernel takes q, k and v of the same leading dimensions, k's and v's heads dividing q's"
+    return None
+
+
+class SdpaToTile(RewritePattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.SdpaOp, rewriter: PatternRewriter):
+        dtype = str(op.result.type.element_type)
+        if dtype not in ROW_DTYPES or why_no_attention_kernel(op) is not None:
+            return
+        q, k = op.q.type.get_shape(), op.k.type.get_shape()
+        heads, kv_heads, (rows, dim), keys = math.prod(q[:-2]), math.prod(k[:-2]), q[-2:], k[-2]
+        cfg = attention_config(rows, dim)
+        scale, causal, group = op.attr("scale") or 1 / math.sqrt(dim), bool(op.attr("causal")), heads // kv_heads
+        name = attention_kernel_name(dtype, cfg, causal, scale, group)
+        module = op.get_toplevel_object()
+        if isinstance(module, ModuleOp) and not any(isinstance(x, t.KernelOp) and x.sym_name.data == name for x in module.ops):
+            module.body.block.add_op(attention_program(name, cfg, op.result.type.element_type, causal, scale, group))
+        flat = [reshaped(rewriter, op.q, [heads, rows, dim])] + [reshaped(rewriter, x, [kv_heads, keys, dim]) for x in (op.k, op.v)]
+        rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(op.result.type.element_type, [heads, rows, dim])))
+        rewriter.replace(op, [], [reshaped(rewriter, launch.result, list(op.result.type.get_shape()))])
+
+
+def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int) -> t.KernelOp:
+    block = Block(arg_types=[t.generic_tensor(element, 3)] * 4)
+    props = {"scale": FloatAttr(scale, f32), "group": IntegerAttr(group, i64)} | ({"causal": UnitAttr()} if causal else {})
+    block.add_op(AttentionOp.build(operands=list(block.args), properties=props))
+    block.add_op(t.YieldOp.build(operands=[[]]))
+    return t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": AttentionSchedule(cfg)}, regions=[Region(block)])

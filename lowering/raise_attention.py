@@ -1,0 +1,95 @@
+"""raise-attention: graph.sdpa as transformers call it, back to what the attention kernel does natively.
+
+- A mask that is a constant (fold-constants made it one from arange, compare, ...) and says only
+  "key j <= query i" becomes the op's `causal` flag; an all-true one goes. The kernel then skips the
+  masked tiles instead of reading a mask.
+- Grouped-query attention written as transformers' repeat_kv, k and v each
+  reshape([B, H, S, D]) of broadcast([B, Hkv, G, S, D]) of reshape([B, Hkv, 1, S, D]) of kv [B, Hkv, S, D],
+  reads kv itself: graph.sdpa with fewer kv heads than query heads (each query head reads kv head
+  h / G), so the repeated copies are never made.
+The result is the same tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.ir import SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
+
+from dialects import graph as g
+from lowering.fold_constants import constant_value
+
+
+def _mask_kind(mask: SSAValue, rows: int, cols: int) -> str:
+    """'causal', 'none' (all true) or 'other' for a boolean mask over [rows, cols] scores."""
+    if not isinstance(mask.owner, g.ConstantOp) or str(mask.type.element_type) != "i1":
+        return "other"
+    value = np.broadcast_to(constant_value(mask.owner).astype(bool), (*mask.type.get_shape()[:-2], rows, cols))
+    if value.all():
+        return "none"
+    return "causal" if (value == np.tril(np.ones((rows, cols), bool))).all() else "other"
+
+
+def repeated_kv(v: SSAValue, heads: int) -> SSAValue | None:
+    """kv [B, Hkv, S, D] where `v` is repeat_kv(kv) with `heads` heads (module docstring), else None."""
+    outer = v.owner
+    if not isinstance(outer, g.ReshapeOp) or not isinstance(outer.operands[0].owner, g.BroadcastOp):
+        return None
+    spread = outer.operands[0].owner
+    inner = spread.operands[0].owner
+    if not isinstance(inner, g.ReshapeOp):
+        return None
+    kv = inner.operands[0]
+    shape, wide, narrow = kv.type.get_shape(), spread.results[0].type.get_shape(), spread.operands[0].type.get_shape()
+    if len(shape) != 4 or list(narrow) != [shape[0], shape[1], 1, *shape[2:]]:
+        return None
+    if list(wide) != [shape[0], shape[1], heads // shape[1], *shape[2:]] or shape[1] * wide[2] != heads:
+        return None
+    return kv if list(v.type.get_shape()) == [shape[0], heads, *shape[2:]] else None
+
+
+class RaiseAttention(RewritePattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.SdpaOp, rewriter: PatternRewriter):
+        q, k, v = op.q.type.get_shape(), op.k.type.get_shape(), op.v.type.get_shape()
+        operands, props = [op.q, op.k, op.v], dict(op.properties)
+        if op.mask is not None and (kind := _mask_kind(op.mask, q[-2], k[-2])) != "other":
+            operands.append(None)
+            if kind == "causal":
+                props["causal"] = UnitAttr()
+        elif op.mask is not None:
+            operands.append(op.mask)
+        if len(q) == 4 and op.group() == 1 and k[:-1] == v[:-1] and q[1] == k[1]:
+            kv = repeated_kv(op.k, q[1]), repeated_kv(op.v, q[1])
+            if None not in kv and kv[0].type.get_shape()[1] == kv[1].type.get_shape()[1]:
+                operands[1:3] = kv
+        if operands[1:] == [op.k, op.v, op.mask] and props == dict(op.properties):
+            return
+        mask = [m for m in operands[3:] if m is not None]
+        rewriter.replace_op(op, g.SdpaOp.create(operands=[*operands[:3], *mask], result_types=[op.result.type], properties=props))
+
+
+@dataclass(frozen=True)
+class RaiseAttentionPass(ModulePass):
+    """Constant causal (or all-true) masks become graph.sdpa's `causal` flag (or go); repeat_kv's copies of k
+    and v become grouped-query attention on the kv heads themselves; ops left without a use are erased."""
+
+    name = "raise-attention"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(RaiseAttention(), apply_recursively=False).rewrite_module(op)
+        erase_unused(op)
+
+
+def erase_unused(module: ModuleOp) -> None:
+    """Erase graph ops (last to first) whose results have no use: what a rewrite left behind."""
+    for fn in (f for f in module.ops if isinstance(f, func.FuncOp) and f.body.blocks):
+        for dead in reversed(list(fn.body.block.ops)):
+            if dead.name.startswith("graph.") and dead.results and not any(r.uses for r in dead.results):
+                fn.body.block.erase_op(dead)

@@ -1,0 +1,86 @@
+"""graph.sdpa -> attention program -> FlashAttention kernel: each level run on the CPU (interpreter, block
+program, lane simulator) against the graph op, on drawn shapes; ptxas assembles the kernels without spills."""
+
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.ptx_text import module_text
+from ir.errors import RungError
+from ir.interpreter import run
+from machine_code import assert_assembles_without_spills
+from rung.cli import random_inputs
+from rung.context import make_context, parse_ir, print_ir
+from rung.passes import run_pipeline
+
+STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-to-ptx"]
+
+
+def sdpa(heads: int, kv_heads: int, rows: int, keys: int, dim: int, dtype: str, causal: bool, scale: float | None = None) -> str:
+    q, kv = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{kv_heads}x{keys}x{dim}x{dtype}>"
+    attrs = ", ".join((["causal"] if causal else []) + ([f"scale = {scale} : f64"] if scale else []))
+    return (f"func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {q} {{\n"
+            f"  %y = graph.sdpa %q, %k, %v {{{attrs}}} : ({q}, {kv}, {kv}) -> {q}\n"
+            f"  func.return %y : {q}\n}}\n")
+
+
+@settings(max_examples=max(6, settings().max_examples // 4), deadline=None)
+@given(st.sampled_from([(1, 1), (2, 2), (4, 2), (6, 3), (4, 1)]), st.integers(1, 80), st.integers(1, 80),
+       st.sampled_from([16, 32, 48, 64, 96, 128]), st.sampled_from(["f16", "bf16"]), st.booleans(), st.sampled_from([None, 0.3]),
+       st.integers(0, 2**31))
+def test_each_level_computes_the_same_attention(heads, rows, keys, dim, dtype, causal, scale, seed):
+    """Odd sequence lengths, fewer keys than rows and the reverse, grouped-query heads, every head dim."""
+    heads, kv_heads = heads
+    module = parse_ir(sdpa(heads, kv_heads, rows, keys, dim, dtype, causal, scale))
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 4)
+    want = run(module, args)[0].astype(np.float32)
+    tol = (3e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
+    for stage in STAGES:
+        run_pipeline(module, stage, make_context())
+        got = run(module, args)[0].astype(np.float32)
+        assert np.isfinite(got).all() and np.abs(got - want).max() <= tol, (stage, np.abs(got - want).max())
+
+
+def test_the_attention_program_prints_parses_and_names_what_it_bakes_in():
+    module = parse_ir(sdpa(8, 2, 40, 40, 64, "f16", True))
+    run_pipeline(module, "graph-to-tile", make_context())
+    text = print_ir(module)
+    assert "#tile.attention<head_dim = 64, block_m = 64, block_n = 64>" in text
+    assert "@rung_attention_f16_d64_m64_n64_causal_g4" in text and "tile.attention %" in text
+    assert print_ir(parse_ir(text)) == text
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("head_dim = 64", "head_dim = 72", "bad attention schedule: head_dim must be a multiple of 16 from 16 to 128"),
+    ("block_m = 64", "block_m = 48", "block_m must be 16, 32, 64 or 128"),
+])
+def test_a_bad_attention_schedule_is_located(old, new, message):
+    module = parse_ir(sdpa(2, 2, 40, 40, 64, "f16", False))
+    run_pipeline(module, "graph-to-tile", make_context())
+    with pytest.raises(RungError, match=message) as e:
+        parse_ir(print_ir(module).replace(old, new), "attn.mlir")
+    assert "attn.mlir:" in str(e.value)
+
+
+@pytest.mark.parametrize("dim, keys, message", [
+    (80 + 1, 40, "head dims .* multiple of 16 up to 128, not 81"),
+    (256, 40, "multiple of 16 up to 128, not 256"),
+])
+def test_lower_to_ptx_says_which_attention_has_no_kernel(dim, keys, message):
+    module = parse_ir(sdpa(2, 2, 40, keys, dim, "f16", False))
+    with pytest.raises(RungError, match=f"'graph.sdpa' in @main has no GPU kernel yet: .*{message}"):
+        run_pipeline(module, "lower-to-ptx", make_context())
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("dim", [64, 96, 128])
+@pytest.mark.parametrize("rows", [1, 512])
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_attention_kernels_assemble_without_spills(dim, rows, dtype, target, tmp_path):
+    module = parse_ir(sdpa(32, 8, rows, 1024, dim, dtype, rows > 1))
+    run_pipeline(module, "lower-to-ptx", make_context())
+    assert_assembles_without_spills(module_text(module, target), target, tmp_path)

@@ -1,0 +1,64 @@
+"""raise-attention: a constant causal mask becomes graph.sdpa's causal flag, repeat_kv's copies become
+grouped-query attention on the kv heads; the program computes what it did."""
+
+import numpy as np
+import pytest
+
+from ir.errors import RungError
+from ir.interpreter import run
+from rung.context import make_context, parse_ir, print_ir
+from rung.passes import run_pipeline
+
+Q, KV, WIDE, S = "tensor<1x4x8x16xf16>", "tensor<1x2x8x16xf16>", "tensor<1x2x2x8x16xf16>", "tensor<1x2x1x8x16xf16>"
+
+
+def program(mask: np.ndarray | None, repeat: bool = True) -> str:
+    lines = [f"func.func @main(%q: {Q}, %k: {KV if repeat else Q}, %v: {KV if repeat else Q}) -> {Q} {{"]
+    for x in ("k", "v"):
+        if repeat:
+            lines += [f"  %{x}1 = graph.reshape %{x} : ({KV}) -> {S}",
+                      f"  %{x}2 = graph.broadcast %{x}1 : ({S}) -> {WIDE}",
+                      f"  %{x}4 = graph.reshape %{x}2 : ({WIDE}) -> {Q}"]
+    k, v = ("%k4", "%v4") if repeat else ("%k", "%v")
+    if mask is None:
+        lines.append(f"  %y = graph.sdpa %q, {k}, {v} {{scale = 0.25 : f64}} : ({Q}, {Q}, {Q}) -> {Q}")
+    else:
+        value = str(mask.tolist()).replace("True", "true").replace("False", "false")
+        lines.append(f"  %m = graph.constant {{value = dense<{value}> : tensor<1x1x8x8xi1>}} : tensor<1x1x8x8xi1>")
+        lines.append(f"  %y = graph.sdpa %q, {k}, {v}, %m {{scale = 0.25 : f64}} : ({Q}, {Q}, {Q}, tensor<1x1x8x8xi1>) -> {Q}")
+    return "\n".join(lines + [f"  func.return %y : {Q}", "}", ""])
+
+
+def _inputs(module, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(a.type.get_shape()).astype(np.float16) for a in module.ops.first.body.block.args]
+
+
+def _raised(text: str):
+    module = parse_ir(text)
+    args = _inputs(module)
+    before = run(module, args)[0]
+    run_pipeline(module, "raise-attention", make_context())
+    np.testing.assert_array_equal(run(module, args)[0], before)
+    return module
+
+
+def test_a_causal_mask_and_repeated_kv_become_a_causal_grouped_query_attention():
+    module = _raised(program(np.tril(np.ones((1, 1, 8, 8), bool))))
+    text = print_ir(module)
+    assert "graph.sdpa %q, %k, %v {scale = 2.500000e-01 : f64, causal}" in text
+    assert "graph.broadcast" not in text and "graph.constant" not in text and "graph.reshape" not in text
+
+
+def test_an_all_true_mask_goes_and_kv_of_as_many_heads_stay():
+    text = print_ir(_raised(program(np.ones((1, 1, 8, 8), bool), repeat=False)))
+    assert "graph.sdpa %q, %k, %v {scale = 2.500000e-01 : f64}" in text and "causal" not in text
+
+
+def test_another_mask_stays_and_lower_to_ptx_says_why():
+    mask = np.tril(np.ones((1, 1, 8, 8), bool))
+    mask[..., 5, 0] = False  # a padded key: not causal alone
+    module = _raised(program(mask))
+    assert "%m {scale" in print_ir(module)
+    with pytest.raises(RungError, match="'graph.sdpa' in @main has no GPU kernel yet: only causal attention or none"):
+        run_pipeline(module, "lower-to-ptx", make_context())
