@@ -83,6 +83,8 @@ def kernel_text(kernel: KernelOp) -> str:
     emit_block(kernel.body.block)
     shared = kernel.shared_bytes.value.data
     head = [f".visible .entry {name}({params})", f".reqntid {kernel.threads.value.data}", "{"]
+    if kernel.min_blocks is not None:
+        head.insert(2, f".minnctapersm {kernel.min_blocks.value.data}")
     decls = r.declarations()
     if kernel.dynamic_shared_bytes:  # dynamic shared memory is declared at module scope
         head.insert(0, f".extern .shared .align 128 .b8 {name}_smem[];")

@@ -7,7 +7,10 @@ of tensors (and optionally `example_kwargs()` returning a dict). The model is ex
 torch.export, decomposed to core ATen except for the ops Rung keeps whole (linear, sdpa,
 layer_norm, softmax, conv2d, ...), and converted op by op. The IR function @main takes the
 model's parameters, buffers and constants first (named after them), then the user inputs;
-the weights are written beside the IR as an .npz file.
+the weights are written beside the IR as an .npz file. A buffer the model does not save (registered
+with persistent=False: what its own code computes, such as a rotary embedding's inverse
+frequencies) of up to INLINE_ELEMENTS elements is a graph.constant instead, so what is built from
+it folds at compile time.
 
 Models from `transformers` are exported with `use_cache=False` when their forward takes
 `use_cache` and the example kwargs do not set it: a traced program has no cache object to
@@ -39,6 +42,7 @@ from dialects import graph as g  # noqa: E402
 from frontend.loading import DTYPES, cast_model, export, load_model_file  # noqa: E402
 from ir.errors import RungError, run_tool, writing  # noqa: E402
 from ir.syntax import ssa_name  # noqa: E402
+from lowering.fold_constants import constant_op  # noqa: E402
 
 # --- types -----------------------------------------------------------------------------------------
 
@@ -151,8 +155,12 @@ class Converter:
         weights: dict[str, np.ndarray] = {}
         names, types = [], []
         tokens = {node for spec, node in zip(sig.input_specs, placeholders) if spec.kind == InputKind.TOKEN}
+        inline = {}  # placeholder -> the value of a buffer the model computes itself (module docstring)
         for spec, node in zip(sig.input_specs, placeholders):
             if node in tokens:  # threads a side effect through the program: the op that has it is refused below
+                continue
+            if spec.kind == InputKind.BUFFER and not spec.persistent and self.ep.constants[spec.target].numel() <= INLINE_ELEMENTS:
+                inline[node] = _np(self.ep.constants[spec.target])
                 continue
             if spec.kind == InputKind.USER_INPUT:
                 if not hasattr(node.meta.get("val"), "shape"):
@@ -168,7 +176,11 @@ class Converter:
                 names.append(spec.target)
             types.append(self.type_of(node))
         self.block = Block(arg_types=types)
-        tensors = [n for n in placeholders if hasattr(n.meta.get("val"), "shape") and n not in tokens]
+        for node, value in inline.items():
+            self.block.add_op(constant := constant_op(value, self.type_of(node)))
+            self.env[node] = constant.results[0]
+            constant.results[0].name_hint = ssa_name(node.name)
+        tensors = [n for n in placeholders if hasattr(n.meta.get("val"), "shape") and n not in tokens and n not in inline]
         for arg, node, name in zip(self.block.args, tensors, names):
             arg.name_hint = ssa_name(name)
             self.env[node] = arg
@@ -210,6 +222,7 @@ class Converter:
 # --- op handlers: aten overload name -> function(converter, node, *args, **kwargs) ----------------
 
 _HANDLERS: dict = {}
+INLINE_ELEMENTS = 1 << 16  # the largest unsaved buffer that becomes a graph.constant (module docstring)
 _IGNORED = {"_assert_tensor_metadata.default", "_assert_scalar.default", "sym_constrain_range_for_size.default"}
 
 

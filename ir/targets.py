@@ -4,6 +4,7 @@ from ir.errors import RungError
 
 PTX_VERSION = "8.4"  # 8.4: mma.sync on e4m3 (sm_89 and later)
 TARGETS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
 
 

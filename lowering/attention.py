@@ -3,6 +3,9 @@
 An f16/bf16 sdpa without a mask (raise-attention turns the causal ones into the `causal` flag), with
 head dim D a multiple of 16 up to 128 and v's as k's, and k and v of q's heads or grouped-query
 (fewer heads, dividing q's): q, k and v flattened to [heads, rows, D], the result reshaped back.
+Without a causal mask the query heads that share a kv head are one head of their rows together
+(a reshape), so K and V are read once per kv head; a launch that would not fill the GPU splits the
+keys, and tile.merge_splits combines the splits' partial results (`attention_config`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewri
 
 from dialects import graph as g
 from dialects import tile as t
-from dialects.tile.attention import HEAD_DIMS, AttentionConfig, AttentionOp, AttentionSchedule, attention_kernel_name
+from dialects.tile.attention import HEAD_DIMS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp, attention_kernel_name
+from ir.targets import SMS
 from lowering.row_programs import ROW_DTYPES, reshaped
 
 
-def attention_config(rows: int, head_dim: int) -> AttentionConfig:
-    """64 query rows a block (4 warps); fewer for a few rows (decoding), where more would idle."""
-    return AttentionConfig(head_dim, block_m=16 if rows <= 16 else 32 if rows <= 32 else 64, block_n=64)
+def attention_config(heads: int, rows: int, keys: int, head_dim: int, sms: int = SMS) -> AttentionConfig:
+    """64 query rows a block (4 warps); fewer for a few rows (decoding), where more would idle. When the
+    blocks do not fill the GPU twice over, the keys split among more (at least two key tiles each)."""
+    bm, bn = 16 if rows <= 16 else 32 if rows <= 32 else 64, 64
+    blocks = -(-rows // bm) * heads
+    splits = 1 if blocks >= sms else max(1, min(64, -(-keys // bn) // 2, -(-2 * sms // blocks)))
+    return AttentionConfig(head_dim, block_m=bm, block_n=bn, splits=splits)
 
 
 def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
@@ -29,6 +37,8 @@ def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
     q, k, v = (x.type.get_shape() for x in (op.q, op.k, op.v))
     if op.mask is not None:
         return "only causal attention or none has a kernel yet (a mask other than a constant causal one stays)"
+    if op.attr("scale") < 0:
+        return f"the attention kernel takes a positive scale, not {op.attr('scale')}"
     if v[-1] != q[-1] or q[-1] not in HEAD_DIMS:
         return f"the attention kernel takes head dims (q's, k's and v's alike) that are a multiple of 16 up to 128, not {q[-1]} and {v[-1]}"
     if len(q) < 3 or len(k) != len(q) or k[:-3] != q[:-3] or q[-3] % k[-3]:
@@ -44,15 +54,24 @@ class SdpaToTile(RewritePattern):
             return
         q, k = op.q.type.get_shape(), op.k.type.get_shape()
         heads, kv_heads, (rows, dim), keys = math.prod(q[:-2]), math.prod(k[:-2]), q[-2:], k[-2]
-        cfg = attention_config(rows, dim)
         scale, causal, group = op.attr("scale") or 1 / math.sqrt(dim), bool(op.attr("causal")), heads // kv_heads
+        if not causal and group > 1:  # the query heads of a kv head are its rows (q [heads, L, D] is [kv heads, group L, D]): K and V read once
+            heads, rows, group = kv_heads, group * rows, 1
+        cfg = attention_config(heads, rows, keys, dim)
         name = attention_kernel_name(dtype, cfg, causal, scale, group)
         module = op.get_toplevel_object()
         if isinstance(module, ModuleOp) and not any(isinstance(x, t.KernelOp) and x.sym_name.data == name for x in module.ops):
             module.body.block.add_op(attention_program(name, cfg, op.result.type.element_type, causal, scale, group))
         flat = [reshaped(rewriter, op.q, [heads, rows, dim])] + [reshaped(rewriter, x, [kv_heads, keys, dim]) for x in (op.k, op.v)]
-        rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(op.result.type.element_type, [heads, rows, dim])))
-        rewriter.replace(op, [], [reshaped(rewriter, launch.result, list(op.result.type.get_shape()))])
+        element = op.result.type.element_type
+        if cfg.splits == 1:
+            rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(element, [heads, rows, dim])))
+            result = launch.result
+        else:  # partial results of each split, merged
+            rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(f32, [cfg.splits * heads, rows, dim + 2])))
+            rewriter.insert(merge := MergeSplitsOp.build(operands=[launch.result], result_types=[TensorType(element, [heads, rows, dim])]))
+            result = merge.result
+        rewriter.replace(op, [], [reshaped(rewriter, result, list(op.result.type.get_shape()))])
 
 
 def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int) -> t.KernelOp:

@@ -5,8 +5,9 @@ pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf, gelu), in which 
 tile.launch of a row program (`#tile.rows`): the chain's inputs are loaded once, every op is a
 tile.map on registers, and only the chain's result is stored, so the intermediate tensors never
 reach memory (Welder's memory fusion, for the elementwise case). An input may also be a row
-broadcast over the leading dimensions ([N], [1, N], ...) or a one-element constant, which folds
-into the tile.map as its `constant`. The fused kernel's program shows the chain.
+broadcast over the leading dimensions ([N], [1, N], ...), read once; a tensor broadcast over some
+of them ([1, 1, S, N] under [B, H, S, N]), each block reading its row through tile.source_row; or a
+one-element constant, which folds into the tile.map as its `constant`. The fused kernel's program shows the chain.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 from dialects import graph as g
 from dialects import tile as t
 from ir.dtypes import compute_view
-from lowering.row_programs import ROW_DTYPES, RowProgram, launch_rows, reshaped
+from lowering.row_programs import ROW_DTYPES, RowProgram, launch_rows, reshaped, row_strides
 
 
 def _sigmoid(p: RowProgram, x):
@@ -143,14 +144,31 @@ class _Chain:
         shape = v.type.get_shape()
         return shape != self.shape and len(shape) >= 1 and shape[-1] == self.cols and math.prod(shape[:-1]) == 1
 
-    def supported(self) -> bool:
-        return bool(self.shape) and all(v.type.get_shape() == self.shape or self.broadcast(v) for v in self.inputs)
+    def source_strides(self, v: SSAValue) -> list[int] | None:
+        """For an input broadcast over some leading dimensions (rope's [1, 1, S, D] tables under [B, H, S, D]):
+        the row strides that take a result row to its row (0 along a broadcast dimension); None if it is not one."""
+        shape, lead = v.type.get_shape(), len(self.shape) - 1
+        padded = [1] * (len(self.shape) - len(shape)) + list(shape)
+        if len(shape) > len(self.shape) or not shape or shape[-1] != self.cols or any(
+                d not in (1, r) for d, r in zip(padded[:-1], self.shape[:-1])):
+            return None
+        strides = row_strides(padded)
+        return [0 if padded[i] == 1 and self.shape[i] > 1 else strides[i] for i in range(lead)]
 
-    def program(self) -> tuple[t.KernelOp, list[bool]]:
+    def kind(self, v: SSAValue) -> str:
+        """How the program reads input v: 'rows' (one per result row), 'row' (one for all) or 'broadcast'."""
+        return "rows" if v.type.get_shape() == self.shape else "row" if self.broadcast(v) else "broadcast"
+
+    def supported(self) -> bool:
+        return bool(self.shape) and all(self.kind(v) != "broadcast" or self.source_strides(v) is not None for v in self.inputs)
+
+    def program(self) -> tuple[t.KernelOp, list[str]]:
         dtype = str(self.elem)
-        per_row = [not self.broadcast(v) for v in self.inputs]
-        p = RowProgram("", self.cols, [t.generic_tensor(self.elem, 2 if r else 1) for r in per_row] + [t.generic_tensor(self.elem)])
-        rows = {v: p.load(arg, per_row=r) for v, arg, r in zip(self.inputs, p.block.args, per_row)}
+        kinds = [self.kind(v) for v in self.inputs]
+        p = RowProgram("", self.cols, [t.generic_tensor(self.elem, 1 if k == "row" else 2) for k in kinds] + [t.generic_tensor(self.elem)])
+        rows = {v: p.load(arg, per_row=False) if k == "row" else
+                p.load(arg, row=p.source_row(self.shape[:-1], self.source_strides(v))) if k == "broadcast" else p.load(arg)
+                for v, arg, k in zip(self.inputs, p.block.args, kinds)}
         values = {}
 
         def value(v: SSAValue):
@@ -166,7 +184,7 @@ class _Chain:
         body = "".join(str(o) for o in kernel.body.block.ops)  # the program names its kernel: one kernel per distinct chain
         names = "_".join(o.name.split(".")[-1] for o in self.ops)[:40]
         kernel.properties["sym_name"] = StringAttr(f"rung_ew_{names}_{dtype}_n{self.cols}_{hashlib.sha1(body.encode()).hexdigest()[:8]}")
-        return kernel, per_row
+        return kernel, kinds
 
 
 class ElementwiseToTile(RewritePattern):
@@ -178,8 +196,9 @@ class ElementwiseToTile(RewritePattern):
         chain = _Chain(op)
         if not chain.supported():
             return
-        kernel, per_row = chain.program()
-        vectors = [v if r else reshaped(rewriter, v, [chain.cols]) for v, r in zip(chain.inputs, per_row)]
+        kernel, kinds = chain.program()
+        vectors = [v if k == "rows" else reshaped(rewriter, v, [chain.cols] if k == "row" else [math.prod(v.type.get_shape()[:-1]), chain.cols])
+                   for v, k in zip(chain.inputs, kinds)]
         launch_rows(rewriter, op, kernel, vectors)
         for inner in reversed(chain.ops[:-1]):
             rewriter.erase_op(inner)

@@ -32,12 +32,11 @@ from dialects import graph as g
 from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
-from ir.targets import check_target
+from ir.targets import SMS, check_target
 from lowering.attention import SdpaToTile
 from lowering.elementwise import ElementwiseToTile
 from lowering.row_programs import RowOpToTile, reshaped
 
-SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launcher passes the device's own)
 
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat

@@ -1,7 +1,8 @@
 """raise-attention: graph.sdpa as transformers call it, back to what the attention kernel does natively.
 
-- A mask that is a constant (fold-constants made it one from arange, compare, ...) and says only
-  "key j <= query i" becomes the op's `causal` flag; an all-true one goes. The kernel then skips the
+- A mask computed from constants alone (arange, compare, ... : what transformers build for a static
+  shape; fold-constants folds the small ones) that says only "key j <= query i" becomes the op's
+  `causal` flag; an all-true one goes. The kernel then skips the
   masked tiles instead of reading a mask.
 - Grouped-query attention written as transformers' repeat_kv, k and v each
   reshape([B, H, S, D]) of broadcast([B, Hkv, G, S, D]) of reshape([B, Hkv, 1, S, D]) of kv [B, Hkv, S, D],
@@ -23,14 +24,18 @@ from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
 
 from dialects import graph as g
-from lowering.fold_constants import constant_value
+from lowering.fold_constants import static_value
+
+
+MASK_ELEMENTS = 1 << 26  # the largest mask (and value it is computed from) evaluated to see what it says
 
 
 def _mask_kind(mask: SSAValue, rows: int, cols: int) -> str:
     """'causal', 'none' (all true) or 'other' for a boolean mask over [rows, cols] scores."""
-    if not isinstance(mask.owner, g.ConstantOp) or str(mask.type.element_type) != "i1":
+    value = static_value(mask, MASK_ELEMENTS) if str(mask.type.element_type) == "i1" else None
+    if value is None:
         return "other"
-    value = np.broadcast_to(constant_value(mask.owner).astype(bool), (*mask.type.get_shape()[:-2], rows, cols))
+    value = np.broadcast_to(value.astype(bool), (*mask.type.get_shape()[:-2], rows, cols))
     if value.all():
         return "none"
     return "causal" if (value == np.tril(np.ones((rows, cols), bool))).all() else "other"

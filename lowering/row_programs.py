@@ -1,5 +1,5 @@
 """graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
-permutes that keep the last dimension and slices of it.
+permutes that keep the last dimension, slices of it and concatenations along it.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, f32, i64
+from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr, f32, i64
 from xdsl.ir import Block, Region
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
@@ -41,6 +41,12 @@ class RowProgram:
     def add(self, op):
         self.block.add_op(op)
         return op
+
+    def source_row(self, shape, strides):
+        """The row a tensor's row of this block's row comes from (tile.source_row)."""
+        return self.add(t.SourceRowOp.build(operands=[self.row], result_types=[IndexType()],
+                                            properties={"shape": DenseArrayBase.from_list(i64, list(shape)),
+                                                        "strides": DenseArrayBase.from_list(i64, list(strides))})).result
 
     def load(self, tensor, per_row: bool = True, row=None):
         """Row `row` (this block's by default) of `tensor`, or with per_row False its only row."""
@@ -115,19 +121,22 @@ def embedding_program(op: g.EmbeddingOp, dtype: str, cols: int) -> t.KernelOp | 
 
 def permute_program(op: g.PermuteOp, dtype: str, cols: int) -> t.KernelOp | None:
     """A permute that keeps the last dimension in place: each block copies its row from the source row it
-    comes from (tile.permute_row)."""
+    comes from (tile.source_row)."""
     perm, shape = list(op.attr("dims")), op.results[0].type.get_shape()
     rank = len(shape)
     perm = [d % rank for d in perm]
     if rank < 2 or perm[-1] != rank - 1:
         return None
     elem = op.results[0].type.element_type
+    source_strides = row_strides(op.operands[0].type.get_shape())
     tag = "".join(map(str, perm[:-1]))
     p = RowProgram(f"rung_permute_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_p{tag}", cols, [t.generic_tensor(elem)] * 2)
-    row = p.add(t.PermuteRowOp.build(operands=[p.row], result_types=[IndexType()],
-                                     properties={"shape": DenseArrayBase.from_list(i64, shape[:-1]),
-                                                 "perm": DenseArrayBase.from_list(i64, perm[:-1])})).result
-    return p.store(p.load(p.block.args[0], row=row))
+    return p.store(p.load(p.block.args[0], row=p.source_row(shape[:-1], [source_strides[a] for a in perm[:-1]])))
+
+
+def row_strides(shape) -> list[int]:
+    """The row strides of a tensor's leading dimensions (rows of its last dimension)."""
+    return [math.prod(shape[a + 1:-1]) for a in range(len(shape) - 1)]
 
 
 def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
@@ -143,8 +152,27 @@ def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
     return p.store(v)
 
 
+def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """A concatenation along the last dimension: input i's row read at columns shifted by where it starts,
+    zeros outside it (tile.load_row `padded`), the parts summed."""
+    shape = op.results[0].type.get_shape()
+    if op.attr("dim") % len(shape) != len(shape) - 1:
+        return None
+    widths = [v.type.get_shape()[-1] for v in op.operands]
+    elem = op.results[0].type.element_type
+    p = RowProgram(f"rung_cat_{dtype}_{'_'.join(map(str, widths))}", cols, [t.generic_tensor(elem)] * (len(widths) + 1))
+    total, start = None, 0
+    for arg, width in zip(p.block.args, widths):
+        part = p.add(t.LoadRowOp.build(operands=[arg, [p.row]], result_types=[t.RowType.get(cols)],
+                                       properties={"stride": IntegerAttr(width, i64), "offset": IntegerAttr(-start, i64),
+                                                   "padded": UnitAttr()})).result
+        total = part if total is None else p.map("add", total, part)
+        start += width
+    return p.store(total)
+
+
 ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
-                g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program}
+                g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program, g.CatOp: cat_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -160,9 +188,8 @@ class RowOpToTile(RewritePattern):
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
         operands = list(op.operands)
-        if isinstance(op, (g.PermuteOp, g.SliceOp)):  # the source as [rows, its last dimension]
-            shape = op.operands[0].type.get_shape()
-            operands[0] = reshaped(rewriter, op.operands[0], [math.prod(shape[:-1]), shape[-1]])
+        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp)):  # the sources as [rows, their last dimension]
+            operands = [reshaped(rewriter, v, [math.prod(v.type.get_shape()[:-1]), v.type.get_shape()[-1]]) for v in op.operands]
         if isinstance(op, g.EmbeddingOp):  # the indices, one per result row
             operands[1] = reshaped(rewriter, op.indices, [math.prod(op.indices.type.get_shape())])
         launch_rows(rewriter, op, kernel, operands)

@@ -22,6 +22,7 @@ from xdsl.irdl import (
     ParsePropInAttrDict,
     irdl_op_definition,
     operand_def,
+    opt_prop_def,
     prop_def,
     region_def,
     result_def,
@@ -97,12 +98,15 @@ def dynamic_shared(shared_bytes: int) -> int:
 @irdl_op_definition
 class KernelOp(IRDLOperation):
     """A kernel entry: parameters are the entry block's arguments (u64 pointers or 32-bit values);
-    `shared_bytes` of shared memory, static up to 48 KiB and dynamic above."""
+    `shared_bytes` of shared memory, static up to 48 KiB and dynamic above; `min_blocks` (.minnctapersm):
+    the blocks per multiprocessor ptxas budgets registers for (without it ptxas may cap a kernel with many
+    live registers low and spill)."""
 
     name = "ptx.kernel"
     sym_name = prop_def(SymbolNameConstraint())
     threads = prop_def(IntegerAttr)
     shared_bytes = prop_def(IntegerAttr)
+    min_blocks = opt_prop_def(IntegerAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
 
@@ -112,10 +116,11 @@ class KernelOp(IRDLOperation):
         return dynamic_shared(self.shared_bytes.value.data)
 
     @staticmethod
-    def get(name: str, param_kinds: list[str], threads: int, shared_bytes: int = 0) -> "KernelOp":
-        return KernelOp.create(
-            properties={"sym_name": StringAttr(name), "threads": IntegerAttr(threads, i64), "shared_bytes": IntegerAttr(shared_bytes, i64)},
-            regions=[Region(Block(arg_types=[reg(k) for k in param_kinds]))])
+    def get(name: str, param_kinds: list[str], threads: int, shared_bytes: int = 0, min_blocks: int = 0) -> "KernelOp":
+        props = {"sym_name": StringAttr(name), "threads": IntegerAttr(threads, i64), "shared_bytes": IntegerAttr(shared_bytes, i64)}
+        if min_blocks:
+            props["min_blocks"] = IntegerAttr(min_blocks, i64)
+        return KernelOp.create(properties=props, regions=[Region(Block(arg_types=[reg(k) for k in param_kinds]))])
 
 
 @irdl_op_definition

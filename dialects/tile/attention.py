@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, TensorType, UnitAttr
 from xdsl.ir import Data
-from xdsl.irdl import IRDLOperation, ParsePropInAttrDict, irdl_attr_definition, irdl_op_definition, operand_def, opt_prop_def, prop_def
+from xdsl.irdl import (
+    IRDLOperation, ParsePropInAttrDict, irdl_attr_definition, irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def,
+)
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
@@ -36,11 +38,14 @@ HEAD_DIMS = tuple(range(16, 129, 16))  # a multiple of the mma's k, at most what
 
 @dataclass(frozen=True)
 class AttentionConfig:
-    """`block_m` query rows a block (16 a warp), keys `block_n` at a time through a two-stage copy."""
+    """`block_m` query rows a block (16 a warp), keys `block_n` at a time through a two-stage copy; with
+    `splits` > 1 the key tiles are split among that many blocks (grid z) that write partial results, which
+    tile.merge_splits combines (FlashDecoding: a few query rows against a long KV fill the GPU)."""
 
     head_dim: int
     block_m: int = 64
     block_n: int = 64
+    splits: int = 1
 
     def __post_init__(self):
         if self.head_dim not in HEAD_DIMS:
@@ -49,6 +54,8 @@ class AttentionConfig:
             raise ValueError(f"block_m must be 16, 32, 64 or 128 (16 rows a warp), got {self.block_m}")
         if self.block_n not in (16, 32, 64, 128):
             raise ValueError(f"block_n must be 16, 32, 64 or 128, got {self.block_n}")
+        if not 1 <= self.splits <= 64:
+            raise ValueError(f"splits must be from 1 to 64, got {self.splits}")
         if self.shared_bytes > MAX_SHARED_BYTES:
             raise ValueError(f"the tiles take {self.shared_bytes} bytes of shared memory, more than {MAX_SHARED_BYTES}")
 
@@ -66,12 +73,12 @@ class AttentionConfig:
         return 2 * self.head_dim * (self.block_m + 4 * self.block_n)
 
 
-_FIELDS = ("head_dim", "block_m", "block_n")
+_FIELDS = ("head_dim", "block_m", "block_n", "splits")
 
 
 @irdl_attr_definition
 class AttentionSchedule(Data[AttentionConfig]):
-    """#tile.attention<head_dim = D, block_m = BM, block_n = BN>."""
+    """#tile.attention<head_dim = D, block_m = BM, block_n = BN, splits = Z>."""
 
     name = "tile.attention"
 
@@ -87,9 +94,9 @@ class AttentionSchedule(Data[AttentionConfig]):
         return self.data.threads
 
     def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
-        """A block per BM query rows of each head (q: the first of `shapes`)."""
+        """A block per BM query rows of each head and split of the keys (q: the first of `shapes`)."""
         heads, rows, _ = shapes[0]
-        return (-(-rows // self.data.block_m), heads, 1)
+        return (-(-rows // self.data.block_m), heads, self.data.splits)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
         """The kernel's 32-bit parameters: L (query rows) and S (keys)."""
@@ -122,26 +129,70 @@ class AttentionOp(IRDLOperation):
 
     def verify_(self):
         if any(len(x.type.get_shape()) != 3 for x in (self.q, self.k, self.v, self.o)):
-            raise VerifyException("tile.attention takes q, k, v and o of rank 3: [heads, rows, head_dim]")
+            raise VerifyException("tile.attention takes q, k, v and o of rank 3: [heads, rows, head_dim] "
+                                  "(o, with splits: [splits * heads, rows, head_dim + 2] f32 partial results)")
         if self.group.value.data < 1:
             raise VerifyException("tile.attention's group (query heads per kv head) must be positive")
 
     def run(self, ids, q, k, v, o):
-        bm, head = ids.cfg.block_m, ids.y
-        rows = slice(ids.x * bm, min(q.shape[1], (ids.x + 1) * bm))
-        kv = head // self.group.value.data
-        # a causal block's rows attend to keys up to their own index: the whole softmax over k[:L] masked
-        o[head, rows] = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, self.causal is not None)[rows]
+        cfg, head = ids.cfg, ids.y
+        rows = slice(ids.x * cfg.block_m, min(q.shape[1], (ids.x + 1) * cfg.block_m))
+        kv, causal = head // self.group.value.data, self.causal is not None
+        if cfg.splits == 1:  # a causal block's rows attend to keys up to their own index: the whole softmax over k[:L] masked
+            o[head, rows] = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, causal)[rows]
+            return ()
+        # split z's share of the block's key tiles: row maxima m and sums l in log2 units, O = P V unnormalised
+        keys = k.shape[1] if not causal else min(k.shape[1], rows.stop)
+        tiles = -(-keys // cfg.block_n)
+        per = -(-tiles // cfg.splits)
+        lo = min(ids.z * per, tiles) * cfg.block_n
+        hi = min((min(ids.z * per, tiles) + per) * cfg.block_n, keys)
+        s = q[head, rows].astype(np.float32) @ k[kv, lo:hi].astype(np.float32).T * np.float32(self.scale.value.data * math.log2(math.e))
+        if causal:
+            s = np.where(np.arange(lo, max(lo, hi))[None, :] <= np.arange(rows.start, rows.stop)[:, None], s, -np.inf)
+        m = s.max(axis=-1, initial=-np.inf)
+        p = np.where(np.isfinite(m)[:, None], np.exp2(s - np.where(np.isfinite(m), m, 0)[:, None]), 0)
+        out = o[ids.z * q.shape[0] + head, rows]
+        out[:, :-2], out[:, -2], out[:, -1] = p @ v[kv, lo:hi].astype(np.float32), m, p.sum(axis=-1)
         return ()
+
+
+@irdl_op_definition
+class MergeSplitsOp(IRDLOperation):
+    """o = the attention of split partial results [splits * heads, rows, D + 2] (O unnormalised, then the row
+    max m and sum l, log2 units): sum_z 2^(m_z - M) O_z / sum_z 2^(m_z - M) l_z, M the largest m_z."""
+
+    name = "tile.merge_splits"
+    partial = operand_def(TensorType)
+    result = result_def(TensorType)
+    assembly_format = "$partial attr-dict `:` type($partial) `->` type($result)"
+
+    @property
+    def splits(self) -> int:
+        return self.partial.type.get_shape()[0] // self.result.type.get_shape()[0]
+
+    def verify_(self):
+        (hz, rows, width), (heads, rows2, dim) = self.partial.type.get_shape(), self.result.type.get_shape()
+        if str(self.partial.type.element_type) != "f32" or hz % heads or rows != rows2 or width != dim + 2:
+            raise VerifyException(f"tile.merge_splits takes f32 partial results [splits * heads, rows, D + 2], got {self.partial.type}")
+
+    def execute(self, partial):
+        heads = self.result.type.get_shape()[0]
+        parts = partial.reshape(self.splits, heads, *partial.shape[1:])
+        m = parts[..., -2:-1]
+        top = m.max(axis=0)
+        weight = np.where(np.isfinite(m), np.exp2(m - np.where(np.isfinite(top), top, 0)), 0)
+        return (weight * parts[..., :-2]).sum(axis=0) / (weight * parts[..., -1:]).sum(axis=0)
 
 
 def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int) -> str:
     """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)) and the group."""
     name = f"rung_attention_{dtype}_d{cfg.head_dim}_m{cfg.block_m}_n{cfg.block_n}" + ("_causal" if causal else "")
+    name += f"_z{cfg.splits}" if cfg.splits > 1 else ""
     if not math.isclose(scale, 1 / math.sqrt(cfg.head_dim), rel_tol=1e-6):
         name += f"_s{int(np.float32(scale).view(np.uint32)):08x}"
     return name + (f"_g{group}" if group > 1 else "")
 
 
 ATTENTION_ATTRIBUTES = [AttentionSchedule]
-ATTENTION_OPS = (AttentionOp,)
+ATTENTION_OPS = (AttentionOp, MergeSplitsOp)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import (
-    DenseArrayBase, Float32Type, FloatAttr, IndexType, IntAttr, IntegerAttr, IntegerType, StringAttr, TensorType, f32,
+    DenseArrayBase, Float32Type, FloatAttr, IndexType, IntAttr, IntegerAttr, IntegerType, StringAttr, TensorType, UnitAttr, f32,
 )
 from xdsl.ir import Attribute, Data, ParametrizedAttribute, TypeAttribute
 from xdsl.irdl import (
@@ -141,13 +141,15 @@ class RowIdOp(IRDLOperation):
 class LoadRowOp(IRDLOperation):
     """Row `row` of `src` viewed as [rows, N] (N its last dimension), widened to f32; without `row`,
     a 1-D src of N elements (a weight every row shares). With `stride` and `offset`, src's rows hold
-    `stride` elements and the row read is its N elements from column `offset` (a slice of the last dimension)."""
+    `stride` elements and the row read is its N elements from column `offset` (a slice of the last dimension);
+    `padded`, columns outside src's rows read as zero and the offset may be negative (a part of a concatenation)."""
 
     name = "tile.load_row"
     src = operand_def(TensorType)
     row = opt_operand_def(IndexType)
     stride = opt_prop_def(IntegerAttr)
     offset = opt_prop_def(IntegerAttr)
+    padded = opt_prop_def(UnitAttr)
     result = result_def(RowType)
     assembly_format = "$src (`[` $row^ `]`)? attr-dict `:` type($src) `->` type($result)"
     irdl_options = (ParsePropInAttrDict(),)
@@ -161,46 +163,39 @@ class LoadRowOp(IRDLOperation):
         if len(self.src.type.get_shape()) != (2 if self.row is not None else 1):
             raise VerifyException("tile.load_row reads a row of a 2-D tensor (with `row`) or a whole 1-D tensor")
         stride, offset = self.columns()
-        if offset < 0 or offset + self.result.type.cols.data > stride:
+        if self.padded is None and (offset < 0 or offset + self.result.type.cols.data > stride):
             raise VerifyException(f"tile.load_row: columns {offset} to {offset + self.result.type.cols.data} are not inside rows of {stride}")
 
     def run(self, ids, src, row=None):
         (stride, offset), cols = self.columns(), self.result.type.cols.data
-        whole = _rows(src, stride)[row] if row is not None else src.reshape(stride)
-        return whole[offset:offset + cols].astype(np.float32)
+        whole = (_rows(src, stride)[row] if row is not None else src.reshape(stride)).astype(np.float32)
+        columns = np.arange(offset, offset + cols)
+        inside = (columns >= 0) & (columns < stride)
+        return np.where(inside, whole[np.clip(columns, 0, stride - 1)], np.float32(0))
 
 
 @irdl_op_definition
-class PermuteRowOp(IRDLOperation):
-    """The row of a source tensor that row `row` of a permuted result copies: the result's leading dimensions
-    are `shape`, and result axis i is source axis perm[i] (torch.permute, the last dimension left in place)."""
+class SourceRowOp(IRDLOperation):
+    """The row of a source tensor that row `row` of a result reads: the result's leading dimensions are
+    `shape`, and the source row is the sum of the row's index along each of them times its `strides` entry
+    (a permute's strides are the source axes' row strides, in the result's order; a broadcast dimension's is 0)."""
 
-    name = "tile.permute_row"
+    name = "tile.source_row"
     row = operand_def(IndexType)
     shape = prop_def(DenseArrayBase)
-    perm = prop_def(DenseArrayBase)
+    strides = prop_def(DenseArrayBase)
     result = result_def(IndexType)
     assembly_format = "$row attr-dict"
     irdl_options = (ParsePropInAttrDict(),)
 
     def verify_(self):
-        shape, perm = self.shape.get_values(), self.perm.get_values()
-        if sorted(perm) != list(range(len(shape))) or min(shape, default=1) < 1:
-            raise VerifyException(f"tile.permute_row: perm {list(perm)} is not a permutation of the {len(shape)} leading dimensions")
-
-    def source_strides(self) -> list[int]:
-        """Row strides of the source's leading dimensions, indexed by source axis."""
-        shape, perm = self.shape.get_values(), self.perm.get_values()
-        source = [0] * len(shape)
-        for i, axis in enumerate(perm):
-            source[axis] = shape[i]
-        return [int(np.prod(source[a + 1:], dtype=np.int64)) for a in range(len(source))]
+        shape, strides = self.shape.get_values(), self.strides.get_values()
+        if len(shape) != len(strides) or min(shape, default=1) < 1 or min(strides, default=0) < 0:
+            raise VerifyException(f"tile.source_row: {list(strides)} are not non-negative strides of the {len(shape)} leading dimensions")
 
     def run(self, ids, row):
-        shape, perm = self.shape.get_values(), self.perm.get_values()
-        index = np.unravel_index(row, shape)
-        strides = self.source_strides()
-        return int(sum(int(index[i]) * strides[perm[i]] for i in range(len(shape))))
+        index = np.unravel_index(row, self.shape.get_values())
+        return int(sum(int(i) * s for i, s in zip(index, self.strides.get_values())))
 
 
 @irdl_op_definition
@@ -317,7 +312,7 @@ def row_program_ops(program) -> list:
     ops = list(program.body.block.ops)
     for op in ops[:-1]:
         if not isinstance(op, ROW_OPS):
-            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.permute_row, tile.load_row, tile.map, tile.reduce_row, "
+            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.source_row, tile.load_row, tile.map, tile.reduce_row, "
                                   f"tile.store_row), not '{op.name}'")
     for op in ops:
         for v in (*op.operands, *op.results):
@@ -327,4 +322,4 @@ def row_program_ops(program) -> list:
 
 
 ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
-ROW_OPS = (RowIdOp, LoadIndexOp, PermuteRowOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
+ROW_OPS = (RowIdOp, LoadIndexOp, SourceRowOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)

@@ -53,7 +53,7 @@ from dialects import tile
 from dialects.ptx import KernelOp, LaunchOp
 from dialects.tile import reduce_grid
 from ir.errors import RungError
-from lowering.tile_to_warp.attention import lower_attention_program
+from lowering.tile_to_warp.attention import MERGE_THREADS, lower_attention_program, merge_splits_kernel, merge_splits_name
 from lowering.tile_to_warp.block import DECODED_UNROLL, gemm_kernel, lower_kernel
 from lowering.tile_to_warp.epilogue import sum_splits_kernel, sum_splits_name
 from lowering.tile_to_warp.rows import lower_row_program
@@ -87,6 +87,14 @@ class TileToWarp(ModulePass):
                 kernels.add(name)
             inputs = [total.partial] + ([total.bias] if total.bias else [])
             Rewriter.replace_op(total, LaunchOp.get(name, inputs, total.result.type, reduce_grid(m, n), [m, n]))
+        for merge in [o for o in op.walk() if isinstance(o, tile.MergeSplitsOp)]:
+            (heads, rows, dim), dtype = merge.result.type.get_shape(), str(merge.result.type.element_type)
+            name = merge_splits_name(merge.splits, dim, dtype)
+            if name not in kernels:
+                op.body.block.add_op(merge_splits_kernel(merge.splits, dim, dtype))
+                kernels.add(name)
+            grid = (-(-heads * rows * dim // 2 // MERGE_THREADS), 1, 1)
+            Rewriter.replace_op(merge, LaunchOp.get(name, [merge.partial], merge.result.type, grid, [heads * rows]))
         for program in [o for o in op.walk() if isinstance(o, tile.KernelOp)]:
             Rewriter.replace_op(program, PROGRAM_LOWERINGS[type(program.schedule)](program))
 

@@ -37,7 +37,8 @@ def lower_attention_program(program: tile.KernelOp) -> KernelOp:
     dtype = str(op.q.type.element_type)
     if dtype not in ("f16", "bf16"):
         raise RungError(f"tile-to-warp: @{program.sym_name.data}: attention reads f16 or bf16, not {dtype}")
-    kernel = KernelOp.get(program.sym_name.data, ["u64"] * 4 + ["u32"] * 2, cfg.threads, cfg.shared_bytes)
+    # registers budgeted for eight warps a multiprocessor: the O, S and Q fragments fit (ptxas alone may aim for more and spill)
+    kernel = KernelOp.get(program.sym_name.data, ["u64"] * 4 + ["u32"] * 2, cfg.threads, cfg.shared_bytes, min_blocks=max(1, 256 // cfg.threads))
     _Attention(kernel, cfg, dtype, op.scale.value.data, op.causal is not None, op.group.value.data)
     return kernel
 
@@ -63,9 +64,10 @@ class _Attention:
         self.k_tile = b.alloc_shared(SmemType.get(2, bn, d, element), 2 * bm * d)
         self.v_tile = b.alloc_shared(SmemType.get(2, bn, d, element), 2 * (bm + 2 * bn) * d)
         zero = b.imm(0)
+        first, full, last = self.key_tiles(b)
         _RowsCopy(b, tid, bm, d, cfg.threads, start(q_ptr, head, self.rows)).issue(b, self.row0, self.rows, q_tile, zero)
         self.kv_copies = [(_RowsCopy(b, tid, bn, d, cfg.threads, start(ptr, kv_head, self.keys)), t) for ptr, t in ((k_ptr, self.k_tile), (v_ptr, self.v_tile))]
-        self.issue(b, zero, zero)
+        self.issue(b, first, b.and_(first, 1))
         b.wait(0)
         b.barrier()
         # lane coordinates of ldmatrix's four 8x8 matrices, and of the accumulators (row g, columns 2t, 2t + 1)
@@ -81,19 +83,33 @@ class _Attention:
         self.my_col = b.shl(b.and_(lane, 3), 1)
         self.log2_scale = b.fimm(scale * LOG2E)
 
-        # key tiles: all of S's, or (causal) up to this block's last row; those needing no mask first
-        log_bn = bn.bit_length() - 1
-        tiles = b.shr(b.add(self.keys, bn - 1), log_bn)
-        full = b.shr(self.keys, log_bn)
-        if causal:
-            tiles = b.min(tiles, b.shr(b.add(b.min(self.rows, b.add(self.row0, bm)), bn - 1), log_bn))
-            full = b.min(full, b.shr(b.add(self.row0, 1), log_bn))
         state = [b.fimm(-math.inf)] * 2 + [b.fimm(0.0)] * (2 + 4 * (d // 8))  # row max, row sum (per lane), O
-        for lb, ub, masked in ((0, full, False), (full, tiles, True)):
+        for lb, ub, masked in ((first, full, False), (full, last, True)):
             loop, body, j, carried = b.for_(lb, ub, 1, state)
             body.yield_(self.key_tile(body, j, carried, masked))
             state = list(loop.results)
-        self.store(b, o_ptr, head, state)
+        b.wait(0)  # (the last iteration's copy of a tile past the end)
+        if cfg.splits == 1:
+            self.store(b, o_ptr, head, state)
+        else:
+            self.store_partial(b, o_ptr, head, state)
+
+    def key_tiles(self, b: PtxBuilder) -> tuple:
+        """(first, first needing a mask, end) of this block's key tiles: all of S's, or (causal) up to its last
+        row, or this split's share of those; the tiles wholly below the diagonal and inside S need no mask."""
+        cfg, bm, bn = self.cfg, self.cfg.block_m, self.cfg.block_n
+        log_bn = bn.bit_length() - 1
+        tiles = b.shr(b.add(self.keys, bn - 1), log_bn)
+        full = b.shr(self.keys, log_bn)
+        if self.causal:
+            tiles = b.min(tiles, b.shr(b.add(b.min(self.rows, b.add(self.row0, bm)), bn - 1), log_bn))
+            full = b.min(full, b.shr(b.add(self.row0, 1), log_bn))
+        if cfg.splits == 1:
+            return b.imm(0), full, tiles
+        per = _divmod(b, b.add(tiles, cfg.splits - 1), cfg.splits)[0]
+        first = b.min(b.mul(b.sreg("ctaid.z"), per), tiles)
+        last = b.min(b.add(first, per), tiles)
+        return first, b.max(first, b.min(full, last)), last
 
     def issue(self, bb: PtxBuilder, tile_index, stage) -> None:
         """Copy key tile `tile_index` of K and V into `stage` (rows past S zero-filled), one cp.async group."""
@@ -117,7 +133,6 @@ class _Attention:
                 frag = bb.tile_ldmatrix(self.k_tile, stage, *self.k_at[kk][nj])
                 for i in (0, 1):
                     s[2 * nj + i] = list(bb.mma(self.q_frags[kk], frag[2 * i: 2 * i + 2], s[2 * nj + i], dtype))
-        s = [[bb.mul(x, self.log2_scale) for x in acc] for acc in s]
         if masked:
             first_col = bb.add(bb.mul(j, bn), self.my_col)
             for n, acc in enumerate(s):
@@ -127,16 +142,19 @@ class _Attention:
                     if self.causal:
                         keep = bb.and_pred(keep, bb.setp("le", col, self.my_rows[e >> 1]))
                     acc[e] = bb.selp(acc[e], bb.fimm(-math.inf), keep)
-        new_maxes, scales = [], []
+        # maxima in log2 units (the scale is positive): the max of the raw scores, scaled once per row
+        new_maxes, scales, offsets = [], [], []
         for half in (0, 1):  # rows g and g + 8: registers 0, 1 and 2, 3 of each accumulator
-            m = maxes[half]
+            m = s[0][2 * half]
             for acc in s:
                 m = bb.max(m, bb.max(acc[2 * half], acc[2 * half + 1]))
             for lanes in (1, 2):
                 m = bb.max(m, bb.shfl_bfly(m, lanes))
+            m = bb.max(maxes[half], bb.mul(m, self.log2_scale))
             new_maxes.append(m)
             scales.append(bb.ex2(bb.sub(maxes[half], m)))
-        p = [[bb.ex2(bb.sub(x, new_maxes[e >> 1])) for e, x in enumerate(acc)] for acc in s]
+            offsets.append(bb.sub(bb.fimm(0.0), m))
+        p = [[bb.ex2(bb.mad(x, self.log2_scale, offsets[e >> 1])) for e, x in enumerate(acc)] for acc in s]  # one fma and ex2 each
         for half in (0, 1):
             total = bb.mul(sums[half], scales[half])
             for acc in p:
@@ -152,16 +170,37 @@ class _Attention:
                     o[2 * nj + i] = list(bb.mma(a, frag[2 * i: 2 * i + 2], o[2 * nj + i], dtype))
         return [*new_maxes, *sums, *(x for acc in o for x in acc)]
 
-    def store(self, b: PtxBuilder, o_ptr, head, state) -> None:
-        """O / row sum, rounded, two columns a store; rows past L are not stored."""
-        b.wait(0)  # (the last iteration's copy of a tile past the end)
-        d = self.cfg.head_dim
-        sums, o = state[2:4], state[4:]
-        inverse = []
-        for total in sums:
+    @staticmethod
+    def row_sums(b: PtxBuilder, state) -> list:
+        """The rows' sums: each lane's part summed over the quad of lanes that shares the row."""
+        sums = []
+        for total in state[2:4]:
             for lanes in (1, 2):
                 total = b.add(total, b.shfl_bfly(total, lanes))
-            inverse.append(b.rcp(total))
+            sums.append(total)
+        return sums
+
+    def store_partial(self, b: PtxBuilder, o_ptr, head, state) -> None:
+        """This split's O (unnormalised, f32 pairs), then the row max and sum, into row (z heads + head, row) of
+        the partial results [splits * heads, L, D + 2]; rows past L are not stored."""
+        d = self.cfg.head_dim
+        sums, o = self.row_sums(b, state), state[4:]
+        part_head = b.add(b.mul(b.sreg("ctaid.z"), b.sreg("nctaid.y")), head)
+        first_of_quad = b.setp("eq", b.and_(b.sreg("tid.x"), 3), 0)
+        for half in (0, 1):
+            row = self.my_rows[half]
+            inside = b.setp("lt", row, self.rows)
+            start = b.add(o_ptr, b.mul(b.cvt(b.add(b.mul(part_head, self.rows), row), "u64"), b.imm(4 * (d + 2), "u64")))
+            address = b.add(start, b.cvt(b.shl(self.my_col, 2), "u64"))
+            for n in range(d // 8):
+                b.st("global", address, [o[4 * n + 2 * half], o[4 * n + 2 * half + 1]], offset=32 * n, pred=inside)
+            b.st("global", start, [state[half], sums[half]], offset=4 * d, pred=b.and_pred(inside, first_of_quad))
+
+    def store(self, b: PtxBuilder, o_ptr, head, state) -> None:
+        """O / row sum, rounded, two columns a store; rows past L are not stored."""
+        d = self.cfg.head_dim
+        o = state[4:]
+        inverse = [b.rcp(total) for total in self.row_sums(b, state)]
         for half in (0, 1):
             row = self.my_rows[half]
             inside = b.setp("lt", row, self.rows)
@@ -200,3 +239,37 @@ class _RowsCopy:
             if (i + 1) * self.step > self.rows:  # the last pass, past the tile's end for some threads
                 guard = bb.setp("lt", row, self.rows) if guard is None else bb.and_pred(guard, bb.setp("lt", row, self.rows))
             bb.tile_cp_async(tile, stage, row, self.col, src, bb.selp(16, 0, inside), 16, pred=guard)
+
+
+MERGE_THREADS = 128
+
+
+def merge_splits_name(splits: int, dim: int, dtype: str) -> str:
+    return f"rung_attention_merge_{dtype}_d{dim}_z{splits}"
+
+
+def merge_splits_kernel(splits: int, dim: int, dtype: str) -> KernelOp:
+    """tile.merge_splits: one thread per output column pair of a row; it reads every split's row max and sum
+    (m, l) and its O pair, and writes sum 2^(m - M) O / sum 2^(m - M) l. Parameters (partial, out, rows)."""
+    kernel = KernelOp.get(merge_splits_name(splits, dim, dtype), ["u64", "u64", "u32"], MERGE_THREADS)
+    b = PtxBuilder(kernel.body.block)
+    partial, out, rows = kernel.body.block.args
+    row, pair = _divmod(b, b.add(b.mul(b.sreg("ctaid.x"), MERGE_THREADS), b.sreg("tid.x")), dim // 2)
+    col = b.shl(pair, 1)
+    inside = b.setp("lt", row, rows)
+    width = b.imm(4 * (dim + 2), "u64")
+    starts = [b.add(partial, b.mul(b.cvt(b.add(b.mul(rows, z), row), "u64"), width)) for z in range(splits)]
+    stats = [b.ld("global", start, "f32", n=2, offset=4 * dim, pred=inside) for start in starts]
+    top = b.fimm(-math.inf)
+    for m, _ in stats:
+        top = b.max(top, m)
+    total, acc = b.fimm(0.0), [b.fimm(0.0)] * 2
+    for start, (m, l) in zip(starts, stats):
+        weight = b.ex2(b.sub(m, top))
+        total = b.mad(weight, l, total)
+        pair_values = b.ld("global", b.add(start, b.cvt(b.shl(col, 2), "u64")), "f32", n=2, pred=inside)
+        acc = [b.mad(weight, v, a) for v, a in zip(pair_values, acc)]
+    inverse = b.rcp(total)
+    address = b.add(out, b.cvt(b.shl(b.add(b.mul(row, dim), col), 1), "u64"))
+    b.st("global", address, [b.cvt_pack(b.mul(acc[1], inverse), b.mul(acc[0], inverse), dtype)], pred=inside)
+    return kernel

@@ -59,19 +59,20 @@ class _RowLowering:
             self._column_bytes[i, esize, offset] = b.cvt(b.mul(column, esize), "u64")
         return b.add(self._row_starts[tensor, row, stride], self._column_bytes[i, esize, offset])
 
-    def _permute_row(self, op) -> None:
-        """The source row: the result row's digits in its leading shape (div and rem by constants), each times
-        the stride of the source axis it comes from."""
+    def _source_row(self, op) -> None:
+        """The source row: the result row's digits in its leading shape (div and rem by constants), each times its
+        stride (a broadcast dimension's 0 drops it)."""
         b, rest = self.b, self.env[op.row]
-        shape, perm, strides = op.shape.get_values(), op.perm.get_values(), op.source_strides()
+        shape, strides = op.shape.get_values(), op.strides.get_values()
         source = None
         for i in reversed(range(len(shape))):
             digit = b.binary(ptx.RemOp, rest, shape[i]) if i else rest
             if i:
                 rest = b.binary(ptx.DivOp, rest, shape[i])
-            term = b.mul(digit, strides[perm[i]]) if strides[perm[i]] != 1 else digit
-            source = term if source is None else b.add(source, term)
-        self.env[op.result] = source
+            if strides[i]:
+                term = b.mul(digit, strides[i]) if strides[i] != 1 else digit
+                source = term if source is None else b.add(source, term)
+        self.env[op.result] = source if source is not None else b.imm(0)
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")
@@ -93,8 +94,12 @@ class _RowLowering:
         stride, offset = op.columns()
         regs = []
         for i in range(self.cfg.per_thread):
-            half = b.ld("global", self._address(op.src, op.row, i, stride, offset), "b16", pred=self.inside[i])
-            regs.append(b.cvt_widen(half, dtype))
+            inside = self.inside[i]
+            if op.padded is not None:  # a column outside src's rows (unsigned: a negative one too) reads zero
+                outside_ok = b.setp("lt", b.add(self.columns[i], offset) if offset else self.columns[i], stride)
+                inside = outside_ok if inside is None else b.and_pred(inside, outside_ok)
+            value = b.cvt_widen(b.ld("global", self._address(op.src, op.row, i, stride, offset), "b16", pred=inside), dtype)
+            regs.append(b.selp(value, b.fimm(0.0), inside) if op.padded is not None else value)
         self.env[op.result] = regs
 
     def _map(self, op) -> None:

@@ -44,11 +44,27 @@ def test_each_level_computes_the_same_attention(heads, rows, keys, dim, dtype, c
         assert np.isfinite(got).all() and np.abs(got - want).max() <= tol, (stage, np.abs(got - want).max())
 
 
+@pytest.mark.parametrize("heads, kv_heads, rows, keys, dim, dtype, causal", [
+    (8, 2, 3, 700, 128, "bf16", False),  # decoding: the 4 query heads of a kv head as its rows, keys split 5 ways
+    (1, 1, 300, 300, 64, "f16", True),  # few blocks: causal blocks split their unequal key ranges
+])
+def test_split_keys_merge_to_the_same_attention(heads, kv_heads, rows, keys, dim, dtype, causal):
+    module = parse_ir(sdpa(heads, kv_heads, rows, keys, dim, dtype, causal))
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], 3, 4)
+    want = run(module, args)[0].astype(np.float32)
+    run_pipeline(module, "graph-to-tile", make_context())
+    assert "tile.merge_splits" in print_ir(module)
+    for stage in STAGES[1:]:
+        run_pipeline(module, stage, make_context())
+        got = run(module, args)[0].astype(np.float32)
+        assert np.abs(got - want).max() <= (3e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max())), stage
+
+
 def test_the_attention_program_prints_parses_and_names_what_it_bakes_in():
     module = parse_ir(sdpa(8, 2, 40, 40, 64, "f16", True))
     run_pipeline(module, "graph-to-tile", make_context())
     text = print_ir(module)
-    assert "#tile.attention<head_dim = 64, block_m = 64, block_n = 64>" in text
+    assert "#tile.attention<head_dim = 64, block_m = 64, block_n = 64, splits = 1>" in text
     assert "@rung_attention_f16_d64_m64_n64_causal_g4" in text and "tile.attention %" in text
     assert print_ir(parse_ir(text)) == text
 
@@ -77,10 +93,10 @@ def test_lower_to_ptx_says_which_attention_has_no_kernel(dim, keys, message):
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
 @pytest.mark.parametrize("dim", [64, 96, 128])
-@pytest.mark.parametrize("rows", [1, 512])
+@pytest.mark.parametrize("heads, kv_heads, rows, causal", [(32, 8, 1, False), (32, 8, 512, True), (4, 4, 256, True)])  # decoding, prefill, split
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
-def test_attention_kernels_assemble_without_spills(dim, rows, dtype, target, tmp_path):
-    module = parse_ir(sdpa(32, 8, rows, 1024, dim, dtype, rows > 1))
+def test_attention_kernels_assemble_without_spills(dim, heads, kv_heads, rows, causal, dtype, target, tmp_path):
+    module = parse_ir(sdpa(heads, kv_heads, rows, 1024, dim, dtype, causal))
     run_pipeline(module, "lower-to-ptx", make_context())
     assert_assembles_without_spills(module_text(module, target), target, tmp_path)

@@ -25,7 +25,8 @@ STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-
 @st.composite
 def chains(draw):
     """(IR text, inputs): a chain of 1-6 elementwise ops on [lead..., n], each binary op's other operand a
-    fresh input of the full shape, a row broadcast over the leading dimensions, or a constant."""
+    fresh input of the full shape, a row broadcast over the leading dimensions, a tensor broadcast over
+    some of them, or a constant."""
     lead = draw(st.lists(st.integers(1, 5), min_size=0, max_size=2))
     n, dtype = draw(st.integers(1, 300)), draw(st.sampled_from(["f16", "bf16"]))
     shape = "x".join(map(str, [*lead, n]))
@@ -39,8 +40,9 @@ def chains(draw):
             name, _, attrs = fn.partition(" ")
             lines.append(f"  %v{i} = graph.{name} {value} {attrs} : ({full}) -> {full}")
         else:
-            kind = "constant" if fn == "pow" else draw(st.sampled_from(["full", "row", "constant"]))
-            other_shape = {"full": [*lead, n], "row": [n], "constant": []}[kind]
+            kind = "constant" if fn == "pow" else draw(st.sampled_from(["full", "row", "partial", "constant"]))
+            partial = [d if draw(st.booleans()) else 1 for d in lead] + [n]  # broadcast over some leading dimensions
+            other_shape = {"full": [*lead, n], "row": [n], "partial": partial, "constant": []}[kind]
             other = rng.uniform(0.5, 2, other_shape) if fn == "div" else rng.uniform(-2, 2, other_shape)  # no division near 0
             if fn == "pow":  # a small whole exponent
                 other = np.float64(draw(st.sampled_from([2, 3])))

@@ -62,3 +62,16 @@ def test_another_mask_stays_and_lower_to_ptx_says_why():
     assert "%m {scale" in print_ir(module)
     with pytest.raises(RungError, match="'graph.sdpa' in @main has no GPU kernel yet: only causal attention or none"):
         run_pipeline(module, "lower-to-ptx", make_context())
+
+
+def test_a_causal_mask_computed_from_arange_is_recognised_without_folding_it():
+    """transformers build the mask from arange and compare; too big to fold, it is evaluated, not kept."""
+    lines = program(None, repeat=False).splitlines()
+    mask = ["  %i = graph.arange {start = 0 : i64, step = 1 : i64} : tensor<8xi64>",
+            "  %rows = graph.reshape %i : (tensor<8xi64>) -> tensor<8x1xi64>",
+            "  %cols = graph.reshape %i : (tensor<8xi64>) -> tensor<1x8xi64>",
+            '  %m = graph.compare %rows, %cols {predicate = "ge"} : (tensor<8x1xi64>, tensor<1x8xi64>) -> tensor<8x8xi1>',
+            f"  %y = graph.sdpa %q, %k, %v, %m {{scale = 0.25 : f64}} : ({Q}, {Q}, {Q}, tensor<8x8xi1>) -> {Q}"]
+    text = "\n".join(lines[:1] + mask + lines[2:])
+    raised = print_ir(_raised(text))
+    assert "causal" in raised and "graph.arange" not in raised and "graph.compare" not in raised

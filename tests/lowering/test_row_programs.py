@@ -140,12 +140,24 @@ def test_each_level_copies_a_slice_of_the_last_dimension(lead, n, data, dtype, s
     _copies_alike(text, seed)
 
 
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.lists(st.integers(1, 100), min_size=1, max_size=3),
+       st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_each_level_copies_a_concatenation_along_the_last_dimension(lead, widths, dtype, seed):
+    parts = [f"tensor<{'x'.join(map(str, [*lead, w]))}x{dtype}>" for w in widths]
+    out = f"tensor<{'x'.join(map(str, [*lead, sum(widths)]))}x{dtype}>"
+    names = [f"%x{i}" for i in range(len(widths))]
+    text = (f"func.func @main({', '.join(f'{n}: {p}' for n, p in zip(names, parts))}) -> {out} {{\n"
+            f"  %y = graph.cat {', '.join(names)} {{dim = -1 : i64}} : ({', '.join(parts)}) -> {out}\n  func.return %y : {out}\n}}\n")
+    _copies_alike(text, seed)
+
+
 def _copies_alike(text: str, seed: int) -> None:
     module = parse_ir(text)
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 8)
     want = run(module, args)[0]
     run_pipeline(module, "graph-to-tile", make_context())
-    assert "graph.permute" not in print_ir(module) and "graph.slice" not in print_ir(module)
+    assert not any(f"graph.{name}" in print_ir(module) for name in ("permute", "slice", "cat"))
     for stage in STAGES[1:]:
         run_pipeline(module, stage, make_context())
         assert np.array_equal(run(module, args)[0], want), stage  # a copy: exact
