@@ -23,7 +23,7 @@ from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 from dialects import graph as g
 from dialects import tile as t
 from ir.dtypes import compute_view
-from lowering.row_programs import ROW_DTYPES, RowProgram, launch_rows, reshaped, row_strides
+from lowering.row_programs import ROW_DTYPES, RowProgram, broadcast_strides, launch_rows, reshaped
 
 
 def _sigmoid(p: RowProgram, x):
@@ -145,15 +145,7 @@ class _Chain:
         return shape != self.shape and len(shape) >= 1 and shape[-1] == self.cols and math.prod(shape[:-1]) == 1
 
     def source_strides(self, v: SSAValue) -> list[int] | None:
-        """For an input broadcast over some leading dimensions (rope's [1, 1, S, D] tables under [B, H, S, D]):
-        the row strides that take a result row to its row (0 along a broadcast dimension); None if it is not one."""
-        shape, lead = v.type.get_shape(), len(self.shape) - 1
-        padded = [1] * (len(self.shape) - len(shape)) + list(shape)
-        if len(shape) > len(self.shape) or not shape or shape[-1] != self.cols or any(
-                d not in (1, r) for d, r in zip(padded[:-1], self.shape[:-1])):
-            return None
-        strides = row_strides(padded)
-        return [0 if padded[i] == 1 and self.shape[i] > 1 else strides[i] for i in range(lead)]
+        return broadcast_strides(v.type.get_shape(), self.shape)
 
     def kind(self, v: SSAValue) -> str:
         """How the program reads input v: 'rows' (one per result row), 'row' (one for all) or 'broadcast'."""

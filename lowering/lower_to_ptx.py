@@ -24,6 +24,7 @@ from lowering.fold_constants import FoldConstants
 from lowering.graph_to_tile import GraphToTile
 from lowering.raise_attention import RaiseAttentionPass
 from lowering.raise_norms import RaiseNorms
+from lowering.raise_rope import RaiseRopePass
 from lowering.row_programs import ROW_DTYPES, ROW_PROGRAMS
 from lowering.smem_swizzle import SmemSwizzle
 from lowering.tile_expand import TileExpand
@@ -32,7 +33,7 @@ from lowering.warp_to_ptx import WarpToPtx
 
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice and graph.cat along it, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
+             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice and graph.cat along it, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
@@ -74,13 +75,13 @@ def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
 
 @dataclass(frozen=True)
 class LowerToPtx(ModulePass):
-    """Lower graph to ptx for `target` (fold-constants, raise-norms, raise-attention, graph-to-tile, tile-expand, tile-to-warp,
+    """Lower graph to ptx for `target` (fold-constants, raise-norms, raise-rope, raise-attention, graph-to-tile, tile-expand, tile-to-warp,
     smem-swizzle, warp-to-ptx); an op left without a kernel is an error naming it and why."""
 
     name = "lower-to-ptx"
     target: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for lower in (FoldConstants(), RaiseNorms(), RaiseAttentionPass(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+        for lower in (FoldConstants(), RaiseNorms(), RaiseRopePass(), RaiseAttentionPass(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
             lower.apply(ctx, op)
         check_lowered(op)

@@ -1,5 +1,5 @@
 """graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
-permutes that keep the last dimension, slices of it and concatenations along it.
+permutes that keep the last dimension, slices of it and concatenations along it, rope.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -70,15 +70,17 @@ def _eps_tag(eps: float) -> str:
 
 
 def rms_norm_program(op: g.RmsNormOp, dtype: str, cols: int) -> t.KernelOp:
-    """y = x * rsqrt(mean(x^2) + eps) * weight."""
-    eps = op.attr("eps")
+    """y = x * rsqrt(mean(x^2) + eps) * (weight + offset)."""
+    eps, offset = op.attr("eps"), op.attr("offset")
     elem = op.x.type.element_type
-    p = RowProgram(f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
+    name = f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}" + (f"_o{_eps_tag(offset)[1:]}" if offset else "")
+    p = RowProgram(name, cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
     x, w, _ = p.block.args
     v = p.load(x)
     mean = p.map("mul", p.reduce("sum", p.map("mul", v, v)), constant=1.0 / cols)
     scale = p.map("rsqrt", p.map("add", mean, constant=eps))
-    return p.store(p.map("mul", p.map("mul", v, scale), p.load(w, per_row=False)))
+    weight = p.load(w, per_row=False)
+    return p.store(p.map("mul", p.map("mul", v, scale), p.map("add", weight, constant=offset) if offset else weight))
 
 
 def layer_norm_program(op: g.LayerNormOp, dtype: str, cols: int) -> t.KernelOp:
@@ -139,6 +141,17 @@ def row_strides(shape) -> list[int]:
     return [math.prod(shape[a + 1:-1]) for a in range(len(shape) - 1)]
 
 
+def broadcast_strides(shape, result) -> list[int] | None:
+    """For a tensor of `shape` broadcast over some leading dimensions of `result` (rope's [1, 1, S, D] tables under
+    [B, H, S, D]), its own last dimension kept: the row strides that take a result row to its row (0 along a broadcast
+    dimension); None if it is not one."""
+    padded = [1] * (len(result) - len(shape)) + list(shape)
+    if len(shape) > len(result) or not shape or shape[-1] != result[-1] or any(d not in (1, r) for d, r in zip(padded[:-1], result[:-1])):
+        return None
+    strides = row_strides(padded)
+    return [0 if padded[i] == 1 and result[i] > 1 else strides[i] for i in range(len(result) - 1)]
+
+
 def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
     """A slice of the last dimension, step 1: each block copies its row's columns [start, start + N)."""
     source = op.operands[0].type.get_shape()
@@ -171,8 +184,30 @@ def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:
     return p.store(total)
 
 
+def rope_program(op: g.RopeOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """y = x * cos + rotate_half(x) * sin: rotate_half(x) is x read half a row to the left minus x read half a
+    row to the right (tile.load_row `padded`: zeros past either end); cos and sin through tile.source_row."""
+    shape = op.result.type.get_shape()
+    strides = [broadcast_strides(v.type.get_shape(), shape) for v in (op.cos, op.sin)]
+    if cols % 2 or None in strides:
+        return None
+    elem, half = op.result.type.element_type, cols // 2
+    p = RowProgram(f"rung_rope_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_{'_'.join('x'.join(map(str, s)) for s in strides)}", cols,
+                   [t.generic_tensor(elem)] * 4)
+    x, cos, sin, _ = p.block.args
+
+    def shifted(by: int):
+        return p.add(t.LoadRowOp.build(operands=[x, [p.row]], result_types=[t.RowType.get(cols)],
+                                       properties={"stride": IntegerAttr(cols, i64), "offset": IntegerAttr(by, i64), "padded": UnitAttr()})).result
+
+    rotated = p.map("sub", shifted(-half), shifted(half))
+    tables = [p.load(v, row=p.source_row(shape[:-1], s)) for v, s in zip((cos, sin), strides)]
+    return p.store(p.map("add", p.map("mul", p.load(x), tables[0]), p.map("mul", rotated, tables[1])))
+
+
 ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
-                g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program, g.CatOp: cat_program}
+                g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program, g.CatOp: cat_program,
+                g.RopeOp: rope_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -188,7 +223,7 @@ class RowOpToTile(RewritePattern):
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
         operands = list(op.operands)
-        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp)):  # the sources as [rows, their last dimension]
+        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp, g.RopeOp)):  # the sources as [rows, their last dimension]
             operands = [reshaped(rewriter, v, [math.prod(v.type.get_shape()[:-1]), v.type.get_shape()[-1]]) for v in op.operands]
         if isinstance(op, g.EmbeddingOp):  # the indices, one per result row
             operands[1] = reshaped(rewriter, op.indices, [math.prod(op.indices.type.get_shape())])

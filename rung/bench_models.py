@@ -1,11 +1,13 @@
-"""Whole-program benchmark: a model brought in by torch2ir, compiled whole by rung.compile, against torch
-eager and torch.compile in one run: wall time per forward and peak GPU memory.
+"""Whole-program benchmark: models brought in by torch2ir, compiled whole by rung.compile, against torch
+eager and torch.compile in one run: wall time per forward, peak GPU memory, compile time.
 
     python -m rung.bench_models [--out DIR] [--quick]
 
-The program is LLaMA-7B's feed-forward block in f16, x + W_down (silu(W_gate h) * W_up h) with
-h = rms_norm(x): an rms_norm row kernel, three GEMMs, the fused SwiGLU kernel and the residual add.
-Rung runs it as a direct call (one arena for the intermediates) and as one captured CUDA graph;
+Two programs in f16: LLaMA-7B's feed-forward block, x + W_down (silu(W_gate h) * W_up h) with
+h = rms_norm(x) (an rms_norm row kernel, three GEMMs, the fused SwiGLU kernel and the residual add),
+and a whole LLaMA-shaped 1.1B model from transformers (random init: 22 layers of 2048, 32 query and
+4 kv heads, vocabulary 32000; a forward over a prompt of 512 tokens and over one token, no cache).
+Rung runs each as a direct call (one arena for the intermediates) and as one captured CUDA graph;
 torch.compile is timed in its default mode and "reduce-overhead" (its own CUDA graphs). Writes
 bench_models.md into --out.
 """
@@ -15,10 +17,10 @@ from __future__ import annotations
 import time
 
 from backend.bench_gemm import bench_arguments, warm_up_clocks, write_report
-from rung.models import main_arguments, wall_us
+from rung.models import main_arguments, output_error, wall_us
 
 DIM, HIDDEN = 4096, 11008
-TOKENS = [1, 16, 512]
+RUNS = [("ffn", 1), ("ffn", 16), ("ffn", 512), ("llama-1b", 1), ("llama-1b", 512)]
 
 
 def feed_forward(dim: int = DIM, hidden: int = HIDDEN):
@@ -44,6 +46,27 @@ def feed_forward(dim: int = DIM, hidden: int = HIDDEN):
     return model
 
 
+def llama(layers: int = 22, hidden: int = 2048, intermediate: int = 5632, heads: int = 32, kv_heads: int = 4, vocab: int = 32000):
+    """A LLaMA-shaped decoder (TinyLlama's shape by default, 1.1B parameters), random init, f16."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048)
+    return LlamaForCausalLM(config).half().eval()
+
+
+def program(name: str, tokens: int) -> tuple:
+    """(model, args, kwargs) of a benchmarked program on the CPU."""
+    import torch
+
+    if name == "ffn":
+        return feed_forward(), (torch.randn(tokens, DIM).half(),), {}
+    model = llama()
+    return model, (torch.randint(0, model.config.vocab_size, (1, tokens)),), {"use_cache": False}
+
+
 def peak_bytes(fn) -> int:
     """The most GPU memory torch's allocator held during fn() beyond what it held before."""
     import torch
@@ -56,57 +79,64 @@ def peak_bytes(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def bench(tokens: int) -> dict:
+def bench(name: str, tokens: int) -> dict:
     import torch
 
     import rung
-    from frontend.torch2ir import relative_error, torch_to_ir
+    from frontend.torch2ir import torch_outputs, torch_to_ir
 
-    model = feed_forward()
-    x_cpu = torch.randn(tokens, DIM).half()
-    module, _, names = torch_to_ir(model, (x_cpu,), {})
+    torch._dynamo.reset()  # the previous program's compiled graphs and their memory go
+    torch.cuda.empty_cache()
+    model, args, kwargs = program(name, tokens)
+    module, _, names = torch_to_ir(model, args, kwargs)
     start = time.perf_counter()
     fn = rung.compile(module)
     compile_s = time.perf_counter() - start
     model = model.cuda()
-    x = x_cpu.cuda()
-    args = main_arguments(model, names, (x,), {})
+    args = tuple(a.cuda() for a in args)
+    tensors = main_arguments(model, names, args, kwargs)
     with torch.no_grad():
-        want = model(x)
-        err = relative_error(fn(*args).float().cpu(), want.float().cpu())
-        replay = fn.capture(*args)
+        err = output_error(fn(*tensors), torch_outputs(model, args, kwargs))
+        replay = fn.capture(*tensors)
         compiled = torch.compile(model)
         graphs = torch.compile(model, mode="reduce-overhead")
         for _ in range(3):
-            compiled(x), graphs(x)
-        times = {"rung": wall_us(lambda: fn(*args), 50), "rung graph": wall_us(lambda: replay(*args), 50),
-                 "eager": wall_us(lambda: model(x), 50), "compile": wall_us(lambda: compiled(x), 50),
-                 "compile graphs": wall_us(lambda: graphs(x), 50)}
-        memory = {"rung": peak_bytes(lambda: fn(*args)), "eager": peak_bytes(lambda: model(x))}
-    return {"tokens": tokens, "err": err, "compile_s": compile_s, "arena": fn.memory.arena_bytes, **{f"t_{k}": v for k, v in times.items()},
-            **{f"m_{k}": v for k, v in memory.items()}, "kernels": fn.path.count("rung_")}
+            compiled(*args, **kwargs), graphs(*args, **kwargs)
+        times = {"rung": wall_us(lambda: fn(*tensors), 20), "rung graph": wall_us(lambda: replay(*tensors), 20),
+                 "eager": wall_us(lambda: model(*args, **kwargs), 20), "compile": wall_us(lambda: compiled(*args, **kwargs), 20),
+                 "compile graphs": wall_us(lambda: graphs(*args, **kwargs), 20)}
+        memory = {"rung": peak_bytes(lambda: fn(*tensors)), "eager": peak_bytes(lambda: model(*args, **kwargs))}
+    return {"program": name, "tokens": tokens, "err": err, "compile_s": compile_s, "arena": fn.memory.arena_bytes,
+            **{f"t_{k}": v for k, v in times.items()}, **{f"m_{k}": v for k, v in memory.items()}, "kernels": fn.path.count("rung_")}
+
+
+TITLES = {"ffn": "LLaMA-7B's feed-forward block", "llama-1b": "LLaMA 1.1B (whole model)"}
 
 
 def main(argv=None) -> int:
     args, dev, date = bench_arguments("python -m rung.bench_models", "bench_models.md", "1 and 512 tokens", argv)
     warm_up_clocks()
     rows = []
-    for tokens in [1, 512] if args.quick else TOKENS:
-        r = bench(tokens)
+    for name, tokens in RUNS:
+        if args.quick and tokens == 16:
+            continue
+        r = bench(name, tokens)
         rows.append(r)
-        print(f"{tokens} tokens: rung {r['t_rung']:.1f} us (graph {r['t_rung graph']:.1f}), eager {r['t_eager']:.1f}, "
+        print(f"{name} {tokens} tokens: rung {r['t_rung']:.1f} us (graph {r['t_rung graph']:.1f}), eager {r['t_eager']:.1f}, "
               f"compile {r['t_compile']:.1f} (graphs {r['t_compile graphs']:.1f}); max relative error {r['err']:.2e}", flush=True)
-    lines = ["# A whole program: LLaMA-7B's feed-forward block (f16) compiled by Rung vs torch", "",
-             f"{dev}, {date}. x [tokens, {DIM}] -> x + W_down (silu(W_gate h) * W_up h), h = rms_norm(x); weights "
-             f"{3 * DIM * HIDDEN * 2 / 2**20:.0f} MiB. us per forward: wall time of 50 forwards in a row, host work included "
+    lines = ["# Whole programs compiled by Rung vs torch (f16)", "",
+             f"{dev}, {date}. {TITLES['ffn']}: x [tokens, {DIM}] -> x + W_down (silu(W_gate h) * W_up h), h = rms_norm(x), weights "
+             f"{3 * DIM * HIDDEN * 2 / 2**20:.0f} MiB. {TITLES['llama-1b']}: transformers' LlamaForCausalLM, 22 layers of 2048, "
+             "32 query and 4 kv heads, vocabulary 32000, random init; tokens = the prompt's length, no cache. "
+             "us per forward: wall time of 20 forwards in a row, host work included "
              "(Rung graph: the whole call replayed as one CUDA graph; torch.compile graphs: its reduce-overhead mode); "
              "peak: the most memory allocated during one forward beyond the inputs and weights.", "",
-             "| tokens | Rung kernels | Rung us | Rung graph us | torch eager us | torch.compile us | torch.compile graphs us | "
+             "| program | tokens | Rung kernels | Rung us | Rung graph us | torch eager us | torch.compile us | torch.compile graphs us | "
              "eager / Rung graph | compile graphs / Rung graph | Rung peak MiB | eager peak MiB | max rel. error | Rung compile s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['tokens']} | {r['kernels']} | {r['t_rung']:.1f} | {r['t_rung graph']:.1f} | {r['t_eager']:.1f} | "
-                     f"{r['t_compile']:.1f} | {r['t_compile graphs']:.1f} | {r['t_eager'] / r['t_rung graph']:.2f} | "
+        lines.append(f"| {TITLES[r['program']]} | {r['tokens']} | {r['kernels']} | {r['t_rung']:.1f} | {r['t_rung graph']:.1f} | "
+                     f"{r['t_eager']:.1f} | {r['t_compile']:.1f} | {r['t_compile graphs']:.1f} | {r['t_eager'] / r['t_rung graph']:.2f} | "
                      f"{r['t_compile graphs'] / r['t_rung graph']:.2f} | {r['m_rung'] / 2**20:.2f} | {r['m_eager'] / 2**20:.2f} | "
                      f"{r['err']:.1e} | {r['compile_s']:.1f} |")
     write_report(args.out, "bench_models.md", lines)

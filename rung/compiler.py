@@ -7,7 +7,7 @@
     fn.memory.summary()                        # the one arena a call allocates for its intermediates
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
-The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-attention, graph-to-tile for the target,
+The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
 (kernels on device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on
 the CPU), graph.reshape (views) and graph.constant (uploaded once); any other op has no kernel yet
@@ -224,7 +224,7 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         raise RungError(f"rung.compile takes IR text or a module, got {type(module_or_text).__name__}")
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
     target = check_target(target or _default_target())
-    run_pipeline(module, f"fold-constants,raise-norms,raise-attention,graph-to-tile{{target={target}}},tile-expand", ctx)
+    run_pipeline(module, f"fold-constants,raise-norms,raise-rope,raise-attention,graph-to-tile{{target={target}}},tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     check_lowered(module, "rung.compile")

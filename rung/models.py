@@ -41,7 +41,7 @@ def main_arguments(model, names: list[str], args: tuple, kwargs: dict) -> list:
     return [state[n].detach() if n in state else next(user) for n in names]
 
 
-def _error(got, want: list) -> float:
+def output_error(got, want: list) -> float:
     """The largest relative error over the outputs (`got`: one array or tensor, or a tuple of them)."""
     import numpy as np
 
@@ -73,7 +73,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
     progress(f"{fn.path.count('rung_')} kernel launches; {fn.memory.summary()}")
     if not gpu:
         progress("running on the CPU lane simulator ...")
-        err = _error(fn(*inputs_for(names, weights, args, kwargs)), torch_outputs(model, args, kwargs))
+        err = output_error(fn(*inputs_for(names, weights, args, kwargs)), torch_outputs(model, args, kwargs))
         where = "the CPU lane simulator"
     else:
         model = model.cuda()
@@ -83,7 +83,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         want = torch_outputs(model, cuda_args, kwargs)
         with torch.no_grad():
             replay = fn.capture(*tensors)
-            err = _error(replay(*tensors), want)
+            err = output_error(replay(*tensors), want)
             compiled = torch.compile(model)
             times = {"Rung (one CUDA graph)": wall_us(lambda: replay(*tensors)),
                      "torch eager": wall_us(lambda: model(*cuda_args, **kwargs)),

@@ -47,6 +47,12 @@ def _raise_norms():
     return RaiseNorms
 
 
+def _raise_rope():
+    from lowering.raise_rope import RaiseRopePass
+
+    return RaiseRopePass
+
+
 def _raise_attention():
     from lowering.raise_attention import RaiseAttentionPass
 
@@ -96,6 +102,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "decompose-graph": _decompose_graph,
     "fold-constants": _fold_constants,
     "raise-norms": _raise_norms,
+    "raise-rope": _raise_rope,
     "raise-attention": _raise_attention,
     "graph-to-tile": _graph_to_tile,
     "tile-expand": _tile_expand,

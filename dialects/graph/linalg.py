@@ -170,14 +170,15 @@ class CumsumOp(DimOp):
 
 @irdl_op_definition
 class RmsNormOp(GraphOp):
-    """x / sqrt(mean(x^2, last dim) + eps) * weight."""
+    """x / sqrt(mean(x^2, last dim) + eps) * (weight + offset); Gemma's norms scale by 1 + weight (offset 1)."""
 
     name = "graph.rms_norm"
     x = operand_def(TensorType)
     weight = operand_def(TensorType)
     result = result_def(TensorType)
     eps = prop_def(FloatAttr)
-    ATTRS: ClassVar[dict[str, object]] = {"eps": None}
+    offset = opt_prop_def(FloatAttr)
+    ATTRS: ClassVar[dict[str, object]] = {"eps": None, "offset": 0.0}
 
     def infer(self):
         _check_float(self.x.type, self.weight.type)
@@ -186,7 +187,7 @@ class RmsNormOp(GraphOp):
         return self.x.type
 
     def execute(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.attr("eps")) * w
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.attr("eps")) * (w + np.float32(self.attr("offset")))
 
 
 @irdl_op_definition

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from backend.ptx_text import module_text
 from ir.errors import RungError
 from ir.interpreter import run
+from levels import STAGES, assert_each_level_computes, dtype_tolerance
 from machine_code import assert_assembles_without_spills
 from rung.cli import random_inputs
 from rung.context import make_context, parse_ir, print_ir
 from rung.passes import run_pipeline
 
-STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-to-ptx"]
 
 
 def sdpa(heads: int, kv_heads: int, rows: int, keys: int, dim: int, dtype: str, causal: bool, scale: float | None = None) -> str:
@@ -37,11 +37,7 @@ def test_each_level_computes_the_same_attention(heads, rows, keys, dim, dtype, c
     module = parse_ir(sdpa(heads, kv_heads, rows, keys, dim, dtype, causal, scale))
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 4)
     want = run(module, args)[0].astype(np.float32)
-    tol = (3e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
-    for stage in STAGES:
-        run_pipeline(module, stage, make_context())
-        got = run(module, args)[0].astype(np.float32)
-        assert np.isfinite(got).all() and np.abs(got - want).max() <= tol, (stage, np.abs(got - want).max())
+    assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want, bf16=3e-2))
 
 
 @pytest.mark.parametrize("heads, kv_heads, rows, keys, dim, dtype, causal", [
@@ -54,10 +50,7 @@ def test_split_keys_merge_to_the_same_attention(heads, kv_heads, rows, keys, dim
     want = run(module, args)[0].astype(np.float32)
     run_pipeline(module, "graph-to-tile", make_context())
     assert "tile.merge_splits" in print_ir(module)
-    for stage in STAGES[1:]:
-        run_pipeline(module, stage, make_context())
-        got = run(module, args)[0].astype(np.float32)
-        assert np.abs(got - want).max() <= (3e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max())), stage
+    assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want, bf16=3e-2), STAGES[1:])
 
 
 def test_the_attention_program_prints_parses_and_names_what_it_bakes_in():

@@ -41,6 +41,25 @@ def test_the_transformers_chain_becomes_one_rms_norm_within_an_ulp():
     assert np.all(np.abs(got - want) <= 2 * np.spacing(np.abs(want).astype(np.float16)).astype(np.float32))  # f16 ulps
 
 
+def test_gemmas_chain_becomes_an_rms_norm_with_its_weight_offset():
+    """Gemma multiplies by (cast(w, f32) + 1) before casting back: rms_norm with offset 1, rounded as the chain is."""
+    text = CHAIN.format(**RMS).replace(
+        "  %n16 = graph.cast %n : (tensor<3x5x40xf32>) -> tensor<3x5x40xf16>\n"
+        "  %y = graph.mul %w, %n16 : (tensor<40xf16>, tensor<3x5x40xf16>) -> tensor<3x5x40xf16>",
+        "  %w32 = graph.cast %w : (tensor<40xf16>) -> tensor<40xf32>\n"
+        "  %one = graph.constant {value = dense<1.0> : tensor<f32>} : tensor<f32>\n"
+        "  %w1 = graph.add %w32, %one : (tensor<40xf32>, tensor<f32>) -> tensor<40xf32>\n"
+        "  %nw = graph.mul %n, %w1 : (tensor<3x5x40xf32>, tensor<40xf32>) -> tensor<3x5x40xf32>\n"
+        "  %y = graph.cast %nw : (tensor<3x5x40xf32>) -> tensor<3x5x40xf16>")
+    module = parse_ir(text)
+    want = run(module, _inputs())[0].astype(np.float32)
+    run_pipeline(module, "raise-norms", make_context())
+    assert [op.name for op in module.ops.first.body.block.ops] == ["graph.rms_norm", "func.return"], print_ir(module)
+    assert module.ops.first.body.block.ops.first.attr("offset") == 1.0
+    got = run(module, _inputs())[0].astype(np.float32)
+    assert np.all(np.abs(got - want) <= np.spacing(np.abs(want).astype(np.float16)).astype(np.float32))
+
+
 @pytest.mark.parametrize("change", [dict(power="3.0"), dict(kind="sum"), dict(dim="1", mean_type="tensor<3x1x40xf32>")])
 def test_a_different_chain_stays(change):
     text = CHAIN.format(**{**RMS, **change})

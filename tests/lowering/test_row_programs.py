@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.ptx_text import module_text
+from levels import STAGES, assert_each_level_computes, dtype_tolerance
 from machine_code import assert_assembles_without_spills
 from ir.interpreter import run
 from lowering.row_programs import row_threads
@@ -34,7 +35,6 @@ OPS = {
 }}
 """,
 }
-STAGES = ["graph-to-tile", "tile-expand", "tile-to-warp", "smem-swizzle", "warp-to-ptx"]
 
 
 @settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
@@ -45,11 +45,7 @@ def test_each_level_computes_the_same_row_op(op, lead, n, dtype, seed):
     module = parse_ir(text)
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 8)
     want = run(module, args)[0].astype(np.float32)
-    tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
-    for stage in STAGES:
-        run_pipeline(module, stage, make_context())
-        got = run(module, args)[0].astype(np.float32)
-        assert np.isfinite(got).all() and np.abs(got - want).max() <= tol, (stage, np.abs(got - want).max())
+    assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want))
 
 
 @pytest.mark.parametrize("n, threads", [(1, 32), (100, 32), (256, 32), (257, 64), (4096, 512), (8192, 1024), (20000, 1024)])

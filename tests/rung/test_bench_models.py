@@ -32,3 +32,18 @@ def test_main_arguments_are_the_models_own_tensors_in_torch2irs_order():
     assert tensors[-1] is x and tensors[0].data_ptr() == dict(model.named_parameters())[names[0]].data_ptr()
     for t, want in zip(tensors, inputs_for(names, weights, (x,))):
         assert np.array_equal(t.numpy(), want)
+
+
+def test_the_llama_program_at_a_small_size_compiles_whole_and_computes_as_torch_does():
+    """The whole-model benchmark's LLaMA, two small layers: every op a kernel, the simulator's logits torch's."""
+    from frontend.torch2ir import torch_outputs
+    from rung.bench_models import llama
+
+    model = llama(layers=2, hidden=64, intermediate=160, heads=4, kv_heads=2, vocab=128)
+    args, kwargs = (torch.randint(0, 128, (1, 12)),), {"use_cache": False}
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    fn = rung.compile(module, target="sm_90a")
+    assert {op.name for op in fn.steps} <= {"ptx.launch", "graph.reshape", "graph.constant"}
+    got = np.asarray(fn(*inputs_for(names, weights, args, kwargs)), np.float32)
+    want = torch_outputs(model.float(), args, kwargs)[0].numpy()
+    assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()

@@ -1,0 +1,35 @@
+"""Transformers families compiled whole (`rung-run model.py --sim`): every op of each becomes Rung's kernels,
+and the kernels on the CPU lane simulator compute what the model computes in PyTorch."""
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from rung.models import run_model  # noqa: E402
+
+FAMILY = '''import torch
+from transformers import {config}, {model}
+
+
+def model():
+    torch.manual_seed(0)
+    return {model}({config}(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads={kv}, max_position_embeddings=128{extra}))
+
+
+def example_inputs():
+    return (torch.randint(0, 256, (1, 16)),)
+'''
+FAMILIES = {
+    "qwen2": dict(config="Qwen2Config", model="Qwen2ForCausalLM", kv=2, extra=""),  # biases on q, k, v
+    "mistral": dict(config="MistralConfig", model="MistralForCausalLM", kv=2, extra=", sliding_window=None"),
+    "gemma": dict(config="GemmaConfig", model="GemmaForCausalLM", kv=1, extra=", head_dim=16"),  # (1 + w) norms, gelu, one kv head
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_transformers_family_compiles_whole_and_computes_as_pytorch(family, tmp_path, capsys):
+    path = tmp_path / f"{family}.py"
+    path.write_text(FAMILY.format(**FAMILIES[family]))
+    assert run_model(str(path), "f16", gpu=False, progress=lambda msg: None) == 0
+    assert "within 0.01" in capsys.readouterr().out
