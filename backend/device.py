@@ -80,9 +80,16 @@ class CudaDevice:
         return torch.from_numpy(array).cuda(self.ordinal)
 
     def empty(self, shape, dtype):
+        """A new tensor; one the GPU has no room for is a RungError saying how much it needs and what is free."""
         import torch
 
-        return torch.empty(tuple(shape), dtype=getattr(torch, np.dtype(dtype).name), device=f"cuda:{self.ordinal}")
+        try:
+            return torch.empty(tuple(shape), dtype=getattr(torch, np.dtype(dtype).name), device=f"cuda:{self.ordinal}")
+        except torch.OutOfMemoryError:
+            needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            free, total = torch.cuda.mem_get_info(self.ordinal)
+            raise RungError(f"the program needs {needed / 2**20:.1f} MiB more on GPU {self.ordinal} ({list(shape)} {np.dtype(dtype).name}: "
+                            f"its intermediates' arena or a result), {free / 2**20:.1f} MiB of {total / 2**20:.0f} MiB are free") from None
 
     def view(self, tensor, shape):
         return tensor.view(tuple(shape))
