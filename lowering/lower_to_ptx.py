@@ -33,7 +33,7 @@ from lowering.warp_to_ptx import WarpToPtx
 
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice and graph.cat along it, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
+             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat along the last dimension, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 

@@ -1,5 +1,5 @@
 """graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
-permutes that keep the last dimension, slices of it and concatenations along it, rope.
+permutes that keep the last dimension, slices (of it, or of a leading dimension) and concatenations along it, rope.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -42,11 +42,12 @@ class RowProgram:
         self.block.add_op(op)
         return op
 
-    def source_row(self, shape, strides):
+    def source_row(self, shape, strides, offset: int = 0):
         """The row a tensor's row of this block's row comes from (tile.source_row)."""
-        return self.add(t.SourceRowOp.build(operands=[self.row], result_types=[IndexType()],
-                                            properties={"shape": DenseArrayBase.from_list(i64, list(shape)),
-                                                        "strides": DenseArrayBase.from_list(i64, list(strides))})).result
+        props = {"shape": DenseArrayBase.from_list(i64, list(shape)), "strides": DenseArrayBase.from_list(i64, list(strides))}
+        if offset:
+            props["offset"] = IntegerAttr(offset, i64)
+        return self.add(t.SourceRowOp.build(operands=[self.row], result_types=[IndexType()], properties=props)).result
 
     def load(self, tensor, per_row: bool = True, row=None):
         """Row `row` (this block's by default) of `tensor`, or with per_row False its only row."""
@@ -153,16 +154,23 @@ def broadcast_strides(shape, result) -> list[int] | None:
 
 
 def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
-    """A slice of the last dimension, step 1: each block copies its row's columns [start, start + N)."""
+    """A slice of the last dimension (step 1): each block copies its row's columns [start, start + N). A slice of a
+    leading dimension: each block copies the source row it comes from (tile.source_row, `step` rows apart)."""
     source = op.operands[0].type.get_shape()
-    if op.attr("dim") % len(source) != len(source) - 1 or op.attr("step") != 1:
-        return None
-    start = min(op.attr("start") % source[-1] if op.attr("start") < 0 else op.attr("start"), source[-1])
-    elem = op.results[0].type.element_type
-    p = RowProgram(f"rung_slice_{dtype}_n{cols}_of{source[-1]}_at{start}", cols, [t.generic_tensor(elem)] * 2)
-    v = p.add(t.LoadRowOp.build(operands=[p.block.args[0], [p.row]], result_types=[t.RowType.get(cols)],
-                                properties={"stride": IntegerAttr(source[-1], i64), "offset": IntegerAttr(start, i64)})).result
-    return p.store(v)
+    dim, step = op.attr("dim") % len(source), op.attr("step")
+    start = min(op.attr("start") % source[dim] if op.attr("start") < 0 else op.attr("start"), source[dim])
+    elem, shape = op.results[0].type.element_type, op.results[0].type.get_shape()
+    if dim == len(source) - 1:
+        if step != 1:
+            return None
+        p = RowProgram(f"rung_slice_{dtype}_n{cols}_of{source[-1]}_at{start}", cols, [t.generic_tensor(elem)] * 2)
+        v = p.add(t.LoadRowOp.build(operands=[p.block.args[0], [p.row]], result_types=[t.RowType.get(cols)],
+                                    properties={"stride": IntegerAttr(source[-1], i64), "offset": IntegerAttr(start, i64)})).result
+        return p.store(v)
+    strides = row_strides(source)
+    p = RowProgram(f"rung_slice_{dtype}_n{cols}_{'x'.join(map(str, source[:-1]))}_d{dim}_at{start}_by{step}", cols, [t.generic_tensor(elem)] * 2)
+    row = p.source_row(shape[:-1], [s * step if i == dim else s for i, s in enumerate(strides)], start * strides[dim])
+    return p.store(p.load(p.block.args[0], row=row))
 
 
 def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:

@@ -177,13 +177,15 @@ class LoadRowOp(IRDLOperation):
 @irdl_op_definition
 class SourceRowOp(IRDLOperation):
     """The row of a source tensor that row `row` of a result reads: the result's leading dimensions are
-    `shape`, and the source row is the sum of the row's index along each of them times its `strides` entry
-    (a permute's strides are the source axes' row strides, in the result's order; a broadcast dimension's is 0)."""
+    `shape`, and the source row is `offset` plus the sum of the row's index along each of them times its
+    `strides` entry (a permute's strides are the source axes' row strides, in the result's order; a broadcast
+    dimension's is 0; a slice of a leading dimension starts at `offset` rows, `step` times that axis's stride)."""
 
     name = "tile.source_row"
     row = operand_def(IndexType)
     shape = prop_def(DenseArrayBase)
     strides = prop_def(DenseArrayBase)
+    offset = opt_prop_def(IntegerAttr)
     result = result_def(IndexType)
     assembly_format = "$row attr-dict"
     irdl_options = (ParsePropInAttrDict(),)
@@ -195,7 +197,7 @@ class SourceRowOp(IRDLOperation):
 
     def run(self, ids, row):
         index = np.unravel_index(row, self.shape.get_values())
-        return int(sum(int(i) * s for i, s in zip(index, self.strides.get_values())))
+        return (self.offset.value.data if self.offset else 0) + int(sum(int(i) * s for i, s in zip(index, self.strides.get_values())))
 
 
 @irdl_op_definition

@@ -72,7 +72,12 @@ class _RowLowering:
             if strides[i]:
                 term = b.mul(digit, strides[i]) if strides[i] != 1 else digit
                 source = term if source is None else b.add(source, term)
-        self.env[op.result] = source if source is not None else b.imm(0)
+        offset = op.offset.value.data if op.offset else 0
+        if source is None:
+            source = b.imm(offset)
+        elif offset:
+            source = b.add(source, offset)
+        self.env[op.result] = source
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")

@@ -124,15 +124,21 @@ def test_each_level_copies_a_permute_that_keeps_the_last_dimension(lead, n, dtyp
 
 
 @settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
-@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.integers(2, 200), st.data(), st.sampled_from(["f16", "bf16"]),
+@given(st.lists(st.integers(1, 6), min_size=0, max_size=2), st.integers(2, 200), st.data(), st.sampled_from(["f16", "bf16"]),
        st.integers(0, 2**31))
-def test_each_level_copies_a_slice_of_the_last_dimension(lead, n, data, dtype, seed):
-    start = data.draw(st.integers(0, n - 1))
-    end = data.draw(st.integers(start + 1, n))
-    src, out = "x".join(map(str, [*lead, n])), "x".join(map(str, [*lead, end - start]))
-    text = (f"func.func @main(%x: tensor<{src}x{dtype}>) -> tensor<{out}x{dtype}> {{\n"
-            f"  %y = graph.slice %x {{dim = -1 : i64, start = {start} : i64, end = {end} : i64}} : (tensor<{src}x{dtype}>) -> "
-            f"tensor<{out}x{dtype}>\n  func.return %y : tensor<{out}x{dtype}>\n}}\n")
+def test_each_level_copies_a_slice(lead, n, data, dtype, seed):
+    """Of the last dimension (step 1), or of a leading one (any step): the rows it keeps."""
+    src = [*lead, n]
+    dim = data.draw(st.integers(0, len(lead)))
+    start = data.draw(st.integers(0, src[dim] - 1))
+    end = data.draw(st.integers(start + 1, src[dim]))
+    step = 1 if dim == len(lead) else data.draw(st.integers(1, 3))
+    out = list(src)
+    out[dim] = len(range(start, end, step))
+    src_t, out_t = f"tensor<{'x'.join(map(str, src))}x{dtype}>", f"tensor<{'x'.join(map(str, out))}x{dtype}>"
+    text = (f"func.func @main(%x: {src_t}) -> {out_t} {{\n"
+            f"  %y = graph.slice %x {{dim = {dim} : i64, start = {start} : i64, end = {end} : i64, step = {step} : i64}} : ({src_t}) -> "
+            f"{out_t}\n  func.return %y : {out_t}\n}}\n")
     _copies_alike(text, seed)
 
 

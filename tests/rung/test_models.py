@@ -14,16 +14,17 @@ from transformers import {config}, {model}
 def model():
     torch.manual_seed(0)
     return {model}({config}(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads={kv}, max_position_embeddings=128{extra}))
+                            num_attention_heads=4, max_position_embeddings=128{extra}))
 
 
 def example_inputs():
-    return (torch.randint(0, 256, (1, 16)),)
+    return (torch.randint(0, 256, ({batch}, 16)),)
 '''
 FAMILIES = {
-    "qwen2": dict(config="Qwen2Config", model="Qwen2ForCausalLM", kv=2, extra=""),  # biases on q, k, v
-    "mistral": dict(config="MistralConfig", model="MistralForCausalLM", kv=2, extra=", sliding_window=None"),
-    "gemma": dict(config="GemmaConfig", model="GemmaForCausalLM", kv=1, extra=", head_dim=16"),  # (1 + w) norms, gelu, one kv head
+    "qwen2": dict(config="Qwen2Config", model="Qwen2ForCausalLM", extra=", num_key_value_heads=2", batch=1),  # biases on q, k, v
+    "mistral": dict(config="MistralConfig", model="MistralForCausalLM", extra=", num_key_value_heads=2, sliding_window=None", batch=1),
+    "gemma": dict(config="GemmaConfig", model="GemmaForCausalLM", extra=", num_key_value_heads=1, head_dim=16", batch=1),  # (1 + w) norms
+    "bert": dict(config="BertConfig", model="BertModel", extra="", batch=2),  # layer norms, unmasked attention, the pooler's [CLS] slice
 }
 
 
