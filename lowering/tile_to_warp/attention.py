@@ -2,14 +2,16 @@
 
 Warp w of block (x, h) owns query rows x BM + 16 w ... + 15. Q's tile is copied once and held as
 mma.sync A fragments; K and V stream through two shared stages, tile j + 1 copied while tile j
-computes. Per key tile: S = Q K^T (K's rows are B's columns: ldmatrix), scores scaled into log2
-units, the row max taken across the quad of lanes that shares a row (two shuffles), the running
-sums and O rescaled by 2^(m_old - m_new), P = 2^(S - m_new) packed to 16 bits straight from the
-accumulator registers into the next mma's A fragment (C's and A's layouts agree pairwise), and
-O += P V (V's rows are B's k: ldmatrix.trans). Rows sum per lane until the end, one quad
-reduction, one reciprocal. Tiles that need no mask (wholly below the diagonal and inside S) run
-in a first loop without compares; the rest (the diagonal's, the last partial one) in a second.
-Shared tiles are addressed by (stage, row, column): smem-swizzle picks their layout.
+computes. Per key tile: S = Q K^T (K's rows are B's columns: ldmatrix), the row max taken across
+the quad of lanes that shares a row (two shuffles) and kept in log2 units (m), the running sums
+and O rescaled by 2^(m_old - m_new), P = 2^(S scale log2(e) - m_new) (one fma and one ex2 a score)
+packed to 16 bits straight from the accumulator registers into the next mma's A fragment (C's and
+A's layouts agree pairwise), and O += P V (V's rows are B's k: ldmatrix.trans). Rows sum per lane
+until the end, one quad reduction, one reciprocal. Tiles that need no mask (wholly below the
+diagonal and inside S) run in a first loop without compares; the rest (the diagonal's, the last
+partial one) in a second. With splits, block z takes its share of the key tiles and stores O
+unnormalised with m and the row sum (f32); merge_splits_kernel combines them. Shared tiles are
+addressed by (stage, row, column): smem-swizzle picks their layout.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dialects.tile.attention import AttentionConfig, AttentionOp
 from dialects.warp import SmemType
 from ir.errors import RungError
 from lowering.ptx_builder import PtxBuilder
-from lowering.tile_to_warp.copies import _divmod
+from lowering.tile_to_warp.copies import divmod_by
 
 LOG2E = math.log2(math.e)
 
@@ -52,7 +54,7 @@ class _Attention:
         tid = b.sreg("tid.x")
         lane, warp = b.and_(tid, 31), b.shr(tid, 5)
         head = b.sreg("ctaid.y")
-        kv_head = _divmod(b, head, group)[0] if group > 1 else head
+        kv_head = divmod_by(b, head, group)[0] if group > 1 else head
         self.row0 = b.mul(b.sreg("ctaid.x"), bm)
         row_bytes = b.imm(2 * d, "u64")
 
@@ -106,7 +108,7 @@ class _Attention:
             full = b.min(full, b.shr(b.add(self.row0, 1), log_bn))
         if cfg.splits == 1:
             return b.imm(0), full, tiles
-        per = _divmod(b, b.add(tiles, cfg.splits - 1), cfg.splits)[0]
+        per = divmod_by(b, b.add(tiles, cfg.splits - 1), cfg.splits)[0]
         first = b.min(b.mul(b.sreg("ctaid.z"), per), tiles)
         last = b.min(b.add(first, per), tiles)
         return first, b.max(first, b.min(full, last)), last
@@ -221,7 +223,7 @@ class _RowsCopy:
         self.step = threads // per_row
         self.passes = -(-rows // self.step)
         self.row_bytes = 2 * d
-        self.row, col = _divmod(b, tid, per_row)
+        self.row, col = divmod_by(b, tid, per_row)
         self.col = b.shl(col, 3)
         self.first = b.add(start, b.add(b.mul(b.cvt(self.row, "u64"), b.imm(self.row_bytes, "u64")), b.cvt(b.shl(self.col, 1), "u64")))
         # threads past a pass's rows (D / 8 not dividing the threads, or few rows) copy nothing
@@ -254,7 +256,7 @@ def merge_splits_kernel(splits: int, dim: int, dtype: str) -> KernelOp:
     kernel = KernelOp.get(merge_splits_name(splits, dim, dtype), ["u64", "u64", "u32"], MERGE_THREADS)
     b = PtxBuilder(kernel.body.block)
     partial, out, rows = kernel.body.block.args
-    row, pair = _divmod(b, b.add(b.mul(b.sreg("ctaid.x"), MERGE_THREADS), b.sreg("tid.x")), dim // 2)
+    row, pair = divmod_by(b, b.add(b.mul(b.sreg("ctaid.x"), MERGE_THREADS), b.sreg("tid.x")), dim // 2)
     col = b.shl(pair, 1)
     inside = b.setp("lt", row, rows)
     width = b.imm(4 * (dim + 2), "u64")

@@ -9,7 +9,7 @@ from ir.packing import CODE_TILE_ROWS
 from lowering.ptx_builder import PtxBuilder
 
 
-def _divmod(b: PtxBuilder, x, d: int):
+def divmod_by(b: PtxBuilder, x, d: int):
     """(x / d, x % d) for a constant d (shifts when d is a power of two)."""
     if d & (d - 1) == 0:
         return b.shr(x, d.bit_length() - 1), b.and_(x, d - 1)
@@ -47,7 +47,7 @@ class TileCopy:
         first_col = None
         for i in range(-(-total // threads)):
             idx = tid if i == 0 else b.add(tid, i * threads)
-            tile_row, within = _divmod(b, idx, per_row)
+            tile_row, within = divmod_by(b, idx, per_row)
             if first_col is None or threads % per_row:
                 first_col = b.mul(within, tile.elems) if tile.elems > 1 else within
             tile_col = first_col  # (every pass copies the same columns when the threads cover whole rows)
