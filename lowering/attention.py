@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr, f32, i64
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, UnitAttr, f32, i64
 from xdsl.ir import Block, Region
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern, op_type_rewrite_pattern
 
 from dialects import graph as g
 from dialects import tile as t
-from dialects.tile.attention import HEAD_DIMS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp, attention_kernel_name
+from dialects.tile.attention import HEAD_DIMS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp
 from ir.targets import SMS
-from lowering.row_programs import ROW_DTYPES, reshaped
+from lowering.row_programs import ROW_DTYPES, add_kernel_once, float_tag, reshaped
 
 
 def attention_config(heads: int, rows: int, keys: int, head_dim: int, sms: int = SMS) -> AttentionConfig:
@@ -30,6 +30,15 @@ def attention_config(heads: int, rows: int, keys: int, head_dim: int, sms: int =
     blocks = -(-rows // bm) * heads
     splits = 1 if blocks >= sms else max(1, min(64, -(-keys // bn) // 2, -(-2 * sms // blocks)))
     return AttentionConfig(head_dim, block_m=bm, block_n=bn, splits=splits)
+
+
+def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int) -> str:
+    """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)) and the group."""
+    name = f"rung_attention_{dtype}_d{cfg.head_dim}_m{cfg.block_m}_n{cfg.block_n}" + ("_causal" if causal else "")
+    name += f"_z{cfg.splits}" if cfg.splits > 1 else ""
+    if not math.isclose(scale, 1 / math.sqrt(cfg.head_dim), rel_tol=1e-6):
+        name += "_" + float_tag("s", scale)
+    return name + (f"_g{group}" if group > 1 else "")
 
 
 def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
@@ -59,9 +68,7 @@ class SdpaToTile(RewritePattern):
             heads, rows, group = kv_heads, group * rows, 1
         cfg = attention_config(heads, rows, keys, dim)
         name = attention_kernel_name(dtype, cfg, causal, scale, group)
-        module = op.get_toplevel_object()
-        if isinstance(module, ModuleOp) and not any(isinstance(x, t.KernelOp) and x.sym_name.data == name for x in module.ops):
-            module.body.block.add_op(attention_program(name, cfg, op.result.type.element_type, causal, scale, group))
+        add_kernel_once(op, attention_program(name, cfg, op.result.type.element_type, causal, scale, group))
         flat = [reshaped(rewriter, op.q, [heads, rows, dim])] + [reshaped(rewriter, x, [kv_heads, keys, dim]) for x in (op.k, op.v)]
         element = op.result.type.element_type
         if cfg.splits == 1:

@@ -31,6 +31,8 @@ from lowering.tile_expand import TileExpand
 from lowering.tile_to_warp import TileToWarp
 from lowering.warp_to_ptx import WarpToPtx
 
+# the graph-level passes before graph-to-tile, in order (rung.compile runs the same ones)
+GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass)
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
              "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat along the last dimension, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
@@ -82,6 +84,6 @@ class LowerToPtx(ModulePass):
     target: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for lower in (FoldConstants(), RaiseNorms(), RaiseRopePass(), RaiseAttentionPass(), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+        for lower in (*(p() for p in GRAPH_PASSES), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
             lower.apply(ctx, op)
         check_lowered(op)

@@ -49,9 +49,13 @@ class RowProgram:
             props["offset"] = IntegerAttr(offset, i64)
         return self.add(t.SourceRowOp.build(operands=[self.row], result_types=[IndexType()], properties=props)).result
 
-    def load(self, tensor, per_row: bool = True, row=None):
-        """Row `row` (this block's by default) of `tensor`, or with per_row False its only row."""
-        op = t.LoadRowOp.build(operands=[tensor, [row or self.row] if per_row else []], result_types=[t.RowType.get(self.cols)])
+    def load(self, tensor, per_row: bool = True, row=None, stride: int = 0, offset: int = 0, padded: bool = False):
+        """Row `row` (this block's by default) of `tensor`, or with per_row False its only row; with `stride`, of
+        rows that long, the columns from `offset` on (`padded`: zeros outside the row; tile.load_row)."""
+        props = {"stride": IntegerAttr(stride, i64), "offset": IntegerAttr(offset, i64)} if stride else {}
+        if padded:
+            props["padded"] = UnitAttr()
+        op = t.LoadRowOp.build(operands=[tensor, [row or self.row] if per_row else []], result_types=[t.RowType.get(self.cols)], properties=props)
         return self.add(op).result
 
     def map(self, fn: str, *inputs, constant: float | None = None):
@@ -66,15 +70,16 @@ class RowProgram:
         return self.kernel
 
 
-def _eps_tag(eps: float) -> str:
-    return f"e{int(np.float32(eps).view(np.uint32)):08x}"
+def float_tag(letter: str, value: float) -> str:
+    """A kernel name's part for a float it bakes in: `letter` and the f32 bits in hex (exact, and a valid name)."""
+    return f"{letter}{int(np.float32(value).view(np.uint32)):08x}"
 
 
 def rms_norm_program(op: g.RmsNormOp, dtype: str, cols: int) -> t.KernelOp:
     """y = x * rsqrt(mean(x^2) + eps) * (weight + offset)."""
     eps, offset = op.attr("eps"), op.attr("offset")
     elem = op.x.type.element_type
-    name = f"rung_rms_norm_{dtype}_n{cols}_{_eps_tag(eps)}" + (f"_o{_eps_tag(offset)[1:]}" if offset else "")
+    name = f"rung_rms_norm_{dtype}_n{cols}_{float_tag('e', eps)}" + (f"_{float_tag('o', offset)}" if offset else "")
     p = RowProgram(name, cols, [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
     x, w, _ = p.block.args
     v = p.load(x)
@@ -88,7 +93,7 @@ def layer_norm_program(op: g.LayerNormOp, dtype: str, cols: int) -> t.KernelOp:
     """y = (x - mean) * rsqrt(mean((x - mean)^2) + eps) * weight + bias."""
     eps = op.attr("eps")
     elem = op.x.type.element_type
-    p = RowProgram(f"rung_layer_norm_{dtype}_n{cols}_{_eps_tag(eps)}", cols,
+    p = RowProgram(f"rung_layer_norm_{dtype}_n{cols}_{float_tag('e', eps)}", cols,
                  [t.generic_tensor(elem), t.generic_tensor(elem, 1), t.generic_tensor(elem, 1), t.generic_tensor(elem)])
     x, w, b, _ = p.block.args
     v = p.load(x)
@@ -119,7 +124,7 @@ def embedding_program(op: g.EmbeddingOp, dtype: str, cols: int) -> t.KernelOp | 
     weight, indices, _ = p.block.args
     row = p.add(t.LoadIndexOp.build(operands=[indices, p.row], result_types=[IndexType()],
                                     properties={"limit": IntegerAttr(vocab, i64)})).result
-    return p.store(p.add(t.LoadRowOp.build(operands=[weight, [row]], result_types=[t.RowType.get(cols)])).result)
+    return p.store(p.load(weight, row=row))
 
 
 def permute_program(op: g.PermuteOp, dtype: str, cols: int) -> t.KernelOp | None:
@@ -164,9 +169,7 @@ def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
         if step != 1:
             return None
         p = RowProgram(f"rung_slice_{dtype}_n{cols}_of{source[-1]}_at{start}", cols, [t.generic_tensor(elem)] * 2)
-        v = p.add(t.LoadRowOp.build(operands=[p.block.args[0], [p.row]], result_types=[t.RowType.get(cols)],
-                                    properties={"stride": IntegerAttr(source[-1], i64), "offset": IntegerAttr(start, i64)})).result
-        return p.store(v)
+        return p.store(p.load(p.block.args[0], stride=source[-1], offset=start))
     strides = row_strides(source)
     p = RowProgram(f"rung_slice_{dtype}_n{cols}_{'x'.join(map(str, source[:-1]))}_d{dim}_at{start}_by{step}", cols, [t.generic_tensor(elem)] * 2)
     row = p.source_row(shape[:-1], [s * step if i == dim else s for i, s in enumerate(strides)], start * strides[dim])
@@ -184,9 +187,7 @@ def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:
     p = RowProgram(f"rung_cat_{dtype}_{'_'.join(map(str, widths))}", cols, [t.generic_tensor(elem)] * (len(widths) + 1))
     total, start = None, 0
     for arg, width in zip(p.block.args, widths):
-        part = p.add(t.LoadRowOp.build(operands=[arg, [p.row]], result_types=[t.RowType.get(cols)],
-                                       properties={"stride": IntegerAttr(width, i64), "offset": IntegerAttr(-start, i64),
-                                                   "padded": UnitAttr()})).result
+        part = p.load(arg, stride=width, offset=-start, padded=True)
         total = part if total is None else p.map("add", total, part)
         start += width
     return p.store(total)
@@ -203,12 +204,7 @@ def rope_program(op: g.RopeOp, dtype: str, cols: int) -> t.KernelOp | None:
     p = RowProgram(f"rung_rope_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_{'_'.join('x'.join(map(str, s)) for s in strides)}", cols,
                    [t.generic_tensor(elem)] * 4)
     x, cos, sin, _ = p.block.args
-
-    def shifted(by: int):
-        return p.add(t.LoadRowOp.build(operands=[x, [p.row]], result_types=[t.RowType.get(cols)],
-                                       properties={"stride": IntegerAttr(cols, i64), "offset": IntegerAttr(by, i64), "padded": UnitAttr()})).result
-
-    rotated = p.map("sub", shifted(-half), shifted(half))
+    rotated = p.map("sub", p.load(x, stride=cols, offset=-half, padded=True), p.load(x, stride=cols, offset=half, padded=True))
     tables = [p.load(v, row=p.source_row(shape[:-1], s)) for v, s in zip((cos, sin), strides)]
     return p.store(p.map("add", p.map("mul", p.load(x), tables[0]), p.map("mul", rotated, tables[1])))
 
@@ -246,13 +242,18 @@ def reshaped(rewriter: PatternRewriter, v, shape: list[int]):
     return reshape.results[0]
 
 
+def add_kernel_once(op, kernel: t.KernelOp) -> None:
+    """Put block program `kernel` in the module of `op` unless a program of its name is there (one per distinct program)."""
+    module = op.get_toplevel_object()
+    if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
+        module.body.block.add_op(kernel)
+
+
 def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list) -> None:
     """Replace `op` by a tile.launch of row program `kernel` (added to the module once) on `operands`: those
     of the result's shape [..., N] flattened to [rows, N] (others, rows read by every row, as they are), the
     result reshaped back."""
-    module = op.get_toplevel_object()
-    if isinstance(module, ModuleOp) and not any(isinstance(k, t.KernelOp) and k.sym_name == kernel.sym_name for k in module.ops):
-        module.body.block.add_op(kernel)
+    add_kernel_once(op, kernel)
     result = op.results[0].type
     shape, elem = result.get_shape(), result.element_type
     rows = [math.prod(shape[:-1]), shape[-1]]

@@ -35,7 +35,7 @@ from ir.errors import RungError
 from ir.interpreter import find_function
 from ir.targets import check_target
 from lowering.fold_constants import constant_value
-from lowering.lower_to_ptx import check_lowered
+from lowering.lower_to_ptx import GRAPH_PASSES, check_lowered
 from rung.context import make_context, parse_ir
 from rung.memory import MemoryPlan, plan_memory
 from rung.passes import run_pipeline
@@ -224,7 +224,7 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
         raise RungError(f"rung.compile takes IR text or a module, got {type(module_or_text).__name__}")
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
     target = check_target(target or _default_target())
-    run_pipeline(module, f"fold-constants,raise-norms,raise-rope,raise-attention,graph-to-tile{{target={target}}},tile-expand", ctx)
+    run_pipeline(module, ",".join(p.name for p in GRAPH_PASSES) + f",graph-to-tile{{target={target}}},tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     check_lowered(module, "rung.compile")

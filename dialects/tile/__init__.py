@@ -26,7 +26,7 @@ from dialects.tile.program import (  # noqa: F401
 from xdsl.ir import Dialect
 
 from dialects.tile.attention import (  # noqa: F401
-    ATTENTION_ATTRIBUTES, ATTENTION_OPS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp, attention_kernel_name
+    ATTENTION_ATTRIBUTES, ATTENTION_OPS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp
 )
 from dialects.tile.rows import (  # noqa: F401
     ROW_ATTRIBUTES, ROW_OPS, LoadIndexOp, LoadRowOp, SourceRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp

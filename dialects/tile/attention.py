@@ -185,14 +185,5 @@ class MergeSplitsOp(IRDLOperation):
         return (weight * parts[..., :-2]).sum(axis=0) / (weight * parts[..., -1:]).sum(axis=0)
 
 
-def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int) -> str:
-    """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)) and the group."""
-    name = f"rung_attention_{dtype}_d{cfg.head_dim}_m{cfg.block_m}_n{cfg.block_n}" + ("_causal" if causal else "")
-    name += f"_z{cfg.splits}" if cfg.splits > 1 else ""
-    if not math.isclose(scale, 1 / math.sqrt(cfg.head_dim), rel_tol=1e-6):
-        name += f"_s{int(np.float32(scale).view(np.uint32)):08x}"
-    return name + (f"_g{group}" if group > 1 else "")
-
-
 ATTENTION_ATTRIBUTES = [AttentionSchedule]
 ATTENTION_OPS = (AttentionOp, MergeSplitsOp)
