@@ -632,11 +632,16 @@ def check(module, names, weights, model, args, kwargs) -> float:
     """Max relative error (max |rung - torch| / max |torch|) over the outputs."""
     from ir.interpreter import run
 
-    expected = torch_outputs(model, args, kwargs)
-    got = run(module, inputs_for(names, weights, args, kwargs))
-    if len(got) != len(expected):
-        raise RungError(f"the IR returns {len(got)} results, PyTorch {len(expected)}")
-    return max((relative_error(a, _np(b)) for a, b in zip(got, expected)), default=0.0)
+    return output_error(run(module, inputs_for(names, weights, args, kwargs)), torch_outputs(model, args, kwargs))
+
+
+def output_error(got, want: list) -> float:
+    """The largest relative error over a program's outputs (`got`: an array or tensor, or a sequence of them)
+    against PyTorch's (`want`, torch_outputs)."""
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    if len(got) != len(want):
+        raise RungError(f"the program returns {len(got)} results, PyTorch {len(want)}")
+    return max((relative_error(_np(a) if hasattr(a, "detach") else a, _np(b)) for a, b in zip(got, want)), default=0.0)
 
 
 TOLERANCE = {"f32": 1e-4, "f16": 1e-2, "bf16": 5e-2}  # the largest relative error a check accepts, by the model's type

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from backend.bench_gemm import bench_arguments, warm_up_clocks, write_report
-from rung.models import main_arguments, output_error, wall_us
+from rung.models import main_arguments, wall_us
 
 DIM, HIDDEN = 4096, 11008
 RUNS = [("ffn", 1), ("ffn", 16), ("ffn", 512), ("llama-1b", 1), ("llama-1b", 512)]
@@ -83,7 +83,7 @@ def bench(name: str, tokens: int) -> dict:
     import torch
 
     import rung
-    from frontend.torch2ir import torch_outputs, torch_to_ir
+    from frontend.torch2ir import output_error, torch_outputs, torch_to_ir
 
     torch._dynamo.reset()  # the previous program's compiled graphs and their memory go
     torch.cuda.empty_cache()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import sys
 import time
 
-from ir.errors import RungError
-
 
 def wall_us(fn, calls: int = 30) -> float:
     """Wall microseconds per call of `calls` calls in a row, host work included (what CUDA graphs remove)."""
@@ -41,26 +39,13 @@ def main_arguments(model, names: list[str], args: tuple, kwargs: dict) -> list:
     return [state[n].detach() if n in state else next(user) for n in names]
 
 
-def output_error(got, want: list) -> float:
-    """The largest relative error over the outputs (`got`: one array or tensor, or a tuple of them)."""
-    import numpy as np
-
-    from frontend.torch2ir import relative_error
-
-    got = got if isinstance(got, (tuple, list)) else (got,)
-    if len(got) != len(want):
-        raise RungError(f"the compiled program returns {len(got)} results, PyTorch {len(want)}")
-    as_array = lambda x: np.asarray(x.float().cpu() if hasattr(x, "float") else x, np.float32)  # noqa: E731
-    return max((relative_error(as_array(a), as_array(b)) for a, b in zip(got, want)), default=0.0)
-
-
 def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
     """Compile the model file whole, run it, print the error against PyTorch (and on the GPU the times);
     1 if the error is above torch2ir's tolerance for `dtype`."""
     import torch
 
     from frontend.loading import cast_model, load_model_file
-    from frontend.torch2ir import TOLERANCE, inputs_for, torch_outputs, torch_to_ir
+    from frontend.torch2ir import TOLERANCE, inputs_for, output_error, torch_outputs, torch_to_ir
     from rung.compiler import compile
 
     if gpu and not torch.cuda.is_available():  # said, not silent: the same kernels, simulated
