@@ -28,15 +28,18 @@ def wall_us(fn, calls: int = 30) -> float:
     return (time.perf_counter() - start) * 1e6 / calls
 
 
-def main_arguments(model, names: list[str], args: tuple, kwargs: dict) -> list:
+def main_arguments(model, names: list[str], args: tuple, kwargs: dict, weights: dict | None = None) -> list:
     """@main's arguments as the model's own tensors, in torch2ir's order (`names`): its parameters and
-    buffers by name, then the tensors of `args` and `kwargs` (frontend.torch2ir.inputs_for, without copies)."""
+    buffers by name, then the tensors of `args` and `kwargs` (frontend.torch2ir.inputs_for, without copies);
+    a weight a transform made (folded or quantized, not in the model) comes from `weights`, on the model's device."""
     import torch
     import torch.utils._pytree as pytree
 
     state = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}  # tied weights by each name
+    device = next(iter(state.values())).device if state else "cpu"
+    made = {n: torch.from_numpy(w).to(device) for n, w in (weights or {}).items() if n not in state}
     user = iter(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
-    return [state[n].detach() if n in state else next(user) for n in names]
+    return [state[n].detach() if n in state else made[n] if n in made else next(user) for n in names]
 
 
 def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
@@ -64,7 +67,7 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         model = model.cuda()
         cuda_args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
         kwargs = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-        tensors = main_arguments(model, names, cuda_args, kwargs)
+        tensors = main_arguments(model, names, cuda_args, kwargs, weights)
         want = torch_outputs(model, cuda_args, kwargs)
         with torch.no_grad():
             replay = fn.capture(*tensors)

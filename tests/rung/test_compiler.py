@@ -60,14 +60,6 @@ def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
     return random_inputs([a.type for a in fn.body.block.args], seed, 8)
 
 
-def _math_attention():
-    """torch's reference attention as plain matmuls and softmax: its fused kernels (cuDNN's, CUTLASS's) are
-    reported by compute-sanitizer's racecheck, which runs these tests for Rung's kernels."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.MATH])
-
-
 def _assert_close(got, want, dtype: str):
     got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
     assert got.shape == want.shape and np.isfinite(got).all()
@@ -198,21 +190,9 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("name", ["mlp", "gpt2", "llama"])
 def test_an_example_model_runs_whole_on_the_gpu_as_torch_does(name, dtype):
-    """The whole model compiled once and run on fresh inputs, against the same model in torch on the GPU."""
-    from rung.models import main_arguments
+    from torch_checks import assert_model_runs_as_torch
 
-    model, args, module, _, names = _example(name, dtype)
-    fn = rung.compile(module)
-    model = model.cuda()
-    for seed in (1, 2):
-        generator = torch.Generator().manual_seed(seed)
-        fresh = tuple(torch.randint(0, int(a.max()) + 1, a.shape, generator=generator).cuda() if not a.is_floating_point()
-                      else torch.randn(a.shape, generator=generator).to(a.dtype).cuda() for a in args)
-        got = fn(*main_arguments(model, names, fresh, {}))
-        with torch.no_grad(), _math_attention():
-            want = model(*fresh)
-        want = want if isinstance(want, torch.Tensor) else want[0]
-        _assert_close(got.float().cpu().numpy(), want.float().cpu().numpy(), dtype)
+    assert_model_runs_as_torch(EXAMPLES / f"{name}.py", dtype)
 
 
 @gpu
@@ -222,6 +202,8 @@ def test_an_example_model_runs_whole_on_the_gpu_as_torch_does(name, dtype):
     (8, 2, 300, 300, 128, True), (4, 4, 77, 1000, 64, False), (32, 8, 1, 1500, 128, False), (6, 6, 130, 130, 96, True)])
 def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, rows, keys, dim, causal):
     """Fresh random q, k, v; the output buffer filled with NaN first, so a row the kernel misses shows."""
+    from torch_checks import math_attention
+
     q_t, kv_t = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{kv_heads}x{keys}x{dim}x{dtype}>"
     fn = rung.compile(f"func.func @main(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
                       f"  %y = graph.sdpa %q, %k, %v {{{'causal' if causal else ''}}} : ({q_t}, {kv_t}, {kv_t}) -> {q_t}\n"
@@ -233,7 +215,7 @@ def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, ro
                    for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
         torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
         got = fn(q, k, v)
-        with _math_attention():
+        with math_attention():
             want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal, enable_gqa=kv_heads < heads)
         _assert_close(got.float().cpu().numpy(), want.cpu().numpy(), dtype)
 

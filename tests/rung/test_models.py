@@ -34,3 +34,17 @@ def test_a_transformers_family_compiles_whole_and_computes_as_pytorch(family, tm
     path.write_text(FAMILY.format(**FAMILIES[family]))
     assert run_model(str(path), "f16", gpu=False, progress=lambda msg: None) == 0
     assert "within 0.01" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_transformers_family_runs_whole_on_the_gpu_as_torch_does(family, dtype, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    from torch_checks import assert_model_runs_as_torch
+
+    path = tmp_path / f"{family}.py"
+    path.write_text(FAMILY.format(**FAMILIES[family]))
+    assert_model_runs_as_torch(path, dtype)
