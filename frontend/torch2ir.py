@@ -40,6 +40,7 @@ from xdsl.ir import Block, Region, SSAValue  # noqa: E402
 
 from dialects import graph as g  # noqa: E402
 from frontend.loading import DTYPES, cast_model, export, load_model_file  # noqa: E402
+from frontend.transforms import fold_batch_norms  # noqa: E402
 from ir.errors import RungError, run_tool, writing  # noqa: E402
 from ir.syntax import ssa_name  # noqa: E402
 from lowering.fold_constants import constant_op  # noqa: E402
@@ -590,12 +591,14 @@ def _adaptive_avg_pool(c, node, x, size):
 
 
 def torch_to_ir(model, args, kwargs=None, progress=lambda msg: None):
-    """(module, weights, argument names) of a torch model on example inputs."""
+    """(module, weights, argument names) of a torch model on example inputs; a batch norm after a convolution
+    is folded into it (frontend.transforms.fold_batch_norms)."""
     t0 = time.perf_counter()
     progress("exporting with torch.export ...")
     ep = export(model, args, kwargs or {})
     progress(f"exported in {time.perf_counter() - t0:.1f} s; converting {len(ep.graph.nodes)} FX nodes ...")
     module, weights, names = Converter(ep).convert()
+    names, weights = fold_batch_norms(module, names, weights)
     return module, weights, names
 
 

@@ -2,7 +2,7 @@
 (Thunder's idea): they rewrite @main and its weights together, so nothing float is
 materialized that the program no longer reads.
 
-    module, weights, names = torch_to_ir(model, args)
+    module, weights, names = torch_to_ir(model, args)          # (torch_to_ir folds batch norms: fold_batch_norms)
     names, weights, kept = quantize_linears(module, names, weights, QuantFormat("int4", 128))
 """
 
@@ -48,11 +48,7 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
         new = {"qweight": (TensorType(attr.element, [n, k]), q), "scales": (TensorType(attr.scale, [n, groups]), s)}
         if z is not None:
             new["zeros"] = (TensorType(zero_type, [n, groups]), z)
-        args = {}
-        for i, (part, (t, value)) in enumerate(new.items()):
-            args[part] = block.insert_arg(t, index + 1 + i)
-            args[part].name_hint = ssa_name(f"{name}.{part}")
-            weights[f"{name}.{part}"] = np.asarray(value).astype(storage_dtype(t.element_type))
+        args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", t, value) for i, (part, (t, value)) in enumerate(new.items())}
         for op in users:
             ql = g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
             block.insert_op_before(ql, op)
@@ -69,3 +65,50 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
         names = names[:at] + [f"{name}.{part}" for part in new] + names[at + 1:]
     fn.function_type = FunctionType.from_lists([a.type for a in block.args], list(fn.function_type.outputs))
     return names, weights, kept
+
+
+def _insert_weight(block, weights: dict, index: int, name: str, type_, value):
+    """A new weight argument of @main at `index`, named `name`, holding `value` in type_'s storage."""
+    arg = block.insert_arg(type_, index)
+    arg.name_hint = ssa_name(name)
+    weights[name] = np.asarray(value).astype(storage_dtype(type_.element_type))
+    return arg
+
+
+def fold_batch_norms(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray]):
+    """Every graph.batch_norm of a graph.conv2d's result (its only use) whose parameters, and the convolution's
+    weight and bias, are weight arguments of @main folds into the convolution: w * s and (b - mean) * s + beta
+    with s = gamma / sqrt(var + eps), computed once in f64 and stored in the weight's type as new arguments
+    `<conv weight>.folded` and `.folded_bias`. Weight arguments nothing reads are dropped. Returns (names, weights)."""
+    fn = find_function(module, "main")
+    block = fn.body.block
+    weights = dict(weights)
+    name_of = {a: n for a, n in zip(block.args, names)}
+    for bn in [op for op in block.ops if isinstance(op, g.BatchNormOp)]:
+        conv = bn.x.owner
+        if not isinstance(conv, g.Conv2dOp) or len(list(conv.result.uses)) != 1:
+            continue
+        params = [conv.weight, conv.bias, bn.mean, bn.var, bn.weight, bn.bias]
+        if any(v is not None and name_of.get(v) not in weights for v in params):
+            continue
+        w, b, mean, var, gamma, beta = (np.asarray(weights[name_of[v]], np.float64) if v is not None else None for v in params)
+        scale = gamma / np.sqrt(var + bn.attr("eps"))
+        bias = ((b if b is not None else 0.0) - mean) * scale + beta
+        index = list(block.args).index(conv.weight)
+        name = name_of[conv.weight]
+        new_w = _insert_weight(block, weights, index, f"{name}.folded", conv.weight.type, w * scale.reshape(-1, 1, 1, 1))
+        new_b = _insert_weight(block, weights, index + 1, f"{name}.folded_bias", bn.bias.type, bias)
+        name_of.update({new_w: f"{name}.folded", new_b: f"{name}.folded_bias"})
+        folded = g.Conv2dOp.make(conv.x, new_w, new_b, result_type=bn.result.type,
+                                 **{a: conv.attr(a) for a in ("stride", "padding", "dilation", "groups")})
+        block.insert_op_before(folded, bn)
+        bn.result.replace_all_uses_with(folded.result)
+        for op in (bn, conv):
+            op.detach()
+            op.erase()
+    for arg in [a for a in block.args if a in name_of and name_of[a] in weights and not list(a.uses)]:
+        weights.pop(name_of[arg])
+        block.erase_arg(arg)
+    names = [name_of[a] for a in block.args]
+    fn.function_type = FunctionType.from_lists([a.type for a in block.args], list(fn.function_type.outputs))
+    return names, weights

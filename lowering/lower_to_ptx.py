@@ -20,6 +20,7 @@ from dialects import ptx
 from dialects import tile as t
 from ir.errors import RungError
 from ir.numerics import FormatError
+from lowering.conv_to_gemm import ConvToGemmPass
 from lowering.fold_constants import FoldConstants
 from lowering.graph_to_tile import GraphToTile
 from lowering.raise_attention import RaiseAttentionPass
@@ -32,10 +33,10 @@ from lowering.tile_to_warp import TileToWarp
 from lowering.warp_to_ptx import WarpToPtx
 
 # the graph-level passes before graph-to-tile, in order (rung.compile runs the same ones)
-GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass)
+GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass, ConvToGemmPass)
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute keeping the last dimension, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat along the last dimension, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), and " \
+             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat along the last dimension, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
@@ -77,8 +78,8 @@ def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
 
 @dataclass(frozen=True)
 class LowerToPtx(ModulePass):
-    """Lower graph to ptx for `target` (fold-constants, raise-norms, raise-rope, raise-attention, graph-to-tile, tile-expand, tile-to-warp,
-    smem-swizzle, warp-to-ptx); an op left without a kernel is an error naming it and why."""
+    """Lower graph to ptx for `target` (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile, tile-expand,
+    tile-to-warp, smem-swizzle, warp-to-ptx); an op left without a kernel is an error naming it and why."""
 
     name = "lower-to-ptx"
     target: str = ""

@@ -1,5 +1,6 @@
 """graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
-permutes that keep the last dimension, slices (of it, or of a leading dimension) and concatenations along it, rope.
+permutes, slices (of the last dimension, or of a leading one) and concatenations along the last, rope, a convolution's
+windows (im2col), max and average pooling, and sum, mean and max over the trailing dimensions.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
 tile.kernel with a #tile.rows schedule (one block per row; x flattened to [rows, N] and the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr, f32, i64
+from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IndexType, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr, f32, i64
 from xdsl.ir import Block, Region
 from xdsl.pattern_rewriter import PatternRewriter, RewritePattern
 
@@ -57,6 +58,14 @@ class RowProgram:
             props["padded"] = UnitAttr()
         op = t.LoadRowOp.build(operands=[tensor, [row or self.row] if per_row else []], result_types=[t.RowType.get(self.cols)], properties=props)
         return self.add(op).result
+
+    def gather(self, tensor, rows, cols, dims, origin, row_map, col_map, fill: float = 0.0):
+        """This block's row gathered from `tensor` viewed as `dims` (tile.gather_row; the maps as nested lists)."""
+        props = {k: DenseArrayBase.from_list(i64, [int(x) for x in np.ravel(v)]) for k, v in
+                 (("rows", rows), ("cols", cols), ("dims", dims), ("origin", origin), ("row_map", row_map), ("col_map", col_map))}
+        if fill:
+            props["fill"] = FloatAttr(fill, f32)
+        return self.add(t.GatherRowOp.build(operands=[tensor, self.row], result_types=[t.RowType.get(self.cols)], properties=props)).result
 
     def map(self, fn: str, *inputs, constant: float | None = None):
         return self.add(t.MapOp.get(fn, *inputs, constant=constant)).result
@@ -129,17 +138,61 @@ def embedding_program(op: g.EmbeddingOp, dtype: str, cols: int) -> t.KernelOp | 
 
 def permute_program(op: g.PermuteOp, dtype: str, cols: int) -> t.KernelOp | None:
     """A permute that keeps the last dimension in place: each block copies its row from the source row it
-    comes from (tile.source_row)."""
+    comes from (tile.source_row). One that moves it: each block gathers its row, one source row apart an element
+    (tile.gather_row; reads that coalesce only across blocks)."""
     perm, shape = list(op.attr("dims")), op.results[0].type.get_shape()
-    rank = len(shape)
+    source, rank = op.operands[0].type.get_shape(), len(shape)
     perm = [d % rank for d in perm]
-    if rank < 2 or perm[-1] != rank - 1:
+    elem, tag = op.results[0].type.element_type, "".join(map(str, perm))
+    p = RowProgram(f"rung_permute_{dtype}_{'x'.join(map(str, source))}_p{tag}", cols, [t.generic_tensor(elem)] * 2)
+    if rank >= 2 and perm[-1] == rank - 1:
+        source_strides = row_strides(source)
+        return p.store(p.load(p.block.args[0], row=p.source_row(shape[:-1], [source_strides[a] for a in perm[:-1]])))
+    unit = np.eye(rank, dtype=np.int64)
+    return p.store(p.gather(p.block.args[0], shape[:-1], shape[-1:], source, [0] * rank, unit[perm[:-1]], unit[perm[-1:]]))
+
+
+def im2col_program(op: g.Im2colOp, dtype: str, cols: int) -> t.KernelOp:
+    """Row (n, oh, ow) of a convolution's windows, columns (c, kh, kw): x[n, first + c, oh * sh - ph + kh * dh,
+    ow * sw - pw + kw * dw], zero in the padding (tile.gather_row)."""
+    (n, c, h, w), (first, count) = op.x.type.get_shape(), op.attr("channels")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = op.window()
+    oh, ow = op.out_size()
+    p = RowProgram(f"rung_im2col_{dtype}_{n}x{c}x{h}x{w}_k{kh}x{kw}_s{sh}x{sw}_p{ph}x{pw}_d{dh}x{dw}_c{first}x{count}", cols,
+                   [t.generic_tensor(op.x.type.element_type)] * 2)
+    return p.store(p.gather(p.block.args[0], (n, oh, ow), (count, kh, kw), (n, c, h, w), (0, first, -ph, -pw),
+                            ((1, 0, 0, 0), (0, 0, sh, 0), (0, 0, 0, sw)), ((0, 1, 0, 0), (0, 0, dh, 0), (0, 0, 0, dw))))
+
+
+def pool_program(op: g.Pool2dOp, dtype: str, cols: int) -> t.KernelOp:
+    """Row (n, c, oh) of a max or average pooling: for each (kh, kw) of the window, the row gathered at
+    x[n, c, oh * sh - ph + kh, ow * sw - pw + kw] (tile.gather_row; -inf or 0 in the padding), combined by max or
+    by a sum times 1 / (KH * KW) (padding counts in the mean, as torch's count_include_pad)."""
+    n, c, h, w = op.x.type.get_shape()
+    oh = op.result.type.get_shape()[2]
+    (kh, kw), (sh, sw), (ph, pw) = op._params()
+    is_max = isinstance(op, g.MaxPool2dOp)
+    p = RowProgram(f"rung_{'max' if is_max else 'avg'}_pool_{dtype}_{n}x{c}x{h}x{w}_k{kh}x{kw}_s{sh}x{sw}_p{ph}x{pw}", cols,
+                   [t.generic_tensor(op.x.type.element_type)] * 2)
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            part = p.gather(p.block.args[0], (n, c, oh), (cols,), (n, c, h, w), (0, 0, i - ph, j - pw),
+                            ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, sh, 0)), ((0, 0, 0, sw),), fill=-math.inf if is_max else 0.0)
+            total = part if total is None else p.map("max" if is_max else "add", total, part)
+    return p.store(total if is_max else p.map("mul", total, constant=1.0 / (kh * kw)))
+
+
+def reduce_program(op: g.ReduceOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """A sum, mean or max over the trailing dimensions (a global average pooling's [-2, -1]): one row of their
+    elements per block, reduced to the one element it stores."""
+    shape, kind = op.x.type.get_shape(), op.attr("kind")
+    reduced = op._dims()
+    if kind not in ("sum", "mean", "max") or reduced != tuple(range(len(shape) - len(reduced), len(shape))):
         return None
-    elem = op.results[0].type.element_type
-    source_strides = row_strides(op.operands[0].type.get_shape())
-    tag = "".join(map(str, perm[:-1]))
-    p = RowProgram(f"rung_permute_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_p{tag}", cols, [t.generic_tensor(elem)] * 2)
-    return p.store(p.load(p.block.args[0], row=p.source_row(shape[:-1], [source_strides[a] for a in perm[:-1]])))
+    p = RowProgram(f"rung_reduce_{kind}_{dtype}_n{cols}", cols, [t.generic_tensor(op.x.type.element_type)] * 2)
+    total = p.reduce("max" if kind == "max" else "sum", p.load(p.block.args[0]))
+    return p.store(p.map("mul", total, constant=1.0 / cols) if kind == "mean" else total)
 
 
 def row_strides(shape) -> list[int]:
@@ -211,7 +264,8 @@ def rope_program(op: g.RopeOp, dtype: str, cols: int) -> t.KernelOp | None:
 
 ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
                 g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program, g.CatOp: cat_program,
-                g.RopeOp: rope_program}
+                g.RopeOp: rope_program, g.Im2colOp: im2col_program, g.MaxPool2dOp: pool_program, g.AvgPool2dOp: pool_program,
+                g.ReduceOp: reduce_program}
 
 
 class RowOpToTile(RewritePattern):
@@ -223,15 +277,19 @@ class RowOpToTile(RewritePattern):
         if make is None or str(result.element_type) not in ROW_DTYPES or any(
                 str(v.type.element_type) not in ROW_DTYPES for v in op.operands if not isinstance(op, g.EmbeddingOp)):
             return
-        kernel = make(op, str(result.element_type), result.get_shape()[-1])
+        x_shape = op.operands[0].type.get_shape()
+        cols = math.prod(x_shape[len(x_shape) - len(op._dims()):]) if isinstance(op, g.ReduceOp) else result.get_shape()[-1]
+        kernel = make(op, str(result.element_type), cols)
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
         operands = list(op.operands)
-        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp, g.RopeOp)):  # the sources as [rows, their last dimension]
+        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp, g.RopeOp, g.Im2colOp, g.Pool2dOp)):  # the sources as [rows, their last dimension]
             operands = [reshaped(rewriter, v, [math.prod(v.type.get_shape()[:-1]), v.type.get_shape()[-1]]) for v in op.operands]
+        if isinstance(op, g.ReduceOp):  # a row of the reduced elements per result element
+            operands = [reshaped(rewriter, op.x, [math.prod(x_shape) // cols, cols])]
         if isinstance(op, g.EmbeddingOp):  # the indices, one per result row
             operands[1] = reshaped(rewriter, op.indices, [math.prod(op.indices.type.get_shape())])
-        launch_rows(rewriter, op, kernel, operands)
+        launch_rows(rewriter, op, kernel, operands, [math.prod(result.get_shape()), 1] if isinstance(op, g.ReduceOp) else None)
 
 
 def reshaped(rewriter: PatternRewriter, v, shape: list[int]):
@@ -249,14 +307,14 @@ def add_kernel_once(op, kernel: t.KernelOp) -> None:
         module.body.block.add_op(kernel)
 
 
-def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list) -> None:
+def launch_rows(rewriter: PatternRewriter, op, kernel: t.KernelOp, operands: list, rows: list[int] | None = None) -> None:
     """Replace `op` by a tile.launch of row program `kernel` (added to the module once) on `operands`: those
     of the result's shape [..., N] flattened to [rows, N] (others, rows read by every row, as they are), the
-    result reshaped back."""
+    result (`rows` if given, else [rows, N]) reshaped back."""
     add_kernel_once(op, kernel)
     result = op.results[0].type
     shape, elem = result.get_shape(), result.element_type
-    rows = [math.prod(shape[:-1]), shape[-1]]
+    rows = rows or [math.prod(shape[:-1]), shape[-1]]
     flattened = [reshaped(rewriter, v, rows) if v.type.get_shape() == shape else v for v in operands]
     launch = t.LaunchOp.get(kernel.sym_name.data, flattened, TensorType(elem, rows))
     rewriter.insert(launch)

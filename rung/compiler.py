@@ -7,7 +7,7 @@
     fn.memory.summary()                        # the one arena a call allocates for its intermediates
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
-The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, graph-to-tile for the target,
+The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
 (kernels on device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on
 the CPU), graph.reshape (views) and graph.constant (uploaded once); any other op has no kernel yet

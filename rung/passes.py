@@ -59,6 +59,12 @@ def _raise_attention():
     return RaiseAttentionPass
 
 
+def _conv_to_gemm():
+    from lowering.conv_to_gemm import ConvToGemmPass
+
+    return ConvToGemmPass
+
+
 def _graph_to_tile():
     from lowering.graph_to_tile import GraphToTile
 
@@ -104,6 +110,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "raise-norms": _raise_norms,
     "raise-rope": _raise_rope,
     "raise-attention": _raise_attention,
+    "conv-to-gemm": _conv_to_gemm,
     "graph-to-tile": _graph_to_tile,
     "tile-expand": _tile_expand,
     "tile-to-warp": _tile_to_warp,

@@ -28,7 +28,7 @@ from dialects.graph.shape import (  # noqa: F401
     ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp
 )
 from dialects.graph.conv import (  # noqa: F401
-    Conv2dOp, Pool2dOp, MaxPool2dOp, AvgPool2dOp, SourceOp, ConstantOp, ArangeOp, FullOp
+    Conv2dOp, Im2colOp, Pool2dOp, MaxPool2dOp, AvgPool2dOp, SourceOp, ConstantOp, ArangeOp, FullOp
 )
 
 from xdsl.ir import Dialect
@@ -40,5 +40,5 @@ GRAPH = Dialect("graph", [
     LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp, MatmulOp, LinearOp, QLinearOp,
     SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp, RopeOp, SdpaOp,
     ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp,
-    Conv2dOp, MaxPool2dOp, AvgPool2dOp, ConstantOp, ArangeOp, FullOp,
+    Conv2dOp, Im2colOp, MaxPool2dOp, AvgPool2dOp, ConstantOp, ArangeOp, FullOp,
 ], [])

@@ -86,6 +86,51 @@ class Conv2dOp(GraphOp):
         return y if b is None else y + b.reshape(1, -1, 1, 1)
 
 
+@irdl_op_definition
+class Im2colOp(GraphOp):
+    """A convolution's windows as rows: x [N, C, H, W] -> [N * OH * OW, count * KH * KW], row (n, oh, ow) holding
+    channels `channels` = [first, count] of the window at (oh, ow), channel-major then (kh, kw), zeros in the
+    padding. A conv2d of one channel group is this times the group's weight [O, count * KH * KW] transposed."""
+
+    name = "graph.im2col"
+    x = operand_def(TensorType)
+    result = result_def(TensorType)
+    kernel = prop_def(DenseArrayBase)
+    stride = opt_prop_def(DenseArrayBase)
+    padding = opt_prop_def(DenseArrayBase)
+    dilation = opt_prop_def(DenseArrayBase)
+    channels = prop_def(DenseArrayBase)
+    ATTRS: ClassVar[dict[str, object]] = {"kernel": None, "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "channels": None}
+
+    def window(self) -> tuple:
+        """(kernel, stride, padding, dilation), each an (h, w) pair."""
+        return tuple(_pair(self.attr(a)) for a in ("kernel", "stride", "padding", "dilation"))
+
+    def out_size(self) -> tuple[int, int]:
+        """(OH, OW): the windows along each spatial dimension."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.window()
+        x = shape_of(self.x.type)
+        return _window_out(x[2], kh, sh, ph, dh), _window_out(x[3], kw, sw, pw, dw)
+
+    def infer(self):
+        x = shape_of(self.x.type)
+        first, count = self.attr("channels")
+        if len(x) != 4 or not (0 <= first and count >= 1 and first + count <= x[1]):
+            _fail(f"im2col needs x [N, C, H, W] and channels [first, count] inside C, got {list(x)} and {[first, count]}")
+        (kh, kw), _, _, _ = self.window()
+        oh, ow = self.out_size()
+        if oh <= 0 or ow <= 0:
+            _fail(f"im2col window {[kh, kw]} does not fit the input {list(x[2:])}")
+        return TensorType(self.x.type.element_type, (x[0] * oh * ow, count * kh * kw))
+
+    def execute(self, x):
+        first, count = self.attr("channels")
+        kernel, stride, padding, dilation = self.window()
+        win = _windows(x[:, first:first + count], kernel, stride, padding, dilation)  # [N, count, OH, OW, KH, KW]
+        n, c, oh, ow, kh, kw = win.shape
+        return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
 class Pool2dOp(GraphOp):
     x = operand_def(TensorType)
     result = result_def(TensorType)

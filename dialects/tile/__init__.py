@@ -29,7 +29,7 @@ from dialects.tile.attention import (  # noqa: F401
     ATTENTION_ATTRIBUTES, ATTENTION_OPS, AttentionConfig, AttentionOp, AttentionSchedule, MergeSplitsOp
 )
 from dialects.tile.rows import (  # noqa: F401
-    ROW_ATTRIBUTES, ROW_OPS, LoadIndexOp, LoadRowOp, SourceRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
+    ROW_ATTRIBUTES, ROW_OPS, GatherRowOp, LoadIndexOp, LoadRowOp, SourceRowOp, MapOp, ReduceRowOp, RowConfig, RowIdOp, RowSchedule, RowType, StoreRowOp
 )
 
 

@@ -201,6 +201,66 @@ class SourceRowOp(IRDLOperation):
 
 
 @irdl_op_definition
+class GatherRowOp(IRDLOperation):
+    """Row `row` of a result whose elements are gathered from `src` viewed as `dims` (row-major): the element at
+    row digits r (the row's index in `rows`) and column digits c (in `cols`) reads src at the coordinates
+    origin + r . row_map + c . col_map (row_map holds a row of len(dims) coefficients per entry of `rows`, col_map
+    one per entry of `cols`), or `fill` where a coordinate falls outside `dims`. Windows with padding (im2col,
+    pooling) and transposes are such maps."""
+
+    name = "tile.gather_row"
+    src = operand_def(TensorType)
+    row = operand_def(IndexType)
+    rows = prop_def(DenseArrayBase)
+    cols = prop_def(DenseArrayBase)
+    dims = prop_def(DenseArrayBase)
+    origin = prop_def(DenseArrayBase)
+    row_map = prop_def(DenseArrayBase)
+    col_map = prop_def(DenseArrayBase)
+    fill = opt_prop_def(FloatAttr)
+    result = result_def(RowType)
+    assembly_format = "$src `[` $row `]` attr-dict `:` type($src) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(origin [k], row_map [len(rows), k], col_map [len(cols), k]) for k = len(dims)."""
+        k = len(self.dims.get_values())
+        return (np.array(self.origin.get_values(), np.int64), np.array(self.row_map.get_values(), np.int64).reshape(-1, k),
+                np.array(self.col_map.get_values(), np.int64).reshape(-1, k))
+
+    def checked_axes(self) -> list[int]:
+        """The source axes whose coordinate can leave [0, dims) for some row and column: the ones checked."""
+        origin, row_map, col_map = self.maps()
+        lo = hi = origin
+        for counts, coefs in ((self.rows.get_values(), row_map), (self.cols.get_values(), col_map)):
+            span = (np.array(counts, np.int64)[:, None] - 1) * coefs
+            lo, hi = lo + np.minimum(span, 0).sum(axis=0), hi + np.maximum(span, 0).sum(axis=0)
+        return [a for a, n in enumerate(self.dims.get_values()) if lo[a] < 0 or hi[a] >= n]
+
+    def verify_(self):
+        rows, cols, dims = (a.get_values() for a in (self.rows, self.cols, self.dims))
+        if len(self.origin.get_values()) != len(dims) or len(self.row_map.get_values()) != len(rows) * len(dims) \
+                or len(self.col_map.get_values()) != len(cols) * len(dims):
+            raise VerifyException(f"tile.gather_row: origin needs {len(dims)} entries, row_map {len(rows)} x {len(dims)} and "
+                                  f"col_map {len(cols)} x {len(dims)}")
+        if int(np.prod(cols)) != self.result.type.cols.data or min((*rows, *cols, *dims), default=1) < 1:
+            raise VerifyException(f"tile.gather_row: columns {list(cols)} do not make a {self.result.type}")
+        if int(np.prod(dims)) != int(np.prod(self.src.type.get_shape())):
+            raise VerifyException(f"tile.gather_row: {self.src.type} is not viewed as {list(dims)}")
+
+    def run(self, ids, src, row):
+        origin, row_map, col_map = self.maps()
+        dims, cols = self.dims.get_values(), self.cols.get_values()
+        r = np.array(np.unravel_index(row, self.rows.get_values()), np.int64)
+        c = np.array(np.unravel_index(np.arange(int(np.prod(cols))), cols), np.int64).reshape(len(cols), -1)
+        at = (origin + r @ row_map)[:, None] + col_map.T @ c  # [k, columns]
+        inside = np.all((at >= 0) & (at < np.array(dims)[:, None]), axis=0)
+        flat = np.ravel_multi_index(tuple(np.clip(at, 0, np.array(dims)[:, None] - 1)), dims)
+        fill = np.float32(self.fill.value.data if self.fill else 0.0)
+        return np.where(inside, src.reshape(-1)[flat].astype(np.float32), fill)
+
+
+@irdl_op_definition
 class LoadIndexOp(IRDLOperation):
     """Element `row` of the 1-D integer tensor `src`, as a row index below `limit` (the rows of the tensor it
     will index); an index outside [0, limit) is an error (on the GPU the kernel traps)."""
@@ -296,16 +356,17 @@ class ReduceRowOp(IRDLOperation):
 
 @irdl_op_definition
 class StoreRowOp(IRDLOperation):
-    """dst[row] = value (dst viewed as [rows, N]), rounded to dst's element type."""
+    """dst[row] = value (dst viewed as [rows, N]), rounded to dst's element type; a scalar value (a row's
+    reduction) is stored as the one element of its row (dst viewed as [rows])."""
 
     name = "tile.store_row"
-    value = operand_def(RowType)
+    value = operand_def(RowType | Float32Type)
     dst = operand_def(TensorType)
     row = operand_def(IndexType)
     assembly_format = "$value `,` $dst `[` $row `]` attr-dict `:` type($value) `,` type($dst)"
 
     def run(self, ids, value, dst, row):
-        _rows(dst, self.value.type.cols.data)[row] = value
+        _rows(dst, self.value.type.cols.data if isinstance(self.value.type, RowType) else 1)[row] = value
         return ()
 
 
@@ -314,7 +375,7 @@ def row_program_ops(program) -> list:
     ops = list(program.body.block.ops)
     for op in ops[:-1]:
         if not isinstance(op, ROW_OPS):
-            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.source_row, tile.load_row, tile.map, tile.reduce_row, "
+            raise VerifyException(f"a row program holds row ops (tile.row_id, tile.load_index, tile.source_row, tile.load_row, tile.gather_row, tile.map, tile.reduce_row, "
                                   f"tile.store_row), not '{op.name}'")
     for op in ops:
         for v in (*op.operands, *op.results):
@@ -324,4 +385,4 @@ def row_program_ops(program) -> list:
 
 
 ROW_ATTRIBUTES: list[type[Attribute]] = [RowSchedule, RowType]
-ROW_OPS = (RowIdOp, LoadIndexOp, SourceRowOp, LoadRowOp, MapOp, ReduceRowOp, StoreRowOp)
+ROW_OPS = (RowIdOp, LoadIndexOp, SourceRowOp, LoadRowOp, GatherRowOp, MapOp, ReduceRowOp, StoreRowOp)

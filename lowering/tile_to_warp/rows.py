@@ -59,25 +59,56 @@ class _RowLowering:
             self._column_bytes[i, esize, offset] = b.cvt(b.mul(column, esize), "u64")
         return b.add(self._row_starts[tensor, row, stride], self._column_bytes[i, esize, offset])
 
-    def _source_row(self, op) -> None:
-        """The source row: the result row's digits in its leading shape (div and rem by constants), each times its
-        stride (a broadcast dimension's 0 drops it)."""
-        b, rest = self.b, self.env[op.row]
-        shape, strides = op.shape.get_values(), op.strides.get_values()
-        source = None
+    def _digits(self, value, shape) -> list:
+        """`value`'s digits in `shape` (row-major; div and rem by constants), the first one unbounded."""
+        b, digits = self.b, []
         for i in reversed(range(len(shape))):
-            digit = b.binary(ptx.RemOp, rest, shape[i]) if i else rest
+            digits.append(b.binary(ptx.RemOp, value, shape[i]) if i else value)
             if i:
-                rest = b.binary(ptx.DivOp, rest, shape[i])
-            if strides[i]:
-                term = b.mul(digit, strides[i]) if strides[i] != 1 else digit
-                source = term if source is None else b.add(source, term)
-        offset = op.offset.value.data if op.offset else 0
-        if source is None:
-            source = b.imm(offset)
-        elif offset:
-            source = b.add(source, offset)
-        self.env[op.result] = source
+                value = b.binary(ptx.DivOp, value, shape[i])
+        return digits[::-1]
+
+    def _dot(self, digits, coefs, constant: int = 0):
+        """constant + the sum of digits times their coefficients (u32; a term of coefficient 0 is dropped)."""
+        b, total = self.b, None
+        for d, c in zip(digits, coefs):
+            if c:
+                term = b.mul(d, c) if c != 1 else d
+                total = term if total is None else b.add(total, term)
+        if total is None:
+            return b.imm(constant)
+        return b.add(total, constant) if constant else total
+
+    def _source_row(self, op) -> None:
+        """The source row: the result row's digits in its leading shape, each times its stride."""
+        self.env[op.result] = self._dot(self._digits(self.env[op.row], op.shape.get_values()), op.strides.get_values(),
+                                        op.offset.value.data if op.offset else 0)
+
+    def _gather_row(self, op) -> None:
+        """Each element's source offset is the row's part (once a block) plus its column's (once a kernel), in u32: a
+        coordinate outside the source wraps, and is predicated off by an unsigned compare per checked axis."""
+        b, dtype = self.b, str(op.src.type.element_type)
+        origin, row_map, col_map = op.maps()
+        dims = op.dims.get_values()
+        if math.prod(dims) * _ELEMENT_BYTES[dtype] >= 1 << 32:
+            raise RungError(f"tile-to-warp: tile.gather_row offsets are 32-bit: a source of {math.prod(dims)} elements is too large")
+        strides = [math.prod(dims[a + 1:]) for a in range(len(dims))]
+        row_digits = self._digits(self.env[op.row], op.rows.get_values())
+        checked = op.checked_axes()
+        row_at = {a: self._dot(row_digits, row_map[:, a].tolist(), int(origin[a])) for a in checked}
+        row_flat = self._dot(row_digits, (row_map @ strides).tolist(), int(origin @ strides))
+        fill, regs = b.fimm(op.fill.value.data if op.fill else 0.0), []
+        for i in range(self.cfg.per_thread):
+            col_digits = self._digits(self.columns[i], op.cols.get_values())
+            inside = self.inside[i]
+            for a in checked:
+                ok = b.setp("lt", b.add(row_at[a], self._dot(col_digits, col_map[:, a].tolist())), dims[a])
+                inside = ok if inside is None else b.and_pred(inside, ok)
+            offset = b.add(row_flat, self._dot(col_digits, (col_map @ strides).tolist()))
+            address = b.add(self.env[op.src], b.cvt(b.mul(offset, _ELEMENT_BYTES[dtype]), "u64"))
+            value = b.cvt_widen(b.ld("global", address, "b16", pred=inside), dtype)
+            regs.append(b.selp(value, fill, inside, "f32") if checked else value)
+        self.env[op.result] = regs
 
     def _row_id(self, op) -> None:
         self.env[op.result] = self.b.sreg("ctaid.x")
@@ -150,6 +181,10 @@ class _RowLowering:
 
     def _store_row(self, op) -> None:
         b, dtype = self.b, str(op.dst.type.element_type)
+        if not isinstance(self.env[op.value], list):  # a scalar: thread 0 stores the row's one element
+            address = b.add(self.env[op.dst], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(_ELEMENT_BYTES[dtype], "u64")))
+            b.st("global", address, [b.cvt_half(self.env[op.value], dtype)], pred=b.setp("eq", self.tid, 0))
+            return
         for i, v in enumerate(self.env[op.value]):
             b.st("global", self._address(op.dst, op.row, i), [b.cvt_half(v, dtype)], pred=self.inside[i])
 

@@ -1,5 +1,5 @@
 """Transforms over traced programs: quantize_linears keeps the program's meaning for the
-quantized weights, and says what it leaves in float."""
+quantized weights, and says what it leaves in float; fold_batch_norms keeps it exactly (up to rounding)."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 
 from dialects import graph as g
 from frontend.torch2ir import inputs_for, load_model_file, main, torch_to_ir
-from frontend.transforms import quantize_linears
+from frontend.transforms import fold_batch_norms, quantize_linears
 from rung.context import parse_ir, print_ir, verify
 from ir.interpreter import run
 from ir.numerics import QuantFormat
@@ -78,3 +78,21 @@ def test_cli_quantizes_and_checks(capsys):
     assert same <= 1e-4 < own, out
     assert main([str(EXAMPLES / "mlp.py"), "--quantize", "int9"]) == 1
     assert "torch2ir: error: --quantize: unknown format 'int9'" in capsys.readouterr().err
+
+
+def test_batch_norms_fold_into_the_convolutions_before_them():
+    """The CNN example (trained-like statistics): the program has no batch norm left, folded weights replace the
+    convolutions' and the norms' parameters, and it computes what the unfolded program computes."""
+    from frontend.torch2ir import Converter, export
+
+    model, args, kwargs = load_model_file(EXAMPLES / "cnn.py")
+    module, weights, names = Converter(export(model, args, kwargs)).convert()
+    want = run(module, inputs_for(names, weights, args, kwargs))[0]
+    names, weights = fold_batch_norms(module, names, weights)
+    verify(module)
+    ops = [op.name for op in module.walk() if op.name.startswith("graph.")]
+    assert "graph.batch_norm" not in ops and ops.count("graph.conv2d") == 2
+    assert [n for n in names if "folded" in n] == ["0.weight.folded", "0.weight.folded_bias", "4.weight.folded", "4.weight.folded_bias"]
+    assert not any(n.startswith(("1.", "5.")) or n in ("0.weight", "4.weight") for n in names)  # the unfolded parameters are gone
+    assert set(weights) == set(names) - {"input"}
+    np.testing.assert_allclose(run(module, inputs_for(names, weights, args, kwargs))[0], want, rtol=1e-5, atol=1e-6)

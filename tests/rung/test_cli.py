@@ -248,13 +248,15 @@ def test_run_gpu_without_a_gpu_says_so_and_simulates(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["cnn.py", "--sim"], "rung.compile: 'graph.conv2d' in @main has no GPU kernel yet"),
+    (["sine.py", "--sim"], "rung.compile: 'graph.sin' in @main has no GPU kernel yet"),
     (["mlp.py"], "a model file runs compiled, with --gpu or --sim"),
     (["mlp.py", "--sim", "-i", "x.npy"], "a model file runs compiled, with --gpu or --sim, on its own example inputs"),
 ])
-def test_a_model_file_that_cannot_run_compiled_is_one_line(capsys, args, message):
+def test_a_model_file_that_cannot_run_compiled_is_one_line(capsys, tmp_path, args, message):
     from rung.cli import run_main
 
-    assert run_main([str(EXAMPLES / args[0]), *args[1:]]) == 1
+    (tmp_path / "sine.py").write_text("import torch\n\n\nclass Sine(torch.nn.Module):\n    def forward(self, x):\n        return torch.sin(x)\n\n\n"
+                                      "def model():\n    return Sine()\n\n\ndef example_inputs():\n    return (torch.randn(4, 8),)\n")
+    assert run_main([str(EXAMPLES / args[0] if args[0] != "sine.py" else tmp_path / "sine.py"), *args[1:]]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("rung-run: error") == 1

@@ -188,7 +188,7 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
-@pytest.mark.parametrize("name", ["mlp", "gpt2", "llama"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt2", "llama"])
 def test_an_example_model_runs_whole_on_the_gpu_as_torch_does(name, dtype):
     from torch_checks import assert_model_runs_as_torch
 
