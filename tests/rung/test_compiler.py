@@ -254,3 +254,28 @@ def test_an_embedding_gathers_rows_on_the_gpu_as_torch_does(dtype):
     w = torch.randn(v, n, device="cuda", dtype={"f16": torch.float16, "bf16": torch.bfloat16}[dtype])
     i = torch.randint(0, v, (3, 77), device="cuda")
     assert torch.equal(fn(w, i), torch.nn.functional.embedding(i, w))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("n, c, h, w, o, k, stride, padding, dilation, groups", [
+    (2, 3, 33, 31, 16, 3, 1, 1, 1, 1), (1, 16, 28, 28, 32, 3, 2, 1, 1, 2), (4, 8, 17, 9, 24, 5, 1, 2, 2, 4), (1, 64, 14, 14, 64, 1, 1, 0, 1, 1)])
+def test_a_convolution_runs_on_the_gpu_as_torch_does(dtype, n, c, h, w, o, k, stride, padding, dilation, groups):
+    """conv2d (bias, relu) and a 3x3 max pool after it, on fresh inputs, against torch's on the GPU."""
+    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    generator = torch.Generator().manual_seed(n * c * h * w)
+    x, weight, bias = (torch.randn(s, generator=generator).to(torch_type).cuda() for s in ((n, c, h, w), (o, c // groups, k, k), (o,)))
+    conv = torch.nn.functional.conv2d(x.float(), weight.float(), bias.float(), stride, padding, dilation, groups)
+    want = torch.nn.functional.max_pool2d(torch.relu(conv), 3, 2, 1)
+    y, p = (f"tensor<{'x'.join(map(str, s))}x{dtype}>" for s in (conv.shape, want.shape))
+    x_t, w_t, b_t = (f"tensor<{'x'.join(map(str, t.shape))}x{dtype}>" for t in (x, weight, bias))
+    pair = lambda v: f"array<i64: {v}, {v}>"  # noqa: E731
+    fn = rung.compile(f"func.func @main(%x: {x_t}, %w: {w_t}, %b: {b_t}) -> {p} {{\n"
+                      f"  %y = graph.conv2d %x, %w, %b {{stride = {pair(stride)}, padding = {pair(padding)}, dilation = {pair(dilation)}, "
+                      f"groups = {groups} : i64}} : ({x_t}, {w_t}, {b_t}) -> {y}\n"
+                      f"  %r = graph.relu %y : ({y}) -> {y}\n"
+                      f"  %p = graph.max_pool2d %r {{kernel = array<i64: 3, 3>, stride = array<i64: 2, 2>, padding = array<i64: 1, 1>}} : ({y}) -> {p}\n"
+                      f"  func.return %p : {p}\n}}\n")
+    torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
+    _assert_close(fn(x, weight, bias).float().cpu().numpy(), want.cpu().numpy(), dtype)
