@@ -59,6 +59,16 @@ class SimulatorDevice:
         run_kernel(kernel, tuple(grid), [b.address for b in buffers] + list(dims), self.memory)
 
 
+def to_torch(array):
+    """A numpy array as a CPU torch tensor (ml_dtypes' bfloat16 too, by its bits)."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
 class CudaDevice:
     """A CUDA GPU through cuda-python: the module's PTX loaded once, tensors from torch."""
 
@@ -72,12 +82,7 @@ class CudaDevice:
     def put(self, array):
         import torch
 
-        if isinstance(array, torch.Tensor):
-            return array
-        array = np.ascontiguousarray(array)
-        if array.dtype.name == "bfloat16":  # torch takes ml_dtypes' bfloat16 by its bits
-            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).cuda(self.ordinal)
-        return torch.from_numpy(array).cuda(self.ordinal)
+        return array if isinstance(array, torch.Tensor) else to_torch(array).cuda(self.ordinal)
 
     def empty(self, shape, dtype):
         """A new tensor; one the GPU has no room for is a RungError saying how much it needs and what is free."""

@@ -35,9 +35,11 @@ def main_arguments(model, names: list[str], args: tuple, kwargs: dict, weights: 
     import torch
     import torch.utils._pytree as pytree
 
+    from backend.device import to_torch
+
     state = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}  # tied weights by each name
     device = next(iter(state.values())).device if state else "cpu"
-    made = {n: torch.from_numpy(w).to(device) for n, w in (weights or {}).items() if n not in state}
+    made = {n: to_torch(w).to(device) for n, w in (weights or {}).items() if n not in state}
     user = iter(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor))
     return [state[n].detach() if n in state else made[n] if n in made else next(user) for n in names]
 
