@@ -45,6 +45,9 @@ WGMMA_CANDIDATES = [  # sm_90a only
 ]
 SMALL_M_CANDIDATES = [dict(split_k=1), dict(split_k=2), dict(split_k=4), dict(bn=256, warps_n=8), dict(bk=128, stages=3),
                       dict(prefetch=True), dict(prefetch=True, stages=3)]
+# Between them (a prompt's tokens): the K splits, and the large-M tiles with and without splits.
+MID_M_CANDIDATES = [dict(split_k=s) for s in (1, 2, 4)] + [dict(c, split_k=s) for c in CANDIDATES[:4] for s in (1, 2)]
+MID_M_WGMMA_CANDIDATES = [dict(c, split_k=s) for c in WGMMA_CANDIDATES for s in (1, 2, 4)]  # sm_90a only
 
 
 def plan(m: int, n: int, k: int, dtype: str, sms: int, target: str) -> list:
@@ -54,7 +57,8 @@ def plan(m: int, n: int, k: int, dtype: str, sms: int, target: str) -> list:
     default = choose_config(m, n, k, dtype, sms=sms, target=target)
     schedules = [default]
     large = CANDIDATES + (WGMMA_CANDIDATES if target == "sm_90a" else [])
-    for c in large if m >= 1024 else SMALL_M_CANDIDATES if m <= 16 else []:
+    mid = MID_M_CANDIDATES + (MID_M_WGMMA_CANDIDATES if target == "sm_90a" else [])
+    for c in large if m >= 1024 else SMALL_M_CANDIDATES if m <= 16 else mid:
         try:
             cfg = dataclasses.replace(default, **c)
         except ValueError:  # not a valid schedule beside this one
@@ -145,7 +149,7 @@ def bench_shape(m: int, n: int, k: int, dtype) -> dict:
     cublas_us = gpu_time_us(lambda i: torch.matmul(x, ws[i].T, out=out), copies)
     best = min(times, key=times.get)
     flops = 2 * m * n * k
-    return {"m": m, "n": n, "k": k, "rung_us": times[default], "best_us": times[best], "best": best.name,
+    return {"m": m, "n": n, "k": k, "rung_us": times[default], "best_us": times[best], "best": best.name, "times": times,
             "cublas_us": cublas_us, "rung_tflops": flops / times[default] / 1e6, "best_tflops": flops / times[best] / 1e6,
             "cublas_tflops": flops / cublas_us / 1e6}
 
@@ -250,9 +254,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=".", help="folder for bench_gemm.md (and .png)")
     p.add_argument("--quick", action="store_true", help="one shape per M")
     p.add_argument("--sanitize", action="store_true", help="run GEMMs of every path once, checked, and exit (for compute-sanitizer)")
+    p.add_argument("--shapes", help="MxNxK,...: print every schedule's time on these shapes, the default first, and cuBLAS's")
     args = p.parse_args(argv)
     if args.sanitize:
         sanitize()
+        return 0
+    if args.shapes:
+        warm_up_clocks()
+        for m, n, k in (map(int, s.split("x")) for s in args.shapes.split(",")):
+            r = bench_shape(m, n, k, torch.float16)
+            print(f"M={m} N={n} K={k}: cuBLAS {r['cublas_us']:.1f} us; " + "; ".join(f"{c.name} {t:.1f}" for c, t in r["times"].items()), flush=True)
         return 0
     dev = torch.cuda.get_device_name(0)
     date = datetime.date.today().isoformat()

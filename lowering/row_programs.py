@@ -25,8 +25,16 @@ ROW_DTYPES = ("f16", "bf16")
 
 
 def row_threads(cols: int) -> int:
-    """Threads a block for rows of `cols`: about 8 elements a thread, a multiple of 32, at most 1024."""
+    """Threads a row for rows of `cols`: about 8 elements a thread, a multiple of 32, at most 1024."""
     return min(MAX_ROW_THREADS, 32 * max(1, math.ceil(cols / 256)))
+
+
+ROWS_PER_WARP_BLOCK = 8  # rows of one warp each share a block of 256 threads: a block per short row would leave the GPU idle
+
+
+def row_config(cols: int) -> t.RowConfig:
+    threads = row_threads(cols)
+    return t.RowConfig(cols, threads, ROWS_PER_WARP_BLOCK if threads == 32 else 1)
 
 
 class RowProgram:
@@ -36,7 +44,7 @@ class RowProgram:
         self.cols = cols
         self.block = Block(arg_types=args)
         self.row = self.add(t.RowIdOp.build(result_types=[IndexType()])).result
-        self.kernel = t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": t.RowSchedule(t.RowConfig(cols, row_threads(cols)))},
+        self.kernel = t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": t.RowSchedule(row_config(cols))},
                                         regions=[Region(self.block)])
 
     def add(self, op):

@@ -113,7 +113,55 @@ def bench(name: str, tokens: int) -> dict:
 TITLES = {"ffn": "LLaMA-7B's feed-forward block", "llama-1b": "LLaMA 1.1B (whole model)"}
 
 
+def kernel_times(fn, calls: int = 3) -> dict[str, float]:
+    """GPU microseconds per call of fn() by kernel name (torch.profiler), the slowest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    times = {e.key: e.self_device_time_total / calls for e in prof.key_averages() if e.self_device_time_total > 0}
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
+
+
+def breakdown(tokens: int, top: int = 12) -> list[str]:
+    """Where a forward of the LLaMA 1.1B program spends its GPU time, Rung's kernels beside torch eager's."""
+    import torch
+
+    import rung
+    from frontend.torch2ir import torch_to_ir
+
+    model, args, kwargs = program("llama-1b", tokens)
+    module, _, names = torch_to_ir(model, args, kwargs)
+    fn = rung.compile(module)
+    model, args = model.cuda(), tuple(a.cuda() for a in args)
+    tensors = main_arguments(model, names, args, kwargs)
+    lines = []
+    with torch.no_grad():
+        for who, times in (("Rung", kernel_times(lambda: fn(*tensors))), ("torch eager", kernel_times(lambda: model(*args, **kwargs)))):
+            total = sum(times.values())
+            lines += ["", f"{who}, {tokens} tokens: {total:.0f} us of kernels per forward, {len(times)} distinct kernels", "",
+                      "| kernel | us per forward | share |", "| --- | --- | --- |"]
+            lines += [f"| `{name[:90]}` | {t:.1f} | {100 * t / total:.0f}% |" for name, t in list(times.items())[:top]]
+    return lines
+
+
 def main(argv=None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--breakdown" in argv:  # GPU time by kernel instead of the benchmark table
+        argv.remove("--breakdown")
+        args, dev, date = bench_arguments("python -m rung.bench_models", "bench_models_breakdown.md", "1 and 512 tokens", argv)
+        lines = ["# LLaMA 1.1B (f16): GPU time by kernel, Rung's and torch eager's", "", f"{dev}, {date}; torch.profiler, 3 forwards."]
+        for tokens in (1, 512):
+            lines += breakdown(tokens)
+        write_report(args.out, "bench_models_breakdown.md", lines)
+        return 0
     args, dev, date = bench_arguments("python -m rung.bench_models", "bench_models.md", "1 and 512 tokens", argv)
     warm_up_clocks()
     rows = []

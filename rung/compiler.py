@@ -211,7 +211,8 @@ def describe(program, target: str) -> str:
     if isinstance(schedule, t.AttentionSchedule):
         return (f"{program.sym_name.data}: attention, a block of {cfg.threads} threads per {cfg.block_m} query rows of a head, "
                 f"keys {cfg.block_n} at a time, built for {target}")
-    return f"{program.sym_name.data}: a row program, a block of {cfg.threads} threads per row of {cfg.cols}, built for {target}"
+    per = f"a block of {cfg.threads} threads per row" if cfg.rows == 1 else f"a block of {cfg.rows} rows, a warp each,"
+    return f"{program.sym_name.data}: a row program, {per} of {cfg.cols}, built for {target}"
 
 
 def compile(module_or_text, target: str | None = None) -> CompiledFunction:

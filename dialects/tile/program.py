@@ -206,8 +206,9 @@ class KernelOp(IRDLOperation):
                 raise VerifyException(f"tile.copy into {copy.buffer.type} places k-tiles by k_dim = {k_dim}, k_step = {list(k_step)} in this schedule")
 
     def interpret(self, operands: list, out: np.ndarray) -> np.ndarray:
-        """Run every block of the grid, one after another, into `out`."""
-        grid = self.schedule.launch_grid([o.shape for o in (*operands, out)])
+        """Run every block of the grid (for a row program, every row), one after another, into `out`."""
+        shapes = [o.shape for o in (*operands, out)]
+        grid = self.schedule.instances(shapes) if hasattr(self.schedule, "instances") else self.schedule.launch_grid(shapes)
         cfg = self.schedule.data
         for z in range(grid[2]):
             for y in range(grid[1]):

@@ -1,6 +1,6 @@
 """Row programs: one thread block per row of a [rows, N] tensor, the row spread over the block's threads.
 
-    tile.kernel @rung_rms_norm_f16_n4096_t256 {schedule = #tile.rows<cols = 4096, threads = 256>} {
+    tile.kernel @rung_rms_norm_f16_n4096_t256 {schedule = #tile.rows<cols = 4096, threads = 256, rows = 1>} {
     ^0(%x: tensor<?x?xf16>, %w: tensor<?xf16>, %y: tensor<?x?xf16>):
       %r = tile.row_id
       %v = tile.load_row %x[%r] : tensor<?x?xf16> -> !tile.row<4096>
@@ -50,19 +50,25 @@ MAX_ROW_THREADS = 1024
 
 @dataclass(frozen=True)
 class RowConfig:
-    """A row program's schedule: rows of `cols` elements, `threads` threads a block (a multiple of 32)."""
+    """A row program's schedule: rows of `cols` elements, `threads` threads a row (a multiple of 32), `rows` rows
+    a block (more than one only for rows of one warp: each warp of the block then takes a row)."""
 
     cols: int
     threads: int
+    rows: int = 1
 
     def __post_init__(self):
         if self.cols < 1:
             raise ValueError(f"a row has at least one element, got cols = {self.cols}")
         if self.threads % 32 or not 32 <= self.threads <= MAX_ROW_THREADS:
             raise ValueError(f"threads must be a multiple of 32 from 32 to {MAX_ROW_THREADS}, got {self.threads}")
+        if self.rows < 1 or (self.rows > 1 and self.threads != 32) or self.rows * self.threads > MAX_ROW_THREADS:
+            raise ValueError(f"a block takes one row, or up to {MAX_ROW_THREADS // 32} rows of one warp each, not {self.rows} rows "
+                             f"of {self.threads} threads")
 
     @property
     def warps(self) -> int:
+        """Warps a row."""
         return self.threads // 32
 
     @property
@@ -77,27 +83,33 @@ class RowConfig:
 
 @irdl_attr_definition
 class RowSchedule(Data[RowConfig]):
-    """#tile.rows<cols = N, threads = T>: one block of T threads per row of N elements."""
+    """#tile.rows<cols = N, threads = T, rows = R>: blocks of R rows of N elements, T threads a row."""
 
     name = "tile.rows"
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> RowConfig:
-        return parse_schedule_fields(parser, RowConfig, ("cols", "threads"), "row")
+        return parse_schedule_fields(parser, RowConfig, ("cols", "threads", "rows"), "row")
 
     def print_parameter(self, printer: Printer) -> None:
-        print_schedule_fields(printer, self.data, ("cols", "threads"))
+        print_schedule_fields(printer, self.data, ("cols", "threads", "rows"))
 
     @property
     def threads(self) -> int:
-        return self.data.threads
+        """Threads a block."""
+        return self.data.threads * self.data.rows
 
-    def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
-        """A block per row of the result [rows, N] (the last of `shapes`: the operands', then the result's)."""
+    def instances(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
+        """The program runs once per row of the result [rows, N] (the last of `shapes`: the operands', then the result's)."""
         return (shapes[-1][0], 1, 1)
 
+    def launch_grid(self, shapes: list[tuple[int, ...]]) -> tuple[int, int, int]:
+        """A block per R rows of the result."""
+        return (-(-shapes[-1][0] // self.data.rows), 1, 1)
+
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
-        return []
+        """The result's rows, with which a block of several rows predicates off those past the end."""
+        return [shapes[-1][0]] if self.data.rows > 1 else []
 
 
 @irdl_attr_definition

@@ -32,16 +32,26 @@ class _RowLowering:
             if str(a.type.element_type) not in _ELEMENT_BYTES and a not in indices:
                 raise RungError(f"tile-to-warp: @{program.sym_name.data}: row programs read and write f16 or bf16 tensors "
                                 f"(and read indices), not {a.type.element_type}")
-        self.kernel = KernelOp.get(program.sym_name.data, ["u64"] * len(args), self.cfg.threads, self.cfg.shared_bytes)
+        many = self.cfg.rows > 1  # then the rows of the result come as the last parameter
+        self.kernel = KernelOp.get(program.sym_name.data, ["u64"] * len(args) + ["u32"] * many, self.cfg.threads * self.cfg.rows,
+                                   self.cfg.shared_bytes)
         self.b = b = PtxBuilder(self.kernel.body.block)
         self.env = dict(zip(args, self.kernel.body.block.args))
         self._row_starts, self._column_bytes = {}, {}
-        self.tid = b.sreg("tid.x")
+        tid = b.sreg("tid.x")
+        self.tid, self.block_row, self.row_ok = tid, b.sreg("ctaid.x"), None
+        if many:  # warp w of block x takes row x * R + w; a row past the end (in the last block) loads and stores nothing
+            self.tid, self.block_row = b.and_(tid, 31), b.add(b.mul(self.block_row, self.cfg.rows), b.shr(tid, 5))
+            self.row_ok = b.setp("lt", self.block_row, self.kernel.body.block.args[-1])
         cols, threads = self.cfg.cols, self.cfg.threads
         self.columns = [b.add(self.tid, i * threads) if i else self.tid for i in range(self.cfg.per_thread)]
         # a column past N exists only in the last register, and only when T does not divide N
-        self.inside = [b.setp("lt", c, cols) if (i + 1) * threads > cols else None for i, c in enumerate(self.columns)]
+        self.inside = [self._and(b.setp("lt", c, cols) if (i + 1) * threads > cols else None, self.row_ok) for i, c in enumerate(self.columns)]
         lower_each(self, row_program_ops(program)[:-1], ROW_OPS, program, "row")
+
+    def _and(self, p, q):
+        """p and q, either of which may be None (true)."""
+        return q if p is None else p if q is None else self.b.and_pred(p, q)
 
     def _address(self, tensor, row, i: int, stride: int | None = None, offset: int = 0):
         """The address of register i's column (plus `offset`) in `tensor`'s row of `stride` elements (N by
@@ -102,8 +112,7 @@ class _RowLowering:
             col_digits = self._digits(self.columns[i], op.cols.get_values())
             inside = self.inside[i]
             for a in checked:
-                ok = b.setp("lt", b.add(row_at[a], self._dot(col_digits, col_map[:, a].tolist())), dims[a])
-                inside = ok if inside is None else b.and_pred(inside, ok)
+                inside = self._and(inside, b.setp("lt", b.add(row_at[a], self._dot(col_digits, col_map[:, a].tolist())), dims[a]))
             offset = b.add(row_flat, self._dot(col_digits, (col_map @ strides).tolist()))
             address = b.add(self.env[op.src], b.cvt(b.mul(offset, _ELEMENT_BYTES[dtype]), "u64"))
             value = b.cvt_widen(b.ld("global", address, "b16", pred=inside), dtype)
@@ -111,7 +120,7 @@ class _RowLowering:
         self.env[op.result] = regs
 
     def _row_id(self, op) -> None:
-        self.env[op.result] = self.b.sreg("ctaid.x")
+        self.env[op.result] = self.block_row
 
     def _load_index(self, op) -> None:
         """Every thread loads the block's index (one address: one transaction); one out of range traps."""
@@ -120,9 +129,9 @@ class _RowLowering:
             raise RungError(f"tile-to-warp: tile.load_index reads 32- or 64-bit indices, not {op.src.type.element_type}")
         kind = "u64" if width == 64 else "u32"
         address = b.add(self.env[op.src], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(width // 8, "u64")))
-        index = b.ld("global", address, kind)
+        index = b.ld("global", address, kind, pred=self.row_ok)
         # unsigned: a negative index is a huge one
-        b.trap(b.setp("ge", index, op.limit.value.data), f"an index is outside [0, {op.limit.value.data}) (tile.load_index)")
+        b.trap(self._and(b.setp("ge", index, op.limit.value.data), self.row_ok), f"an index is outside [0, {op.limit.value.data}) (tile.load_index)")
         self.env[op.result] = b.cvt(index, "u32") if kind == "u64" else index
 
     def _load_row(self, op) -> None:
@@ -132,8 +141,7 @@ class _RowLowering:
         for i in range(self.cfg.per_thread):
             inside = self.inside[i]
             if op.padded is not None:  # a column outside src's rows (unsigned: a negative one too) reads zero
-                outside_ok = b.setp("lt", b.add(self.columns[i], offset) if offset else self.columns[i], stride)
-                inside = outside_ok if inside is None else b.and_pred(inside, outside_ok)
+                inside = self._and(inside, b.setp("lt", b.add(self.columns[i], offset) if offset else self.columns[i], stride))
             value = b.cvt_widen(b.ld("global", self._address(op.src, op.row, i, stride, offset), "b16", pred=inside), dtype)
             regs.append(b.selp(value, b.fimm(0.0), inside) if op.padded is not None else value)
         self.env[op.result] = regs
@@ -183,7 +191,7 @@ class _RowLowering:
         b, dtype = self.b, str(op.dst.type.element_type)
         if not isinstance(self.env[op.value], list):  # a scalar: thread 0 stores the row's one element
             address = b.add(self.env[op.dst], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(_ELEMENT_BYTES[dtype], "u64")))
-            b.st("global", address, [b.cvt_half(self.env[op.value], dtype)], pred=b.setp("eq", self.tid, 0))
+            b.st("global", address, [b.cvt_half(self.env[op.value], dtype)], pred=self._and(b.setp("eq", self.tid, 0), self.row_ok))
             return
         for i, v in enumerate(self.env[op.value]):
             b.st("global", self._address(op.dst, op.row, i), [b.cvt_half(v, dtype)], pred=self.inside[i])

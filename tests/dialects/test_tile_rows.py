@@ -23,7 +23,7 @@ def _program() -> str:
 
 def test_a_row_program_prints_parses_and_runs_as_its_graph_op():
     text = _program()
-    assert "#tile.rows<cols = 70, threads = 32>" in text and 'tile.reduce_row "sum"' in text
+    assert "#tile.rows<cols = 70, threads = 32, rows = 8>" in text and 'tile.reduce_row "sum"' in text
     again = parse_ir(text)
     assert print_ir(again) == text
     rng = np.random.default_rng(0)
@@ -37,7 +37,8 @@ def test_a_row_program_prints_parses_and_runs_as_its_graph_op():
     ('tile.map "rsqrt"', 'tile.map "sqrt"', "tile.map applies one of add, sub, mul, max, exp, rsqrt, rcp, neg, not 'sqrt'"),
     ('tile.map "rsqrt"', 'tile.map "add"', "'add' takes 2 operands \\(a constant counts\\), got 1"),
     ('tile.reduce_row "sum"', 'tile.reduce_row "prod"', "reduces by sum or max, not 'prod'"),
-    ("threads = 32>", "threads = 48>", "bad row schedule: threads must be a multiple of 32"),
+    ("threads = 32,", "threads = 48,", "bad row schedule: threads must be a multiple of 32"),
+    ("rows = 8>", "rows = 40>", "bad row schedule: a block takes one row, or up to 32 rows of one warp each, not 40 rows of 32 threads"),
     ("cols = 70,", "cols = 72,", "has a !tile.row<70>, the schedule's rows have 72 elements"),
     ("tile.row_id\n", "tile.row_id\n    %z, %z2 = tile.block_origin\n", "a row program holds row ops .*, not 'tile.block_origin'"),
 ])
