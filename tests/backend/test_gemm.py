@@ -187,7 +187,8 @@ def test_wgmma_schedules_are_chosen_for_sm_90a_only():
 
 WGMMA_SCHEDULES = [GemmConfig("f16", bm=128, bn=256, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True),
                    GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=3, bias=True, activation="silu", wgmma=True),
-                   GemmConfig("f16", bm=64, bn=256, bk=64, warps_m=4, warps_n=1, stages=4, split_k=3, bias=True, wgmma=True)]
+                   GemmConfig("f16", bm=64, bn=256, bk=64, warps_m=4, warps_n=1, stages=4, split_k=3, bias=True, wgmma=True),
+                   GemmConfig("f16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, split_k=8, wgmma=True)]  # a prompt's
 
 
 @gpu
