@@ -33,8 +33,8 @@ log = logging.getLogger("rung")
 
 
 def reduction_of(cfg: GemmConfig) -> tuple:
-    """(split_k, dtype, bias, activation): what the split-K reduction of a schedule does."""
-    return cfg.split_k, cfg.dtype, cfg.bias, cfg.activation
+    """(split_k, dtype, bias, activation, residual): what the split-K reduction of a schedule does."""
+    return cfg.split_k, cfg.dtype, cfg.bias, cfg.activation, cfg.residual
 
 
 def programmatic(target: str) -> bool:
@@ -125,7 +125,9 @@ class GemmKernels:
         ws = torch.empty(cfg.workspace_shape(m, n), dtype=torch.float32, device=like.device)
         self.gemm.launch(cfg.grid(m, n), tuple(ws.data_ptr() if p == "c" else addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)
         bias = (addresses["bias"],) if cfg.bias else ()
-        self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, addresses["c"], m, n), stream, programmatic=programmatic(self.target))
+        residual = (addresses["residual"],) if cfg.residual else ()
+        self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, *residual, addresses["c"], m, n), stream,
+                           programmatic=programmatic(self.target))
 
 
 @lru_cache(maxsize=None)
@@ -139,7 +141,7 @@ def gemm_kernels(cfg: GemmConfig, target: str, ordinal: int = 0) -> GemmKernels:
     reduce = None
     if cfg.split_k > 1:
         reduce = Kernel(sum_splits_name(*reduction_of(cfg)), gemm_ptx(cfg, target, reduction=True), REDUCE_THREADS,
-                        reduce_param_kinds(cfg.bias), "", ordinal)
+                        reduce_param_kinds(cfg.bias, bool(cfg.residual)), "", ordinal)
     kernels = GemmKernels(cfg, target, gemm, reduce)
     for kernel in (gemm, reduce):
         if kernel is not None:

@@ -602,6 +602,16 @@ def torch_to_ir(model, args, kwargs=None, progress=lambda msg: None):
     return module, weights, names
 
 
+def located(error: RungError, model, args, kwargs=None) -> RungError:
+    """`error` (about an op of the program torch_to_ir made) with the model's source line in front where it names
+    the op's result (`(%name)`, the traced node's name): the model is traced again to find that node."""
+    named = re.search(r"\(%([\w.$-]+)\)", str(error))
+    if named is None:
+        return error
+    nodes = [n for n in export(model, args, kwargs or {}).graph.nodes if ssa_name(n.name) == named.group(1)]
+    return RungError(f"{_source_line(nodes[0])}: {error}") if nodes else error
+
+
 def inputs_for(names, weights, args, kwargs=None) -> list[np.ndarray]:
     """The interpreter's inputs of @main: weights by name, then the user inputs in order."""
     import torch

@@ -103,7 +103,7 @@ def fusible(op: Operation) -> bool:
     return str(elem) in ROW_DTYPES and all(v.type.element_type == elem for v in op.operands)
 
 
-def _absorbed(op: Operation) -> bool:
+def absorbed(op: Operation) -> bool:
     """Whether `op` is an inner op of a chain: fusible, its one use a fusible op of the same shape."""
     uses = list(op.results[0].uses)
     return (fusible(op) and len(uses) == 1 and fusible(uses[0].operation)
@@ -131,7 +131,7 @@ class _Chain:
 
     def _collect(self, op: Operation) -> None:
         for v in op.operands:
-            if isinstance(v.owner, Operation) and _absorbed(v.owner) and v.owner not in self.ops:
+            if isinstance(v.owner, Operation) and absorbed(v.owner) and v.owner not in self.ops:
                 self._collect(v.owner)
             elif splat_value(v) is not None:
                 self.constants.add(v.owner)
@@ -183,7 +183,7 @@ class ElementwiseToTile(RewritePattern):
     """The last op of a fusible chain -> tile.launch of the chain's row program (inner ops go with it)."""
 
     def match_and_rewrite(self, op, rewriter: PatternRewriter):
-        if not fusible(op) or _absorbed(op):
+        if not fusible(op) or absorbed(op):
             return
         chain = _Chain(op)
         if not chain.supported():

@@ -2,8 +2,9 @@
 and row-wise ops (lowering.row_programs: rms_norm) as launches of row programs.
 
 A linear with f16/bf16 operands becomes tile.matmul (x flattened to 2-D and the result reshaped
-back), with its bias, and with a following relu or silu (the linear's only use) fused into the
-epilogue. A qlinear whose format has a register decoder (lowering.ladder) becomes the same
+back), with its bias, with a following relu or silu (the linear's only use), and then with an add or
+mul by a tensor of the result's shape made before the linear (a residual add, SwiGLU's product), fused
+into the epilogue. A qlinear whose format has a register decoder (lowering.ladder) becomes the same
 tile.matmul reading the weight through tile.pack_weight, Ladder's offline layout transform.
 Tile sizes follow the shape (`choose_config`) unless the pass options set them. Other ops are
 left as they are.
@@ -18,7 +19,7 @@ from functools import lru_cache
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import SSAValue
+from xdsl.ir import Block, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -34,8 +35,8 @@ from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import SMS, check_target
 from lowering.attention import SdpaToTile
-from lowering.elementwise import ElementwiseToTile
-from lowering.row_programs import RowOpToTile, reshaped
+from lowering.elementwise import ElementwiseToTile, absorbed
+from lowering.row_programs import FusedRopeToTile, RowOpToTile, reshaped
 
 
 
@@ -163,29 +164,61 @@ def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = F
     if override.get("split_k", 1) > -(-k // 16):
         raise RungError(f"graph-to-tile: split_k = {override['split_k']} is more than K = {k} has 16-element steps to split")
     try:
-        return GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target).__dict__, **epilogue, **override})
+        cfg = GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target).__dict__, **epilogue, **override})
+        if cfg.residual and cfg.wgmma and cfg.bn == 256 and "bn" not in override:  # 128 x 256 wgmma tiles spill reading a residual
+            narrow = dataclasses.replace(cfg, bn=128, split_k=1)
+            cfg = dataclasses.replace(narrow, split_k=override.get("split_k") or _split(narrow, m, n, k, SMS))
+        return cfg
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
 
 
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
+RESIDUAL = {g.AddOp: "add", g.MulOp: "mul"}
+
+
+def _only_user(v: SSAValue):
+    users = [use.operation for use in v.uses]
+    return users[0] if len(users) == 1 else None
+
+
+def _residual_of(combine, y: SSAValue, before) -> SSAValue | None:
+    """The other operand of `combine` (an add or mul of y) if it has y's type and is defined before `before` (the
+    GEMM, which reads it in its epilogue), else None; also None where it is an inner value of an elementwise chain that
+    `combine` ends (Gemma's gelu(gate) * up: the chain stays one row kernel, its root is not taken from it)."""
+    if type(combine) not in RESIDUAL or combine.operands[0] is combine.operands[1]:
+        return None
+    other = combine.operands[1] if combine.operands[0] is y else combine.operands[0]
+    owner = other.owner
+    if isinstance(owner, Block):
+        return other if other.type == y.type else None
+    defined = owner.parent_block() is before.parent_block() and owner.is_before_in_block(before) and not absorbed(owner)
+    return other if other.type == y.type and defined else None
 
 
 def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: int, schedule, make) -> None:
     """Replace a linear-like op (x [..., K] -> [..., N]) by a tile.matmul on x flattened to 2-D:
-    `schedule(m, epilogue)` gives its config, `make(x2d, cfg)` builds it; a following relu or
-    silu that is the op's only use is fused, and the result is reshaped back."""
+    `schedule(m, epilogue)` gives its config, `make(x2d, cfg, residual2d)` builds it; a following relu or
+    silu that is the op's only use is fused, then an add or mul with a tensor of the result's shape (a
+    residual, or the other half of SwiGLU's product) that is the only use of what came before, and the
+    result is reshaped back."""
     shape = x.type.get_shape()
     m = math.prod(shape[:-1])
-    users = [use.operation for use in op.results[0].uses]
-    fused = users[0] if len(users) == 1 and type(users[0]) in FUSABLE else None
-    cfg = schedule(m, {"activation": FUSABLE[type(fused)] if fused else "none"})
-    mm = make(reshaped(rewriter, x, [m, k]), cfg)
+    fused = _only_user(op.results[0])
+    fused = fused if type(fused) in FUSABLE else None
+    last = (fused or op).results[0]
+    combine = _only_user(last)
+    residual = _residual_of(combine, last, op) if combine is not None else None
+    epilogue = {"activation": FUSABLE[type(fused)] if fused else "none", **({"residual": RESIDUAL[type(combine)]} if residual else {})}
+    cfg = schedule(m, epilogue)
+    mm = make(reshaped(rewriter, x, [m, k]), cfg, reshaped(rewriter, residual, [m, n]) if residual else None)
     rewriter.insert(mm)
     y = reshaped(rewriter, mm.results[0], [*shape[:-1], n])
-    if fused is not None:
-        rewriter.replace(fused, [], [y])
-        rewriter.erase(op)
+    done = [o for o in (combine if residual else None, fused) if o is not None]
+    if done:
+        rewriter.replace(done[0], [], [y])
+        for inner in done[1:] + [op]:
+            rewriter.erase(inner)
     else:
         rewriter.replace(op, [], [y])
 
@@ -208,7 +241,7 @@ class LinearToTile(RewritePattern):
         dtype = str(op.x.type.element_type)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, dtype, self.override, target=self.target, bias=op.bias is not None, **epi),
-                           lambda x, cfg: MatmulOp.get(x, op.weight, op.bias, cfg))
+                           lambda x, cfg, residual: MatmulOp.get(x, op.weight, op.bias, cfg, residual=residual))
 
 
 @dataclass
@@ -236,7 +269,8 @@ class QLinearToTile(RewritePattern):
         rewriter.insert(pack)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, target=self.target, **epi),
-                           lambda x, cfg: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format))
+                           lambda x, cfg, residual: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format,
+                                                                 residual=residual))
 
 
 @dataclass
@@ -277,6 +311,7 @@ class GraphToTile(ModulePass):
         if self.target:
             check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
+        PatternRewriteWalker(FusedRopeToTile(), apply_recursively=False).rewrite_module(op)  # before their permutes become copies
         patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile(),
                                                 SdpaToTile(), ElementwiseToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

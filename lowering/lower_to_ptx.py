@@ -35,8 +35,8 @@ from lowering.warp_to_ptx import WarpToPtx
 # the graph-level passes before graph-to-tile, in order (rung.compile runs the same ones)
 GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass, ConvToGemmPass)
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
-KERNEL_OPS = "f16/bf16 graph.linear (with its bias and a following relu or silu), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat along the last dimension, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
+KERNEL_OPS = "f16/bf16 graph.linear (with its bias, a following relu or silu, and an add or mul with a tensor of its shape), graph.qlinear of formats with a register " \
+             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat, graph.broadcast, graph.rope, causal or unmasked graph.sdpa (head dims 16 to 128, grouped-query too), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
@@ -68,12 +68,14 @@ def why_not_lowered(op) -> str:
 
 
 def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
-    """A RungError naming the first op of a function that is not a launch, a weight packing, a reshape or a constant."""
+    """A RungError naming the first op of a function that is not a launch, a weight packing, a reshape or a constant
+    (and its result's name, which torch2ir takes from the model's traced node)."""
     for fn in module.ops:
         if isinstance(fn, func.FuncOp) and fn.body.blocks:  # (a declaration has nothing to lower)
             for op in fn.body.block.ops:
                 if not isinstance(op, KEPT):
-                    raise RungError(f"{who}: '{op.name}' in @{fn.sym_name.data} has no GPU kernel yet: {why_not_lowered(op)}")
+                    named = f" (%{op.results[0].name_hint})" if op.results and op.results[0].name_hint else ""
+                    raise RungError(f"{who}: '{op.name}'{named} in @{fn.sym_name.data} has no GPU kernel yet: {why_not_lowered(op)}")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """graph ops that run as row programs (dialects.tile.rows): rms_norm, layer_norm, softmax (last dimension), embedding,
-permutes, slices (of the last dimension, or of a leading one) and concatenations along the last, rope, a convolution's
+permutes, broadcasts, slices (of the last dimension, or of a leading one), concatenations, rope, a convolution's
 windows (im2col), max and average pooling, and sum, mean and max over the trailing dimensions.
 
 An op over the last dimension of an f16/bf16 tensor [..., N] becomes a tile.launch of a
@@ -219,6 +219,21 @@ def broadcast_strides(shape, result) -> list[int] | None:
     return [0 if padded[i] == 1 and result[i] > 1 else strides[i] for i in range(len(result) - 1)]
 
 
+def broadcast_program(op: g.BroadcastOp, dtype: str, cols: int) -> t.KernelOp | None:
+    """A broadcast (ViT's class token under the batch): each block copies the source row it comes from (tile.source_row,
+    0 along a broadcast dimension); one that broadcasts the last dimension gathers its row (tile.gather_row)."""
+    source, shape = op.operands[0].type.get_shape(), op.results[0].type.get_shape()
+    if not source:  # (a scalar: no rows to read)
+        return None
+    elem, padded = op.results[0].type.element_type, [1] * (len(shape) - len(source)) + list(source)
+    name = f"rung_broadcast_{dtype}_{'x'.join(map(str, padded))}_to_{'x'.join(map(str, shape))}"
+    p = RowProgram(name, cols, [t.generic_tensor(elem)] * 2)
+    if padded[-1] == shape[-1]:
+        return p.store(p.load(p.block.args[0], row=p.source_row(shape[:-1], broadcast_strides(source, shape))))
+    spread = np.diag([int(d == r) for d, r in zip(padded, shape)])  # a broadcast axis (size 1) stays at coordinate 0
+    return p.store(p.gather(p.block.args[0], shape[:-1], shape[-1:], padded, [0] * len(shape), spread[:-1], spread[-1:]))
+
+
 def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
     """A slice of the last dimension (step 1): each block copies its row's columns [start, start + N). A slice of a
     leading dimension: each block copies the source row it comes from (tile.source_row, `step` rows apart)."""
@@ -237,18 +252,22 @@ def slice_program(op: g.SliceOp, dtype: str, cols: int) -> t.KernelOp | None:
     return p.store(p.load(p.block.args[0], row=row))
 
 
-def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:
-    """A concatenation along the last dimension: input i's row read at columns shifted by where it starts,
-    zeros outside it (tile.load_row `padded`), the parts summed."""
+def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp:
+    """A concatenation: input i read where it starts (along the last dimension, its row at columns shifted by
+    where it starts, tile.load_row `padded`; along a leading one, its row gathered at that dimension's index
+    shifted, tile.gather_row), zeros outside it, the parts summed (adding zeros is exact)."""
     shape = op.results[0].type.get_shape()
-    if op.attr("dim") % len(shape) != len(shape) - 1:
-        return None
-    widths = [v.type.get_shape()[-1] for v in op.operands]
-    elem = op.results[0].type.element_type
-    p = RowProgram(f"rung_cat_{dtype}_{'_'.join(map(str, widths))}", cols, [t.generic_tensor(elem)] * (len(widths) + 1))
+    dim, elem = op.attr("dim") % len(shape), op.results[0].type.element_type
+    widths = [v.type.get_shape()[dim] for v in op.operands]
+    tag = "" if dim == len(shape) - 1 else f"_{'x'.join(map(str, shape))}_d{dim}"
+    p = RowProgram(f"rung_cat_{dtype}_{'_'.join(map(str, widths))}{tag}", cols, [t.generic_tensor(elem)] * (len(widths) + 1))
+    unit = np.eye(len(shape), dtype=np.int64)
     total, start = None, 0
-    for arg, width in zip(p.block.args, widths):
-        part = p.load(arg, stride=width, offset=-start, padded=True)
+    for arg, value, width in zip(p.block.args, op.operands, widths):
+        if dim == len(shape) - 1:
+            part = p.load(arg, stride=width, offset=-start, padded=True)
+        else:
+            part = p.gather(arg, shape[:-1], shape[-1:], value.type.get_shape(), -start * unit[dim], unit[:-1], unit[-1:])
         total = part if total is None else p.map("add", total, part)
         start += width
     return p.store(total)
@@ -256,23 +275,37 @@ def cat_program(op: g.CatOp, dtype: str, cols: int) -> t.KernelOp | None:
 
 def rope_program(op: g.RopeOp, dtype: str, cols: int) -> t.KernelOp | None:
     """y = x * cos + rotate_half(x) * sin: rotate_half(x) is x read half a row to the left minus x read half a
-    row to the right (tile.load_row `padded`: zeros past either end); cos and sin through tile.source_row."""
+    row to the right (tile.load_row `padded`: zeros past either end); cos and sin through tile.source_row. When x
+    is a permute keeping the last dimension, used by the rope alone (transformers' transpose of the heads before
+    rope), x's rows come from the permute's source through tile.source_row too: the transpose is never written."""
     shape = op.result.type.get_shape()
     strides = [broadcast_strides(v.type.get_shape(), shape) for v in (op.cos, op.sin)]
     if cols % 2 or None in strides:
         return None
+    permute = permuted_rows(op.x)
+    x_strides = [row_strides(permute.x.type.get_shape())[a] for a in permute.attr("dims")[:-1]] if permute else None
     elem, half = op.result.type.element_type, cols // 2
-    p = RowProgram(f"rung_rope_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_{'_'.join('x'.join(map(str, s)) for s in strides)}", cols,
+    tag = f"_x{'x'.join(map(str, permute.x.type.get_shape()[:-1]))}p{''.join(str(d % len(shape)) for d in permute.attr('dims'))}" if permute else ""
+    p = RowProgram(f"rung_rope_{dtype}_n{cols}_{'x'.join(map(str, shape[:-1]))}_{'_'.join('x'.join(map(str, s)) for s in strides)}{tag}", cols,
                    [t.generic_tensor(elem)] * 4)
     x, cos, sin, _ = p.block.args
-    rotated = p.map("sub", p.load(x, stride=cols, offset=-half, padded=True), p.load(x, stride=cols, offset=half, padded=True))
+    row = p.source_row(shape[:-1], x_strides) if permute else None
+    rotated = p.map("sub", p.load(x, row=row, stride=cols, offset=-half, padded=True), p.load(x, row=row, stride=cols, offset=half, padded=True))
     tables = [p.load(v, row=p.source_row(shape[:-1], s)) for v, s in zip((cos, sin), strides)]
-    return p.store(p.map("add", p.map("mul", p.load(x), tables[0]), p.map("mul", rotated, tables[1])))
+    return p.store(p.map("add", p.map("mul", p.load(x, row=row), tables[0]), p.map("mul", rotated, tables[1])))
+
+
+def permuted_rows(v) -> g.PermuteOp | None:
+    """The permute that makes `v` if it keeps the last dimension and `v` has no other use (a consumer can read its rows
+    from the permute's source instead)."""
+    permute = v.owner if isinstance(v.owner, g.PermuteOp) and len(list(v.uses)) == 1 else None
+    rank = len(v.type.get_shape())
+    return permute if permute is not None and rank >= 2 and permute.attr("dims")[-1] % rank == rank - 1 else None
 
 
 ROW_PROGRAMS = {g.RmsNormOp: rms_norm_program, g.LayerNormOp: layer_norm_program, g.SoftmaxOp: softmax_program,
                 g.EmbeddingOp: embedding_program, g.PermuteOp: permute_program, g.SliceOp: slice_program, g.CatOp: cat_program,
-                g.RopeOp: rope_program, g.Im2colOp: im2col_program, g.MaxPool2dOp: pool_program, g.AvgPool2dOp: pool_program,
+                g.RopeOp: rope_program, g.BroadcastOp: broadcast_program, g.Im2colOp: im2col_program, g.MaxPool2dOp: pool_program, g.AvgPool2dOp: pool_program,
                 g.ReduceOp: reduce_program}
 
 
@@ -291,13 +324,27 @@ class RowOpToTile(RewritePattern):
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return
         operands = list(op.operands)
-        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp, g.RopeOp, g.Im2colOp, g.Pool2dOp)):  # the sources as [rows, their last dimension]
-            operands = [reshaped(rewriter, v, [math.prod(v.type.get_shape()[:-1]), v.type.get_shape()[-1]]) for v in op.operands]
+        permute = permuted_rows(op.x) if isinstance(op, g.RopeOp) else None
+        if permute:  # (rope_program reads x's rows from the permute's source)
+            operands[0] = permute.x
+        if isinstance(op, (g.PermuteOp, g.SliceOp, g.CatOp, g.RopeOp, g.BroadcastOp, g.Im2colOp, g.Pool2dOp)):  # the sources as [rows, their last dimension]
+            operands = [reshaped(rewriter, v, [math.prod(v.type.get_shape()[:-1]), v.type.get_shape()[-1]]) for v in operands]
         if isinstance(op, g.ReduceOp):  # a row of the reduced elements per result element
             operands = [reshaped(rewriter, op.x, [math.prod(x_shape) // cols, cols])]
         if isinstance(op, g.EmbeddingOp):  # the indices, one per result row
             operands[1] = reshaped(rewriter, op.indices, [math.prod(op.indices.type.get_shape())])
         launch_rows(rewriter, op, kernel, operands, [math.prod(result.get_shape()), 1] if isinstance(op, g.ReduceOp) else None)
+        if permute:
+            rewriter.erase(permute)
+
+
+class FusedRopeToTile(RowOpToTile):
+    """RowOpToTile for a rope whose x is a permute it reads through (graph-to-tile runs it first, before the permute
+    itself would become a copy)."""
+
+    def match_and_rewrite(self, op, rewriter: PatternRewriter):
+        if isinstance(op, g.RopeOp) and permuted_rows(op.x):
+            super().match_and_rewrite(op, rewriter)
 
 
 def reshaped(rewriter: PatternRewriter, v, shape: list[int]):

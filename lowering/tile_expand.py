@@ -43,7 +43,8 @@ def argument_types(cfg: t.GemmConfig) -> list:
     scale = IntegerType(8, Signedness.UNSIGNED) if cfg.scale == "e8m0" else act
     types = {"a": t.generic_tensor(ab), "b": t.generic_tensor(i32 if cfg.weight else ab), "a_scales": t.generic_tensor(f32, 1),
              "scales": t.generic_tensor(scale) if cfg.weight else t.generic_tensor(f32, 1), "zeros": t.generic_tensor(act),
-             "bias": t.generic_tensor(act, 1), "c": t.generic_tensor(f32, 3) if cfg.split_k > 1 else t.generic_tensor(act)}
+             "bias": t.generic_tensor(act, 1), "residual": t.generic_tensor(act),
+             "c": t.generic_tensor(f32, 3) if cfg.split_k > 1 else t.generic_tensor(act)}
     return [types[name] for name in cfg.param_names[:-3]]
 
 
@@ -113,12 +114,15 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
     compute.add_op(mma)
     compute.add_op(t.YieldOp.build(operands=[[mma.result]]))
 
-    final = cfg.split_k == 1  # else bias and activation follow the sum of the splits
+    final = cfg.split_k == 1  # else bias, activation and residual follow the sum of the splits
     scaled = [[arg["a_scales"]], [arg["scales"]]] if cfg.a8 else [[], []]
+    props = {"activation": StringAttr(cfg.activation)} if final and cfg.activation != "none" else {}
+    if final and cfg.residual:
+        props["residual"] = StringAttr(cfg.residual)
     epilogue = add(t.EpilogueOp.build(
-        operands=[pipeline.result, origin.row, origin.col, *scaled, [arg["bias"]] if final and cfg.bias else []],
-        result_types=[t.FragType.get(cfg.bm, cfg.bn, f32, "acc")],
-        properties={"activation": StringAttr(cfg.activation)} if final and cfg.activation != "none" else {}))
+        operands=[pipeline.result, origin.row, origin.col, *scaled, [arg["bias"]] if final and cfg.bias else [],
+                  [arg["residual"]] if final and cfg.residual else []],
+        result_types=[t.FragType.get(cfg.bm, cfg.bn, f32, "acc")], properties=props))
     add(t.StoreOp.build(operands=[epilogue.result, arg["c"], origin.row, origin.col]))
     add(t.YieldOp.build(operands=[[]]))
 
@@ -141,12 +145,15 @@ class TileExpand(ModulePass):
             if cfg.name not in kernels:
                 op.body.block.add_op(block_program(cfg))
                 kernels.add(cfg.name)
-            inputs = [v for name, v in zip(mm.operand_names, mm.operands) if name != "bias" or cfg.split_k == 1]
+            inputs = [v for name, v in zip(mm.operand_names, mm.operands) if name not in ("bias", "residual") or cfg.split_k == 1]
             if cfg.split_k == 1:
                 Rewriter.replace_op(mm, t.LaunchOp.get(cfg.name, inputs, mm.result.type))
                 continue
             (m, _), n = mm.x.type.get_shape(), mm.result.type.get_shape()[1]
             partial = t.LaunchOp.get(cfg.name, inputs, TensorType(f32, cfg.workspace_shape(m, n)))
-            total = t.SumSplitsOp.build(operands=[partial.result, [mm.bias] if mm.bias else []], result_types=[mm.result.type],
-                                        properties={"activation": StringAttr(cfg.activation)} if cfg.activation != "none" else {})
+            props = {"activation": StringAttr(cfg.activation)} if cfg.activation != "none" else {}
+            if cfg.residual:
+                props["residual"] = StringAttr(cfg.residual)
+            total = t.SumSplitsOp.build(operands=[partial.result, [mm.bias] if mm.bias else [], [mm.residual] if mm.residual else []],
+                                        result_types=[mm.result.type], properties=props)
             Rewriter.replace_op(mm, [partial, total])

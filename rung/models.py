@@ -50,7 +50,8 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
     import torch
 
     from frontend.loading import cast_model, load_model_file
-    from frontend.torch2ir import TOLERANCE, inputs_for, output_error, torch_outputs, torch_to_ir
+    from frontend.torch2ir import TOLERANCE, inputs_for, located, output_error, torch_outputs, torch_to_ir
+    from ir.errors import RungError
     from rung.compiler import compile
 
     if gpu and not torch.cuda.is_available():  # said, not silent: the same kernels, simulated
@@ -59,7 +60,10 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
     model, args, kwargs = cast_model(*load_model_file(path), dtype)
     module, weights, names = torch_to_ir(model, args, kwargs, progress)
     progress("compiling every op to kernels ...")
-    fn = compile(module)
+    try:
+        fn = compile(module)
+    except RungError as e:  # an op without a kernel: where the model made it
+        raise located(e, model, args, kwargs) from None
     progress(f"{fn.path.count('rung_')} kernel launches; {fn.memory.summary()}")
     if not gpu:
         progress("running on the CPU lane simulator ...")

@@ -10,7 +10,7 @@ type. Its interpreter runs exactly that blocked order, so the schedule is checke
 
 from dialects.tile.schedule import (  # noqa: F401
     TABLE_ROWS, TABLE_BYTES, MAX_SHARED_BYTES, REDUCE_THREADS, EIGHT_BIT_OPERANDS, reduce_grid, reduce_param_kinds,
-    copy_elems, ACTIVATIONS, swizzle_for, SharedTile, GemmConfig, GemmSchedule
+    copy_elems, ACTIVATIONS, RESIDUALS, swizzle_for, SharedTile, GemmConfig, GemmSchedule
 )
 from dialects.tile.ops import (  # noqa: F401
     MatmulOp, scale_bits, packed_types, PackWeightOp, add_scaled_partials

@@ -28,7 +28,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.lp import QuantAttr
-from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, copy_elems
+from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule, copy_elems
 
 
 @irdl_op_definition
@@ -53,30 +53,34 @@ class MatmulOp(IRDLOperation):
     scales = opt_operand_def(TensorType)
     zeros = opt_operand_def(TensorType)
     bias = opt_operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
     result = result_def(TensorType)
     schedule = prop_def(GemmSchedule)
     weight = opt_prop_def(QuantAttr)
     traits = traits_def(Pure())
-    assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? attr-dict `:` "
-                       "type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
-                       "(`bias` type($bias)^)? `->` type($result)")
+    assembly_format = ("$x `,` $w (`x_scales` $x_scales^)? (`scales` $scales^)? (`zeros` $zeros^)? (`bias` $bias^)? (`residual` $residual^)? "
+                       "attr-dict `:` type($x) `,` type($w) (`x_scales` type($x_scales)^)? (`scales` type($scales)^)? (`zeros` type($zeros)^)? "
+                       "(`bias` type($bias)^)? (`residual` type($residual)^)? `->` type($result)")
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
 
     @staticmethod
     def get(x: SSAValue, w: SSAValue, bias: SSAValue | None, cfg: GemmConfig, scales: SSAValue | None = None,
             zeros: SSAValue | None = None, weight: QuantAttr | None = None, x_scales: SSAValue | None = None,
-            result_element=None) -> "MatmulOp":
-        """`result_element`: the output's element type when x is 8-bit (cfg.a8)."""
+            result_element=None, residual: SSAValue | None = None) -> "MatmulOp":
+        """`result_element`: the output's element type when x is 8-bit (cfg.a8); `residual`: the [M, N] tensor the
+        epilogue adds or multiplies by (cfg.residual)."""
         m, n = x.type.get_shape()[0], w.type.get_shape()[1 if cfg.b_kn else 0]
         props = {"schedule": GemmSchedule(cfg), **({"weight": weight} if weight is not None else {})}
-        operands = [x, w, [x_scales] if x_scales else [], [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else []]
+        operands = [x, w, [x_scales] if x_scales else [], [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else [],
+                    [residual] if residual else []]
         out = TensorType(result_element or x.type.element_type, [m, n])
         return MatmulOp.build(operands=operands, result_types=[out], properties=props)
 
     @property
     def operand_names(self) -> list[str]:
         """The kernel parameter (GemmConfig.param_names, and "bias") each operand becomes, in order."""
-        named = (("a", self.x), ("b", self.w), ("a_scales", self.x_scales), ("scales", self.scales), ("zeros", self.zeros), ("bias", self.bias))
+        named = (("a", self.x), ("b", self.w), ("a_scales", self.x_scales), ("scales", self.scales), ("zeros", self.zeros), ("bias", self.bias),
+                 ("residual", self.residual))
         return [name for name, v in named if v is not None]
 
     @property
@@ -106,6 +110,9 @@ class MatmulOp(IRDLOperation):
             raise VerifyException(f"bias must be tensor<{n}x{out}>, got {self.bias.type}")
         if self.result.type != want:
             raise VerifyException(f"result type must be {want}, got {self.result.type}")
+        if (self.residual is not None) != bool(cfg.residual) or (self.residual is not None and self.residual.type != want):
+            raise VerifyException(f"a schedule's residual ({cfg.residual or 'none'}) takes a {want} operand, got "
+                                  f"{self.residual.type if self.residual is not None else 'none'}")
         k = x.get_shape()[1]
         weight = GemmConfig.weight_fields(self.weight.format) if self.weight is not None else {"weight": ""}
         want = {"dtype": str(out), "bias": self.bias is not None, "copy_elems": 8 if cfg.a8 else copy_elems(k),
@@ -163,6 +170,7 @@ class MatmulOp(IRDLOperation):
         scales = rest.pop(0) if self.scales is not None else None
         zeros = rest.pop(0) if self.zeros is not None else None
         bias = rest.pop(0) if self.bias is not None else None
+        residual = rest.pop(0) if self.residual is not None else None
         if cfg.scale_partials:  # the codes' values, and each group's partial sums scaled (as the kernel does)
             from ir.packing import (
                 code_chunk_bytes,
@@ -197,7 +205,8 @@ class MatmulOp(IRDLOperation):
                     y[m0:m0 + cfg.bm, n0:n0 + cfg.bn] += acc
         if bias is not None:
             y += bias.astype(np.float32)
-        return ACTIVATIONS[cfg.activation](y)
+        y = ACTIVATIONS[cfg.activation](y)
+        return y if residual is None else RESIDUALS[cfg.residual](y, residual.astype(np.float32))
 
 
 def scale_bits(x, dtype: str) -> np.ndarray:

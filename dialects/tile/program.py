@@ -48,7 +48,7 @@ from xdsl.utils.exceptions import VerifyException
 from dialects.tile.ops import add_scaled_partials, scale_bits
 from dialects.tile.attention import AttentionOp, AttentionSchedule
 from dialects.tile.rows import RowSchedule, row_program_ops
-from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule
+from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule
 from dialects.tile.types import FragType, SharedType, element_bits
 
 
@@ -165,7 +165,7 @@ class KernelOp(IRDLOperation):
         return GemmConfig(dtype, cfg.bm, cfg.bn, cfg.bk, cfg.warps_m, cfg.warps_n, cfg.stages, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
                           b_copy.elems if b_kn else 8, split_k=cfg.split_k, raster=cfg.raster, prefetch=cfg.prefetch, a8=a8,
-                          wgmma=cfg.wgmma, **weight)
+                          wgmma=cfg.wgmma, residual=epilogue.residual.data if epilogue.residual else "", **weight)
 
     def verify_(self):
         if not isinstance(self.body.block.last_op, YieldOp):
@@ -554,8 +554,9 @@ class MmaOp(IRDLOperation):
 @irdl_op_definition
 class EpilogueOp(IRDLOperation):
     """The accumulator tile at (row, col) of the output as f32, times row_scales[row] and
-    col_scales[col] (8-bit operands), plus bias[col], through `activation` (none, relu, silu);
-    scales and bias past the output's edge read as zero."""
+    col_scales[col] (8-bit operands), plus bias[col], through `activation` (none, relu, silu), then
+    with `residual` (add or mul) combined with the residual tensor's tile at (row, col); scales, bias
+    and residual past the output's edge read as zero."""
 
     name = "tile.epilogue"
     acc = operand_def(FragType)
@@ -564,10 +565,13 @@ class EpilogueOp(IRDLOperation):
     row_scales = opt_operand_def(TensorType)
     col_scales = opt_operand_def(TensorType)
     bias = opt_operand_def(TensorType)
+    residual_tensor = opt_operand_def(TensorType)
     result = result_def(FragType)
     activation = opt_prop_def(StringAttr)
-    assembly_format = ("$acc `at` $row `,` $col (`row_scales` $row_scales^)? (`col_scales` $col_scales^)? (`bias` $bias^)? attr-dict `:` "
-                       "type($acc) (`row_scales` type($row_scales)^)? (`col_scales` type($col_scales)^)? (`bias` type($bias)^)? `->` type($result)")
+    residual = opt_prop_def(StringAttr)
+    assembly_format = ("$acc `at` $row `,` $col (`row_scales` $row_scales^)? (`col_scales` $col_scales^)? (`bias` $bias^)? "
+                       "(`residual_tensor` $residual_tensor^)? attr-dict `:` type($acc) (`row_scales` type($row_scales)^)? "
+                       "(`col_scales` type($col_scales)^)? (`bias` type($bias)^)? (`residual_tensor` type($residual_tensor)^)? `->` type($result)")
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
 
     def verify_(self):
@@ -577,6 +581,8 @@ class EpilogueOp(IRDLOperation):
             raise VerifyException("an s32 accumulator is scaled to f32 by row_scales and col_scales")
         if self.activation is not None and self.activation.data not in ACTIVATIONS:
             raise VerifyException(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if (self.residual is None) != (self.residual_tensor is None) or (self.residual is not None and self.residual.data not in RESIDUALS):
+            raise VerifyException(f"tile.epilogue's residual ({' or '.join(RESIDUALS)}) comes with its residual_tensor")
 
     def run(self, ids: BlockIds, acc, row, col, *vectors):
         rows, cols = acc.shape
@@ -587,7 +593,10 @@ class EpilogueOp(IRDLOperation):
             y = y * along(vectors.pop(0), row, rows)[:, None] * along(vectors.pop(0), col, cols)[None]
         if self.bias is not None:
             y = y + along(vectors.pop(0), col, cols)[None]
-        return ACTIVATIONS[self.activation.data if self.activation else "none"](y)
+        y = ACTIVATIONS[self.activation.data if self.activation else "none"](y)
+        if self.residual is not None:
+            y = RESIDUALS[self.residual.data](y, _window(np.asarray(vectors.pop(0), np.float32), row, col, rows, cols))
+        return y
 
 
 @irdl_op_definition
@@ -611,15 +620,19 @@ class StoreOp(IRDLOperation):
 
 @irdl_op_definition
 class SumSplitsOp(IRDLOperation):
-    """y = act(sum over z of partial[z, :, :N] + bias): the reduction after a split-K launch."""
+    """y = act(sum over z of partial[z, :, :N] + bias), then with `residual` (add or mul) combined with
+    residual_tensor: the reduction after a split-K launch."""
 
     name = "tile.sum_splits"
     partial = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
+    residual_tensor = opt_operand_def(TensorType)
     result = result_def(TensorType)
     activation = opt_prop_def(StringAttr)
-    assembly_format = "$partial (`bias` $bias^)? attr-dict `:` type($partial) (`bias` type($bias)^)? `->` type($result)"
-    irdl_options = (ParsePropInAttrDict(),)
+    residual = opt_prop_def(StringAttr)
+    assembly_format = ("$partial (`bias` $bias^)? (`residual_tensor` $residual_tensor^)? attr-dict `:` type($partial) (`bias` type($bias)^)? "
+                       "(`residual_tensor` type($residual_tensor)^)? `->` type($result)")
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
 
     @property
     def split_k(self) -> int:
@@ -629,12 +642,17 @@ class SumSplitsOp(IRDLOperation):
         (_, m, npad), (m2, n) = self.partial.type.get_shape(), self.result.type.get_shape()
         if str(self.partial.type.element_type) != "f32" or m != m2 or npad != n + (n & 1):
             raise VerifyException(f"tile.sum_splits takes f32 partial sums [splits, M, N rounded up to even], got {self.partial.type}")
+        if (self.residual is None) != (self.residual_tensor is None) or (self.residual is not None and self.residual_tensor.type != self.result.type):
+            raise VerifyException("tile.sum_splits's residual comes with a residual_tensor of the result's type")
 
-    def execute(self, partial, bias=None):
+    def execute(self, partial, *rest):
+        rest = list(rest)
+        bias = rest.pop(0) if self.bias is not None else None
         n = self.result.type.get_shape()[1]
         y = np.zeros(partial.shape[1:2] + (n,), np.float32)
         for z in range(partial.shape[0]):
             y += partial[z, :, :n]
         if bias is not None:
             y += bias.astype(np.float32)
-        return ACTIVATIONS[self.activation.data if self.activation else "none"](y)
+        y = ACTIVATIONS[self.activation.data if self.activation else "none"](y)
+        return y if self.residual is None else RESIDUALS[self.residual.data](y, rest.pop(0).astype(np.float32))

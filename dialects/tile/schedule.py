@@ -26,9 +26,12 @@ def reduce_grid(m: int, n: int) -> tuple[int, int, int]:
     return ((pairs + REDUCE_THREADS - 1) // REDUCE_THREADS, 1, 1)
 
 
-def reduce_param_kinds(bias: bool) -> tuple[str, ...]:
-    """The split-K reduction's parameters: workspace, [bias,] c addresses, then m, n."""
-    return ("u64",) * (2 + bias) + ("u32",) * 2
+def reduce_param_kinds(bias: bool, residual: bool = False) -> tuple[str, ...]:
+    """The split-K reduction's parameters: workspace, [bias,] [residual,] c addresses, then m, n."""
+    return ("u64",) * (2 + bias + residual) + ("u32",) * 2
+
+
+RESIDUALS = {"add": np.add, "mul": np.multiply}  # how an epilogue combines its result with a tensor of the result's shape
 
 
 def copy_elems(k: int) -> int:
@@ -102,6 +105,7 @@ class GemmConfig:
     # all 256 in shared memory, one copy per bank (TABLE_BYTES), instead of picked by prmt from registers (fewer ALU ops)
     wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies by wgmma.m64nNk16 A and B in shared memory,
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
+    residual: str = ""  # epilogue: "" or "add" / "mul": the result combined with a tensor of its shape [M, N], after the activation
 
     def __post_init__(self):
         sizes = {"bm": self.bm, "bn": self.bn, "bk": self.bk, "warps_m": self.warps_m, "warps_n": self.warps_n,
@@ -116,6 +120,8 @@ class GemmConfig:
                 raise ValueError(f"elements per copy must be 8, 2 or 1, got {e}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation}")
+        if self.residual not in ("", *RESIDUALS):
+            raise ValueError(f"residual must be '', {' or '.join(RESIDUALS)}, got {self.residual}")
         if self.dtype not in ("f16", "bf16"):
             raise ValueError(f"mma.sync GEMM takes f16 or bf16, not {self.dtype}")
         if self.bk not in (32, 64, 128):
@@ -287,11 +293,13 @@ class GemmConfig:
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        """The kernel's parameters: addresses of a, b, [a_scales,] [scales, [zeros],] [bias,] c (the
-        f32 workspace when K is split: the bias then goes to the reduction), then the sizes m, n, k."""
+        """The kernel's parameters: addresses of a, b, [a_scales,] [scales, [zeros],] [bias,] [residual,] c (the
+        f32 workspace when K is split: the bias and residual then go to the reduction), then the sizes m, n, k."""
         scales = ("a_scales", "scales") if self.a8 else ("scales", "zeros")[: 1 + self.zero] if self.weight else ()
-        bias = ("bias",) if self.bias and self.split_k == 1 else ()
-        return ("a", "b", *scales, *bias, "c", "m", "n", "k")
+        final = self.split_k == 1  # (else the reduction applies the epilogue)
+        bias = ("bias",) if self.bias and final else ()
+        residual = ("residual",) if self.residual and final else ()
+        return ("a", "b", *scales, *bias, *residual, "c", "m", "n", "k")
 
     @property
     def param_kinds(self) -> tuple[str, ...]:
@@ -309,6 +317,7 @@ class GemmConfig:
     def name(self) -> str:
         suffix = "_kn" if self.b_kn else ""
         suffix += ("_bias" if self.bias else "") + ("" if self.activation == "none" else f"_{self.activation}")
+        suffix += f"_res{self.residual}" if self.residual else ""
         suffix += "" if self.copy_elems == 8 else f"_c{self.copy_elems}"
         suffix += f"_bc{self.b_copy_elems}" if self.b_kn and self.b_copy_elems != 8 else ""
         suffix += f"_w{self.weight}g{self.group}{self.scale}{'z' if self.zero else ''}" if self.weight else ""

@@ -81,11 +81,12 @@ class TileToWarp(ModulePass):
         for total in [o for o in op.walk() if isinstance(o, tile.SumSplitsOp)]:
             (m, n), dtype = total.result.type.get_shape(), str(total.result.type.element_type)
             activation = total.activation.data if total.activation else "none"
-            name = sum_splits_name(total.split_k, dtype, total.bias is not None, activation)
+            residual = total.residual.data if total.residual else ""
+            name = sum_splits_name(total.split_k, dtype, total.bias is not None, activation, residual)
             if name not in kernels:
-                op.body.block.add_op(sum_splits_kernel(total.split_k, dtype, total.bias is not None, activation))
+                op.body.block.add_op(sum_splits_kernel(total.split_k, dtype, total.bias is not None, activation, residual))
                 kernels.add(name)
-            inputs = [total.partial] + ([total.bias] if total.bias else [])
+            inputs = [total.partial] + ([total.bias] if total.bias else []) + ([total.residual_tensor] if total.residual_tensor else [])
             Rewriter.replace_op(total, LaunchOp.get(name, inputs, total.result.type, reduce_grid(m, n), [m, n]))
         for merge in [o for o in op.walk() if isinstance(o, tile.MergeSplitsOp)]:
             (heads, rows, dim), dtype = merge.result.type.get_shape(), str(merge.result.type.element_type)

@@ -489,10 +489,12 @@ class _BlockLowering:
         return [b.add(self.values[workspace], b.cvt(b.shl(b.mul(b.add(slice_row0, row), npad), 2), "u64")) for row in rows]
 
     def _c_epilogue(self, epilogue: tile.EpilogueOp, out, cols: list, width: int = 2) -> "Epilogue":
-        """The epilogue's bias and activation, storing into `out` at `cols`."""
+        """The epilogue's bias, activation and residual, storing into `out` at `cols`."""
         bias = self.values[epilogue.bias] if epilogue.bias is not None else None
         activation = epilogue.activation.data if epilogue.activation else "none"
-        return Epilogue(self.b, self.cfg.dtype, activation, self.values[out], self.n, bias, cols, width)
+        residual = self.values[epilogue.residual_tensor] if epilogue.residual_tensor is not None else None
+        return Epilogue(self.b, self.cfg.dtype, activation, self.values[out], self.n, bias, cols, width,
+                        residual_ptr=residual, residual=epilogue.residual.data if epilogue.residual else "")
 
 
 DECODED_UNROLL = 4  # k-tiles per loop trip of the decoded-weight wgmma pipeline (_wgmma_pipeline): it drains once a trip

@@ -37,12 +37,15 @@ def scale_row(b: PtxBuilder, cfg: GemmConfig, tile):
 
 
 class Epilogue:
-    """Bias, activation and the rounded store of C at `width` (2: (row, col), (row, col + 1) pairs;
+    """Bias, activation, residual and the rounded store of C at `width` (2: (row, col), (row, col + 1) pairs;
     1: single elements) per column: bias loaded once per column, a pair stored as one 32-bit word
-    when N is even, half by half when odd."""
+    when N is even, half by half when odd; a residual tensor of C's shape read element by element
+    (`residual` add or mul, after the activation)."""
 
-    def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols, width: int = 2):
+    def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols, width: int = 2,
+                 residual_ptr=None, residual: str = ""):
         self.b, self.dtype, self.activation, self.c_ptr, self.n, self.cols = b, dtype, activation, c_ptr, n, cols
+        self.residual_ptr, self.residual = residual_ptr, residual
         if width == 2:
             self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
         else:
@@ -51,26 +54,45 @@ class Epilogue:
         self.row_bytes = b.cvt(b.shl(n, 1), "u64")
         self._rows = {}
 
-    def _address(self, row, col):
-        if row not in self._rows:
-            self._rows[row] = self.b.add(self.c_ptr, self.b.mul(self.b.cvt(row, "u64"), self.row_bytes))
-        return self.b.add(self._rows[row], self.b.cvt(self.b.shl(col, 1), "u64"))
+    def _address(self, row, col, base=None):
+        base = self.c_ptr if base is None else base
+        if (base, row) not in self._rows:
+            self._rows[base, row] = self.b.add(base, self.b.mul(self.b.cvt(row, "u64"), self.row_bytes))
+        return self.b.add(self._rows[base, row], self.b.cvt(self.b.shl(col, 1), "u64"))
 
     def _finish(self, v, i: int, j: int):
         """Value j of column i with its bias and activation."""
         return _activation(self.b, self.b.add(v, self.biases[i][j]) if self.biases else v, self.activation)
 
+    def _with_residual(self, v, row, col, offset: int, pred):
+        """v combined with the residual element at (row, col) + offset bytes (loaded where `pred` holds)."""
+        b = self.b
+        r = b.cvt_widen(b.ld("global", self._address(row, col, self.residual_ptr), "b16", offset=offset, pred=pred), self.dtype)
+        return b.add(v, r) if self.residual == "add" else b.mul(v, r)
+
     def store_one(self, row, row_in, i, v) -> None:
         """C[row, cols[i]] (width 1)."""
         b = self.b
-        b.st("global", self._address(row, self.cols[i]), [b.cvt_half(self._finish(v, i, 0), self.dtype)],
-             pred=b.and_pred(row_in, self.col_in[i]))
+        if not self.residual:
+            b.st("global", self._address(row, self.cols[i]), [b.cvt_half(self._finish(v, i, 0), self.dtype)],
+                 pred=b.and_pred(row_in, self.col_in[i]))
+            return
+        inside = b.and_pred(row_in, self.col_in[i])
+        v = self._with_residual(self._finish(v, i, 0), row, self.cols[i], 0, inside)
+        b.st("global", self._address(row, self.cols[i]), [b.cvt_half(v, self.dtype)], pred=inside)
 
     def store(self, row, row_in, i, lo, hi) -> None:
         b, dtype, col = self.b, self.dtype, self.cols[i]
-        pair = b.cvt_pack(self._finish(hi, i, 1), self._finish(lo, i, 0), dtype)
-        addr = self._address(row, col)
-        both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
+        if not self.residual:
+            pair = b.cvt_pack(self._finish(hi, i, 1), self._finish(lo, i, 0), dtype)
+            addr = self._address(row, col)
+            both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
+        else:
+            both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
+            hi = self._with_residual(self._finish(hi, i, 1), row, col, 2, both)
+            lo = self._with_residual(self._finish(lo, i, 0), row, col, 0, b.and_pred(row_in, b.setp("lt", col, self.n)))
+            pair = b.cvt_pack(hi, lo, dtype)
+            addr = self._address(row, col)
         b.st("global", addr, [pair], pred=b.and_pred(both, self.n_even))
         # odd N: rows are only 2-byte aligned, so store the halves one by one (split from the pair: the
         # accumulators are read once, which wgmma kernels need to keep their wgmmas asynchronous)
@@ -80,20 +102,25 @@ class Epilogue:
         b.st("global", addr, [hi_half], offset=2, pred=b.and_pred(both, self.n_odd))
 
 
-def sum_splits_name(split_k: int, dtype: str, bias: bool, activation: str) -> str:
-    return f"rung_sum_splits_{dtype}_s{split_k}" + ("_bias" if bias else "") + ("" if activation == "none" else f"_{activation}")
+def sum_splits_name(split_k: int, dtype: str, bias: bool, activation: str, residual: str = "") -> str:
+    return (f"rung_sum_splits_{dtype}_s{split_k}" + ("_bias" if bias else "") + ("" if activation == "none" else f"_{activation}")
+            + (f"_res{residual}" if residual else ""))
 
 
-def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, programmatic: bool = False) -> KernelOp:
+def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, residual: str = "", programmatic: bool = False) -> KernelOp:
     """Sums split_k partial results of a workspace [split_k, M, N rounded up to even], then
-    applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] c, m, n).
+    applies the epilogue: one (row, column pair) per thread. Parameters (workspace, [bias,] [residual,] c, m, n).
     `programmatic` (sm_90): launched programmatically after the GEMM, it waits for the GEMM's
     grid (griddepcontrol.wait) before reading the workspace."""
-    kernel = KernelOp.get(sum_splits_name(split_k, dtype, bias, activation), list(reduce_param_kinds(bias)), REDUCE_THREADS)
+    kernel = KernelOp.get(sum_splits_name(split_k, dtype, bias, activation, residual), list(reduce_param_kinds(bias, bool(residual))),
+                          REDUCE_THREADS)
     b = PtxBuilder(kernel.body.block)
     if programmatic:
         b.griddep_wait()
-    ws, *bias_ptr, c_ptr, m, n = kernel.body.block.args
+    params = list(kernel.body.block.args)
+    ws, m, n, c_ptr = params[0], params[-2], params[-1], params[-3]
+    bias_ptr = params[1] if bias else None
+    residual_ptr = params[1 + bias] if residual else None
     pairs_per_row = b.shr(b.add(n, 1), 1)
     idx = b.add(b.mul(b.sreg("ctaid.x"), REDUCE_THREADS), b.sreg("tid.x"))
     row = b.div(idx, pairs_per_row)
@@ -105,7 +132,7 @@ def sum_splits_kernel(split_k: int, dtype: str, bias: bool, activation: str, pro
         addr = b.add(ws, b.cvt(b.shl(b.add(b.mul(b.add(b.mul(m, z), row), npad), col), 2), "u64"))
         plo, phi = b.ld("global", addr, "f32", n=2, pred=row_in)
         lo, hi = (plo, phi) if z == 0 else (b.add(lo, plo), b.add(hi, phi))
-    Epilogue(b, dtype, activation, c_ptr, n, bias_ptr[0] if bias_ptr else None, [col]).store(row, row_in, 0, lo, hi)
+    Epilogue(b, dtype, activation, c_ptr, n, bias_ptr, [col], residual_ptr=residual_ptr, residual=residual).store(row, row_in, 0, lo, hi)
     return kernel
 
 

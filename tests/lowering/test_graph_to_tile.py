@@ -92,6 +92,73 @@ def test_bias_and_activation_fuse_into_one_kernel(activation, lead):
     np.testing.assert_allclose(run(module, inputs)[0].astype(np.float32), expected, rtol=4e-3, atol=4e-3)
 
 
+def residual_ir(m: int, n: int, k: int, dtype: str, activation: str, combine: str, quantized: bool = False) -> str:
+    """x @ w^T (+ bias), an activation, then combined (add, mul) with r, a tensor of the result's shape defined first."""
+    xt, rt, bt = f"tensor<{m}x{k}x{dtype}>", f"tensor<{m}x{n}x{dtype}>", f"tensor<{n}x{dtype}>"
+    if quantized:  # int4, groups of 32: Ladder's packed weight (small M: the weight is the mma's A, C stored transposed)
+        qt, st_ = f"tensor<{n}x{k}xsi4>", f"tensor<{n}x{k // 32}x{dtype}>"
+        args, linear = (f"%r: {rt}, %x: {xt}, %q: {qt}, %s: {st_}",
+                        f"%y = graph.qlinear %x, %q, %s {{format = #lp.quant<si4, group 32, scale {dtype}>}} : ({xt}, {qt}, {st_}) -> {rt}")
+    else:
+        wt = f"tensor<{n}x{k}x{dtype}>"
+        args, linear = f"%r: {rt}, %x: {xt}, %w: {wt}, %b: {bt}", f"%y = graph.linear %x, %w, %b : ({xt}, {wt}, {bt}) -> {rt}"
+    act = f"  %a = graph.{activation} %y : ({rt}) -> {rt}\n" if activation else ""
+    return (f"func.func @main({args}) -> {rt} {{\n  {linear}\n{act}"
+            f"  %z = graph.{combine} %r, {'%a' if activation else '%y'} : ({rt}, {rt}) -> {rt}\n  func.return %z : {rt}\n}}\n")
+
+
+@pytest.mark.parametrize("combine", ["add", "mul"])
+@pytest.mark.parametrize("m, n, k, dtype, activation, quantized, pipeline", [
+    (5, 24, 64, "f16", "silu", False, "graph-to-tile"),  # 16-row tiles
+    (37, 23, 96, "bf16", "", False, "graph-to-tile{split_k=3}"),  # odd N, the reduction applies the epilogue
+    (130, 40, 72, "bf16", "relu", False, "graph-to-tile{target=sm_90a}"),  # wgmma
+    (3, 64, 128, "f16", "", True, "graph-to-tile"),  # 8-row tiles, the packed weight as A: C stored transposed
+])
+def test_a_residual_add_or_product_fuses_into_the_gemm_epilogue(combine, m, n, k, dtype, activation, quantized, pipeline):
+    """LLaMA's residual adds and SwiGLU's silu(gate) * up: the GEMM reads the other tensor as it stores, one launch, at every level."""
+    module = parse_ir(residual_ir(m, n, k, dtype, activation, combine, quantized))
+    inputs = [v * 0.25 if v.dtype.kind == "f" else v for v in random_inputs([a.type for a in module.ops.first.body.block.args], m * n, 6)]
+    expected = run(module, inputs)[0].astype(np.float32)
+    tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(expected).max()))
+    ctx = make_context()
+    run_pipeline(module, pipeline, ctx)
+    mm = next(op for op in module.walk() if isinstance(op, MatmulOp))
+    assert mm.config.residual == combine and mm.config.activation == (activation or "none") and mm.residual is not None
+    assert not any(isinstance(op, (g.AddOp, g.MulOp, g.ReluOp, g.SiluOp)) for op in module.walk())
+    for stage in ("", "tile-expand", "tile-to-warp,smem-swizzle,warp-to-ptx"):
+        if stage:
+            run_pipeline(module, stage, ctx)
+        got = run(module, inputs)[0].astype(np.float32)
+        assert np.abs(got - expected).max() <= tol, (stage, np.abs(got - expected).max())
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+
+
+@pytest.mark.skipif(__import__("shutil").which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_residual_epilogues_assemble_without_spills(target, tmp_path):
+    """A residual add in the store of wgmma tiles (sm_90a: 128 x 128, since wider ones spill reading it), a split-K product and
+    a packed weight's transposed store."""
+    from backend.ptx_text import module_text
+    from machine_code import assert_assembles_without_spills
+
+    for text, options in ((residual_ir(4096, 4096, 1024, "f16", "", "add"), ""), (residual_ir(16, 4096, 4096, "bf16", "silu", "mul"), "{split_k=4}"),
+                          (residual_ir(1, 4096, 4096, "f16", "", "add", quantized=True), "")):
+        module = parse_ir(text)
+        run_pipeline(module, f"graph-to-tile{options[:-1] + ' ' if options else '{'}target={target}}}," + LOWER_TO_PTX.split(",", 1)[1], make_context())
+        assert_assembles_without_spills(module_text(module, target), target, tmp_path)
+
+
+def test_a_residual_defined_after_the_gemm_stays_an_add():
+    """The GEMM runs where the linear was: a tensor made later cannot be read in its epilogue."""
+    text = residual_ir(4, 16, 32, "f16", "", "add").replace("%r: tensor<4x16xf16>, ", "")
+    text = text.replace("  %z = graph.add %r,", "  %r = graph.neg %x2 : (tensor<4x16xf16>) -> tensor<4x16xf16>\n  %z = graph.add %r,")
+    text = text.replace("-> tensor<4x16xf16> {\n", "-> tensor<4x16xf16> {\n", 1).replace("%x: tensor<4x32xf16>,", "%x: tensor<4x32xf16>, %x2: tensor<4x16xf16>,")
+    module = parse_ir(text)
+    run_pipeline(module, "graph-to-tile", make_context())
+    assert next(op for op in module.walk() if isinstance(op, MatmulOp)).residual is None
+    assert "@rung_ew_" in print_ir(module)  # the add runs after it, fused with the neg into a row kernel
+
+
 @pytest.mark.parametrize("text", [linear_ir((4, 64), 8, "f32", False)])
 def test_linears_the_tensor_cores_cannot_take_stay(text):
     module = parse_ir(text)

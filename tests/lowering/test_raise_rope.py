@@ -50,19 +50,24 @@ def test_a_rotation_of_other_halves_stays():
 
 
 @settings(max_examples=max(6, settings().max_examples // 4), deadline=None)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 20), st.integers(1, 40), st.booleans(), st.sampled_from(["f16", "bf16"]),
-       st.integers(0, 2**31))
-def test_each_level_computes_the_same_rope(batch, heads, rows, half, per_head, dtype, seed):
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 20), st.integers(1, 40), st.booleans(), st.booleans(),
+       st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_each_level_computes_the_same_rope(batch, heads, rows, half, per_head, transposed, dtype, seed):
+    """On x itself, or on x's heads transposed before it (transformers' [B, S, H, D] -> [B, H, S, D]), which the rope
+    kernel reads through instead of a copy."""
     x = f"tensor<{batch}x{heads}x{rows}x{2 * half}x{dtype}>"
     table = f"tensor<1x{heads if per_head else 1}x{rows}x{2 * half}x{dtype}>"
-    module = parse_ir(f"""func.func @main(%x: {x}, %cos: {table}, %sin: {table}) -> {x} {{
-  %y = graph.rope %x, %cos, %sin : ({x}, {table}, {table}) -> {x}
+    source = f"tensor<{batch}x{rows}x{heads}x{2 * half}x{dtype}>"
+    head = (f"%x: {source}, %cos: {table}, %sin: {table}) -> {x} {{\n  %t = graph.permute %x {{dims = array<i64: 0, 2, 1, 3>}} : ({source}) -> {x}\n"
+            if transposed else f"%x: {x}, %cos: {table}, %sin: {table}) -> {x} {{\n")
+    module = parse_ir(f"""func.func @main({head}  %y = graph.rope {'%t' if transposed else '%x'}, %cos, %sin : ({x}, {table}, {table}) -> {x}
   func.return %y : {x}
 }}
 """)
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 4)
     want = run(module, args)[0].astype(np.float32)
     assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want))
+    assert print_ir(module).count("ptx.launch") == 1  # the transpose is read through, not copied
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")

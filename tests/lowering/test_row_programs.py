@@ -70,7 +70,7 @@ def test_softmax_over_another_dimension_stays_and_lower_to_ptx_says_why():
     module = parse_ir(OPS["softmax"].format(shape="4x8", n=8, t="f16").replace("dim = -1", "dim = 0"))
     run_pipeline(module, "graph-to-tile", make_context())
     assert [op.name for op in module.ops.first.body.block.ops][0] == "graph.softmax"
-    with pytest.raises(RungError, match="'graph.softmax' in @main has no GPU kernel yet: only softmax over the last dimension"):
+    with pytest.raises(RungError, match="'graph.softmax' \\(%y\\) in @main has no GPU kernel yet: only softmax over the last dimension"):
         run_pipeline(module, "lower-to-ptx", make_context())
 
 
@@ -144,15 +144,27 @@ def test_each_level_copies_a_slice(lead, n, data, dtype, seed):
 
 
 @settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
-@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.lists(st.integers(1, 100), min_size=1, max_size=3),
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.lists(st.integers(1, 40), min_size=1, max_size=3), st.data(),
        st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
-def test_each_level_copies_a_concatenation_along_the_last_dimension(lead, widths, dtype, seed):
-    parts = [f"tensor<{'x'.join(map(str, [*lead, w]))}x{dtype}>" for w in widths]
-    out = f"tensor<{'x'.join(map(str, [*lead, sum(widths)]))}x{dtype}>"
+def test_each_level_copies_a_concatenation(shape, widths, data, dtype, seed):
+    """Along the last dimension (padded row loads) or a leading one (ViT's class token before the patches: gathered rows)."""
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    parts = [f"tensor<{'x'.join(map(str, shape[:dim] + [w] + shape[dim + 1:]))}x{dtype}>" for w in widths]
+    out = f"tensor<{'x'.join(map(str, shape[:dim] + [sum(widths)] + shape[dim + 1:]))}x{dtype}>"
     names = [f"%x{i}" for i in range(len(widths))]
     text = (f"func.func @main({', '.join(f'{n}: {p}' for n, p in zip(names, parts))}) -> {out} {{\n"
-            f"  %y = graph.cat {', '.join(names)} {{dim = -1 : i64}} : ({', '.join(parts)}) -> {out}\n  func.return %y : {out}\n}}\n")
+            f"  %y = graph.cat {', '.join(names)} {{dim = {dim} : i64}} : ({', '.join(parts)}) -> {out}\n  func.return %y : {out}\n}}\n")
     _copies_alike(text, seed)
+
+
+@settings(max_examples=max(10, settings().max_examples // 2), deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.data(), st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
+def test_each_level_copies_a_broadcast(out, data, dtype, seed):
+    """Over leading dimensions (ViT's class token under the batch), or of the last dimension too."""
+    src = [1 if data.draw(st.booleans()) else d for d in out][data.draw(st.integers(0, len(out) - 1)):]
+    src_t, out_t = f"tensor<{'x'.join(map(str, src))}x{dtype}>", f"tensor<{'x'.join(map(str, out))}x{dtype}>"
+    _copies_alike(f"func.func @main(%x: {src_t}) -> {out_t} {{\n  %y = graph.broadcast %x : ({src_t}) -> {out_t}\n"
+                  f"  func.return %y : {out_t}\n}}\n", seed)
 
 
 def _copies_alike(text: str, seed: int, tol: float = 0.0) -> None:

@@ -37,7 +37,11 @@ WGMMA_CONFIGS = [GemmConfig("f16", bm=64, bn=32, bk=64, warps_m=4, warps_n=1, st
                  # packed weights decoded into wgmma's A registers (the schedules choose_config takes at M > 128 and M <= 128)
                  GemmConfig("f16", bm=256, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, wgmma=True),
                  GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, weight="uint4", group=32, zero=True,
-                            split_k=2, bias=True, activation="silu", wgmma=True)]
+                            split_k=2, bias=True, activation="silu", wgmma=True),
+                 # a residual read in the epilogue (a prompt's residual add; SwiGLU's product on a decoded weight)
+                 GemmConfig("f16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, bias=True, residual="add", wgmma=True),
+                 GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, residual="mul",
+                            wgmma=True)]
 CONFIGS = [
     GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
     GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),

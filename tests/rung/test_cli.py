@@ -107,7 +107,7 @@ def test_lower_to_ptx_is_one_pass_and_names_what_it_cannot_lower(tmp_path):
     f.write_text(GEMM)
     r = cli("opt_main", str(f), "-p", "lower-to-ptx")
     assert r.returncode == 1 and r.stderr.count("\n") == 1
-    assert "lower-to-ptx: 'graph.linear' in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16" in r.stderr
+    assert "lower-to-ptx: 'graph.linear' (%y) in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16" in r.stderr
     r = cli("opt_main", str(f), "--emit", "ptx")
     assert r.returncode == 1 and "lower it first (-p lower-to-ptx" in r.stderr
     f16 = tmp_path / "f16.mlir"
@@ -248,7 +248,7 @@ def test_run_gpu_without_a_gpu_says_so_and_simulates(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sine.py", "--sim"], "rung.compile: 'graph.sin' in @main has no GPU kernel yet"),
+    (["sine.py", "--sim"], "sine.py:6 (return torch.sin(x)): rung.compile: 'graph.sin' (%sin) in @main has no GPU kernel yet"),
     (["mlp.py"], "a model file runs compiled, with --gpu or --sim"),
     (["mlp.py", "--sim", "-i", "x.npy"], "a model file runs compiled, with --gpu or --sim, on its own example inputs"),
 ])

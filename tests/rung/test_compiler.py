@@ -72,9 +72,9 @@ def test_compile_lowers_to_launches_and_refuses_the_rest():
     assert [op.name for op in fn.steps] == ["ptx.launch"]
     assert fn.path.startswith("rung_gemm_f16") and "built for sm_80" in fn.path
     assert ".target sm_80" in fn.ptx and ".entry rung_gemm_f16" in fn.ptx
-    with pytest.raises(RungError, match="rung.compile: 'graph.linear' in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16"):
+    with pytest.raises(RungError, match="rung.compile: 'graph.linear' \\(%y\\) in @main has no GPU kernel yet: its operands are f32: Rung's kernels take f16 or bf16"):
         rung.compile(LINEAR.format(m=4, n=8, k=64, t="f32"), target="sm_80")
-    with pytest.raises(RungError, match="'graph.sin' in @main has no GPU kernel yet: no kernel yet for this op on f16 \\(so far: "):
+    with pytest.raises(RungError, match="'graph.sin' \\(%y\\) in @main has no GPU kernel yet: no kernel yet for this op on f16 \\(so far: "):
         rung.compile("func.func @main(%x: tensor<4xf16>) -> tensor<4xf16> {\n"
                      "  %y = graph.sin %x : (tensor<4xf16>) -> tensor<4xf16>\n  func.return %y : tensor<4xf16>\n}\n", target="sm_80")
     with pytest.raises(RungError, match="rung.compile takes IR text or a module, got int"):

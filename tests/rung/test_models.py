@@ -26,19 +26,34 @@ FAMILIES = {
     "gemma": dict(config="GemmaConfig", model="GemmaForCausalLM", extra=", num_key_value_heads=1, head_dim=16", batch=1),  # (1 + w) norms
     "bert": dict(config="BertConfig", model="BertModel", extra="", batch=2),  # layer norms, unmasked attention, the pooler's [CLS] slice
 }
+VIT = '''import torch
+from transformers import ViTConfig, ViTModel
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+def model():
+    torch.manual_seed(0)
+    return ViTModel(ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=160, image_size=32,
+                              patch_size=8, num_channels=3))
+
+
+def example_inputs():
+    return (torch.randn(2, 3, 32, 32),)
+'''
+MODEL_FILES = {**{name: FAMILY.format(**params) for name, params in FAMILIES.items()},
+               "vit": VIT}  # patches by a strided convolution, the class token broadcast and concatenated before them
+
+
+@pytest.mark.parametrize("family", sorted(MODEL_FILES))
 def test_a_transformers_family_compiles_whole_and_computes_as_pytorch(family, tmp_path, capsys):
     path = tmp_path / f"{family}.py"
-    path.write_text(FAMILY.format(**FAMILIES[family]))
+    path.write_text(MODEL_FILES[family])
     assert run_model(str(path), "f16", gpu=False, progress=lambda msg: None) == 0
     assert "within 0.01" in capsys.readouterr().out
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(MODEL_FILES))
 def test_a_transformers_family_runs_whole_on_the_gpu_as_torch_does(family, dtype, tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
@@ -46,5 +61,5 @@ def test_a_transformers_family_runs_whole_on_the_gpu_as_torch_does(family, dtype
     from torch_checks import assert_model_runs_as_torch
 
     path = tmp_path / f"{family}.py"
-    path.write_text(FAMILY.format(**FAMILIES[family]))
+    path.write_text(MODEL_FILES[family])
     assert_model_runs_as_torch(path, dtype)
