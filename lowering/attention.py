@@ -5,7 +5,9 @@ head dim D a multiple of 16 up to 128 and v's as k's, and k and v of q's heads o
 (fewer heads, dividing q's): q, k and v flattened to [heads, rows, D], the result reshaped back.
 Without a causal mask the query heads that share a kv head are one head of their rows together
 (a reshape), so K and V are read once per kv head; a launch that would not fill the GPU splits the
-keys, and tile.merge_splits combines the splits' partial results (`attention_config`).
+keys, and tile.merge_splits combines the splits' partial results (`attention_config`). A transpose of the heads
+after it ([B, H, S, D] -> [B, S, H, D], as transformers write it before the output projection) is folded
+into the kernel's stores (tile.attention `o_heads`) where the keys are not split.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ def attention_config(heads: int, rows: int, keys: int, head_dim: int, sms: int =
     return AttentionConfig(head_dim, block_m=bm, block_n=bn, splits=splits)
 
 
-def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int) -> str:
-    """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)) and the group."""
+def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int, o_heads: int = 0) -> str:
+    """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)), the group and
+    o's layout ([B, S, H, D] for o_heads H)."""
     name = f"rung_attention_{dtype}_d{cfg.head_dim}_m{cfg.block_m}_n{cfg.block_n}" + ("_causal" if causal else "")
     name += f"_z{cfg.splits}" if cfg.splits > 1 else ""
     if not math.isclose(scale, 1 / math.sqrt(cfg.head_dim), rel_tol=1e-6):
         name += "_" + float_tag("s", scale)
-    return name + (f"_g{group}" if group > 1 else "")
+    return name + (f"_g{group}" if group > 1 else "") + (f"_o{o_heads}" if o_heads else "")
 
 
 def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
@@ -67,10 +70,18 @@ class SdpaToTile(RewritePattern):
         if not causal and group > 1:  # the query heads of a kv head are its rows (q [heads, L, D] is [kv heads, group L, D]): K and V read once
             heads, rows, group = kv_heads, group * rows, 1
         cfg = attention_config(heads, rows, keys, dim)
-        name = attention_kernel_name(dtype, cfg, causal, scale, group)
-        add_kernel_once(op, attention_program(name, cfg, op.result.type.element_type, causal, scale, group))
+        # the heads' transpose after attention ([B, H, S, D] -> [B, S, H, D]), its only use, written by the kernel's stores
+        transpose = heads_transpose(op) if cfg.splits == 1 and heads == math.prod(q[:-2]) else None
+        o_heads = q[-3] if transpose else 0
+        name = attention_kernel_name(dtype, cfg, causal, scale, group, o_heads)
+        add_kernel_once(op, attention_program(name, cfg, op.result.type.element_type, causal, scale, group, o_heads))
         flat = [reshaped(rewriter, op.q, [heads, rows, dim])] + [reshaped(rewriter, x, [kv_heads, keys, dim]) for x in (op.k, op.v)]
         element = op.result.type.element_type
+        if transpose:
+            rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(element, [heads // o_heads, rows, o_heads * dim])))
+            rewriter.replace(transpose, [], [reshaped(rewriter, launch.result, list(transpose.result.type.get_shape()))])
+            rewriter.erase(op)
+            return
         if cfg.splits == 1:
             rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(element, [heads, rows, dim])))
             result = launch.result
@@ -81,9 +92,19 @@ class SdpaToTile(RewritePattern):
         rewriter.replace(op, [], [reshaped(rewriter, result, list(op.result.type.get_shape()))])
 
 
-def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int) -> t.KernelOp:
+def heads_transpose(op: g.SdpaOp) -> g.PermuteOp | None:
+    """The permute [B, H, S, D] -> [B, S, H, D] that is the only use of a rank-4 sdpa's result, if it is one."""
+    users = [use.operation for use in op.result.uses]
+    permute = users[0] if len(users) == 1 and isinstance(users[0], g.PermuteOp) else None
+    rank = len(op.result.type.get_shape())
+    return permute if permute is not None and rank == 4 and [d % rank for d in permute.attr("dims")] == [0, 2, 1, 3] else None
+
+
+def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int, o_heads: int = 0) -> t.KernelOp:
     block = Block(arg_types=[t.generic_tensor(element, 3)] * 4)
     props = {"scale": FloatAttr(scale, f32), "group": IntegerAttr(group, i64)} | ({"causal": UnitAttr()} if causal else {})
+    if o_heads:
+        props["o_heads"] = IntegerAttr(o_heads, i64)
     block.add_op(AttentionOp.build(operands=list(block.args), properties=props))
     block.add_op(t.YieldOp.build(operands=[[]]))
     return t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": AttentionSchedule(cfg)}, regions=[Region(block)])

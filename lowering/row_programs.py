@@ -203,6 +203,13 @@ def reduce_program(op: g.ReduceOp, dtype: str, cols: int) -> t.KernelOp | None:
     return p.store(p.map("mul", total, constant=1.0 / cols) if kind == "mean" else total)
 
 
+def moves_only_unit_dims(op: g.PermuteOp) -> bool:
+    """Whether the permute keeps the order of the dimensions larger than 1 (a decoding step's [B, H, 1, D] -> [B, 1, H, D])."""
+    shape, rank = op.x.type.get_shape(), len(op.x.type.get_shape())
+    kept = [d % rank for d in op.attr("dims") if shape[d % rank] > 1]
+    return kept == sorted(kept)
+
+
 def row_strides(shape) -> list[int]:
     """The row strides of a tensor's leading dimensions (rows of its last dimension)."""
     return [math.prod(shape[a + 1:-1]) for a in range(len(shape) - 1)]
@@ -313,6 +320,9 @@ class RowOpToTile(RewritePattern):
     """An op of ROW_PROGRAMS on f16/bf16 operands -> tile.launch of its row program."""
 
     def match_and_rewrite(self, op, rewriter: PatternRewriter):
+        if isinstance(op, g.PermuteOp) and moves_only_unit_dims(op):  # the same elements in the same order: a view
+            rewriter.replace(op, [], [reshaped(rewriter, op.x, list(op.result.type.get_shape()))])
+            return
         make = ROW_PROGRAMS.get(type(op))
         result = op.results[0].type if make else None
         if make is None or str(result.element_type) not in ROW_DTYPES or any(

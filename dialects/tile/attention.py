@@ -114,7 +114,9 @@ def attention_reference(q, k, v, scale: float, causal: bool) -> np.ndarray:
 
 @irdl_op_definition
 class AttentionOp(IRDLOperation):
-    """o[h, rows of this block] = softmax(q[h] k[h / group]^T * scale) v[h / group] (module docstring)."""
+    """o[h, rows of this block] = softmax(q[h] k[h / group]^T * scale) v[h / group] (module docstring). With `o_heads`
+    H (no splits), o is [heads / H, rows, H * head_dim]: head b H + h's rows at columns h D of batch b, the layout
+    [B, S, H, D] that the heads' transpose after attention would make, written directly."""
 
     name = "tile.attention"
     q = operand_def(TensorType)
@@ -124,6 +126,7 @@ class AttentionOp(IRDLOperation):
     scale = prop_def(FloatAttr)
     group = prop_def(IntegerAttr)
     causal = opt_prop_def(UnitAttr)
+    o_heads = opt_prop_def(IntegerAttr)
     assembly_format = "$q `,` $k `,` $v `,` $o attr-dict `:` type($q) `,` type($k) `,` type($v) `,` type($o)"
     irdl_options = (ParsePropInAttrDict(),)
 
@@ -133,13 +136,23 @@ class AttentionOp(IRDLOperation):
                                   "(o, with splits: [splits * heads, rows, head_dim + 2] f32 partial results)")
         if self.group.value.data < 1:
             raise VerifyException("tile.attention's group (query heads per kv head) must be positive")
+        if self.o_heads is not None:
+            h = self.o_heads.value.data
+            heads, rows, dim = self.q.type.get_shape()
+            if h < 1 or heads % h or self.o.type.get_shape() != (heads // h, rows, h * dim):
+                raise VerifyException(f"tile.attention with o_heads = {h} writes o [{heads} / {h}, {rows}, {h} * {dim}], got {self.o.type}")
 
     def run(self, ids, q, k, v, o):
         cfg, head = ids.cfg, ids.y
         rows = slice(ids.x * cfg.block_m, min(q.shape[1], (ids.x + 1) * cfg.block_m))
         kv, causal = head // self.group.value.data, self.causal is not None
         if cfg.splits == 1:  # a causal block's rows attend to keys up to their own index: the whole softmax over k[:L] masked
-            o[head, rows] = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, causal)[rows]
+            out = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, causal)[rows]
+            if self.o_heads is None:
+                o[head, rows] = out
+            else:
+                batch, h = divmod(head, self.o_heads.value.data)
+                o[batch, rows, h * q.shape[2]:(h + 1) * q.shape[2]] = out
             return ()
         # split z's share of the block's key tiles: row maxima m and sums l in log2 units, O = P V unnormalised
         keys = k.shape[1] if not causal else min(k.shape[1], rows.stop)

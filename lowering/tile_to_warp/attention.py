@@ -41,14 +41,15 @@ def lower_attention_program(program: tile.KernelOp) -> KernelOp:
         raise RungError(f"tile-to-warp: @{program.sym_name.data}: attention reads f16 or bf16, not {dtype}")
     # registers budgeted for eight warps a multiprocessor: the O, S and Q fragments fit (ptxas alone may aim for more and spill)
     kernel = KernelOp.get(program.sym_name.data, ["u64"] * 4 + ["u32"] * 2, cfg.threads, cfg.shared_bytes, min_blocks=max(1, 256 // cfg.threads))
-    _Attention(kernel, cfg, dtype, op.scale.value.data, op.causal is not None, op.group.value.data)
+    _Attention(kernel, cfg, dtype, op.scale.value.data, op.causal is not None, op.group.value.data,
+               op.o_heads.value.data if op.o_heads is not None else 0)
     return kernel
 
 
 class _Attention:
-    def __init__(self, kernel: KernelOp, cfg: AttentionConfig, dtype: str, scale: float, causal: bool, group: int):
+    def __init__(self, kernel: KernelOp, cfg: AttentionConfig, dtype: str, scale: float, causal: bool, group: int, o_heads: int = 0):
         self.b = b = PtxBuilder(kernel.body.block)
-        self.cfg, self.dtype, self.causal = cfg, dtype, causal
+        self.cfg, self.dtype, self.causal, self.o_heads = cfg, dtype, causal, o_heads
         q_ptr, k_ptr, v_ptr, o_ptr, self.rows, self.keys = kernel.body.block.args
         d, bm, bn = cfg.head_dim, cfg.block_m, cfg.block_n
         tid = b.sreg("tid.x")
@@ -199,14 +200,20 @@ class _Attention:
             b.st("global", start, [state[half], sums[half]], offset=4 * d, pred=b.and_pred(inside, first_of_quad))
 
     def store(self, b: PtxBuilder, o_ptr, head, state) -> None:
-        """O / row sum, rounded, two columns a store; rows past L are not stored."""
+        """O / row sum, rounded, two columns a store; rows past L are not stored (with o_heads, rows H D elements apart)."""
         d = self.cfg.head_dim
         o = state[4:]
         inverse = [b.rcp(total) for total in self.row_sums(b, state)]
+        if self.o_heads:  # o [B, rows, H D]: head b H + h's row r at ((b rows + r) H + h) D
+            batch, h = divmod_by(b, head, self.o_heads)
         for half in (0, 1):
             row = self.my_rows[half]
             inside = b.setp("lt", row, self.rows)
-            first = b.mul(b.cvt(b.add(b.mul(head, self.rows), row), "u64"), b.imm(2 * d, "u64"))
+            if self.o_heads:
+                index = b.add(b.mul(b.add(b.mul(batch, self.rows), row), self.o_heads), h)
+                first = b.mul(b.cvt(index, "u64"), b.imm(2 * d, "u64"))
+            else:
+                first = b.mul(b.cvt(b.add(b.mul(head, self.rows), row), "u64"), b.imm(2 * d, "u64"))
             address = b.add(o_ptr, b.add(first, b.cvt(b.shl(self.my_col, 1), "u64")))
             for n in range(d // 8):
                 lo, hi = (b.mul(o[4 * n + 2 * half + i], inverse[half]) for i in (0, 1))

@@ -1,6 +1,7 @@
 """graph.sdpa -> attention program -> FlashAttention kernel: each level run on the CPU (interpreter, block
 program, lane simulator) against the graph op, on drawn shapes; ptxas assembles the kernels without spills."""
 
+import re
 import shutil
 
 import numpy as np
@@ -38,6 +39,26 @@ def test_each_level_computes_the_same_attention(heads, rows, keys, dim, dtype, c
     args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 4)
     want = run(module, args)[0].astype(np.float32)
     assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want, bf16=3e-2))
+
+
+@settings(max_examples=max(6, settings().max_examples // 4), deadline=None)
+@given(st.integers(1, 3), st.sampled_from([(2, 2), (4, 1), (3, 3)]), st.integers(1, 70), st.sampled_from([16, 64, 128]),
+       st.sampled_from(["f16", "bf16"]), st.booleans(), st.integers(0, 2**31))
+def test_the_heads_transpose_after_attention_is_written_by_its_stores(batch, heads, rows, dim, dtype, causal, seed):
+    """transformers' [B, H, S, D] -> [B, S, H, D] before the output projection: no copy kernel, the attention
+    kernel stores each head's rows H D elements apart."""
+    heads, kv_heads = heads
+    q, kv = (f"tensor<{batch}x{h}x{rows}x{dim}x{dtype}>" for h in (heads, kv_heads))
+    out = f"tensor<{batch}x{rows}x{heads}x{dim}x{dtype}>"
+    module = parse_ir(f"func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {out} {{\n"
+                      f"  %y = graph.sdpa %q, %k, %v {{{'causal' if causal else ''}}} : ({q}, {kv}, {kv}) -> {q}\n"
+                      f"  %t = graph.permute %y {{dims = array<i64: 0, 2, 1, 3>}} : ({q}) -> {out}\n  func.return %t : {out}\n}}\n")
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], seed, 4)
+    want = run(module, args)[0].astype(np.float32)
+    assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want, bf16=3e-2))
+    launches = [op for op in module.ops.first.body.block.ops if op.name == "ptx.launch"]
+    folded = any(re.search(r"_o\d+$", op.kernel.root_reference.data) for op in launches)
+    assert folded == (len(launches) == 1) and (folded or rows * heads < 64 * 132)  # folded unless the keys were split
 
 
 @pytest.mark.parametrize("heads, kv_heads, rows, keys, dim, dtype, causal", [
@@ -90,6 +111,11 @@ def test_lower_to_ptx_says_which_attention_has_no_kernel(dim, keys, message):
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
 def test_attention_kernels_assemble_without_spills(dim, heads, kv_heads, rows, causal, dtype, target, tmp_path):
-    module = parse_ir(sdpa(heads, kv_heads, rows, 1024, dim, dtype, causal))
+    text = sdpa(heads, kv_heads, rows, 1024, dim, dtype, causal)
+    if rows == 512:  # and the heads' transpose after it, folded into the stores
+        q, out = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{rows}x{heads}x{dim}x{dtype}>"
+        text = text.replace(f") -> {q} {{", f") -> {out} {{").replace(f"  func.return %y : {q}", f"  %t = graph.permute %y {{dims = array<i64: 0, 2, 1, 3>}} : ({q}) -> {out}\n  func.return %t : {out}")
+    module = parse_ir(text)
     run_pipeline(module, "lower-to-ptx", make_context())
+    assert (rows == 512) == ("_o32" in print_ir(module))
     assert_assembles_without_spills(module_text(module, target), target, tmp_path)

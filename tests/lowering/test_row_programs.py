@@ -250,3 +250,15 @@ def test_copy_kernels_assemble_without_spills(target, tmp_path):
 """.replace(") -> tensor<2x12x16x32xf16> {", ") -> (tensor<2x12x16x32xf16>, tensor<1024x108xf16>, tensor<2x12xf16>) {"))
     run_pipeline(module, ",".join(STAGES), make_context())
     assert_assembles_without_spills(module_text(module, target), target, tmp_path)
+
+
+def test_a_permute_that_moves_only_unit_dimensions_is_a_view():
+    """A decoding step's [B, H, 1, D] -> [B, 1, H, D]: the same elements in the same order, so no kernel."""
+    src, out = "tensor<2x4x1x64xf16>", "tensor<2x1x4x64xf16>"
+    module = parse_ir(f"func.func @main(%x: {src}) -> {out} {{\n  %y = graph.permute %x {{dims = array<i64: 0, 2, 1, 3>}} : ({src}) -> {out}\n"
+                      f"  func.return %y : {out}\n}}\n")
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], 0, 8)
+    want = run(module, args)[0]
+    run_pipeline(module, "lower-to-ptx", make_context())
+    assert [op.name for op in module.ops.first.body.block.ops] == ["graph.reshape", "func.return"]
+    assert np.array_equal(run(module, args)[0], want)

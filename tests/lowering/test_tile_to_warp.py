@@ -37,11 +37,11 @@ WGMMA_CONFIGS = [GemmConfig("f16", bm=64, bn=32, bk=64, warps_m=4, warps_n=1, st
                  # packed weights decoded into wgmma's A registers (the schedules choose_config takes at M > 128 and M <= 128)
                  GemmConfig("f16", bm=256, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, wgmma=True),
                  GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, weight="uint4", group=32, zero=True,
-                            split_k=2, bias=True, activation="silu", wgmma=True),
-                 # a residual read in the epilogue (a prompt's residual add; SwiGLU's product on a decoded weight)
-                 GemmConfig("f16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, bias=True, residual="add", wgmma=True),
-                 GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, residual="mul",
-                            wgmma=True)]
+                            split_k=2, bias=True, activation="silu", wgmma=True)]
+# a residual read in the epilogue (a prompt's residual add; SwiGLU's product on a decoded weight)
+RESIDUAL_WGMMA_CONFIGS = [GemmConfig("f16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, bias=True, residual="add", wgmma=True),
+                          GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128,
+                                     residual="mul", wgmma=True)]
 CONFIGS = [
     GemmConfig("f16", bm=32, bn=32, bk=32, warps_m=1, warps_n=1, stages=2),
     GemmConfig("bf16", bm=64, bn=32, bk=64, warps_m=2, warps_n=1, stages=3),
@@ -55,12 +55,12 @@ def lowered(cfg) -> KernelOp:
     return lowered_gemm_kernel(cfg).ops.first
 
 
-def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None) -> np.ndarray:
+def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None, residual=None) -> np.ndarray:
     """Run a schedule's kernel(s) on the interpreter as the launcher does (the GEMM, and with a
     split K the reduction over its workspace) into a poisoned output; returns the output."""
 
     out = mem.alloc(np.full((m, n), np.nan, out_dtype))  # poisoned: every element must be written
-    bias_ptr = [mem.alloc(bias)] if bias is not None else []
+    bias_ptr = ([mem.alloc(bias)] if bias is not None else []) + ([mem.alloc(residual)] if residual is not None else [])
     if cfg.split_k == 1:
         run_kernel(kernel or lowered(cfg), cfg.grid(m, n), operands + bias_ptr + [out, m, n, k], mem)
     else:
@@ -70,11 +70,11 @@ def launch(cfg, mem, operands: list, bias, m, n, k, out_dtype, kernel=None) -> n
     return mem.read(out, np.empty((m, n), out_dtype))
 
 
-def interpret_gemm(cfg, a, b, kernel=None, bias=None):
+def interpret_gemm(cfg, a, b, kernel=None, bias=None, residual=None):
     m, k = a.shape
     n = b.shape[1] if cfg.b_kn else b.shape[0]
     mem = DeviceMemory()
-    return launch(cfg, mem, [mem.alloc(a), mem.alloc(b)], bias, m, n, k, a.dtype, kernel)
+    return launch(cfg, mem, [mem.alloc(a), mem.alloc(b)], bias, m, n, k, a.dtype, kernel, residual)
 
 
 @settings(max_examples=max(10, settings().max_examples // 4))  # each example interprets whole thread blocks
@@ -139,7 +139,7 @@ def test_bad_configs_are_rejected():
 
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
-@pytest.mark.parametrize("cfg", CONFIGS + EPILOGUES + WGMMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", CONFIGS + EPILOGUES + WGMMA_CONFIGS + RESIDUAL_WGMMA_CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
     if cfg.a8 == "e4m3" and arch == "sm_80":
@@ -155,7 +155,7 @@ def test_gemm_kernels_assemble_without_spills(cfg, arch, tmp_path):
 
 
 @pytest.mark.skipif(sass_tools_missing, reason="ptxas or nvdisasm is not installed")
-@pytest.mark.parametrize("cfg", WGMMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", WGMMA_CONFIGS + RESIDUAL_WGMMA_CONFIGS, ids=lambda c: c.name)
 def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path):
     """In the machine code, no instruction after the last wgmma (HGMMA) touches its accumulators before a
     WARPGROUP.DEPBAR.LE gsb0, 0x0: ptxas 13.0 once moved the epilogue's reads of them above the wait
@@ -174,7 +174,8 @@ def test_sass_reads_accumulators_only_after_the_last_wgmma_retires(cfg, tmp_path
 
 
 @settings(max_examples=max(6, settings().max_examples // 5))  # each example interprets whole thread blocks
-@given(st.sampled_from([c for c in WGMMA_CONFIGS if not c.a8 and not c.weight]), st.integers(1, 150), st.integers(1, 140), st.integers(1, 40), st.integers(1, 3), st.integers(0, 2**31))
+@given(st.sampled_from([c for c in WGMMA_CONFIGS + RESIDUAL_WGMMA_CONFIGS if not c.a8 and not c.weight]), st.integers(1, 150),
+       st.integers(1, 140), st.integers(1, 40), st.integers(1, 3), st.integers(0, 2**31))
 def test_wgmma_kernel_computes_the_product_exactly(cfg, m, n, k8, split, seed):
     cfg = dataclasses.replace(cfg, split_k=split)
     rng = np.random.default_rng(seed)
@@ -182,8 +183,11 @@ def test_wgmma_kernel_computes_the_product_exactly(cfg, m, n, k8, split, seed):
     k = 8 * k8  # rows copied 16 bytes at a time
     a, b = rng.integers(-4, 5, (m, k)).astype(dt), rng.integers(-4, 5, (n, k)).astype(dt)
     bias = rng.integers(-4, 5, n).astype(dt) if cfg.bias else None
+    residual = rng.integers(-4, 5, (m, n)).astype(dt) if cfg.residual else None
     y = a.astype(np.float32) @ b.astype(np.float32).T + (bias.astype(np.float32) if cfg.bias else 0)
-    out = interpret_gemm(cfg, a, b, bias=bias).astype(np.float32)
+    if cfg.residual:
+        y = y + residual.astype(np.float32) if cfg.residual == "add" else y * residual.astype(np.float32)
+    out = interpret_gemm(cfg, a, b, bias=bias, residual=residual).astype(np.float32)
     if cfg.activation == "silu":  # ex2 and rcp are approximations on the GPU
         silu = y * (0.5 + 0.5 * np.tanh(y / 2))
         np.testing.assert_allclose(out, silu.astype(dt).astype(np.float32), rtol=2e-3, atol=2e-3)
