@@ -106,7 +106,7 @@ def fold_batch_norms(module: ModuleOp, names: list[str], weights: dict[str, np.n
         for op in (bn, conv):
             op.detach()
             op.erase()
-    for arg in [a for a in block.args if a in name_of and name_of[a] in weights and not list(a.uses)]:
+    for arg in [a for a in block.args if name_of[a] in weights and not list(a.uses)]:
         weights.pop(name_of[arg])
         block.erase_arg(arg)
     names = [name_of[a] for a in block.args]

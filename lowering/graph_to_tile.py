@@ -42,7 +42,7 @@ from lowering.row_programs import FusedRopeToTile, RowOpToTile, reshaped
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat
 def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight: str = "", group: int = 0, scale: str = "",
-                  zero: bool = False, sms: int = SMS, a8: str = "", target: str = "") -> GemmConfig:
+                  zero: bool = False, sms: int = SMS, a8: str = "", target: str = "", residual: bool = False) -> GemmConfig:
     """Tile sizes from the shape, the weight's format and the target.
 
     M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
@@ -56,7 +56,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     skip it too.
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
-    sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16, 128 x 128
+    sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16 (128 x 128 where those fill fewer than
+    half the multiprocessors, or with a `residual` epilogue), 128 x 128
     for 8-bit operands (wider ones spill in the scaled epilogue), and for packed weights whose
     words span at most 64 k (2 bits or more) 128 weight rows decoded into wgmma's A registers by
     2 warpgroups, times 256 activation rows (128 up to M = 128).
@@ -128,8 +129,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     elif target == "sm_90a" and not weight and not b_kn:
         # 128 x 256 tiles, or 128 x 128 ones where the wide tiles fill fewer than half the multiprocessors (a prompt's M on a
         # narrow N), split less: measured at M = 512 on an H100, 2048 x 2048 17.5 -> 14.7 us, 256 x 2048 9.2 -> 7.4 (split 4),
-        # 4096 x 4096 37.7 -> 35.4; 5632 x 2048, 88 wide tiles, keeps them (29.3 us against 35.7)
-        bn = 128 if -(-m // 128) * -(-n // 256) < sms // 2 else 256
+        # 4096 x 4096 37.7 -> 35.4; 5632 x 2048, 88 wide tiles, keeps them (29.3 us against 35.7); and 128 x 128 with a
+        # residual read in the epilogue, where 128 x 256 tiles spill
+        bn = 128 if residual or -(-m // 128) * -(-n // 256) < sms // 2 else 256
         cfg = GemmConfig(dtype, bm=128, bn=bn, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True, **copies)
     else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles
         warps_n = 4 if block > 32 else 2
@@ -164,11 +166,8 @@ def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = F
     if override.get("split_k", 1) > -(-k // 16):
         raise RungError(f"graph-to-tile: split_k = {override['split_k']} is more than K = {k} has 16-element steps to split")
     try:
-        cfg = GemmConfig(**{**choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target).__dict__, **epilogue, **override})
-        if cfg.residual and cfg.wgmma and cfg.bn == 256 and "bn" not in override:  # 128 x 256 wgmma tiles spill reading a residual
-            narrow = dataclasses.replace(cfg, bn=128, split_k=1)
-            cfg = dataclasses.replace(narrow, split_k=override.get("split_k") or _split(narrow, m, n, k, SMS))
-        return cfg
+        chosen = choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target, residual=bool(epilogue.get("residual")))
+        return GemmConfig(**{**chosen.__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
 

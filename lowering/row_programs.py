@@ -178,7 +178,7 @@ def pool_program(op: g.Pool2dOp, dtype: str, cols: int) -> t.KernelOp:
     by a sum times 1 / (KH * KW) (padding counts in the mean, as torch's count_include_pad)."""
     n, c, h, w = op.x.type.get_shape()
     oh = op.result.type.get_shape()[2]
-    (kh, kw), (sh, sw), (ph, pw) = op._params()
+    (kh, kw), (sh, sw), (ph, pw) = op.window()
     is_max = isinstance(op, g.MaxPool2dOp)
     p = RowProgram(f"rung_{'max' if is_max else 'avg'}_pool_{dtype}_{n}x{c}x{h}x{w}_k{kh}x{kw}_s{sh}x{sw}_p{ph}x{pw}", cols,
                    [t.generic_tensor(op.x.type.element_type)] * 2)
@@ -195,7 +195,7 @@ def reduce_program(op: g.ReduceOp, dtype: str, cols: int) -> t.KernelOp | None:
     """A sum, mean or max over the trailing dimensions (a global average pooling's [-2, -1]): one row of their
     elements per block, reduced to the one element it stores."""
     shape, kind = op.x.type.get_shape(), op.attr("kind")
-    reduced = op._dims()
+    reduced = op.reduced_dims()
     if kind not in ("sum", "mean", "max") or reduced != tuple(range(len(shape) - len(reduced), len(shape))):
         return None
     p = RowProgram(f"rung_reduce_{kind}_{dtype}_n{cols}", cols, [t.generic_tensor(op.x.type.element_type)] * 2)
@@ -329,7 +329,7 @@ class RowOpToTile(RewritePattern):
                 str(v.type.element_type) not in ROW_DTYPES for v in op.operands if not isinstance(op, g.EmbeddingOp)):
             return
         x_shape = op.operands[0].type.get_shape()
-        cols = math.prod(x_shape[len(x_shape) - len(op._dims()):]) if isinstance(op, g.ReduceOp) else result.get_shape()[-1]
+        cols = math.prod(x_shape[len(x_shape) - len(op.reduced_dims()):]) if isinstance(op, g.ReduceOp) else result.get_shape()[-1]
         kernel = make(op, str(result.element_type), cols)
         if kernel is None:  # (an op this program does not cover, e.g. softmax over another dimension)
             return

@@ -1,15 +1,16 @@
 """Whole-program benchmark: models brought in by torch2ir, compiled whole by rung.compile, against torch
 eager and torch.compile in one run: wall time per forward, peak GPU memory, compile time.
 
-    python -m rung.bench_models [--out DIR] [--quick]
+    python -m rung.bench_models [--out DIR] [--quick] [--breakdown]
 
 Two programs in f16: LLaMA-7B's feed-forward block, x + W_down (silu(W_gate h) * W_up h) with
-h = rms_norm(x) (an rms_norm row kernel, three GEMMs, the fused SwiGLU kernel and the residual add),
+h = rms_norm(x) (an rms_norm row kernel and three GEMMs: silu, SwiGLU's product and the residual add in their epilogues),
 and a whole LLaMA-shaped 1.1B model from transformers (random init: 22 layers of 2048, 32 query and
 4 kv heads, vocabulary 32000; a forward over a prompt of 512 tokens and over one token, no cache).
 Rung runs each as a direct call (one arena for the intermediates) and as one captured CUDA graph;
 torch.compile is timed in its default mode and "reduce-overhead" (its own CUDA graphs). Writes
-bench_models.md into --out.
+bench_models.md into --out; with --breakdown, bench_models_breakdown.md instead: the 1.1B model's GPU time by
+kernel, Rung's and torch eager's.
 """
 
 from __future__ import annotations
@@ -79,22 +80,28 @@ def peak_bytes(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def bench(name: str, tokens: int) -> dict:
-    import torch
-
+def compiled_program(name: str, tokens: int) -> tuple:
+    """(fn, its compile seconds, the model on the GPU, args, kwargs, @main's tensors) of a benchmarked program."""
     import rung
-    from frontend.torch2ir import output_error, torch_outputs, torch_to_ir
+    from frontend.torch2ir import torch_to_ir
 
-    torch._dynamo.reset()  # the previous program's compiled graphs and their memory go
-    torch.cuda.empty_cache()
     model, args, kwargs = program(name, tokens)
     module, _, names = torch_to_ir(model, args, kwargs)
     start = time.perf_counter()
     fn = rung.compile(module)
     compile_s = time.perf_counter() - start
-    model = model.cuda()
-    args = tuple(a.cuda() for a in args)
-    tensors = main_arguments(model, names, args, kwargs)
+    model, args = model.cuda(), tuple(a.cuda() for a in args)
+    return fn, compile_s, model, args, kwargs, main_arguments(model, names, args, kwargs)
+
+
+def bench(name: str, tokens: int) -> dict:
+    import torch
+
+    from frontend.torch2ir import output_error, torch_outputs
+
+    torch._dynamo.reset()  # the previous program's compiled graphs and their memory go
+    torch.cuda.empty_cache()
+    fn, compile_s, model, args, kwargs, tensors = compiled_program(name, tokens)
     with torch.no_grad():
         err = output_error(fn(*tensors), torch_outputs(model, args, kwargs))
         replay = fn.capture(*tensors)
@@ -132,14 +139,7 @@ def breakdown(tokens: int, top: int = 12) -> list[str]:
     """Where a forward of the LLaMA 1.1B program spends its GPU time, Rung's kernels beside torch eager's."""
     import torch
 
-    import rung
-    from frontend.torch2ir import torch_to_ir
-
-    model, args, kwargs = program("llama-1b", tokens)
-    module, _, names = torch_to_ir(model, args, kwargs)
-    fn = rung.compile(module)
-    model, args = model.cuda(), tuple(a.cuda() for a in args)
-    tensors = main_arguments(model, names, args, kwargs)
+    fn, _, model, args, kwargs, tensors = compiled_program("llama-1b", tokens)
     lines = []
     with torch.no_grad():
         for who, times in (("Rung", kernel_times(lambda: fn(*tensors))), ("torch eager", kernel_times(lambda: model(*args, **kwargs)))):

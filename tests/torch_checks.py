@@ -1,13 +1,14 @@
-"""Checks of GPU results against torch references, shared by the GPU tests."""
+"""Checks of results against references, shared by the GPU tests (torch imported where a check needs it)."""
 
 import numpy as np
-import torch
 
 
 def assert_matches(out, ref) -> None:
     """`out` (a poisoned output: NaN until written) written everywhere and within its dtype's
     rounding of the f32 reference `ref`: 4e-3 (f16) or 2e-2 (bf16) of ref's largest magnitude,
     plus 1e-3."""
+    import torch
+
     tol = (2e-2 if out.dtype == torch.bfloat16 else 4e-3) * ref.abs().max().item() + 1e-3
     assert not out.isnan().any()
     assert (out.float() - ref).abs().max().item() <= tol
@@ -25,6 +26,8 @@ def assert_model_runs_as_torch(path, dtype: str) -> None:
     """The model file compiled whole once and run on the GPU on two sets of fresh inputs (token ids below the
     example's largest), each against the same model in torch on the GPU: within 4e-3 (f16) or 2e-2 (bf16) of
     the output's largest magnitude."""
+    import torch
+
     import rung
     from frontend.loading import cast_model, load_model_file
     from frontend.torch2ir import torch_outputs, torch_to_ir
@@ -42,7 +45,12 @@ def assert_model_runs_as_torch(path, dtype: str) -> None:
         with math_attention():
             wants = torch_outputs(model, fresh, {})
         for got, want in zip(got if isinstance(got, tuple) else (got,), wants, strict=True):
-            got, want = got.float().cpu().numpy(), want.float().cpu().numpy()
-            assert got.shape == want.shape and np.isfinite(got).all()
-            tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
-            assert np.abs(got - want).max() <= tol, np.abs(got - want).max()
+            assert_close(got.float().cpu().numpy(), want.float().cpu().numpy(), dtype)
+
+
+def assert_close(got, want, dtype: str) -> None:
+    """`got` of `want`'s shape, finite, within 4e-3 (f16) or 2e-2 (bf16) of want's largest magnitude (at least 1)."""
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert got.shape == want.shape and np.isfinite(got).all()
+    tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= tol, np.abs(got - want).max()

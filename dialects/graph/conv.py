@@ -139,7 +139,8 @@ class Pool2dOp(GraphOp):
     padding = opt_prop_def(DenseArrayBase)
     ATTRS: ClassVar[dict[str, object]] = {"kernel": None, "stride": (), "padding": (0, 0)}
 
-    def _params(self):
+    def window(self) -> tuple:
+        """(kernel, stride, padding), each an (h, w) pair."""
         k = _pair(self.attr("kernel"))
         return k, _pair(self.attr("stride") or k), _pair(self.attr("padding"))
 
@@ -147,7 +148,7 @@ class Pool2dOp(GraphOp):
         x = shape_of(self.x.type)
         if len(x) != 4:
             _fail(f"{self.name} needs x [N, C, H, W], got {list(x)}")
-        (kh, kw), (sh, sw), (ph, pw) = self._params()
+        (kh, kw), (sh, sw), (ph, pw) = self.window()
         oh, ow = _window_out(x[2], kh, sh, ph), _window_out(x[3], kw, sw, pw)
         if oh <= 0 or ow <= 0 or 2 * ph > kh or 2 * pw > kw:
             _fail(f"{self.name} window {[kh, kw]} with padding {[ph, pw]} does not fit the input {list(x[2:])}")
@@ -161,7 +162,7 @@ class MaxPool2dOp(Pool2dOp):
     name = "graph.max_pool2d"
 
     def execute(self, x):
-        return _windows(x, *self._params(), fill=-np.inf).max(axis=(-2, -1))
+        return _windows(x, *self.window(), fill=-np.inf).max(axis=(-2, -1))
 
 
 @irdl_op_definition
@@ -171,7 +172,7 @@ class AvgPool2dOp(Pool2dOp):
     name = "graph.avg_pool2d"
 
     def execute(self, x):
-        return _windows(x, *self._params()).mean(axis=(-2, -1))
+        return _windows(x, *self.window()).mean(axis=(-2, -1))
 
 
 # --- sources -------------------------------------------------------------------------------------------

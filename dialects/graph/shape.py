@@ -164,19 +164,20 @@ class ReduceOp(GraphOp):
     keepdim = opt_prop_def(UnitAttr)
     ATTRS: ClassVar[dict[str, object]] = {"kind": None, "dims": None, "keepdim": False}
 
-    def _dims(self) -> tuple[int, ...]:
+    def reduced_dims(self) -> tuple[int, ...]:
+        """The dimensions reduced, non-negative and sorted."""
         rank = len(shape_of(self.x.type))
         return tuple(sorted({_norm_dim(d, rank) for d in self.attr("dims")}))
 
     def infer(self):
         if self.attr("kind") not in _REDUCE:
             _fail(f"kind must be one of {', '.join(_REDUCE)}, got \"{self.attr('kind')}\"")
-        x, dims = shape_of(self.x.type), self._dims()
+        x, dims = shape_of(self.x.type), self.reduced_dims()
         out = [1 if i in dims else n for i, n in enumerate(x)] if self.attr("keepdim") else [n for i, n in enumerate(x) if i not in dims]
         return TensorType(self.x.type.element_type, out)
 
     def execute(self, x):
-        return _REDUCE[self.attr("kind")](x, axis=self._dims(), keepdims=bool(self.attr("keepdim")))
+        return _REDUCE[self.attr("kind")](x, axis=self.reduced_dims(), keepdims=bool(self.attr("keepdim")))
 
 
 @irdl_op_definition

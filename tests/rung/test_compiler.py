@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import rung
 from ir.errors import RungError
+from torch_checks import assert_close
 
 LINEAR = """func.func @main(%x: tensor<{m}x{k}x{t}>, %w: tensor<{n}x{k}x{t}>, %b: tensor<{n}x{t}>) -> tensor<{m}x{n}x{t}> {{
   %y = graph.linear %x, %w, %b : (tensor<{m}x{k}x{t}>, tensor<{n}x{k}x{t}>, tensor<{n}x{t}>) -> tensor<{m}x{n}x{t}>
@@ -60,13 +61,6 @@ def _inputs(module_text: str, seed: int) -> list[np.ndarray]:
     return random_inputs([a.type for a in fn.body.block.args], seed, 8)
 
 
-def _assert_close(got, want, dtype: str):
-    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-    assert got.shape == want.shape and np.isfinite(got).all()
-    tol = (2e-2 if dtype == "bf16" else 4e-3) * max(1.0, float(np.abs(want).max()))
-    assert np.abs(got - want).max() <= tol, np.abs(got - want).max()
-
-
 def test_compile_lowers_to_launches_and_refuses_the_rest():
     fn = rung.compile(LINEAR.format(m=4, n=8, k=64, t="f16"), target="sm_80")
     assert [op.name for op in fn.steps] == ["ptx.launch"]
@@ -95,7 +89,7 @@ def test_the_simulator_runs_the_compiled_program_as_the_interpreter_does(text, d
     graph-level interpreter on the same inputs."""
     fn = rung.compile(text, target="sm_80")
     args = _inputs(text, seed=1)
-    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
+    assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
 
 
 def test_the_mlp_example_compiles_whole_and_runs_on_the_simulator():
@@ -103,7 +97,7 @@ def test_the_mlp_example_compiles_whole_and_runs_on_the_simulator():
     _, _, module, inputs, _ = _example("mlp", "f16")
     fn = rung.compile(module, target="sm_80")
     assert {op.name for op in fn.steps} <= {"ptx.launch", "graph.reshape"} and fn.path.count("rung_") == 5
-    _assert_close(fn(*inputs), rung.run(module, inputs)[0], "f16")
+    assert_close(fn(*inputs), rung.run(module, inputs)[0], "f16")
 
 
 def test_a_compiled_qlinear_packs_its_weight_and_runs_on_the_simulator():
@@ -116,7 +110,7 @@ def test_a_compiled_qlinear_packs_its_weight_and_runs_on_the_simulator():
     assert [op.name for op in fn.steps] == ["tile.pack_weight", "ptx.launch"]
     args = _inputs(text, seed=2)
     args[2] = (np.abs(args[2]) * 0.05).astype(np.float16)
-    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], "f16")
+    assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], "f16")
 
 
 @settings(max_examples=max(4, settings().max_examples // 5), deadline=None)
@@ -126,7 +120,7 @@ def test_rms_norm_on_the_simulator_for_any_row_length(rows, n, dtype, seed):
     text = NORM.format(shape=f"{rows}x{n}", n=n, t=dtype, eps="1.0e-05")
     fn = rung.compile(text, target="sm_80")
     args = _inputs(text, seed)
-    _assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
+    assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], dtype)
 
 
 def test_arguments_must_be_all_numpy_or_all_cuda_and_of_the_declared_types():
@@ -179,10 +173,10 @@ def test_the_gpu_and_the_simulator_run_one_program_alike(text, dtype):
         ref = torch.nn.functional.silu(x) * params[0] + params[1]
     else:
         ref = torch.nn.functional.silu(x @ params[0].T + params[1])
-    _assert_close(got, ref.numpy(), dtype)
-    _assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), dtype)
+    assert_close(got, ref.numpy(), dtype)
+    assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), dtype)
     if args[0].size <= 4096:  # the simulator is slow: small programs only
-        _assert_close(got, np.asarray(fn(*args), np.float32), dtype)
+        assert_close(got, np.asarray(fn(*args), np.float32), dtype)
 
 
 @gpu
@@ -217,7 +211,7 @@ def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, ro
         got = fn(q, k, v)
         with math_attention():
             want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal, enable_gqa=kv_heads < heads)
-        _assert_close(got.float().cpu().numpy(), want.cpu().numpy(), dtype)
+        assert_close(got.float().cpu().numpy(), want.cpu().numpy(), dtype)
 
 
 @gpu
@@ -278,4 +272,4 @@ def test_a_convolution_runs_on_the_gpu_as_torch_does(dtype, n, c, h, w, o, k, st
                       f"  %p = graph.max_pool2d %r {{kernel = array<i64: 3, 3>, stride = array<i64: 2, 2>, padding = array<i64: 1, 1>}} : ({y}) -> {p}\n"
                       f"  func.return %p : {p}\n}}\n")
     torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
-    _assert_close(fn(x, weight, bias).float().cpu().numpy(), want.cpu().numpy(), dtype)
+    assert_close(fn(x, weight, bias).float().cpu().numpy(), want.cpu().numpy(), dtype)
