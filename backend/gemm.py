@@ -118,6 +118,8 @@ class GemmKernels:
         import torch
 
         cfg = self.cfg
+        if cfg.residual and n % 2:
+            raise ValueError(f"a residual epilogue reads its tensor's pairs as 32-bit words: N must be even, got {n}")
         stream = torch.cuda.current_stream(like.device).cuda_stream
         if cfg.split_k == 1:
             self.gemm.launch(cfg.grid(m, n), tuple(addresses[p] for p in cfg.param_names[:-3]) + (m, n, k), stream)

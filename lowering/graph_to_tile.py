@@ -42,7 +42,7 @@ from lowering.row_programs import FusedRopeToTile, RowOpToTile, reshaped
 
 @lru_cache(maxsize=4096)  # on the launch path: shapes repeat
 def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight: str = "", group: int = 0, scale: str = "",
-                  zero: bool = False, sms: int = SMS, a8: str = "", target: str = "", residual: bool = False) -> GemmConfig:
+                  zero: bool = False, sms: int = SMS, a8: str = "", target: str = "") -> GemmConfig:
     """Tile sizes from the shape, the weight's format and the target.
 
     M <= 16 (decoding): the weight streams through 8-row tiles (M <= 8: the weight is the mma's A
@@ -57,7 +57,7 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     8-bit A and B (`a8`) take the same tiles with k-tiles of twice the elements.
     M <= 64: 64-row tiles. Larger M: 128 x 128 tiles, run in bands of 8 M-tiles for L2 reuse; on
     sm_90a, wgmma tiles (GemmConfig.wgmma) instead for B [N, K]: 128 x 256 in f16/bf16 (128 x 128 where those fill fewer than
-    half the multiprocessors, or with a `residual` epilogue), 128 x 128
+    half the multiprocessors), 128 x 128
     for 8-bit operands (wider ones spill in the scaled epilogue), and for packed weights whose
     words span at most 64 k (2 bits or more) 128 weight rows decoded into wgmma's A registers by
     2 warpgroups, times 256 activation rows (128 up to M = 128).
@@ -129,9 +129,8 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
     elif target == "sm_90a" and not weight and not b_kn:
         # 128 x 256 tiles, or 128 x 128 ones where the wide tiles fill fewer than half the multiprocessors (a prompt's M on a
         # narrow N), split less: measured at M = 512 on an H100, 2048 x 2048 17.5 -> 14.7 us, 256 x 2048 9.2 -> 7.4 (split 4),
-        # 4096 x 4096 37.7 -> 35.4; 5632 x 2048, 88 wide tiles, keeps them (29.3 us against 35.7); and 128 x 128 with a
-        # residual read in the epilogue, where 128 x 256 tiles spill
-        bn = 128 if residual or -(-m // 128) * -(-n // 256) < sms // 2 else 256
+        # 4096 x 4096 37.7 -> 35.4; 5632 x 2048, 88 wide tiles, keeps them (29.3 us against 35.7)
+        bn = 128 if -(-m // 128) * -(-n // 256) < sms // 2 else 256
         cfg = GemmConfig(dtype, bm=128, bn=bn, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, wgmma=True, **copies)
     else:  # words of 4 or 8 k16 steps (2- and 1-bit weights) decode into many registers: narrower warp tiles
         warps_n = 4 if block > 32 else 2
@@ -166,7 +165,7 @@ def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = F
     if override.get("split_k", 1) > -(-k // 16):
         raise RungError(f"graph-to-tile: split_k = {override['split_k']} is more than K = {k} has 16-element steps to split")
     try:
-        chosen = choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target, residual=bool(epilogue.get("residual")))
+        chosen = choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target)
         return GemmConfig(**{**chosen.__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
@@ -207,7 +206,7 @@ def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: in
     fused = fused if type(fused) in FUSABLE else None
     last = (fused or op).results[0]
     combine = _only_user(last)
-    residual = _residual_of(combine, last, op) if combine is not None else None
+    residual = _residual_of(combine, last, op) if combine is not None and n % 2 == 0 else None  # epilogues read residual pairs as words
     epilogue = {"activation": FUSABLE[type(fused)] if fused else "none", **({"residual": RESIDUAL[type(combine)]} if residual else {})}
     cfg = schedule(m, epilogue)
     mm = make(reshaped(rewriter, x, [m, k]), cfg, reshaped(rewriter, residual, [m, n]) if residual else None)

@@ -28,7 +28,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.lp import QuantAttr
-from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule, copy_elems
+from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, combine_residual, copy_elems
 
 
 @irdl_op_definition
@@ -113,6 +113,8 @@ class MatmulOp(IRDLOperation):
         if (self.residual is not None) != bool(cfg.residual) or (self.residual is not None and self.residual.type != want):
             raise VerifyException(f"a schedule's residual ({cfg.residual or 'none'}) takes a {want} operand, got "
                                   f"{self.residual.type if self.residual is not None else 'none'}")
+        if cfg.residual and n % 2:
+            raise VerifyException(f"a residual epilogue reads its tensor's pairs as 32-bit words: N must be even, got {n}")
         k = x.get_shape()[1]
         weight = GemmConfig.weight_fields(self.weight.format) if self.weight is not None else {"weight": ""}
         want = {"dtype": str(out), "bias": self.bias is not None, "copy_elems": 8 if cfg.a8 else copy_elems(k),
@@ -206,7 +208,7 @@ class MatmulOp(IRDLOperation):
         if bias is not None:
             y += bias.astype(np.float32)
         y = ACTIVATIONS[cfg.activation](y)
-        return y if residual is None else RESIDUALS[cfg.residual](y, residual.astype(np.float32))
+        return y if residual is None else combine_residual(cfg.residual, y, residual, self.result.type.element_type)
 
 
 def scale_bits(x, dtype: str) -> np.ndarray:

@@ -48,7 +48,7 @@ from xdsl.utils.exceptions import VerifyException
 from dialects.tile.ops import add_scaled_partials, scale_bits
 from dialects.tile.attention import AttentionOp, AttentionSchedule
 from dialects.tile.rows import RowSchedule, row_program_ops
-from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule
+from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule, combine_residual
 from dialects.tile.types import FragType, SharedType, element_bits
 
 
@@ -595,7 +595,8 @@ class EpilogueOp(IRDLOperation):
             y = y + along(vectors.pop(0), col, cols)[None]
         y = ACTIVATIONS[self.activation.data if self.activation else "none"](y)
         if self.residual is not None:
-            y = RESIDUALS[self.residual.data](y, _window(np.asarray(vectors.pop(0), np.float32), row, col, rows, cols))
+            y = combine_residual(self.residual.data, y, _window(np.asarray(vectors.pop(0), np.float32), row, col, rows, cols),
+                                 self.residual_tensor.type.element_type)
         return y
 
 
@@ -644,6 +645,8 @@ class SumSplitsOp(IRDLOperation):
             raise VerifyException(f"tile.sum_splits takes f32 partial sums [splits, M, N rounded up to even], got {self.partial.type}")
         if (self.residual is None) != (self.residual_tensor is None) or (self.residual is not None and self.residual_tensor.type != self.result.type):
             raise VerifyException("tile.sum_splits's residual comes with a residual_tensor of the result's type")
+        if self.residual is not None and n % 2:
+            raise VerifyException(f"tile.sum_splits reads its residual's pairs as 32-bit words: N must be even, got {n}")
 
     def execute(self, partial, *rest):
         rest = list(rest)
@@ -655,4 +658,4 @@ class SumSplitsOp(IRDLOperation):
         if bias is not None:
             y += bias.astype(np.float32)
         y = ACTIVATIONS[self.activation.data if self.activation else "none"](y)
-        return y if self.residual is None else RESIDUALS[self.residual.data](y, rest.pop(0).astype(np.float32))
+        return y if self.residual is None else combine_residual(self.residual.data, y, rest.pop(0), self.result.type.element_type)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from xdsl.ir import Data
+from xdsl.ir import Attribute, Data
 from xdsl.irdl import irdl_attr_definition
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
 
+from ir.dtypes import storage_dtype
 from ir.layout import Swizzle
 from ir.targets import MAX_SHARED_BYTES
 
@@ -32,6 +33,12 @@ def reduce_param_kinds(bias: bool, residual: bool = False) -> tuple[str, ...]:
 
 
 RESIDUALS = {"add": np.add, "mul": np.multiply}  # how an epilogue combines its result with a tensor of the result's shape
+
+
+def combine_residual(how: str, y: np.ndarray, residual, element: Attribute) -> np.ndarray:
+    """y rounded to the output's `element` type, as the graph rounds the linear's output before the add or mul
+    that the epilogue took in (kernels combine pairs in 16-bit arithmetic), then combined with the residual."""
+    return RESIDUALS[how](y.astype(storage_dtype(element)).astype(np.float32), np.asarray(residual, np.float32))
 
 
 def copy_elems(k: int) -> int:
@@ -105,7 +112,8 @@ class GemmConfig:
     # all 256 in shared memory, one copy per bank (TABLE_BYTES), instead of picked by prmt from registers (fewer ALU ops)
     wgmma: bool = False  # sm_90a: each warpgroup (4 warps, 64 rows) multiplies by wgmma.m64nNk16 A and B in shared memory,
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
-    residual: str = ""  # epilogue: "" or "add" / "mul": the result combined with a tensor of its shape [M, N], after the activation
+    residual: str = ""  # epilogue: "" or "add" / "mul": the result, rounded, combined with a tensor of its shape [M, N] (N even),
+    # after the activation
 
     def __post_init__(self):
         sizes = {"bm": self.bm, "bn": self.bn, "bk": self.bk, "warps_m": self.warps_m, "warps_n": self.warps_n,

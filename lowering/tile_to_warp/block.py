@@ -440,7 +440,8 @@ class _BlockLowering:
         rows = [b.add(row0, mi * 16 + half * 8) for mi in range(mi_count) for half in range(2)]  # row r: half r % 2 of m16 tile r // 2
         row_in = [b.setp("lt", row, m) for row in rows]
         cols = [b.add(col0, ni * 8) for ni in range(ni_count)]
-        pairs = [(r, ni, (r // 2 * ni_count + ni) * 4 + 2 * (r % 2)) for r in range(len(rows)) for ni in range(ni_count)]  # (row, column, lo)
+        pairs = [(r, ni, (r // 2 * ni_count + ni) * 4 + 2 * (r % 2)) for ni in range(ni_count) for r in range(len(rows))]
+        # (row, column, lo), column by column: a column's bias dies after its rows (row by row, 128 x 256 wgmma tiles spilled)
         if len(op.out.type.get_shape()) == 3:  # f32 partial sums into this split's slice of the workspace
             row_addr = self._workspace_rows(op.out, rows)
             for r, ni, i in pairs:

@@ -38,9 +38,9 @@ def scale_row(b: PtxBuilder, cfg: GemmConfig, tile):
 
 class Epilogue:
     """Bias, activation, residual and the rounded store of C at `width` (2: (row, col), (row, col + 1) pairs;
-    1: single elements) per column: bias loaded once per column, a pair stored as one 32-bit word
-    when N is even, half by half when odd; a residual tensor of C's shape read element by element
-    (`residual` add or mul, after the activation)."""
+    1: single elements) per column: bias loaded once per column, where first used, a pair stored as one 32-bit word
+    when N is even, half by half when odd; a residual tensor of C's shape (`residual` add or mul, after the
+    activation) combined with the rounded result, as the graph rounds the linear's output before it."""
 
     def __init__(self, b: PtxBuilder, dtype: str, activation: str, c_ptr, n, bias_ptr, cols, width: int = 2,
                  residual_ptr=None, residual: str = ""):
@@ -50,7 +50,7 @@ class Epilogue:
             self.n_even, self.n_odd = b.setp("eq", b.and_(n, 1), 0), b.setp("ne", b.and_(n, 1), 0)
         else:
             self.col_in = [b.setp("lt", col, n) for col in cols]
-        self.biases = [_load_biases(b, bias_ptr, col, n, dtype, width) for col in cols] if bias_ptr is not None else None
+        self.bias_ptr, self.width, self._biases = bias_ptr, width, {}
         self.row_bytes = b.cvt(b.shl(n, 1), "u64")
         self._rows = {}
 
@@ -62,13 +62,36 @@ class Epilogue:
 
     def _finish(self, v, i: int, j: int):
         """Value j of column i with its bias and activation."""
-        return _activation(self.b, self.b.add(v, self.biases[i][j]) if self.biases else v, self.activation)
+        return _activation(self.b, self.b.add(v, self._bias(i)[j]) if self.bias_ptr is not None else v, self.activation)
 
-    def _with_residual(self, v, row, col, offset: int, pred):
-        """v combined with the residual element at (row, col) + offset bytes (loaded where `pred` holds)."""
+    def _bias(self, i: int) -> list:
+        """Column i's biases as f32, loaded where first used (loaded for all columns up front, they spilled 128 x 256
+        wgmma tiles); a pair as one 32-bit word where a residual makes N even (two 16-bit loads spill there)."""
+        if i not in self._biases:
+            b, col = self.b, self.cols[i]
+            if self.residual and self.width == 2:
+                word = b.ld("global", b.add(self.bias_ptr, b.cvt(b.shl(col, 1), "u64")), "b32", pred=b.setp("lt", b.add(col, 1), self.n))
+                self._biases[i] = [b.cvt_widen(half, self.dtype) for half in b.unpack_halves(word)]
+            else:
+                self._biases[i] = _load_biases(b, self.bias_ptr, col, self.n, self.dtype, self.width)
+        return self._biases[i]
+
+    def _with_residual(self, v, row, col, inside):
+        """v rounded and combined with the residual element at (row, col), in f32 (exact for a mul; an add
+        rounds once more when stored)."""
         b = self.b
-        r = b.cvt_widen(b.ld("global", self._address(row, col, self.residual_ptr), "b16", offset=offset, pred=pred), self.dtype)
+        r = b.cvt_widen(b.ld("global", self._address(row, col, self.residual_ptr), "b16", pred=inside), self.dtype)
+        v = b.cvt_widen(b.cvt_half(v, self.dtype), self.dtype)
         return b.add(v, r) if self.residual == "add" else b.mul(v, r)
+
+    def _with_residual_pair(self, pair, row, col, both):
+        """The rounded pair combined with the residual's pair at (row, col), loaded as one 32-bit word (a residual
+        epilogue takes even N only), in 16-bit arithmetic. Combined in f32 from two 16-bit loads, the pairs
+        held twice the registers and spilled 128 x 256 wgmma tiles."""
+        b = self.b
+        word = b.ld("global", self._address(row, col, self.residual_ptr), "b32", pred=both)
+        one, minus_zero = (0x3C003C00 if self.dtype == "f16" else 0x3F803F80), 0x80008000  # per half: 1.0 and -0.0
+        return b.fma2(pair, one, word, self.dtype) if self.residual == "add" else b.fma2(pair, word, minus_zero, self.dtype)
 
     def store_one(self, row, row_in, i, v) -> None:
         """C[row, cols[i]] (width 1)."""
@@ -78,21 +101,16 @@ class Epilogue:
                  pred=b.and_pred(row_in, self.col_in[i]))
             return
         inside = b.and_pred(row_in, self.col_in[i])
-        v = self._with_residual(self._finish(v, i, 0), row, self.cols[i], 0, inside)
+        v = self._with_residual(self._finish(v, i, 0), row, self.cols[i], inside)
         b.st("global", self._address(row, self.cols[i]), [b.cvt_half(v, self.dtype)], pred=inside)
 
     def store(self, row, row_in, i, lo, hi) -> None:
         b, dtype, col = self.b, self.dtype, self.cols[i]
-        if not self.residual:
-            pair = b.cvt_pack(self._finish(hi, i, 1), self._finish(lo, i, 0), dtype)
-            addr = self._address(row, col)
-            both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
-        else:
-            both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
-            hi = self._with_residual(self._finish(hi, i, 1), row, col, 2, both)
-            lo = self._with_residual(self._finish(lo, i, 0), row, col, 0, b.and_pred(row_in, b.setp("lt", col, self.n)))
-            pair = b.cvt_pack(hi, lo, dtype)
-            addr = self._address(row, col)
+        pair = b.cvt_pack(self._finish(hi, i, 1), self._finish(lo, i, 0), dtype)
+        addr = self._address(row, col)
+        both = b.and_pred(row_in, b.setp("lt", b.add(col, 1), self.n))
+        if self.residual:
+            pair = self._with_residual_pair(pair, row, col, both)
         b.st("global", addr, [pair], pred=b.and_pred(both, self.n_even))
         # odd N: rows are only 2-byte aligned, so store the halves one by one (split from the pair: the
         # accumulators are read once, which wgmma kernels need to keep their wgmmas asynchronous)

@@ -110,7 +110,7 @@ def residual_ir(m: int, n: int, k: int, dtype: str, activation: str, combine: st
 @pytest.mark.parametrize("combine", ["add", "mul"])
 @pytest.mark.parametrize("m, n, k, dtype, activation, quantized, pipeline", [
     (5, 24, 64, "f16", "silu", False, "graph-to-tile"),  # 16-row tiles
-    (37, 23, 96, "bf16", "", False, "graph-to-tile{split_k=3}"),  # odd N, the reduction applies the epilogue
+    (37, 26, 96, "bf16", "", False, "graph-to-tile{split_k=3}"),  # the reduction applies the epilogue
     (130, 40, 72, "bf16", "relu", False, "graph-to-tile{target=sm_90a}"),  # wgmma
     (3, 64, 128, "f16", "", True, "graph-to-tile"),  # 8-row tiles, the packed weight as A: C stored transposed
 ])
@@ -136,8 +136,7 @@ def test_a_residual_add_or_product_fuses_into_the_gemm_epilogue(combine, m, n, k
 @pytest.mark.skipif(__import__("shutil").which("ptxas") is None, reason="ptxas is not installed")
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
 def test_residual_epilogues_assemble_without_spills(target, tmp_path):
-    """A residual add in the store of wgmma tiles (sm_90a: 128 x 128, since wider ones spill reading it), a split-K product and
-    a packed weight's transposed store."""
+    """A residual add in the store of 128 x 256 wgmma tiles (sm_90a), a split-K product and a packed weight's transposed store."""
     from backend.ptx_text import module_text
     from machine_code import assert_assembles_without_spills
 
@@ -146,6 +145,14 @@ def test_residual_epilogues_assemble_without_spills(target, tmp_path):
         module = parse_ir(text)
         run_pipeline(module, f"graph-to-tile{options[:-1] + ' ' if options else '{'}target={target}}}," + LOWER_TO_PTX.split(",", 1)[1], make_context())
         assert_assembles_without_spills(module_text(module, target), target, tmp_path)
+
+
+def test_a_residual_of_odd_width_stays_an_add():
+    """Epilogues read the residual's pairs as 32-bit words, which rows of odd length do not align."""
+    module = parse_ir(residual_ir(4, 15, 32, "f16", "", "add"))
+    run_pipeline(module, "graph-to-tile", make_context())
+    assert next(op for op in module.walk() if isinstance(op, MatmulOp)).residual is None
+    assert "@rung_ew_" in print_ir(module)
 
 
 def test_a_residual_defined_after_the_gemm_stays_an_add():

@@ -38,8 +38,9 @@ WGMMA_CONFIGS = [GemmConfig("f16", bm=64, bn=32, bk=64, warps_m=4, warps_n=1, st
                  GemmConfig("f16", bm=256, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128, wgmma=True),
                  GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, weight="uint4", group=32, zero=True,
                             split_k=2, bias=True, activation="silu", wgmma=True)]
-# a residual read in the epilogue (a prompt's residual add; SwiGLU's product on a decoded weight)
+# a residual read in the epilogue (a prompt's residual add and SwiGLU's product; the product on a decoded weight)
 RESIDUAL_WGMMA_CONFIGS = [GemmConfig("f16", bm=128, bn=128, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, bias=True, residual="add", wgmma=True),
+                          GemmConfig("bf16", bm=128, bn=256, bk=64, warps_m=8, warps_n=1, stages=4, raster=8, residual="mul", wgmma=True),
                           GemmConfig("bf16", bm=128, bn=128, bk=64, warps_m=1, warps_n=8, stages=4, raster=8, weight="int4", group=128,
                                      residual="mul", wgmma=True)]
 CONFIGS = [
@@ -181,11 +182,13 @@ def test_wgmma_kernel_computes_the_product_exactly(cfg, m, n, k8, split, seed):
     rng = np.random.default_rng(seed)
     dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
     k = 8 * k8  # rows copied 16 bytes at a time
+    n += n % 2 if cfg.residual else 0  # residual epilogues read pairs as words
     a, b = rng.integers(-4, 5, (m, k)).astype(dt), rng.integers(-4, 5, (n, k)).astype(dt)
     bias = rng.integers(-4, 5, n).astype(dt) if cfg.bias else None
     residual = rng.integers(-4, 5, (m, n)).astype(dt) if cfg.residual else None
     y = a.astype(np.float32) @ b.astype(np.float32).T + (bias.astype(np.float32) if cfg.bias else 0)
-    if cfg.residual:
+    if cfg.residual:  # combined with the rounded product (in bf16, products past 256 round)
+        y = y.astype(dt).astype(np.float32)
         y = y + residual.astype(np.float32) if cfg.residual == "add" else y * residual.astype(np.float32)
     out = interpret_gemm(cfg, a, b, bias=bias, residual=residual).astype(np.float32)
     if cfg.activation == "silu":  # ex2 and rcp are approximations on the GPU
