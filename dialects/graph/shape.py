@@ -250,3 +250,36 @@ class IndexOp(GraphOp):
             if i.size and (i.min() < -n or i.max() >= n):
                 raise IndexError(f"index out of range for a dim of size {n}")
         return x[tuple(idx)]
+
+
+@irdl_op_definition
+class IndexCopyOp(GraphOp):
+    """torch.index_copy: x with the slices of `source` along `dim` written at the positions `index` (1-D) holds:
+    a KV cache updated at the token positions. Where x is a function argument and this op its only use, a
+    compiled program writes into x's buffer in place (the argument is donated: the op's result is that buffer)."""
+
+    name = "graph.index_copy"
+    x = operand_def(TensorType)
+    index = operand_def(TensorType)
+    source = operand_def(TensorType)
+    result = result_def(TensorType)
+    dim = prop_def(IntegerAttr)
+    ATTRS: ClassVar[dict[str, object]] = {"dim": None}
+
+    def infer(self):
+        x, idx, src = shape_of(self.x.type), shape_of(self.index.type), shape_of(self.source.type)
+        d = _norm_dim(self.attr("dim"), len(x))
+        if not is_integer(self.index.type.element_type) or len(idx) != 1:
+            _fail(f"index_copy needs a 1-D integer index, got {self.index.type}")
+        if self.source.type.element_type != self.x.type.element_type or src != (*x[:d], idx[0], *x[d + 1:]):
+            _fail(f"index_copy's source must be {self.x.type.element_type} [{', '.join(map(str, (*x[:d], idx[0], *x[d + 1:])))}], "
+                  f"got {self.source.type}")
+        return self.x.type
+
+    def execute(self, x, idx, src):
+        d = self.attr("dim") % x.ndim
+        if idx.size and (idx.min() < 0 or idx.max() >= x.shape[d]):
+            raise IndexError(f"index_copy: a position outside [0, {x.shape[d]}) along dim {d}")
+        out = np.array(x, copy=True)
+        out[(slice(None),) * d + (idx,)] = src
+        return out

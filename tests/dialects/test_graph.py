@@ -191,6 +191,18 @@ def test_embedding_gather_index():
     close(run_op(g.IndexSelectOp, x, sel, dim=1), T(x)[:, T(sel)])
 
 
+@pytest.mark.parametrize("dim", [0, 2, -1])
+def test_index_copy_writes_slices_at_positions_as_torch(dim):
+    cache = randn(3, 4, 5)
+    positions = rng.permutation(cache.shape[dim])[:2]
+    shape = [3, 4, 5]
+    shape[dim] = 2
+    source = randn(*shape)
+    close(run_op(g.IndexCopyOp, cache, positions, source, dim=dim), T(cache).index_copy(dim, T(positions), T(source)))
+    with pytest.raises(RungError, match="a position outside"):
+        run_op(g.IndexCopyOp, cache, np.array([0, 7]), source, dim=dim)
+
+
 def test_shape_ops():
     x = randn(2, 3, 4)
     close(run_op(g.PermuteOp, x, dims=[2, 0, 1]), T(x).permute(2, 0, 1))
@@ -250,6 +262,10 @@ def _fn(body: str, args: str = "%x: tensor<2x3xf32>") -> str:
     ("  %y = graph.compare %x, %x {predicate = \"lq\"} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xi1>", None, "predicate must be one of"),
     ("  %y = graph.reduce %x {kind = \"median\", dims = array<i64: 0>} : (tensor<2x3xf32>) -> tensor<3xf32>", None, "kind must be one of"),
     ("  %y = graph.conv2d %x, %x : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>", None, "conv2d needs x \\[N, C, H, W\\]"),
+    ("  %y = graph.index_copy %x, %i, %x {dim = 1 : i64} : (tensor<2x3xf32>, tensor<1x1xi64>, tensor<2x3xf32>) -> tensor<2x3xf32>",
+     "%x: tensor<2x3xf32>, %i: tensor<1x1xi64>", "index_copy needs a 1-D integer index"),
+    ("  %y = graph.index_copy %x, %i, %x {dim = 1 : i64} : (tensor<2x3xf32>, tensor<1xi64>, tensor<2x3xf32>) -> tensor<2x3xf32>",
+     "%x: tensor<2x3xf32>, %i: tensor<1xi64>", "index_copy's source must be f32 \\[2, 1\\]"),
 ])
 def test_verifier_errors_name_the_problem_and_position(body, args, message):
     text = _fn(body, args or "%x: tensor<2x3xf32>")

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,25 @@ def test_a_model_file_that_cannot_run_compiled_is_one_line(capsys, tmp_path, arg
     assert run_main([str(EXAMPLES / args[0] if args[0] != "sine.py" else tmp_path / "sine.py"), *args[1:]]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("rung-run: error") == 1
+
+
+LLAMA_FILE = str(Path(__file__).parents[2] / "examples" / "llama.py")
+
+
+def test_generate_prints_the_new_ids_of_a_model_file():
+    r = cli("generate_main", "--model", LLAMA_FILE, "--prompt-ids", "1,2,3", "--max-new-tokens", "4", "--print-ids")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().rstrip(",").split(",")) == 4
+    assert "generating on the IR interpreter" in r.stderr and "tokens/s" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "hello"], "comes with no tokenizer: give the prompt as --prompt-ids"),
+    (["--prompt-ids", "1,x"], "--prompt-ids takes comma-separated integers"),
+    (["--prompt-ids", "1", "--top-p", "2"], "top-p must lie in"),
+    (["--prompt-ids", "1", "--quantize", "int5"], "--quantize:"),
+])
+def test_generate_errors_are_one_line_and_exit_1(args, message):
+    r = cli("generate_main", "--model", LLAMA_FILE, *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert message in r.stderr.strip().splitlines()[-1]

