@@ -1,6 +1,7 @@
 """graph.sdpa -> a tile.launch of an attention program (dialects.tile.attention), FlashAttention's schedule.
 
-An f16/bf16 sdpa without a mask (raise-attention turns the causal ones into the `causal` flag), with
+An f16/bf16 sdpa without a mask (raise-attention turns the causal ones into the `causal` flag, those over a
+KV cache into `positions`, which the kernel reads), with
 head dim D a multiple of 16 up to 128 and v's as k's, and k and v of q's heads or grouped-query
 (fewer heads, dividing q's): q, k and v flattened to [heads, rows, D], the result reshaped back.
 Without a causal mask the query heads that share a kv head are one head of their rows together
@@ -34,10 +35,12 @@ def attention_config(heads: int, rows: int, keys: int, head_dim: int, sms: int =
     return AttentionConfig(head_dim, block_m=bm, block_n=bn, splits=splits)
 
 
-def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int, o_heads: int = 0) -> str:
-    """The kernel's name says all it bakes in: the schedule, causality, the scale (unless 1/sqrt(D)), the group and
-    o's layout ([B, S, H, D] for o_heads H)."""
+def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale: float, group: int, o_heads: int = 0,
+                          positions: str = "") -> str:
+    """The kernel's name says all it bakes in: the schedule, causality or the positions' type, the scale (unless
+    1/sqrt(D)), the group and o's layout ([B, S, H, D] for o_heads H)."""
     name = f"rung_attention_{dtype}_d{cfg.head_dim}_m{cfg.block_m}_n{cfg.block_n}" + ("_causal" if causal else "")
+    name += f"_pos{positions}" if positions else ""
     name += f"_z{cfg.splits}" if cfg.splits > 1 else ""
     if not math.isclose(scale, 1 / math.sqrt(cfg.head_dim), rel_tol=1e-6):
         name += "_" + float_tag("s", scale)
@@ -47,8 +50,10 @@ def attention_kernel_name(dtype: str, cfg: AttentionConfig, causal: bool, scale:
 def why_no_attention_kernel(op: g.SdpaOp) -> str | None:
     """Why the attention kernel does not take `op` (None: it does)."""
     q, k, v = (x.type.get_shape() for x in (op.q, op.k, op.v))
-    if op.mask is not None:
-        return "only causal attention or none has a kernel yet (a mask other than a constant causal one stays)"
+    if op.mask is not None and not op.attr("positions"):
+        return "only causal attention, attention over a KV cache's positions or none has a kernel yet (a mask other than those stays)"
+    if op.attr("positions") and (op.attr("causal") or str(op.mask.type.element_type) not in ("i32", "i64")):
+        return f"the attention kernel reads positions of i32 or i64 without a causal flag, not {op.mask.type}"
     if op.attr("scale") < 0:
         return f"the attention kernel takes a positive scale, not {op.attr('scale')}"
     if v[-1] != q[-1] or q[-1] not in HEAD_DIMS:
@@ -73,9 +78,11 @@ class SdpaToTile(RewritePattern):
         # the heads' transpose after attention ([B, H, S, D] -> [B, S, H, D]), its only use, written by the kernel's stores
         transpose = heads_transpose(op) if cfg.splits == 1 and heads == math.prod(q[:-2]) else None
         o_heads = q[-3] if transpose else 0
-        name = attention_kernel_name(dtype, cfg, causal, scale, group, o_heads)
-        add_kernel_once(op, attention_program(name, cfg, op.result.type.element_type, causal, scale, group, o_heads))
+        positions = op.mask.type.element_type if op.attr("positions") else None
+        name = attention_kernel_name(dtype, cfg, causal, scale, group, o_heads, str(positions or "").removeprefix("i"))
+        add_kernel_once(op, attention_program(name, cfg, op.result.type.element_type, causal, scale, group, o_heads, positions))
         flat = [reshaped(rewriter, op.q, [heads, rows, dim])] + [reshaped(rewriter, x, [kv_heads, keys, dim]) for x in (op.k, op.v)]
+        flat += [op.mask] if positions else []
         element = op.result.type.element_type
         if transpose:
             rewriter.insert(launch := t.LaunchOp.get(name, flat, TensorType(element, [heads // o_heads, rows, o_heads * dim])))
@@ -100,11 +107,15 @@ def heads_transpose(op: g.SdpaOp) -> g.PermuteOp | None:
     return permute if permute is not None and rank == 4 and [d % rank for d in permute.attr("dims")] == [0, 2, 1, 3] else None
 
 
-def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int, o_heads: int = 0) -> t.KernelOp:
-    block = Block(arg_types=[t.generic_tensor(element, 3)] * 4)
+def attention_program(name: str, cfg: AttentionConfig, element, causal: bool, scale: float, group: int, o_heads: int = 0,
+                      positions=None) -> t.KernelOp:
+    """The block program: q, k, v, [positions (of element type `positions`),] o."""
+    block = Block(arg_types=[t.generic_tensor(element, 3)] * 3 + ([t.generic_tensor(positions, 1)] if positions else [])
+                  + [t.generic_tensor(element, 3)])
     props = {"scale": FloatAttr(scale, f32), "group": IntegerAttr(group, i64)} | ({"causal": UnitAttr()} if causal else {})
     if o_heads:
         props["o_heads"] = IntegerAttr(o_heads, i64)
-    block.add_op(AttentionOp.build(operands=list(block.args), properties=props))
+    *inputs, o = block.args
+    block.add_op(AttentionOp.build(operands=[*inputs[:3], inputs[3:], o], properties=props))
     block.add_op(t.YieldOp.build(operands=[[]]))
     return t.KernelOp.create(properties={"sym_name": StringAttr(name), "schedule": AttentionSchedule(cfg)}, regions=[Region(block)])

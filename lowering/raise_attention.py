@@ -4,6 +4,8 @@
   shape; fold-constants folds the small ones) that says only "key j <= query i" becomes the op's
   `causal` flag; an all-true one goes. The kernel then skips the
   masked tiles instead of reading a mask.
+- A mask arange(S) <= positions[:, None] (broadcast; a step over a KV cache, frontend.causal_lm)
+  becomes graph.sdpa's `positions`: the kernel reads the positions and skips the keys past them.
 - Grouped-query attention written as transformers' repeat_kv, k and v each
   reshape([B, H, S, D]) of broadcast([B, Hkv, G, S, D]) of reshape([B, Hkv, 1, S, D]) of kv [B, Hkv, S, D],
   reads kv itself: graph.sdpa with fewer kv heads than query heads (each query head reads kv head
@@ -41,6 +43,28 @@ def _mask_kind(mask: SSAValue, rows: int, cols: int) -> str:
     return "causal" if (value == np.tril(np.ones((rows, cols), bool))).all() else "other"
 
 
+def positions_of(mask: SSAValue, rows: int, cols: int) -> SSAValue | None:
+    """positions [rows] where `mask` is compare(arange(cols) <= positions[:, None]) (or >= swapped), through reshapes and
+    broadcasts that keep its [rows, cols] rows (unit dims in front, copies over leading dims), else None."""
+    v = mask
+    while isinstance(v.owner, (g.ReshapeOp, g.BroadcastOp)) and tuple(v.type.get_shape()[-2:]) == (rows, cols):
+        v = v.owner.operands[0]
+    compare = v.owner
+    if not isinstance(compare, g.CompareOp) or tuple(v.type.get_shape()[-2:]) != (rows, cols):
+        return None
+    keys, query = compare.operands if compare.attr("predicate") == "le" else compare.operands[::-1] \
+        if compare.attr("predicate") == "ge" else (None, None)
+    if keys is None or set(keys.type.get_shape()[:-1]) - {1} or keys.type.get_shape()[-1] != cols:
+        return None
+    if set(query.type.get_shape()[:-2]) - {1} or tuple(query.type.get_shape()[-2:]) != (rows, 1) or not isinstance(query.owner, g.ReshapeOp):
+        return None
+    value = static_value(keys, MASK_ELEMENTS)
+    positions = query.owner.operands[0]
+    if value is None or not np.array_equal(np.ravel(value), np.arange(cols)) or positions.type.get_shape() != (rows,):
+        return None
+    return positions if "i" in str(positions.type.element_type) else None
+
+
 def repeated_kv(v: SSAValue, heads: int) -> SSAValue | None:
     """kv [B, Hkv, S, D] where `v` is repeat_kv(kv) with `heads` heads (module docstring), else None."""
     outer = v.owner
@@ -64,10 +88,13 @@ class RaiseAttention(RewritePattern):
     def match_and_rewrite(self, op: g.SdpaOp, rewriter: PatternRewriter):
         q, k, v = op.q.type.get_shape(), op.k.type.get_shape(), op.v.type.get_shape()
         operands, props = [op.q, op.k, op.v], dict(op.properties)
-        if op.mask is not None and (kind := _mask_kind(op.mask, q[-2], k[-2])) != "other":
+        if op.mask is not None and not op.attr("positions") and (kind := _mask_kind(op.mask, q[-2], k[-2])) != "other":
             operands.append(None)
             if kind == "causal":
                 props["causal"] = UnitAttr()
+        elif op.mask is not None and not op.attr("positions") and (positions := positions_of(op.mask, q[-2], k[-2])) is not None:
+            operands.append(positions)
+            props["positions"] = UnitAttr()
         elif op.mask is not None:
             operands.append(op.mask)
         if len(q) == 4 and op.group() == 1 and k[:-1] == v[:-1] and q[1] == k[1]:
@@ -82,7 +109,8 @@ class RaiseAttention(RewritePattern):
 
 @dataclass(frozen=True)
 class RaiseAttentionPass(ModulePass):
-    """Constant causal (or all-true) masks become graph.sdpa's `causal` flag (or go); repeat_kv's copies of k
+    """Constant causal (or all-true) masks become graph.sdpa's `causal` flag (or go), position masks its `positions`;
+    repeat_kv's copies of k
     and v become grouped-query attention on the kv heads themselves; ops left without a use are erased."""
 
     name = "raise-attention"

@@ -300,7 +300,9 @@ class RopeOp(GraphOp):
 @irdl_op_definition
 class SdpaOp(GraphOp):
     """Scaled dot-product attention: softmax(q k^T * scale + mask) v. q [..., L, E], k [..., S, E],
-    v [..., S, Ev]; optional mask (i1: true attends; float: added); `causal` masks j > i;
+    v [..., S, Ev]; optional mask (i1: true attends; float: added; with `positions`, the query rows'
+    positions [L] instead, integers: key j attends to query i where j <= positions[i], as over a KV
+    cache); `causal` masks j > i;
     `scale` defaults to 1/sqrt(E). With fewer heads in k and v than in q (dimension -3, dividing
     q's: grouped-query attention), query head h reads kv head h / (q's heads / kv heads)."""
 
@@ -311,8 +313,9 @@ class SdpaOp(GraphOp):
     mask = opt_operand_def(TensorType)
     result = result_def(TensorType)
     causal = opt_prop_def(UnitAttr)
+    positions = opt_prop_def(UnitAttr)
     scale = opt_prop_def(FloatAttr)
-    ATTRS: ClassVar[dict[str, object]] = {"causal": False, "scale": 0.0}
+    ATTRS: ClassVar[dict[str, object]] = {"causal": False, "positions": False, "scale": 0.0}
 
     def infer(self):
         q, k, v = (shape_of(o.type) for o in (self.q, self.k, self.v))
@@ -322,7 +325,11 @@ class SdpaOp(GraphOp):
             _fail(f"sdpa needs q [..., L, E], k [..., S, E], v [..., S, Ev], got {list(q)}, {list(k)}, {list(v)}")
         group = self.group()
         batch = broadcast_shapes(q[:-2], *(tuple(x[:-3]) + (x[-3] * group,) if group > 1 else x[:-2] for x in (k, v)))
-        if self.mask is not None:
+        if self.attr("positions"):
+            if self.mask is None or not is_integer(self.mask.type.element_type) or shape_of(self.mask.type) != (q[-2],):
+                _fail(f"sdpa with positions takes the query rows' positions as an integer tensor [{q[-2]}], got "
+                      f"{self.mask.type if self.mask is not None else 'none'}")
+        elif self.mask is not None:
             broadcast_shapes(shape_of(self.mask.type), (*batch, q[-2], k[-2]))
         return TensorType(elem, (*batch, q[-2], v[-1]))
 
@@ -340,6 +347,8 @@ class SdpaOp(GraphOp):
         s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
         if self.attr("causal"):
             s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+        if self.attr("positions"):
+            mask = np.arange(k.shape[-2])[None, :] <= mask[:, None]
         if mask is not None:
             s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask
         e = np.exp(s - np.max(s, axis=-1, keepdims=True))

@@ -24,7 +24,8 @@ import numpy as np
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, TensorType, UnitAttr
 from xdsl.ir import Data
 from xdsl.irdl import (
-    IRDLOperation, ParsePropInAttrDict, irdl_attr_definition, irdl_op_definition, operand_def, opt_prop_def, prop_def, result_def,
+    IRDLOperation, ParsePropInAttrDict, irdl_attr_definition, irdl_op_definition, operand_def, opt_operand_def, opt_prop_def, prop_def,
+    result_def,
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
@@ -99,22 +100,28 @@ class AttentionSchedule(Data[AttentionConfig]):
         return (-(-rows // self.data.block_m), heads, self.data.splits)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
-        """The kernel's 32-bit parameters: L (query rows) and S (keys)."""
-        return [shapes[0][1], shapes[1][1]]
+        """The kernel's 32-bit parameters: L (query rows) and S (keys), and with positions (q, k, v, positions, o)
+        their count."""
+        return [shapes[0][1], shapes[1][1]] + ([shapes[3][0]] if len(shapes) == 5 else [])
 
 
-def attention_reference(q, k, v, scale: float, causal: bool) -> np.ndarray:
-    """softmax(q k^T * scale) v in f32 for q [L, D], k and v [S, D] (causal: key j <= query i)."""
+def attention_reference(q, k, v, scale: float, causal: bool, positions=None) -> np.ndarray:
+    """softmax(q k^T * scale) v in f32 for q [L, D], k and v [S, D] (causal: key j <= query i; with `positions`
+    [L]: key j <= positions[i])."""
     s = q.astype(np.float32) @ k.astype(np.float32).T * np.float32(scale)
     if causal:
         s = np.where(np.tril(np.ones(s.shape, bool)), s, -np.inf)
+    if positions is not None:
+        s = np.where(np.arange(s.shape[1])[None, :] <= np.asarray(positions)[:, None], s, -np.inf)
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     return (p @ v.astype(np.float32)) / p.sum(axis=-1, keepdims=True)
 
 
 @irdl_op_definition
 class AttentionOp(IRDLOperation):
-    """o[h, rows of this block] = softmax(q[h] k[h / group]^T * scale) v[h / group] (module docstring). With `o_heads`
+    """o[h, rows of this block] = softmax(q[h] k[h / group]^T * scale) v[h / group] (module docstring). With
+    `positions` [P] (integers), row r attends to the keys up to positions[r % P] (P query tokens, their rows
+    repeated for the query heads that share a kv head): a step over a KV cache. With `o_heads`
     H (no splits), o is [heads / H, rows, H * head_dim]: head b H + h's rows at columns h D of batch b, the layout
     [B, S, H, D] that the heads' transpose after attention would make, written directly."""
 
@@ -122,12 +129,14 @@ class AttentionOp(IRDLOperation):
     q = operand_def(TensorType)
     k = operand_def(TensorType)
     v = operand_def(TensorType)
+    positions = opt_operand_def(TensorType)
     o = operand_def(TensorType)
     scale = prop_def(FloatAttr)
     group = prop_def(IntegerAttr)
     causal = opt_prop_def(UnitAttr)
     o_heads = opt_prop_def(IntegerAttr)
-    assembly_format = "$q `,` $k `,` $v `,` $o attr-dict `:` type($q) `,` type($k) `,` type($v) `,` type($o)"
+    assembly_format = ("$q `,` $k `,` $v (`positions` $positions^)? `,` $o attr-dict `:` type($q) `,` type($k) `,` type($v) "
+                       "(`positions` type($positions)^)? `,` type($o)")
     irdl_options = (ParsePropInAttrDict(),)
 
     def verify_(self):
@@ -136,33 +145,40 @@ class AttentionOp(IRDLOperation):
                                   "(o, with splits: [splits * heads, rows, head_dim + 2] f32 partial results)")
         if self.group.value.data < 1:
             raise VerifyException("tile.attention's group (query heads per kv head) must be positive")
+        if self.positions is not None and (len(self.positions.type.get_shape()) != 1 or
+                                           str(self.positions.type.element_type) not in ("i32", "i64") or self.causal is not None):
+            raise VerifyException(f"tile.attention's positions are 1-D i32 or i64 (without `causal`), got {self.positions.type}")
         if self.o_heads is not None:
             h = self.o_heads.value.data
             heads, rows, dim = self.q.type.get_shape()
             if h < 1 or heads % h or self.o.type.get_shape() != (heads // h, rows, h * dim):
                 raise VerifyException(f"tile.attention with o_heads = {h} writes o [{heads} / {h}, {rows}, {h} * {dim}], got {self.o.type}")
 
-    def run(self, ids, q, k, v, o):
+    def run(self, ids, q, k, v, *rest):
+        *positions, o = rest
         cfg, head = ids.cfg, ids.y
         rows = slice(ids.x * cfg.block_m, min(q.shape[1], (ids.x + 1) * cfg.block_m))
         kv, causal = head // self.group.value.data, self.causal is not None
+        at = np.asarray(positions[0], np.int64)[np.arange(q.shape[1]) % len(positions[0])] if positions else None  # each row's position
         if cfg.splits == 1:  # a causal block's rows attend to keys up to their own index: the whole softmax over k[:L] masked
-            out = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, causal)[rows]
+            out = attention_reference(q[head], k[kv], v[kv], self.scale.value.data, causal, at)[rows]
             if self.o_heads is None:
                 o[head, rows] = out
             else:
                 batch, h = divmod(head, self.o_heads.value.data)
                 o[batch, rows, h * q.shape[2]:(h + 1) * q.shape[2]] = out
             return ()
-        # split z's share of the block's key tiles: row maxima m and sums l in log2 units, O = P V unnormalised
-        keys = k.shape[1] if not causal else min(k.shape[1], rows.stop)
+        # split z's share of the block's key tiles (up to its last row, or its rows' last position): row maxima m and
+        # sums l in log2 units, O = P V unnormalised
+        keys = min(k.shape[1], rows.stop) if causal else min(k.shape[1], int(at[rows].max()) + 1) if at is not None else k.shape[1]
         tiles = -(-keys // cfg.block_n)
         per = -(-tiles // cfg.splits)
         lo = min(ids.z * per, tiles) * cfg.block_n
         hi = min((min(ids.z * per, tiles) + per) * cfg.block_n, keys)
         s = q[head, rows].astype(np.float32) @ k[kv, lo:hi].astype(np.float32).T * np.float32(self.scale.value.data * math.log2(math.e))
-        if causal:
-            s = np.where(np.arange(lo, max(lo, hi))[None, :] <= np.arange(rows.start, rows.stop)[:, None], s, -np.inf)
+        if causal or at is not None:
+            last = np.arange(rows.start, rows.stop) if causal else at[rows]
+            s = np.where(np.arange(lo, max(lo, hi))[None, :] <= last[:, None], s, -np.inf)
         m = s.max(axis=-1, initial=-np.inf)
         p = np.where(np.isfinite(m)[:, None], np.exp2(s - np.where(np.isfinite(m), m, 0)[:, None]), 0)
         out = o[ids.z * q.shape[0] + head, rows]

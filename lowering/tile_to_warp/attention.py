@@ -11,7 +11,10 @@ until the end, one quad reduction, one reciprocal. Tiles that need no mask (whol
 diagonal and inside S) run in a first loop without compares; the rest (the diagonal's, the last
 partial one) in a second. With splits, block z takes its share of the key tiles and stores O
 unnormalised with m and the row sum (f32); merge_splits_kernel combines them. Shared tiles are
-addressed by (stage, row, column): smem-swizzle picks their layout.
+addressed by (stage, row, column): smem-swizzle picks their layout. With positions (a step over a KV
+cache), row r attends to the keys up to positions[r % P]: each thread reads its rows' positions, and
+the block's largest and smallest (warp shuffles, then shared memory across the warps) bound its key
+tiles and its unmasked ones.
 """
 
 from __future__ import annotations
@@ -39,21 +42,29 @@ def lower_attention_program(program: tile.KernelOp) -> KernelOp:
     dtype = str(op.q.type.element_type)
     if dtype not in ("f16", "bf16"):
         raise RungError(f"tile-to-warp: @{program.sym_name.data}: attention reads f16 or bf16, not {dtype}")
+    positions = op.positions is not None
     # registers budgeted for eight warps a multiprocessor: the O, S and Q fragments fit (ptxas alone may aim for more and spill)
-    kernel = KernelOp.get(program.sym_name.data, ["u64"] * 4 + ["u32"] * 2, cfg.threads, cfg.shared_bytes, min_blocks=max(1, 256 // cfg.threads))
+    kernel = KernelOp.get(program.sym_name.data, ["u64"] * (4 + positions) + ["u32"] * (2 + positions), cfg.threads,
+                          cfg.shared_bytes + 8 * cfg.warps * positions, min_blocks=max(1, 256 // cfg.threads))
     _Attention(kernel, cfg, dtype, op.scale.value.data, op.causal is not None, op.group.value.data,
-               op.o_heads.value.data if op.o_heads is not None else 0)
+               op.o_heads.value.data if op.o_heads is not None else 0,
+               op.positions.type.element_type.width.data // 8 if positions else 0)
     return kernel
 
 
 class _Attention:
-    def __init__(self, kernel: KernelOp, cfg: AttentionConfig, dtype: str, scale: float, causal: bool, group: int, o_heads: int = 0):
+    def __init__(self, kernel: KernelOp, cfg: AttentionConfig, dtype: str, scale: float, causal: bool, group: int, o_heads: int = 0,
+                 position_bytes: int = 0):
         self.b = b = PtxBuilder(kernel.body.block)
-        self.cfg, self.dtype, self.causal, self.o_heads = cfg, dtype, causal, o_heads
-        q_ptr, k_ptr, v_ptr, o_ptr, self.rows, self.keys = kernel.body.block.args
+        self.cfg, self.dtype, self.causal, self.o_heads, self.position_bytes = cfg, dtype, causal, o_heads, position_bytes
+        if position_bytes:
+            q_ptr, k_ptr, v_ptr, self.positions, o_ptr, self.rows, self.keys, self.count = kernel.body.block.args
+        else:
+            q_ptr, k_ptr, v_ptr, o_ptr, self.rows, self.keys = kernel.body.block.args
         d, bm, bn = cfg.head_dim, cfg.block_m, cfg.block_n
         tid = b.sreg("tid.x")
         lane, warp = b.and_(tid, 31), b.shr(tid, 5)
+        self.lane, self.warp = lane, warp
         head = b.sreg("ctaid.y")
         kv_head = divmod_by(b, head, group)[0] if group > 1 else head
         self.row0 = b.mul(b.sreg("ctaid.x"), bm)
@@ -85,6 +96,8 @@ class _Attention:
         self.my_rows = [b.add(b.add(self.row0, b.shl(warp, 4)), b.add(b.shr(lane, 2), 8 * half)) for half in (0, 1)]
         self.my_col = b.shl(b.and_(lane, 3), 1)
         self.log2_scale = b.fimm(scale * LOG2E)
+        if position_bytes:
+            self.row_positions = [self.position(b, row) for row in self.my_rows]
 
         state = [b.fimm(-math.inf)] * 2 + [b.fimm(0.0)] * (2 + 4 * (d // 8))  # row max, row sum (per lane), O
         for lb, ub, masked in ((first, full, False), (full, last, True)):
@@ -107,12 +120,36 @@ class _Attention:
         if self.causal:
             tiles = b.min(tiles, b.shr(b.add(b.min(self.rows, b.add(self.row0, bm)), bn - 1), log_bn))
             full = b.min(full, b.shr(b.add(self.row0, 1), log_bn))
+        if self.position_bytes:  # up to the largest position of the block's rows; no mask up to the smallest
+            largest, smallest = self.block_positions(b)
+            tiles = b.min(tiles, b.shr(b.add(largest, bn), log_bn))
+            full = b.min(full, b.shr(b.add(smallest, 1), log_bn))
         if cfg.splits == 1:
             return b.imm(0), full, tiles
         per = divmod_by(b, b.add(tiles, cfg.splits - 1), cfg.splits)[0]
         first = b.min(b.mul(b.sreg("ctaid.z"), per), tiles)
         last = b.min(b.add(first, per), tiles)
         return first, b.max(first, b.min(full, last)), last
+
+    def position(self, b: PtxBuilder, row):
+        """positions[row % P] (row clamped to L - 1: rows past L are computed, not stored), its low 32 bits."""
+        index = b.rem(b.min(row, b.sub(self.rows, 1)), self.count)
+        return b.ld("global", b.add(self.positions, b.cvt(b.mul(index, self.position_bytes), "u64")), "u32")
+
+    def block_positions(self, b: PtxBuilder) -> tuple:
+        """(largest, smallest) position of the block's rows: each warp's over its 16 rows by shuffles, then every
+        warp's through shared memory (past the tiles)."""
+        mine = self.position(b, b.add(b.add(self.row0, b.shl(self.warp, 4)), b.and_(self.lane, 15)))
+        largest, smallest = mine, mine
+        for lanes in (1, 2, 4, 8):
+            largest, smallest = b.max(largest, b.shfl_bfly(largest, lanes)), b.min(smallest, b.shfl_bfly(smallest, lanes))
+        scratch = b.add(b.shared_base(), self.cfg.shared_bytes)
+        b.st("shared", b.add(scratch, b.shl(self.warp, 3)), [largest, smallest], pred=b.setp("eq", self.lane, 0))
+        b.barrier()
+        for w in range(self.cfg.warps):
+            other_largest, other_smallest = b.ld("shared", scratch, "u32", n=2, offset=8 * w)
+            largest, smallest = b.max(largest, other_largest), b.min(smallest, other_smallest)
+        return largest, smallest
 
     def issue(self, bb: PtxBuilder, tile_index, stage) -> None:
         """Copy key tile `tile_index` of K and V into `stage` (rows past S zero-filled), one cp.async group."""
@@ -144,6 +181,8 @@ class _Attention:
                     keep = bb.setp("lt", col, self.keys)
                     if self.causal:
                         keep = bb.and_pred(keep, bb.setp("le", col, self.my_rows[e >> 1]))
+                    if self.position_bytes:
+                        keep = bb.and_pred(keep, bb.setp("le", col, self.row_positions[e >> 1]))
                     acc[e] = bb.selp(acc[e], bb.fimm(-math.inf), keep)
         # maxima in log2 units (the scale is positive): the max of the raw scores, scaled once per row
         new_maxes, scales, offsets = [], [], []
@@ -155,6 +194,8 @@ class _Attention:
                 m = bb.max(m, bb.shfl_bfly(m, lanes))
             m = bb.max(maxes[half], bb.mul(m, self.log2_scale))
             new_maxes.append(m)
+            if masked and self.position_bytes:  # a row whose keys so far are all past its position (a later split): 2^(-inf + inf) is NaN
+                m = bb.selp(bb.fimm(0.0), m, bb.setp("eq", m, bb.fimm(-math.inf)))
             scales.append(bb.ex2(bb.sub(maxes[half], m)))
             offsets.append(bb.sub(bb.fimm(0.0), m))
         p = [[bb.ex2(bb.mad(x, self.log2_scale, offsets[e >> 1])) for e, x in enumerate(acc)] for acc in s]  # one fma and ex2 each

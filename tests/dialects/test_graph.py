@@ -167,6 +167,14 @@ def test_sdpa_matches_torch(causal):
     close(run_op(g.SdpaOp, q, k, v, fmask), F.scaled_dot_product_attention(T(q), T(k), T(v), T(fmask)))
 
 
+def test_sdpa_at_positions_attends_up_to_each_rows_position():
+    q, k, v, positions = randn(2, 3, 4, 8), randn(2, 3, 9, 8), randn(2, 3, 9, 4), np.array([5, 6, 2, 8])
+    mask = T(np.arange(9)[None, :] <= positions[:, None])
+    close(run_op(g.SdpaOp, q, k, v, positions, positions=True), F.scaled_dot_product_attention(T(q), T(k), T(v), mask))
+    with pytest.raises(VerifyException, match="positions as an integer tensor \\[4\\]"):
+        run_op(g.SdpaOp, q, k, v, positions[:3], positions=True)
+
+
 def test_sdpa_with_fewer_kv_heads_is_grouped_query_attention():
     q, k, v = randn(2, 6, 5, 8), randn(2, 2, 7, 8), randn(2, 2, 7, 8)
     close(run_op(g.SdpaOp, q, k, v, causal=True), F.scaled_dot_product_attention(T(q), T(k), T(v), is_causal=True, enable_gqa=True))

@@ -95,6 +95,40 @@ def test_a_bad_attention_schedule_is_located(old, new, message):
     assert "attn.mlir:" in str(e.value)
 
 
+def sdpa_at_positions(heads: int, kv_heads: int, rows: int, keys: int, dim: int, dtype: str, index: str = "i64") -> str:
+    """A step over a KV cache: the query rows attend to the keys up to their positions (graph.sdpa `positions`)."""
+    q, kv, p = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{kv_heads}x{keys}x{dim}x{dtype}>", f"tensor<{rows}x{index}>"
+    return (f"func.func @main(%q: {q}, %k: {kv}, %v: {kv}, %p: {p}) -> {q} {{\n"
+            f"  %y = graph.sdpa %q, %k, %v, %p {{positions}} : ({q}, {kv}, {kv}, {p}) -> {q}\n"
+            f"  func.return %y : {q}\n}}\n")
+
+
+@settings(max_examples=max(6, settings().max_examples // 4), deadline=None)
+@given(st.sampled_from([(1, 1), (4, 2), (8, 2), (3, 3)]), st.integers(1, 20), st.integers(1, 300), st.sampled_from([16, 64, 128]),
+       st.sampled_from(["f16", "bf16"]), st.sampled_from(["i64", "i32"]), st.data())
+def test_each_level_attends_up_to_the_positions(heads, rows, keys, dim, dtype, index, data):
+    """Prefill and decode steps over a cache of `keys` positions: any positions (out of order too), grouped-query heads
+    packed as rows, the keys split where the blocks are few; a row whose keys in a split all lie past its position."""
+    heads, kv_heads = heads
+    module = parse_ir(sdpa_at_positions(heads, kv_heads, rows, keys, dim, dtype, index))
+    args = random_inputs([a.type for a in module.ops.first.body.block.args][:3], data.draw(st.integers(0, 2**31)), 4)
+    args.append(np.array(data.draw(st.lists(st.integers(0, keys - 1), min_size=rows, max_size=rows)), index.replace("i", "int")))
+    want = run(module, args)[0].astype(np.float32)
+    assert_each_level_computes(module, args, want, dtype_tolerance(dtype, want, bf16=3e-2))
+
+
+def test_a_kv_cache_step_keeps_its_keys_past_the_positions_unread():
+    """Decoding at position 700 of 4096: the kernel bounds the key tiles by the position (tiles past its own, keys from
+    768 on, are never read: NaN there does not reach the result)."""
+    module = parse_ir(sdpa_at_positions(8, 2, 1, 4096, 64, "f16"))
+    args = random_inputs([a.type for a in module.ops.first.body.block.args][:3], 5, 4) + [np.array([700])]
+    want = run(module, args)[0].astype(np.float32)
+    run_pipeline(module, ",".join(STAGES[:2]), make_context())  # (the tile level's reference reads every key)
+    for kv in args[1:3]:
+        kv[:, :, 768:] = np.nan
+    assert_each_level_computes(module, args, want, dtype_tolerance("f16", want), STAGES[2:])
+
+
 @pytest.mark.parametrize("dim, keys, message", [
     (80 + 1, 40, "head dims .* multiple of 16 up to 128, not 81"),
     (256, 40, "multiple of 16 up to 128, not 256"),
@@ -118,4 +152,15 @@ def test_attention_kernels_assemble_without_spills(dim, heads, kv_heads, rows, c
     module = parse_ir(text)
     run_pipeline(module, "lower-to-ptx", make_context())
     assert (rows == 512) == ("_o32" in print_ir(module))
+    assert_assembles_without_spills(module_text(module, target), target, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("rows", [1, 512])  # a decode step (keys split) and a prefill over the cache
+@pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
+def test_attention_at_positions_assembles_without_spills(dim, rows, target, tmp_path):
+    module = parse_ir(sdpa_at_positions(32, 8, rows, 4096, dim, "bf16"))
+    run_pipeline(module, "lower-to-ptx", make_context())
+    assert "_pos64" in print_ir(module)
     assert_assembles_without_spills(module_text(module, target), target, tmp_path)

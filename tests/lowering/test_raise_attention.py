@@ -60,7 +60,7 @@ def test_another_mask_stays_and_lower_to_ptx_says_why():
     mask[..., 5, 0] = False  # a padded key: not causal alone
     module = _raised(program(mask))
     assert "%m {scale" in print_ir(module)
-    with pytest.raises(RungError, match="'graph.sdpa' \\(%y\\) in @main has no GPU kernel yet: only causal attention or none"):
+    with pytest.raises(RungError, match="'graph.sdpa' \\(%y\\) in @main has no GPU kernel yet: only causal attention, attention over a KV cache's positions or none"):
         run_pipeline(module, "lower-to-ptx", make_context())
 
 
@@ -75,3 +75,28 @@ def test_a_causal_mask_computed_from_arange_is_recognised_without_folding_it():
     text = "\n".join(lines[:1] + mask + lines[2:])
     raised = print_ir(_raised(text))
     assert "causal" in raised and "graph.arange" not in raised and "graph.compare" not in raised
+
+
+@pytest.mark.parametrize("predicate, keys_first", [("le", True), ("ge", False)])
+def test_a_mask_of_positions_over_a_kv_cache_becomes_sdpa_positions(predicate, keys_first):
+    """frontend.causal_lm's mask, arange(S) <= positions[:, None] broadcast over the batch and heads, becomes the
+    positions the kernel reads; the grouped heads' repeat_kv copies go too."""
+    lines = program(None).splitlines()
+    keys, query = "%cols", "%rows"
+    mask = ["  %i = graph.arange {start = 0 : i64, step = 1 : i64} : tensor<8xi64>",
+            "  %cols = graph.reshape %i : (tensor<8xi64>) -> tensor<1x8xi64>",
+            "  %rows = graph.reshape %p : (tensor<8xi64>) -> tensor<8x1xi64>",
+            f'  %m = graph.compare {keys if keys_first else query}, {query if keys_first else keys} {{predicate = "{predicate}"}} : '
+            f'(tensor<{"1x8" if keys_first else "8x1"}xi64>, tensor<{"8x1" if keys_first else "1x8"}xi64>) -> tensor<8x8xi1>',
+            "  %m1 = graph.reshape %m : (tensor<8x8xi1>) -> tensor<1x1x8x8xi1>",
+            "  %m2 = graph.broadcast %m1 : (tensor<1x1x8x8xi1>) -> tensor<1x4x8x8xi1>",
+            f"  %y = graph.sdpa %q, %k4, %v4, %m2 {{scale = 0.25 : f64}} : ({Q}, {Q}, {Q}, tensor<1x4x8x8xi1>) -> {Q}"]
+    text = "\n".join([lines[0].replace(") ->", ", %p: tensor<8xi64>) ->")] + lines[1:7] + mask + lines[8:])
+    module = parse_ir(text)
+    args = _inputs(module)[:3] + [np.array([3, 4, 5, 6, 7, 0, 2, 1])]
+    before = run(module, args)[0]
+    run_pipeline(module, "raise-attention", make_context())
+    np.testing.assert_array_equal(run(module, args)[0], before)
+    raised = print_ir(module)
+    assert "graph.sdpa %q, %k, %v, %p {scale = 2.500000e-01 : f64, positions}" in raised
+    assert not any(op in raised for op in ("graph.compare", "graph.broadcast", "graph.arange"))

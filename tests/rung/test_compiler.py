@@ -216,6 +216,36 @@ def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, ro
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("heads, kv_heads, rows, keys, dim", [(32, 8, 1, 4096, 128), (8, 2, 37, 1000, 64), (4, 4, 3, 300, 16)])
+def test_attention_at_positions_runs_on_the_gpu_as_masked_torch_sdpa_does(dtype, heads, kv_heads, rows, keys, dim):
+    """A step over a KV cache: fresh random positions (out of order too), the keys past the largest NaN, so a
+    tile the kernel should skip shows."""
+    from torch_checks import math_attention
+
+    q_t, kv_t, p_t = f"tensor<1x{heads}x{rows}x{dim}x{dtype}>", f"tensor<1x{kv_heads}x{keys}x{dim}x{dtype}>", f"tensor<{rows}xi64>"
+    fn = rung.compile(f"func.func @main(%q: {q_t}, %k: {kv_t}, %v: {kv_t}, %p: {p_t}) -> {q_t} {{\n"
+                      f"  %y = graph.sdpa %q, %k, %v, %p {{positions}} : ({q_t}, {kv_t}, {kv_t}, {p_t}) -> {q_t}\n"
+                      f"  func.return %y : {q_t}\n}}\n")
+    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    for seed in (1, 2):
+        generator = torch.Generator().manual_seed(seed)
+        q, k, v = (torch.randn(shape, generator=generator).to(torch_type).cuda()
+                   for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
+        positions = torch.randint(0, keys // 2, (rows,), generator=generator).cuda()
+        past = (int(positions.max()) // 64 + 1) * 64  # the first key of the tiles after the largest position's
+        k_read, v_read = k.clone(), v.clone()
+        k_read[:, :, past:], v_read[:, :, past:] = float("nan"), float("nan")
+        torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
+        got = fn(q, k_read, v_read, positions)
+        with math_attention():
+            mask = torch.arange(keys, device="cuda")[None, :] <= positions[:, None]
+            want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), mask, enable_gqa=kv_heads < heads)
+        assert_close(got.float().cpu().numpy(), want.cpu().numpy(), dtype)
+
+
+@gpu
+@pytest.mark.gpu
 def test_a_captured_model_replays_on_new_inputs_as_a_call_computes():
     """The whole MLP as one CUDA graph: replays on fresh inputs equal direct calls, bit for bit; weights passed
     as recorded are not copied, a tensor of another shape is refused."""
