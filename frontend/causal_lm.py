@@ -49,8 +49,9 @@ class TabulatedRotary(torch.nn.Module):
 
     def __init__(self, rotary, max_seq_len: int, dtype):
         super().__init__()
+        device = next(rotary.buffers()).device
         with torch.no_grad():
-            cos, sin = rotary(torch.zeros((), dtype=torch.float32), torch.arange(max_seq_len)[None])
+            cos, sin = rotary(torch.zeros((), dtype=torch.float32, device=device), torch.arange(max_seq_len, device=device)[None])
         self.register_buffer("cos", cos[0].to(dtype), persistent=False)
         self.register_buffer("sin", sin[0].to(dtype), persistent=False)
 
@@ -77,13 +78,14 @@ class CachedCausalLM(torch.nn.Module):
                             f"{max_seq_len}: a static cache of the whole sequence would attend too far (use max_seq_len <= "
                             f"{config.sliding_window})")
         self.lm, self.max_seq_len, self.layers = lm, max_seq_len, config.num_hidden_layers
-        dtype = next(lm.parameters()).dtype
+        dtype, device = next(lm.parameters()).dtype, next(lm.parameters()).device
         self.rotary = {name: module for name, module in lm.named_modules() if type(module).__name__.endswith("RotaryEmbedding")}
         self.tables = torch.nn.ModuleDict({name.replace(".", "_"): TabulatedRotary(module, max_seq_len, dtype)
                                            for name, module in self.rotary.items()})
         for i in range(self.layers):
-            self.register_buffer(f"key_cache_{i}", torch.zeros(cache_shape(config, max_seq_len, batch), dtype=dtype), persistent=False)
-            self.register_buffer(f"value_cache_{i}", torch.zeros(cache_shape(config, max_seq_len, batch), dtype=dtype), persistent=False)
+            for kind in ("key", "value"):
+                self.register_buffer(f"{kind}_cache_{i}", torch.zeros(cache_shape(config, max_seq_len, batch), dtype=dtype, device=device),
+                                     persistent=False)
 
     def forward(self, ids, positions):
         keys = [getattr(self, f"key_cache_{i}") for i in range(self.layers)]

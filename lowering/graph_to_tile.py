@@ -6,8 +6,9 @@ back), with its bias, with a following relu or silu (the linear's only use), and
 mul by a tensor of the result's shape made before the linear (a residual add, SwiGLU's product), fused
 into the epilogue. A qlinear whose format has a register decoder (lowering.ladder) becomes the same
 tile.matmul reading the weight through tile.pack_weight, Ladder's offline layout transform.
-Tile sizes follow the shape (`choose_config`) unless the pass options set them. Other ops are
-left as they are.
+Tile sizes follow the shape (`choose_config`) unless the pass options set them. A graph.index_copy
+of a @main argument that nothing else reads (a KV cache's update) becomes tile.write_rows, in place.
+Other ops are left as they are.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects import graph as g
-from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, copy_elems
+from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, WriteRowsOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import SMS, check_target
@@ -288,6 +289,25 @@ class MatmulToTile(RewritePattern):
         rewriter.replace(op, MatmulOp.get(op.lhs, op.rhs, None, cfg))
 
 
+def why_not_in_place(op: g.IndexCopyOp) -> str | None:
+    """Why graph.index_copy `op` does not become tile.write_rows (None: it does)."""
+    if not isinstance(op.x.owner, Block) or len(list(op.x.uses)) != 1:
+        return "the kernel updates a cache in place: x must be an argument of the function that nothing else reads (donated)"
+    if str(op.index.type.element_type) not in ("i32", "i64", "ui32", "ui64"):
+        return f"the kernel reads positions of 32 or 64 bits, not {op.index.type.element_type}"
+    return None
+
+
+class IndexCopyToTile(RewritePattern):
+    """graph.index_copy of a donated @main argument -> tile.write_rows (in place)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.IndexCopyOp, rewriter: PatternRewriter):
+        if why_not_in_place(op) is None:
+            rewriter.replace_op(op, WriteRowsOp.build(operands=[op.x, op.index, op.source], result_types=[op.result.type],
+                                                      properties={"dim": op.properties["dim"]}))
+
+
 @dataclass(frozen=True)
 class GraphToTile(ModulePass):
     """Schedule f16/bf16 graph.linear, graph.qlinear and 2-D graph.matmul as tile.matmul for `target`
@@ -311,5 +331,5 @@ class GraphToTile(ModulePass):
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
         PatternRewriteWalker(FusedRopeToTile(), apply_recursively=False).rewrite_module(op)  # before their permutes become copies
         patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile(),
-                                                SdpaToTile(), ElementwiseToTile()])
+                                                SdpaToTile(), ElementwiseToTile(), IndexCopyToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -280,7 +280,11 @@ def generate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0, the default: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set reaching this probability (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: %(default)s)")
-    p.add_argument("--dtype", choices=("f32", "f16", "bf16"), default="f32", help="the weights' and caches' type (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "gpu", "simulator", "interpreter"), default="auto",
+                   help="run the steps compiled on the GPU, compiled on the CPU lane simulator (small models) or on the IR interpreter "
+                        "(default auto: the GPU where there is one, else the interpreter)")
+    p.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="the weights' and caches' type (default: f16 compiled, f32 on the "
+                   "interpreter)")
     p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize)")
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
     p.add_argument("--print-ids", action="store_true", help="print the new tokens' ids instead of their text")
@@ -304,8 +308,16 @@ def generate_main(argv: list[str] | None = None) -> int:
                 fmt = quant_format(args.quantize, **({} if args.group is None else {"group": args.group or None}))
             except FormatError as e:
                 raise RungError(f"--quantize: {e}") from None
-        progress(f"loading {args.model} ...")
-        lm, tokenizer = load_causal_lm(args.model, args.dtype)
+        import torch
+
+        device = args.device
+        if device == "auto":
+            device = "gpu" if torch.cuda.is_available() else "interpreter"
+            if device == "interpreter":
+                progress("no CUDA GPU here: generating on the IR interpreter (slowly; --device simulator runs the kernels)")
+        dtype = args.dtype or ("f32" if device == "interpreter" else "f16")
+        progress(f"loading {args.model} ({dtype}) ...")
+        lm, tokenizer = load_causal_lm(args.model, dtype)
         if args.prompt is not None:
             if tokenizer is None:
                 raise RungError(f"{args.model} comes with no tokenizer: give the prompt as --prompt-ids")
@@ -317,13 +329,7 @@ def generate_main(argv: list[str] | None = None) -> int:
                 prompt = [int(t) for t in args.prompt_ids.split(",")]
             except ValueError:
                 raise RungError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
-        import torch
-
-        if not torch.cuda.is_available():
-            progress("no CUDA GPU here: generating on the IR interpreter (slowly)")
-        else:
-            progress("the compiled GPU path of generation is not built yet: generating on the IR interpreter (slowly)")
-        gen = Generator(lm, args.max_seq_len or len(prompt) + args.max_new_tokens, fmt, progress)
+        gen = Generator(lm, args.max_seq_len or len(prompt) + args.max_new_tokens, fmt, device, progress)
         stop = tuple(t for t in [getattr(tokenizer, "eos_token_id", None), getattr(lm.generation_config, "eos_token_id", None)]
                      for t in (t if isinstance(t, list) else [t]) if t is not None) if hasattr(lm, "generation_config") else ()
         shown, out_tokens = "", []
@@ -340,8 +346,9 @@ def generate_main(argv: list[str] | None = None) -> int:
 
         result = gen.generate(prompt, args.max_new_tokens, sampling, args.seed, stop, stream)
         print()
-        progress(f"{result.prompt_tokens} prompt tokens: prefill {result.prefill_s * 1e3:.0f} ms; {len(result.tokens)} new tokens, "
-                 f"decode {result.decode_tokens_per_s:.1f} tokens/s" + (" (stopped at the end token)" if result.stopped else ""))
+        peak = f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device == "gpu" else ""
+        progress(f"{result.prompt_tokens} prompt tokens: prefill {result.prefill_s * 1e3:.1f} ms; {len(result.tokens)} new tokens, "
+                 f"decode {result.decode_tokens_per_s:.1f} tokens/s on the {device}{peak}" + (" (stopped at the end token)" if result.stopped else ""))
         return 0
 
     return run_tool("rung-generate", work)

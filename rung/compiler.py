@@ -7,6 +7,9 @@
     fn.memory.summary()                        # the one arena a call allocates for its intermediates
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
+An argument that a graph.index_copy alone reads (a KV cache) is donated: the call updates it in place and
+returns it as that op's result.
+
 The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
 (kernels on device buffers), tile.pack_weight (Ladder's weight transform, run once per weight on
@@ -23,6 +26,7 @@ from functools import cached_property
 import numpy as np
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import SSAValue
 
 from backend.device import CudaDevice, SimulatorDevice, device_kind
 from backend.gemm import describe_gemm
@@ -74,15 +78,17 @@ class CompiledFunction:
     @cached_property
     def _program(self) -> list[tuple]:
         """@main's steps with everything a call needs resolved once (kernels, grids, sizes, types, arena
-        offsets): ("launch", kernel, grid, dims, out shape, out dtype, arena offset or None, operands, result),
+        offsets): ("launch", kernel, grid, dims, out shape, out dtype, where (an arena offset, the operand a launch in
+        place updates, or None: a buffer of its own), operands, result),
         ("pack", op, operands, results), ("view", shape, operand, result), ("constant", value, result), ("return", operands)."""
         plan, steps = self.memory, []
         for op in self.function.body.block.ops:
             if isinstance(op, ptx.LaunchOp):
                 out = op.result.type
                 placed = plan.placements.get(op.result)
+                where = op.operands[op.in_place.value.data] if op.in_place is not None else placed.offset if placed else None
                 steps.append(("launch", op.kernel_op(), tuple(op.grid.get_values()), list(op.dims.get_values()), tuple(out.get_shape()),
-                              storage_dtype(out.element_type), placed.offset if placed else None, list(op.operands), op.result))
+                              storage_dtype(out.element_type), where, list(op.operands), op.result))
             elif isinstance(op, t.PackWeightOp):
                 steps.append(("pack", op, list(op.operands), list(op.results)))
             elif isinstance(op, g.ReshapeOp):
@@ -114,8 +120,9 @@ class CompiledFunction:
         results = []
         for step in self._program:
             if step[0] == "launch":
-                _, kernel, grid, dims, shape, dtype, offset, operands, result = step
-                env[result] = device.empty(shape, dtype) if offset is None else device.at(arena, offset, shape, dtype)
+                _, kernel, grid, dims, shape, dtype, where, operands, result = step
+                env[result] = device.empty(shape, dtype) if where is None else env[where] if isinstance(where, SSAValue) else \
+                    device.at(arena, where, shape, dtype)
                 device.launch(kernel, grid, [*(env[v] for v in operands), env[result]], dims)
             elif step[0] == "pack":
                 _, op, operands, packed = step
@@ -229,9 +236,12 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
     run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
     check_lowered(module, "rung.compile")
-    for op in module.ops:
-        if isinstance(op, ptx.KernelOp) and op.sym_name.data not in descriptions:
-            descriptions[op.sym_name.data] = f"{op.sym_name.data}: the split-K reduction, built for {target}"
+    for op in module.ops:  # the kernels tile-to-warp generates whole
+        name = op.sym_name.data if isinstance(op, ptx.KernelOp) else None
+        if name is not None and name not in descriptions:
+            what = ("the attention's key splits merged" if name.startswith("rung_attention_merge") else
+                    "a cache's rows written in place" if name.startswith("rung_write_rows") else "the split-K reduction")
+            descriptions[name] = f"{name}: {what}, built for {target}"
     return CompiledFunction(module, target, descriptions, module_text(module, target))
 
 

@@ -1,16 +1,18 @@
 """Text generation with a causal LM over a static KV cache: `rung-generate`.
 
-    gen = Generator(lm, max_seq_len=256)        # a transformers causal LM (frontend.causal_lm.load_causal_lm)
+    gen = Generator(lm, max_seq_len=256, device="gpu")  # a transformers causal LM (frontend.causal_lm.load_causal_lm)
     out = gen.generate(prompt_ids, 32, Sampling(temperature=0.7, top_p=0.9), seed=0)
     out.tokens, out.prefill_s, out.decode_tokens_per_s
 
 The prompt runs as one prefill step over its T tokens, then each new token as one decode step; both are
 the model exported by torch2ir through frontend.causal_lm.CachedCausalLM (one program per token count),
 sharing one set of weights and of key/value caches, which each step updates at its positions
-(graph.index_copy of donated arguments). Tokens are sampled from the last position's logits: greedy
-(temperature 0), or at a temperature from the top-k tokens and the top-p nucleus, with a seeded
-generator, so a seed gives the same tokens every run. The steps run on the IR interpreter; the compiled
-GPU path (cache updates and position-masked attention as kernels) is not built yet.
+(graph.index_copy of donated arguments). `device` runs the steps on the IR interpreter, or compiled by
+rung.compile into Rung's kernels on the CPU lane simulator (small models) or the GPU, where the weights
+and caches stay on the device, a step updates the caches in place and the decode step is captured once
+as a CUDA graph and replayed per token. Tokens are sampled from the last position's logits (on the GPU,
+there): greedy (temperature 0), or at a temperature from the top-k tokens and the top-p nucleus, with a
+seeded generator, so a seed gives the same tokens every run on a device.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ class Sampling:
         if not 0 < self.top_p <= 1:
             raise RungError(f"top-p must lie in (0, 1], got {self.top_p}")
 
-    def pick(self, logits: np.ndarray, rng: np.random.Generator) -> int:
+    def pick(self, logits, rng) -> int:
+        """The next token from logits [vocab]: a numpy array with a numpy Generator, or a torch tensor with a torch
+        Generator of its device (sampled there)."""
+        if not isinstance(logits, np.ndarray):
+            return self._pick_torch(logits, rng)
         logits = np.asarray(logits, np.float64)
         if self.temperature == 0:
             return int(np.argmax(logits))
@@ -52,6 +58,19 @@ class Sampling:
         keep = int(np.searchsorted(np.cumsum(p), self.top_p * (1 - 1e-12))) + 1  # the nucleus: reaches top_p
         p = p[:keep] / p[:keep].sum()
         return int(order[rng.choice(keep, p=p)])
+
+    def _pick_torch(self, logits, generator) -> int:
+        import torch
+
+        logits = logits.float()
+        if self.temperature == 0:
+            return int(torch.argmax(logits))
+        values, order = torch.sort(logits, descending=True, stable=True)
+        if self.top_k:
+            values, order = values[:self.top_k], order[:self.top_k]
+        p = torch.softmax((values - values[0]) / self.temperature, dim=0)
+        keep = int(torch.searchsorted(torch.cumsum(p, 0), torch.tensor([self.top_p * (1 - 1e-12)], device=p.device))) + 1
+        return int(order[torch.multinomial(p[:keep] / p[:keep].sum(), 1, generator=generator)])
 
 
 @dataclass
@@ -74,24 +93,41 @@ class _Program:
     module: object
     names: list[str]  # @main's arguments: weights, caches, then ids and positions
     updates: list[tuple[int, str]] = field(default_factory=list)  # (result index, cache argument it updates)
+    compiled: object = None  # rung.compile's function (on the simulator or the GPU)
+    replay: object = None  # the GPU's decode step captured as a CUDA graph, on `inputs`
+    inputs: tuple = ()
+
+
+DEVICES = ("interpreter", "simulator", "gpu")
 
 
 class Generator:
-    """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions (batch 1)."""
+    """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions (batch 1), on `device`
+    (DEVICES; compiled ones need f16 or bf16 weights)."""
 
-    def __init__(self, lm, max_seq_len: int, quantize=None, progress=lambda msg: None):
+    def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None):
         from frontend.causal_lm import CachedCausalLM
 
         if max_seq_len < 2:
             raise RungError(f"max_seq_len must be 2 or more, got {max_seq_len}")
+        if device not in DEVICES:
+            raise RungError(f"device must be one of {', '.join(DEVICES)}, got {device}")
+        dtype = str(next(lm.parameters()).dtype).removeprefix("torch.")
+        if device != "interpreter" and dtype not in ("float16", "bfloat16"):
+            raise RungError(f"Rung's kernels take f16 or bf16 weights, the model's are {dtype} (load it with dtype f16)")
+        if device == "gpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RungError("device gpu: no CUDA GPU here")
         self.step = CachedCausalLM(lm, max_seq_len)
-        self.max_seq_len, self.quantize, self.progress = max_seq_len, quantize, progress
+        self.max_seq_len, self.quantize, self.device, self.progress = max_seq_len, quantize, device, progress
         self.vocab = lm.config.vocab_size
         self._programs: dict[int, _Program] = {}
-        self._state: dict[str, np.ndarray] | None = None  # weights and caches by argument name, shared by the programs
+        self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
 
     def _program(self, tokens: int) -> _Program:
-        """The step over `tokens` tokens, exported once."""
+        """The step over `tokens` tokens, exported (and compiled) once."""
         if tokens not in self._programs:
             import torch
 
@@ -100,34 +136,72 @@ class Generator:
             from ir.interpreter import find_function
 
             self.progress(f"exporting the {'decode' if tokens == 1 else f'{tokens}-token prefill'} step ...")
-            module, weights, names = torch_to_ir(self.step, (torch.zeros((1, tokens), dtype=torch.int64), torch.arange(tokens)))
+            device = next(self.step.parameters()).device
+            module, weights, names = torch_to_ir(self.step, (torch.zeros((1, tokens), dtype=torch.int64, device=device),
+                                                             torch.arange(tokens, device=device)))
             if self.quantize is not None:
                 from frontend.transforms import quantize_linears
 
                 names, weights, _ = quantize_linears(module, names, weights, self.quantize)
             if self._state is None:
-                self._state = weights
-            args = list(find_function(module, "main").body.block.args)
-            returned = find_function(module, "main").body.block.last_op.operands
+                self._state = weights if self.device != "gpu" else self._uploaded(weights)
+            main = find_function(module, "main")
+            args, returned = list(main.body.block.args), main.body.block.last_op.operands
             updates = [(i, names[args.index(r.owner.x)]) for i, r in enumerate(returned)
                        if isinstance(r.owner, g.IndexCopyOp) and r.owner.x in args]
-            self._programs[tokens] = _Program(module, names, updates)
+            compiled = None
+            if self.device != "interpreter":
+                from rung.compiler import compile
+
+                self.progress("compiling it to kernels ...")
+                compiled = compile(module, "sm_80" if self.device == "simulator" else None)
+            self._programs[tokens] = _Program(module, names, updates, compiled)
         return self._programs[tokens]
 
-    def logits(self, ids: list[int], start: int) -> np.ndarray:
-        """The next token's logits [vocab] after `ids` at positions start, start + 1, ...; the caches are
-        updated there (what lies past them is never read: a step attends positions up to its own)."""
-        from ir.interpreter import run
+    def _uploaded(self, weights: dict) -> dict:
+        """The arguments on the GPU: the model's own tensors where it is there (its parameters, the caches and rotary
+        tables of the wrapper), the others (quantized weights) uploaded from the exported copy."""
+        from backend.device import to_torch
 
+        own = {**dict(self.step.named_parameters(remove_duplicate=False)), **dict(self.step.named_buffers(remove_duplicate=False))}
+        return {name: own[name].detach() if name in own and own[name].is_cuda else to_torch(w).cuda() for name, w in weights.items()}
+
+    def logits(self, ids: list[int], start: int):
+        """The next token's logits [vocab] (numpy, or on the GPU a tensor there) after `ids` at positions start,
+        start + 1, ...; the caches are updated there (what lies past them is never read: a step attends positions up
+        to its own)."""
         if start + len(ids) > self.max_seq_len:
             raise RungError(f"position {start + len(ids) - 1} is past max_seq_len {self.max_seq_len}: raise --max-seq-len")
         program = self._program(len(ids))
-        user = {"ids": np.asarray([ids], np.int64), "positions": np.arange(start, start + len(ids), dtype=np.int64)}
-        *weights, _, _ = program.names
-        outs = run(program.module, [self._state[n] for n in weights] + [user["ids"], user["positions"]])
+        weights = [self._state[n] for n in program.names[:-2]]
+        ids_array, positions = np.asarray([ids], np.int64), np.arange(start, start + len(ids), dtype=np.int64)
+        if self.device == "interpreter":
+            from ir.interpreter import run
+
+            outs = run(program.module, weights + [ids_array, positions])
+        elif self.device == "simulator":
+            outs = program.compiled(*weights, ids_array, positions)
+        else:
+            outs = self._on_gpu(program, weights, ids_array, positions)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         for i, name in program.updates:
             self._state[name] = outs[i]
-        return np.asarray(outs[-1], np.float32).reshape(-1)[-self.vocab:]
+        return outs[-1].reshape(-1)[-self.vocab:]
+
+    def _on_gpu(self, program: _Program, weights: list, ids, positions):
+        """A prefill called directly; the decode step captured once as a CUDA graph on buffers of its own, whose
+        ids and position each call sets before the replay (the caches: updated in place, recorded as they are)."""
+        import torch
+
+        ids, positions = torch.from_numpy(ids).cuda(), torch.from_numpy(positions).cuda()
+        if ids.shape[1] > 1:
+            return program.compiled(*weights, ids, positions)
+        if program.replay is None:
+            program.inputs = (*weights, ids.clone(), positions.clone())
+            program.replay = program.compiled.capture(*program.inputs)
+        program.inputs[-2].copy_(ids)
+        program.inputs[-1].copy_(positions)
+        return program.replay(*program.inputs)
 
     def generate(self, prompt: list[int], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
                  stop: tuple[int, ...] = (), on_token=lambda token: None) -> Generated:
@@ -141,8 +215,13 @@ class Generator:
         if len(prompt) + max_new_tokens - 1 > self.max_seq_len:
             raise RungError(f"{len(prompt)} prompt tokens and {max_new_tokens} new ones need {len(prompt) + max_new_tokens - 1} "
                             f"positions, more than max_seq_len {self.max_seq_len}")
-        self._program(len(prompt)), self._program(1)  # exported before the clock starts
-        rng = np.random.default_rng(seed)
+        self._program(len(prompt)), self._program(1)  # exported (and compiled) before the clock starts
+        if self.device == "gpu":
+            import torch
+
+            rng = torch.Generator(device="cuda").manual_seed(seed)
+        else:
+            rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
         tokens = [sampling.pick(self.logits(prompt, 0), rng)]
         on_token(tokens[-1])

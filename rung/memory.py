@@ -72,7 +72,9 @@ def plan_memory(fn: func.FuncOp) -> MemoryPlan:
                 last[buffer] = i
             if isinstance(op, func.ReturnOp):
                 returned.add(buffer)
-        if isinstance(op, ptx.LaunchOp):
+        if isinstance(op, ptx.LaunchOp) and op.in_place is not None:  # the donated operand's buffer, not the arena's
+            root[op.result] = root.get(op.operands[op.in_place.value.data], op.operands[op.in_place.value.data])
+        elif isinstance(op, ptx.LaunchOp):
             first[op.result] = last[op.result] = i
         elif isinstance(op, g.ReshapeOp):
             root[op.results[0]] = root.get(op.operands[0], op.operands[0])

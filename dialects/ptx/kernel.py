@@ -126,7 +126,9 @@ class KernelOp(IRDLOperation):
 @irdl_op_definition
 class LaunchOp(IRDLOperation):
     """A kernel launch on tensors: the kernel's pointer parameters are the operands then the
-    result; its 32-bit parameters are `dims`; `grid` thread blocks of the kernel's threads."""
+    result; its 32-bit parameters are `dims`; `grid` thread blocks of the kernel's threads. With
+    `in_place` i, the result is operand i's buffer, which the kernel updates (the operand is donated:
+    nothing reads it after the launch but through the result)."""
 
     name = "ptx.launch"
     inputs = var_operand_def(TensorType)
@@ -134,14 +136,16 @@ class LaunchOp(IRDLOperation):
     kernel = prop_def(SymbolRefAttr)
     grid = prop_def(DenseArrayBase)
     dims = prop_def(DenseArrayBase)
+    in_place = opt_prop_def(IntegerAttr)
     assembly_format = "$kernel `(` $inputs `)` attr-dict `:` functional-type($inputs, results)"
     irdl_options = (ParsePropInAttrDict(),)
 
     @staticmethod
-    def get(kernel: str, inputs, result_type, grid, dims) -> "LaunchOp":
-        return LaunchOp.create(operands=list(inputs), result_types=[result_type], properties={
-            "kernel": SymbolRefAttr(kernel), "grid": DenseArrayBase.from_list(i64, list(grid)),
-            "dims": DenseArrayBase.from_list(i64, list(dims))})
+    def get(kernel: str, inputs, result_type, grid, dims, in_place: int | None = None) -> "LaunchOp":
+        props = {"kernel": SymbolRefAttr(kernel), "grid": DenseArrayBase.from_list(i64, list(grid)), "dims": DenseArrayBase.from_list(i64, list(dims))}
+        if in_place is not None:
+            props["in_place"] = IntegerAttr(in_place, i64)
+        return LaunchOp.create(operands=list(inputs), result_types=[result_type], properties=props)
 
     def kernel_op(self) -> "KernelOp":
         module = self.parent_op()
@@ -159,12 +163,16 @@ class LaunchOp(IRDLOperation):
         want = ["u64"] * (len(self.inputs) + 1) + ["u32"] * len(self.dims.get_values())
         if kinds != want:
             raise VerifyException(f"@{kernel.sym_name.data} takes parameters {kinds}, the launch gives {want}")
+        if self.in_place is not None and (not 0 <= self.in_place.value.data < len(self.inputs)
+                                          or self.inputs[self.in_place.value.data].type != self.result.type):
+            raise VerifyException(f"ptx.launch in place of operand {self.in_place.value.data} needs an operand of the result's type")
 
     def execute(self, *inputs):
         mem = DeviceMemory()
         ptrs = [mem.alloc(np.asarray(v).astype(storage_dtype(o.type.element_type))) for v, o in zip(inputs, self.inputs)]
         out_type = self.result.type
-        out = np.full(out_type.get_shape(), np.nan, storage_dtype(out_type.element_type))  # poisoned
+        out = np.full(out_type.get_shape(), np.nan, storage_dtype(out_type.element_type)) if self.in_place is None else \
+            np.array(inputs[self.in_place.value.data], storage_dtype(out_type.element_type))  # poisoned, or the updated operand
         ptrs.append(mem.alloc(out))
         run_kernel(self.kernel_op(), tuple(self.grid.get_values()), ptrs + list(self.dims.get_values()), mem)
         return mem.read(ptrs[-1], out)

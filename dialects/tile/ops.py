@@ -1,10 +1,12 @@
-"""Whole-tensor ops with their schedule explicit: tile.matmul, and Ladder's offline weight transform tile.pack_weight."""
+"""Whole-tensor ops with their schedule explicit: tile.matmul, Ladder's offline weight transform tile.pack_weight, and
+tile.write_rows (a KV cache's update in place)."""
 
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
 from xdsl.dialects.builtin import (
+    IntegerAttr,
     StringAttr,
     TensorType,
 )
@@ -28,6 +30,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.lp import QuantAttr
+from ir.errors import RungError
 from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, combine_residual, copy_elems
 
 
@@ -294,3 +297,40 @@ def add_scaled_partials(acc: np.ndarray, a: np.ndarray, b: np.ndarray, scales: n
         part = a[:, g * per:(g + 1) * per].astype(np.float32) @ b[:, g * per:(g + 1) * per].T.astype(np.float32)
         acc = (acc.astype(np.float64) + part.astype(np.float64) * scales[g][None]).astype(np.float32)
     return acc
+
+
+@irdl_op_definition
+class WriteRowsOp(IRDLOperation):
+    """x with slices of `source` written at `positions`, in place (graph.index_copy of a donated argument): x viewed
+    as [outer, S, R] and source as [outer, P, R] (R elements after the indexed dimension), source[o, p] goes to
+    x[o, positions[p]]; a position outside [0, S) is an error (on the GPU the kernel traps)."""
+
+    name = "tile.write_rows"
+    x = operand_def(TensorType)
+    positions = operand_def(TensorType)
+    source = operand_def(TensorType)
+    result = result_def(TensorType)
+    dim = prop_def(IntegerAttr)
+    assembly_format = "$source `into` $x `at` $positions attr-dict `:` type($source) `,` type($x) `,` type($positions) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def shape(self) -> tuple[int, int, int, int]:
+        """(outer, S, P, R)."""
+        x, d = self.x.type.get_shape(), self.dim.value.data
+        return int(np.prod(x[:d], dtype=np.int64)), x[d], self.positions.type.get_shape()[0], int(np.prod(x[d + 1:], dtype=np.int64))
+
+    def verify_(self):
+        x, src, d = self.x.type.get_shape(), self.source.type.get_shape(), self.dim.value.data
+        if self.result.type != self.x.type or not 0 <= d < len(x) or len(self.positions.type.get_shape()) != 1 \
+                or src != (*x[:d], self.positions.type.get_shape()[0], *x[d + 1:]) or self.source.type.element_type != self.x.type.element_type:
+            raise VerifyException(f"tile.write_rows writes source [..., P, ...] of x's type into x along dim {d} at P positions, got "
+                                  f"{self.source.type} into {self.x.type} at {self.positions.type}")
+
+    def execute(self, x, positions, source):
+        outer, keys, count, rest = self.shape()
+        positions = np.asarray(positions).reshape(-1)
+        if positions.size and (positions.min() < 0 or positions.max() >= keys):
+            raise RungError(f"tile.write_rows: a position outside [0, {keys})")
+        out = np.array(x, copy=True).reshape(outer, keys, rest)
+        out[:, positions] = np.asarray(source).reshape(outer, count, rest)
+        return out.reshape(self.x.type.get_shape())

@@ -1,5 +1,5 @@
 """tile-to-warp: each tile.kernel (a block program, lowering.tile_expand) becomes a ptx.kernel,
-lowered op by op; tile.launch and tile.sum_splits become ptx.launch.
+lowered op by op; tile.launch, tile.sum_splits, tile.merge_splits and tile.write_rows (in place) become ptx.launch.
 
 Per lane: ptx ops for arithmetic, cp.async groups, barriers and mma.sync, and warp ops that
 address the shared tiles by (stage, row, column); `smem-swizzle` then picks the tiles' layouts
@@ -56,6 +56,7 @@ from ir.errors import RungError
 from lowering.tile_to_warp.attention import MERGE_THREADS, lower_attention_program, merge_splits_kernel, merge_splits_name
 from lowering.tile_to_warp.block import DECODED_UNROLL, gemm_kernel, lower_kernel
 from lowering.tile_to_warp.epilogue import sum_splits_kernel, sum_splits_name
+from lowering.tile_to_warp.write_rows import WRITE_THREADS, write_rows_kernel, write_rows_name, write_rows_shape
 from lowering.tile_to_warp.rows import lower_row_program
 
 __all__ = ["DECODED_UNROLL", "PROGRAM_LOWERINGS", "TileToWarp", "gemm_kernel", "lower_kernel", "lower_row_program", "sum_splits_kernel",
@@ -88,6 +89,16 @@ class TileToWarp(ModulePass):
                 kernels.add(name)
             inputs = [total.partial] + ([total.bias] if total.bias else []) + ([total.residual_tensor] if total.residual_tensor else [])
             Rewriter.replace_op(total, LaunchOp.get(name, inputs, total.result.type, reduce_grid(m, n), [m, n]))
+        for write in [o for o in op.walk() if isinstance(o, tile.WriteRowsOp)]:
+            chunk, position_bytes, chunks = write_rows_shape(write)
+            name = write_rows_name(chunk, position_bytes)
+            if name not in kernels:
+                op.body.block.add_op(write_rows_kernel(chunk, position_bytes))
+                kernels.add(name)
+            outer, keys, count, _ = write.shape()
+            total = outer * count * chunks
+            Rewriter.replace_op(write, LaunchOp.get(name, [write.x, write.positions, write.source], write.result.type,
+                                                    (-(-total // WRITE_THREADS), 1, 1), [count, keys, chunks, total], in_place=0))
         for merge in [o for o in op.walk() if isinstance(o, tile.MergeSplitsOp)]:
             (heads, rows, dim), dtype = merge.result.type.get_shape(), str(merge.result.type.element_type)
             name = merge_splits_name(merge.splits, dim, dtype)

@@ -13,6 +13,7 @@ from dialects.tile import KernelOp as TileKernel
 from dialects.tile import MatmulOp
 from rung.cli import random_inputs
 from rung.context import make_context, parse_ir, print_ir
+from ir.errors import RungError
 from ir.interpreter import run
 from rung.passes import LOWER_TO_PTX, run_pipeline
 
@@ -250,3 +251,46 @@ def test_small_m_register_prefetch_goes_to_the_formats_it_was_measured_to_help()
     for (weight, group), (rows8, rows16) in want.items():
         got = tuple(choose_config(m, 4096, 4096, "f16", weight=weight, group=group).prefetch for m in (1, 16))
         assert got == (rows8, rows16), (weight, got)
+
+
+def index_copy_ir(shape: tuple, dim: int, count: int, dtype: str, index: str, extra_use: bool = False) -> str:
+    x = f"tensor<{'x'.join(map(str, shape))}x{dtype}>"
+    src_shape = list(shape)
+    src_shape[dim] = count
+    src, p = f"tensor<{'x'.join(map(str, src_shape))}x{dtype}>", f"tensor<{count}x{index}>"
+    also = f"  %n = graph.neg %x : ({x}) -> {x}\n" if extra_use else ""
+    results, types = ("%y, %n", f"{x}, {x}") if extra_use else ("%y", x)
+    return (f"func.func @main(%x: {x}, %p: {p}, %s: {src}) -> ({types}) {{\n{also}"
+            f"  %y = graph.index_copy %x, %p, %s {{dim = {dim} : i64}} : ({x}, {p}, {src}) -> {x}\n"
+            f"  func.return {results} : {types}\n}}\n")
+
+
+@settings(max_examples=max(5, settings().max_examples // 5), deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.data(), st.sampled_from(["f16", "bf16", "f32"]), st.sampled_from(["i32", "i64"]))
+def test_a_donated_cache_is_written_in_place_at_every_level(shape, data, dtype, index):
+    """graph.index_copy of an argument nothing else reads -> tile.write_rows -> a ptx.launch in place of it: every
+    slab width (16-, 8-, 4- and 2-byte chunks), positions in any order."""
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    count = data.draw(st.integers(1, shape[dim]))
+    module = parse_ir(index_copy_ir(tuple(shape), dim, count, dtype, index))
+    x, _, src = random_inputs([a.type for a in module.ops.first.body.block.args], data.draw(st.integers(0, 2**31)), 4)
+    positions = np.array(data.draw(st.permutations(range(shape[dim])))[:count], index.replace("i", "int"))
+    want = run(module, [x, positions, src])[0]
+    for stage, kind in (("graph-to-tile", "tile.write_rows"), ("tile-expand,tile-to-warp,smem-swizzle,warp-to-ptx", "in_place = 0")):
+        run_pipeline(module, stage, make_context())
+        assert kind in print_ir(module)
+        assert np.array_equal(run(module, [x, positions, src])[0], want)
+
+
+def test_a_cache_read_elsewhere_stays_an_index_copy_and_lower_to_ptx_says_why():
+    module = parse_ir(index_copy_ir((2, 8, 4), 1, 1, "f16", "i64", extra_use=True))
+    with pytest.raises(RungError, match="'graph.index_copy' \\(%y\\) in @main has no GPU kernel yet: the kernel updates a cache in place"):
+        run_pipeline(module, "lower-to-ptx", make_context())
+
+
+def test_a_position_past_the_cache_traps_in_the_kernel():
+    module = parse_ir(index_copy_ir((1, 8, 16), 1, 2, "f16", "i64"))
+    run_pipeline(module, LOWER_TO_PTX, make_context())
+    args = random_inputs([a.type for a in module.ops.first.body.block.args], 0, 4)
+    with pytest.raises(RungError, match="a position at or past the cache's length"):
+        run(module, [args[0], np.array([3, 8]), args[2]])

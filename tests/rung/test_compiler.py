@@ -246,6 +246,23 @@ def test_attention_at_positions_runs_on_the_gpu_as_masked_torch_sdpa_does(dtype,
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_a_donated_cache_is_updated_in_place_on_the_gpu(dtype):
+    """graph.index_copy of an argument: the call writes into the caller's tensor itself (fresh data, out-of-order
+    positions) and returns it."""
+    x, s, p = f"tensor<2x4x64x128x{dtype}>", f"tensor<2x4x3x128x{dtype}>", "tensor<3xi64>"
+    fn = rung.compile(f"func.func @main(%x: {x}, %p: {p}, %s: {s}) -> {x} {{\n"
+                      f"  %y = graph.index_copy %x, %p, %s {{dim = 2 : i64}} : ({x}, {p}, {s}) -> {x}\n  func.return %y : {x}\n}}\n")
+    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    cache, new = torch.randn(2, 4, 64, 128).to(torch_type).cuda(), torch.randn(2, 4, 3, 128).to(torch_type).cuda()
+    positions = torch.tensor([40, 2, 17]).cuda()
+    want = cache.clone().index_copy_(2, positions, new)
+    got = fn(cache, positions, new)
+    assert got.data_ptr() == cache.data_ptr() and torch.equal(cache, want)
+
+
+@gpu
+@pytest.mark.gpu
 def test_a_captured_model_replays_on_new_inputs_as_a_call_computes():
     """The whole MLP as one CUDA graph: replays on fresh inputs equal direct calls, bit for bit; weights passed
     as recorded are not copied, a tensor of another shape is refused."""

@@ -39,6 +39,52 @@ def test_greedy_tokens_equal_transformers_generate(family):
     assert len(set(want)) > 2  # a sequence that varies, not one token repeated
 
 
+def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens():
+    """The steps compiled whole (cache updates in place, attention up to the positions) and run on the lane simulator."""
+    torch.manual_seed(0)
+    lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "hidden_size": 64, "intermediate_size": 96})).eval().half()
+    prompt = [5, 17, 3, 9, 60, 2, 11]
+    want = Generator(lm, 16).generate(prompt, 6).tokens
+    assert Generator(lm, 16, device="simulator").generate(prompt, 6).tokens == want
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+def _greedy_prefix_that_counts(lm, prompt: list[int], new: int) -> list[int]:
+    """transformers' greedy tokens on the GPU up to the first step whose top two logits lie within f16 rounding (past it
+    either token is right)."""
+    with torch.no_grad():
+        out = lm.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0,
+                          output_scores=True, return_dict_in_generate=True)
+    tokens = out.sequences[0, len(prompt):].tolist()
+    for step, scores in enumerate(out.scores):
+        top = torch.topk(scores[0].float(), 2).values
+        if float(top[0] - top[1]) <= 1e-2 * max(1.0, float(top[0].abs())):
+            return tokens[:step + 1]
+    return tokens
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gpt2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_greedy_tokens_on_the_gpu_equal_transformers(family, dtype):
+    """Prefill, then decode steps replayed as one CUDA graph each, the caches updated in place on the GPU."""
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 128, "intermediate_size": 256} if family != "gpt2" else {}
+    lm = FAMILIES[family]()
+    if sizes:
+        lm = type(lm)(type(lm.config)(**{**SIZES, **sizes}))
+    else:
+        lm = type(lm)(type(lm.config)(vocab_size=96, n_embd=128, n_layer=2, n_head=4, n_positions=64, initializer_range=1.0))
+    lm = lm.eval().to(dtype).cuda()
+    prompt = torch.randint(1, 96, (9,)).tolist()
+    want = _greedy_prefix_that_counts(lm, prompt, 16)
+    got = Generator(lm, 32, device="gpu").generate(prompt, 16).tokens
+    assert got[:len(want)] == want and len(want) >= 4
+
+
 logits_arrays = st.lists(st.floats(-20, 20, allow_nan=False), min_size=2, max_size=40).map(lambda v: np.array(v, np.float32))
 
 

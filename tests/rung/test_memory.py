@@ -44,3 +44,17 @@ def test_a_chain_of_kernels_takes_two_buffers_however_long():
     assert len(fn.memory.placements) == 5 and fn.memory.unshared_bytes == 5 * one  # the sixth is the result
     assert fn.memory.arena_bytes == 2 * one
     assert fn.memory.summary() == "5 intermediate tensors in an arena of 0.12 MiB (0.31 MiB with a buffer each)"
+
+
+def test_a_cache_written_in_place_takes_no_arena_bytes_and_its_readers_see_the_update():
+    """A decode step's shape: the cache updated in place (its donated argument's buffer), then read by an add."""
+    x, s, p = "tensor<2x8x16xf16>", "tensor<2x1x16xf16>", "tensor<1xi64>"
+    fn = rung.compile(f"func.func @main(%x: {x}, %p: {p}, %s: {s}) -> {x} {{\n"
+                      f"  %y = graph.index_copy %x, %p, %s {{dim = 1 : i64}} : ({x}, {p}, {s}) -> {x}\n"
+                      f"  %z = graph.add %y, %y : ({x}, {x}) -> {x}\n  func.return %z : {x}\n}}\n")
+    assert fn.memory.arena_bytes == 0 and not fn.memory.placements  # the add's result is returned, the cache is the argument's
+    rng = np.random.default_rng(0)
+    cache, new = rng.standard_normal((2, 8, 16)).astype(np.float16), rng.standard_normal((2, 1, 16)).astype(np.float16)
+    want = cache.copy()
+    want[:, 5:6] = new
+    assert np.array_equal(fn(cache, np.array([5]), new), 2 * want)
