@@ -60,8 +60,11 @@ class TabulatedRotary(torch.nn.Module):
 
 
 class CachedCausalLM(torch.nn.Module):
-    """forward(ids [batch, T] int64, positions [T] int64) -> the logits of the last of the T tokens [batch, 1, vocab],
-    the caches updated at `positions`."""
+    """forward(ids [batch, T] int64, positions [T] int64) -> the logits of the last of the T tokens [batch, 1, vocab]
+    (with `every_logit` set when exported, of all T: a speculative step's verification), the caches updated at
+    `positions`."""
+
+    every_logit = False
 
     def __init__(self, lm, max_seq_len: int, batch: int = 1):
         super().__init__()
@@ -97,7 +100,7 @@ class CachedCausalLM(torch.nn.Module):
             module.forward = self.tables[name.replace(".", "_")].forward
         try:
             out = self.lm(input_ids=ids, position_ids=positions[None].expand(batch, tokens), attention_mask=mask,
-                          use_cache=True, logits_to_keep=1, **{self.cache_arg: StaticKVCache(keys, values, positions)})
+                          use_cache=True, logits_to_keep=0 if self.every_logit else 1, **{self.cache_arg: StaticKVCache(keys, values, positions)})
         finally:
             for module in self.rotary.values():
                 del module.forward

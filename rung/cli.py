@@ -287,27 +287,36 @@ def generate_main(argv: list[str] | None = None) -> int:
                    "interpreter)")
     p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize)")
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
+    p.add_argument("--draft", metavar="PATH|FORMAT", help="speculative decoding (greedy): a draft model (as --model) or a weight format "
+                   "for a quantized copy of the model (e.g. int4) proposes tokens that the model checks --speculate-k at a time")
+    p.add_argument("--speculate-k", type=int, default=4, help="tokens the draft proposes a step (default: %(default)s)")
     p.add_argument("--print-ids", action="store_true", help="print the new tokens' ids instead of their text")
     args = p.parse_args(argv)
 
     def progress(msg):
         print(f"rung-generate: {msg}", file=sys.stderr, flush=True)
 
+    def quant(name: str, what: str):
+        from ir.numerics import FormatError, quant_format
+
+        try:
+            return quant_format(name, **({} if args.group is None else {"group": args.group or None}))
+        except FormatError as e:
+            raise RungError(f"{what}: {e}") from None
+
     def work() -> int:
         from frontend.causal_lm import load_causal_lm
         from rung.generate import Generator, Sampling
 
+        from ir.numerics import FORMATS, PRESETS
+
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         if args.chat and args.prompt is None:
             raise RungError("--chat wraps a --prompt text in the chat template")
-        fmt = None
-        if args.quantize:
-            from ir.numerics import FormatError, quant_format
-
-            try:
-                fmt = quant_format(args.quantize, **({} if args.group is None else {"group": args.group or None}))
-            except FormatError as e:
-                raise RungError(f"--quantize: {e}") from None
+        if args.draft and sampling != Sampling():
+            raise RungError("speculative decoding (--draft) is greedy so far: leave --temperature, --top-k and --top-p unset")
+        fmt = quant(args.quantize, "--quantize") if args.quantize else None
+        draft_format = quant(args.draft, "--draft") if args.draft in (*PRESETS, *FORMATS) else None
         import torch
 
         device = args.device
@@ -329,7 +338,13 @@ def generate_main(argv: list[str] | None = None) -> int:
                 prompt = [int(t) for t in args.prompt_ids.split(",")]
             except ValueError:
                 raise RungError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
-        gen = Generator(lm, args.max_seq_len or len(prompt) + args.max_new_tokens, fmt, device, progress)
+        extra = args.speculate_k if args.draft else 0
+        max_seq_len = args.max_seq_len or len(prompt) + args.max_new_tokens + extra
+        gen = Generator(lm, max_seq_len, fmt, device, progress)
+        draft = None
+        if args.draft:
+            draft_lm = lm if draft_format else load_causal_lm(args.draft, dtype)[0]
+            draft = Generator(draft_lm, max_seq_len, draft_format, device, progress)
         stop = tuple(t for t in [getattr(tokenizer, "eos_token_id", None), getattr(lm.generation_config, "eos_token_id", None)]
                      for t in (t if isinstance(t, list) else [t]) if t is not None) if hasattr(lm, "generation_config") else ()
         shown, out_tokens = "", []
@@ -344,8 +359,13 @@ def generate_main(argv: list[str] | None = None) -> int:
             shown = text
             out_tokens.append(token)
 
-        result = gen.generate(prompt, args.max_new_tokens, sampling, args.seed, stop, stream)
+        if draft is None:
+            result = gen.generate(prompt, args.max_new_tokens, sampling, args.seed, stop, stream)
+        else:
+            result = gen.speculate(prompt, args.max_new_tokens, draft, args.speculate_k, stop, stream)
         print()
+        if draft is not None:
+            progress(f"the draft's tokens kept: {result.accepted} of {result.proposed} ({result.accepted / max(result.proposed, 1):.0%})")
         peak = f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device == "gpu" else ""
         progress(f"{result.prompt_tokens} prompt tokens: prefill {result.prefill_s * 1e3:.1f} ms; {len(result.tokens)} new tokens, "
                  f"decode {result.decode_tokens_per_s:.1f} tokens/s on the {device}{peak}" + (" (stopped at the end token)" if result.stopped else ""))

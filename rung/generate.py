@@ -82,6 +82,8 @@ class Generated:
     prefill_s: float  # the prompt's step, first token included
     decode_s: float  # every later step
     stopped: bool = False  # ended by a stop token rather than the token limit
+    accepted: int = 0  # speculative decoding: the draft's tokens kept,
+    proposed: int = 0  # of those it proposed
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -126,19 +128,24 @@ class Generator:
         self._programs: dict[int, _Program] = {}
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
 
-    def _program(self, tokens: int) -> _Program:
-        """The step over `tokens` tokens, exported (and compiled) once."""
-        if tokens not in self._programs:
+    def _program(self, tokens: int, every_logit: bool = False) -> _Program:
+        """The step over `tokens` tokens (returning the logits of each with `every_logit`), exported (and compiled) once."""
+        if (tokens, every_logit) not in self._programs:
             import torch
 
             from dialects import graph as g
             from frontend.torch2ir import torch_to_ir
             from ir.interpreter import find_function
 
-            self.progress(f"exporting the {'decode' if tokens == 1 else f'{tokens}-token prefill'} step ...")
+            what = f"{tokens}-token verification" if every_logit else "decode" if tokens == 1 else f"{tokens}-token prefill"
+            self.progress(f"exporting the {what} step ...")
             device = next(self.step.parameters()).device
-            module, weights, names = torch_to_ir(self.step, (torch.zeros((1, tokens), dtype=torch.int64, device=device),
-                                                             torch.arange(tokens, device=device)))
+            self.step.every_logit = every_logit
+            try:
+                module, weights, names = torch_to_ir(self.step, (torch.zeros((1, tokens), dtype=torch.int64, device=device),
+                                                                 torch.arange(tokens, device=device)))
+            finally:
+                self.step.every_logit = False
             if self.quantize is not None:
                 from frontend.transforms import quantize_linears
 
@@ -155,8 +162,8 @@ class Generator:
 
                 self.progress("compiling it to kernels ...")
                 compiled = compile(module, "sm_80" if self.device == "simulator" else None)
-            self._programs[tokens] = _Program(module, names, updates, compiled)
-        return self._programs[tokens]
+            self._programs[tokens, every_logit] = _Program(module, names, updates, compiled)
+        return self._programs[tokens, every_logit]
 
     def _uploaded(self, weights: dict) -> dict:
         """The arguments on the GPU: the model's own tensors where it is there (its parameters, the caches and rotary
@@ -166,13 +173,13 @@ class Generator:
         own = {**dict(self.step.named_parameters(remove_duplicate=False)), **dict(self.step.named_buffers(remove_duplicate=False))}
         return {name: own[name].detach() if name in own and own[name].is_cuda else to_torch(w).cuda() for name, w in weights.items()}
 
-    def logits(self, ids: list[int], start: int):
+    def logits(self, ids: list[int], start: int, every_logit: bool = False):
         """The next token's logits [vocab] (numpy, or on the GPU a tensor there) after `ids` at positions start,
-        start + 1, ...; the caches are updated there (what lies past them is never read: a step attends positions up
-        to its own)."""
+        start + 1, ... (with `every_logit`, [len(ids), vocab]: after each of them); the caches are updated there (what
+        lies past them is never read: a step attends positions up to its own)."""
         if start + len(ids) > self.max_seq_len:
             raise RungError(f"position {start + len(ids) - 1} is past max_seq_len {self.max_seq_len}: raise --max-seq-len")
-        program = self._program(len(ids))
+        program = self._program(len(ids), every_logit)
         weights = [self._state[n] for n in program.names[:-2]]
         ids_array, positions = np.asarray([ids], np.int64), np.arange(start, start + len(ids), dtype=np.int64)
         if self.device == "interpreter":
@@ -186,7 +193,7 @@ class Generator:
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         for i, name in program.updates:
             self._state[name] = outs[i]
-        return outs[-1].reshape(-1)[-self.vocab:]
+        return outs[-1].reshape(len(ids), self.vocab) if every_logit else outs[-1].reshape(-1)[-self.vocab:]
 
     def _on_gpu(self, program: _Program, weights: list, ids, positions):
         """A prefill called directly; the decode step captured once as a CUDA graph on buffers of its own, whose
@@ -203,25 +210,30 @@ class Generator:
         program.inputs[-1].copy_(positions)
         return program.replay(*program.inputs)
 
-    def generate(self, prompt: list[int], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
-                 stop: tuple[int, ...] = (), on_token=lambda token: None) -> Generated:
-        """Up to max_new_tokens tokens after `prompt`, ending early at a token of `stop`; on_token(token) as each comes."""
+    def _check(self, prompt: list[int], max_new_tokens: int, extra: int = 0) -> None:
         if not prompt:
             raise RungError("the prompt has no tokens")
         if bad := [t for t in prompt if not 0 <= t < self.vocab]:
             raise RungError(f"prompt token {bad[0]} is outside the vocabulary [0, {self.vocab})")
         if max_new_tokens < 1:
             raise RungError(f"max_new_tokens must be 1 or more, got {max_new_tokens}")
-        if len(prompt) + max_new_tokens - 1 > self.max_seq_len:
-            raise RungError(f"{len(prompt)} prompt tokens and {max_new_tokens} new ones need {len(prompt) + max_new_tokens - 1} "
-                            f"positions, more than max_seq_len {self.max_seq_len}")
-        self._program(len(prompt)), self._program(1)  # exported (and compiled) before the clock starts
-        if self.device == "gpu":
-            import torch
+        if len(prompt) + max_new_tokens - 1 + extra > self.max_seq_len:
+            raise RungError(f"{len(prompt)} prompt tokens and {max_new_tokens} new ones need {len(prompt) + max_new_tokens - 1 + extra} "
+                            f"positions{' (with the speculated ones)' if extra else ''}, more than max_seq_len {self.max_seq_len}")
 
-            rng = torch.Generator(device="cuda").manual_seed(seed)
-        else:
-            rng = np.random.default_rng(seed)
+    def _rng(self, seed: int):
+        if self.device != "gpu":
+            return np.random.default_rng(seed)
+        import torch
+
+        return torch.Generator(device="cuda").manual_seed(seed)
+
+    def generate(self, prompt: list[int], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
+                 stop: tuple[int, ...] = (), on_token=lambda token: None) -> Generated:
+        """Up to max_new_tokens tokens after `prompt`, ending early at a token of `stop`; on_token(token) as each comes."""
+        self._check(prompt, max_new_tokens)
+        self._program(len(prompt)), self._program(1)  # exported (and compiled) before the clock starts
+        rng = self._rng(seed)
         t0 = time.perf_counter()
         tokens = [sampling.pick(self.logits(prompt, 0), rng)]
         on_token(tokens[-1])
@@ -230,3 +242,42 @@ class Generator:
             tokens.append(sampling.pick(self.logits(tokens[-1:], len(prompt) + len(tokens) - 1), rng))
             on_token(tokens[-1])
         return Generated(tokens, len(prompt), t1 - t0, time.perf_counter() - t1, stopped=tokens[-1] in stop)
+
+    def speculate(self, prompt: list[int], max_new_tokens: int, draft: "Generator", k: int = 4, stop: tuple[int, ...] = (),
+                  on_token=lambda token: None) -> Generated:
+        """Greedy generation in gpt-fast's speculative manner: `draft` (a smaller model, or a lower-bit copy of this one)
+        proposes k tokens one at a time, this model checks them in one step over k + 1 positions, and keeps the draft's
+        tokens up to the first it would not have picked, then its own: the tokens of generate's greedy run, in fewer
+        steps of this model. Generated.accepted / proposed is the draft's acceptance."""
+        if k < 1:
+            raise RungError(f"the draft proposes k >= 1 tokens at a time, got {k}")
+        if draft.vocab != self.vocab:
+            raise RungError(f"the draft's vocabulary ({draft.vocab} tokens) is not the model's ({self.vocab})")
+        self._check(prompt, max_new_tokens, k)
+        draft._check(prompt, max_new_tokens, k)
+        for generator, steps in ((self, [(len(prompt), False), (k + 1, True)]), (draft, [(len(prompt) + 1, False), (1, False), (2, False)])):
+            for tokens, every_logit in steps:  # exported (and compiled) before the clock starts
+                generator._program(tokens, every_logit)
+        argmax = lambda logits: Sampling().pick(logits, None)  # noqa: E731
+        t0 = time.perf_counter()
+        tokens = [argmax(self.logits(prompt, 0))]
+        on_token(tokens[-1])
+        t1 = time.perf_counter()
+        # the model's cache holds every position but the last token's; the draft's its first `known`
+        known, accepted, proposed = 0, 0, 0
+        while len(tokens) < max_new_tokens and tokens[-1] not in stop:
+            context = prompt + tokens
+            start = len(context) - 1  # the last token's position, where the check starts
+            guesses = [argmax(draft.logits(context[known:], known))]  # the draft catches up on what it has not seen
+            for i in range(1, k):
+                guesses.append(argmax(draft.logits(guesses[-1:], start + i)))
+            picks = [argmax(row) for row in self.logits([context[-1], *guesses], start, every_logit=True)]
+            n = next((i for i, (guess, pick) in enumerate(zip(guesses, picks)) if guess != pick), k)
+            accepted, proposed = accepted + n, proposed + k
+            known = start + 1 + min(n, k - 1)  # the draft saw its guesses up to the (k - 1)-th: right up to the last one kept
+            for token in [*guesses[:n], picks[n]]:
+                if len(tokens) < max_new_tokens and tokens[-1] not in stop:
+                    tokens.append(token)
+                    on_token(token)
+        return Generated(tokens, len(prompt), t1 - t0, time.perf_counter() - t1, stopped=tokens[-1] in stop,
+                         accepted=accepted, proposed=proposed)

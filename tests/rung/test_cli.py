@@ -273,11 +273,20 @@ def test_generate_prints_the_new_ids_of_a_model_file():
     assert "generating on the IR interpreter" in r.stderr and "tokens/s" in r.stderr
 
 
+def test_generate_speculates_with_a_quantized_copy_as_its_draft():
+    plain = cli("generate_main", "--model", LLAMA_FILE, "--prompt-ids", "1,2,3", "--max-new-tokens", "9", "--print-ids")
+    drafted = cli("generate_main", "--model", LLAMA_FILE, "--prompt-ids", "1,2,3", "--max-new-tokens", "9", "--print-ids",
+                  "--draft", "int8", "--speculate-k", "3")
+    assert drafted.returncode == 0 and drafted.stdout == plain.stdout
+    assert "the draft's tokens kept:" in drafted.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--prompt", "hello"], "comes with no tokenizer: give the prompt as --prompt-ids"),
     (["--prompt-ids", "1,x"], "--prompt-ids takes comma-separated integers"),
     (["--prompt-ids", "1", "--top-p", "2"], "top-p must lie in"),
     (["--prompt-ids", "1", "--quantize", "int5"], "--quantize:"),
+    (["--prompt-ids", "1", "--draft", "int4", "--temperature", "0.5"], "speculative decoding (--draft) is greedy so far"),
 ])
 def test_generate_errors_are_one_line_and_exit_1(args, message):
     r = cli("generate_main", "--model", LLAMA_FILE, *args)

@@ -39,6 +39,25 @@ def test_greedy_tokens_equal_transformers_generate(family):
     assert len(set(want)) > 2  # a sequence that varies, not one token repeated
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_speculative_decoding_gives_the_models_own_greedy_tokens(k):
+    """Drafts that always agree (the model itself), mostly agree (its int4 copy) and hardly ever (another model): the
+    tokens of the model's own greedy run every time, in fewer of its steps the more the draft agrees."""
+    from ir.numerics import quant_format
+
+    torch.manual_seed(0)
+    lm, other = FAMILIES["llama"]().eval(), transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "num_hidden_layers": 1})).eval()
+    prompt = [5, 17, 3, 9, 60, 2, 11]
+    want = Generator(lm, 40).generate(prompt, 20).tokens
+    for draft, kept in ((Generator(lm, 40), 1.0), (Generator(lm, 40, quant_format("int4", group=32)), None), (Generator(other, 40), None)):
+        out = Generator(lm, 40).speculate(prompt, 20, draft, k)
+        assert out.tokens == want and 0 <= out.accepted <= out.proposed
+        assert kept is None or out.accepted == out.proposed
+    stop = want[6]
+    stopped = Generator(lm, 40).speculate(prompt, 20, Generator(lm, 40), k, stop=(stop,))
+    assert stopped.stopped and stopped.tokens == want[:want.index(stop) + 1]
+
+
 def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens():
     """The steps compiled whole (cache updates in place, attention up to the positions) and run on the lane simulator."""
     torch.manual_seed(0)
