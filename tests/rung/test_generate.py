@@ -104,6 +104,20 @@ def test_greedy_tokens_on_the_gpu_equal_transformers(family, dtype):
     assert got[:len(want)] == want and len(want) >= 4
 
 
+@gpu
+@pytest.mark.gpu
+def test_speculative_decoding_on_the_gpu_gives_its_greedy_tokens():
+    """An int4 copy drafting for the f16 model on the GPU: the tokens of the GPU's own greedy run."""
+    from ir.numerics import quant_format
+
+    torch.manual_seed(0)
+    lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "hidden_size": 128, "intermediate_size": 256})).eval().half().cuda()
+    prompt = torch.randint(1, 96, (9,)).tolist()
+    want = Generator(lm, 40, device="gpu").generate(prompt, 16).tokens
+    out = Generator(lm, 40, device="gpu").speculate(prompt, 16, Generator(lm, 40, quant_format("int4", group=32), device="gpu"), 4)
+    assert out.tokens == want and out.proposed > 0
+
+
 logits_arrays = st.lists(st.floats(-20, 20, allow_nan=False), min_size=2, max_size=40).map(lambda v: np.array(v, np.float32))
 
 
