@@ -104,10 +104,10 @@ DEVICES = ("interpreter", "simulator", "gpu")
 
 
 class Generator:
-    """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions (batch 1), on `device`
-    (DEVICES; compiled ones need f16 or bf16 weights)."""
+    """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions for `batch` sequences,
+    on `device` (DEVICES; compiled ones need f16 or bf16 weights)."""
 
-    def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None):
+    def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None, batch: int = 1):
         from frontend.causal_lm import CachedCausalLM
 
         if max_seq_len < 2:
@@ -122,8 +122,10 @@ class Generator:
 
             if not torch.cuda.is_available():
                 raise RungError("device gpu: no CUDA GPU here")
-        self.step = CachedCausalLM(lm, max_seq_len)
-        self.max_seq_len, self.quantize, self.device, self.progress = max_seq_len, quantize, device, progress
+        if batch < 1:
+            raise RungError(f"the batch must be 1 or more, got {batch}")
+        self.step = CachedCausalLM(lm, max_seq_len, batch)
+        self.max_seq_len, self.quantize, self.device, self.progress, self.batch = max_seq_len, quantize, device, progress, batch
         self.vocab = lm.config.vocab_size
         self._programs: dict[int, _Program] = {}
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
@@ -142,7 +144,7 @@ class Generator:
             device = next(self.step.parameters()).device
             self.step.every_logit = every_logit
             try:
-                module, weights, names = torch_to_ir(self.step, (torch.zeros((1, tokens), dtype=torch.int64, device=device),
+                module, weights, names = torch_to_ir(self.step, (torch.zeros((self.batch, tokens), dtype=torch.int64, device=device),
                                                                  torch.arange(tokens, device=device)))
             finally:
                 self.step.every_logit = False
@@ -173,15 +175,20 @@ class Generator:
         own = {**dict(self.step.named_parameters(remove_duplicate=False)), **dict(self.step.named_buffers(remove_duplicate=False))}
         return {name: own[name].detach() if name in own and own[name].is_cuda else to_torch(w).cuda() for name, w in weights.items()}
 
-    def logits(self, ids: list[int], start: int, every_logit: bool = False):
+    def logits(self, ids: list, start: int, every_logit: bool = False):
         """The next token's logits [vocab] (numpy, or on the GPU a tensor there) after `ids` at positions start,
         start + 1, ... (with `every_logit`, [len(ids), vocab]: after each of them); the caches are updated there (what
-        lies past them is never read: a step attends positions up to its own)."""
-        if start + len(ids) > self.max_seq_len:
-            raise RungError(f"position {start + len(ids) - 1} is past max_seq_len {self.max_seq_len}: raise --max-seq-len")
-        program = self._program(len(ids), every_logit)
+        lies past them is never read: a step attends positions up to its own). With a batch, `ids` holds a row of
+        tokens per sequence, and the logits gain a leading batch dimension."""
+        rows = ids if ids and isinstance(ids[0], list) else [ids]
+        if len(rows) != self.batch or len({len(r) for r in rows}) != 1:
+            raise RungError(f"a step takes {self.batch} rows of as many tokens, got {[len(r) for r in rows]}")
+        tokens = len(rows[0])
+        if start + tokens > self.max_seq_len:
+            raise RungError(f"position {start + tokens - 1} is past max_seq_len {self.max_seq_len}: raise --max-seq-len")
+        program = self._program(tokens, every_logit)
         weights = [self._state[n] for n in program.names[:-2]]
-        ids_array, positions = np.asarray([ids], np.int64), np.arange(start, start + len(ids), dtype=np.int64)
+        ids_array, positions = np.asarray(rows, np.int64), np.arange(start, start + tokens, dtype=np.int64)
         if self.device == "interpreter":
             from ir.interpreter import run
 
@@ -193,7 +200,9 @@ class Generator:
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         for i, name in program.updates:
             self._state[name] = outs[i]
-        return outs[-1].reshape(len(ids), self.vocab) if every_logit else outs[-1].reshape(-1)[-self.vocab:]
+        logits = outs[-1].reshape(self.batch, tokens if every_logit else 1, self.vocab)[:, -(tokens if every_logit else 1):]
+        logits = logits if every_logit else logits[:, 0]
+        return logits if rows is ids else logits[0]
 
     def _on_gpu(self, program: _Program, weights: list, ids, positions):
         """A prefill called directly; the decode step captured once as a CUDA graph on buffers of its own, whose
@@ -242,6 +251,29 @@ class Generator:
             tokens.append(sampling.pick(self.logits(tokens[-1:], len(prompt) + len(tokens) - 1), rng))
             on_token(tokens[-1])
         return Generated(tokens, len(prompt), t1 - t0, time.perf_counter() - t1, stopped=tokens[-1] in stop)
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
+                       stop: tuple[int, ...] = ()) -> list[Generated]:
+        """generate for the batch's sequences together (prompts of one length), a step for all of them at a time, until
+        each has its tokens or a stop token."""
+        if len(prompts) != self.batch or len({len(p) for p in prompts}) != 1:
+            raise RungError(f"the batch takes {self.batch} prompts of one length (no padding yet), got lengths {[len(p) for p in prompts]}")
+        for prompt in prompts:
+            self._check(prompt, max_new_tokens)
+        self._program(len(prompts[0])), self._program(1)
+        rng = self._rng(seed)
+        t0 = time.perf_counter()
+        rows = [[sampling.pick(row, rng)] for row in self.logits([list(p) for p in prompts], 0)]
+        t1 = time.perf_counter()
+        done = lambda row: len(row) >= max_new_tokens or row[-1] in stop  # noqa: E731
+        while not all(map(done, rows)):
+            logits = self.logits([row[-1:] for row in rows], len(prompts[0]) + max(map(len, rows)) - 1)
+            for row, next_logits in zip(rows, logits):
+                token = sampling.pick(next_logits, rng)  # (drawn for every row, so a row's draws do not depend on the others' ends)
+                if not done(row):
+                    row.append(token)
+        elapsed = time.perf_counter() - t1
+        return [Generated(row, len(prompts[0]), t1 - t0, elapsed, stopped=row[-1] in stop) for row in rows]
 
     def speculate(self, prompt: list[int], max_new_tokens: int, draft: "Generator", k: int = 4, stop: tuple[int, ...] = (),
                   on_token=lambda token: None) -> Generated:

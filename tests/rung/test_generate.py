@@ -58,6 +58,22 @@ def test_speculative_decoding_gives_the_models_own_greedy_tokens(k):
     assert stopped.stopped and stopped.tokens == want[:want.index(stop) + 1]
 
 
+def test_a_batch_generates_each_sequences_own_greedy_tokens():
+    """Three prompts of one length stepped together: each row's tokens are its own batch-1 run's; a stop token ends
+    its row alone."""
+    torch.manual_seed(0)
+    lm = FAMILIES["qwen2"]().eval()
+    prompts = [[5, 17, 3, 9], [60, 2, 11, 40], [1, 1, 2, 3]]
+    alone = [Generator(lm, 20).generate(p, 10).tokens for p in prompts]
+    batch = Generator(lm, 20, batch=3)
+    assert [g.tokens for g in batch.generate_batch(prompts, 10)] == alone
+    stop = alone[1][3]
+    ended = batch.generate_batch(prompts, 10, stop=(stop,))
+    assert ended[1].tokens == alone[1][:alone[1].index(stop) + 1] and ended[1].stopped
+    with pytest.raises(RungError, match="prompts of one length"):
+        batch.generate_batch([[1, 2], [3], [4, 5]], 4)
+
+
 def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens():
     """The steps compiled whole (cache updates in place, attention up to the positions) and run on the lane simulator."""
     torch.manual_seed(0)
