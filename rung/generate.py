@@ -127,7 +127,7 @@ class Generator:
         self.step = CachedCausalLM(lm, max_seq_len, batch)
         self.max_seq_len, self.quantize, self.device, self.progress, self.batch = max_seq_len, quantize, device, progress, batch
         self.vocab = lm.config.vocab_size
-        self._programs: dict[int, _Program] = {}
+        self._programs: dict[tuple[int, bool], _Program] = {}  # by (tokens, every_logit)
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
 
     def _program(self, tokens: int, every_logit: bool = False) -> _Program:
