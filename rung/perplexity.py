@@ -42,8 +42,9 @@ def bits_per_weight(fmt) -> float:
     return code + (scale + zero) / fmt.group if fmt.group else code
 
 
-def evaluate(model: str, formats: list[str], tokens: int, dtype: str = "f32", progress=lambda msg: None) -> list[tuple]:
-    """(format, weight bits per parameter of the linears, perplexity, seconds) for each format."""
+def evaluate(model: str, formats: list[str], tokens: int, dtype: str = "f32", progress=lambda msg: None, loaded=None) -> list[tuple]:
+    """(format, weight bits per parameter of the linears, perplexity, seconds) for each format (`loaded`: the model and
+    its tokenizer, already loaded)."""
     import torch
 
     from frontend.causal_lm import load_causal_lm
@@ -56,7 +57,7 @@ def evaluate(model: str, formats: list[str], tokens: int, dtype: str = "f32", pr
         quantized = {name: quant_format(name) for name in formats if name != "float"}  # bad names fail before the model loads
     except FormatError as e:
         raise RungError(f"--formats: {e}") from None
-    lm, tokenizer = load_causal_lm(model, dtype)
+    lm, tokenizer = loaded or load_causal_lm(model, dtype)
     if tokenizer is None:
         raise RungError(f"{model} comes with no tokenizer to read the text with")
     ids = np.asarray(tokenizer(TEXT.read_text())["input_ids"][:tokens], np.int64)

