@@ -700,13 +700,9 @@ def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
 
 def quantize(module, names, weights, format_name: str, group: int | None, progress):
     """--quantize: frontend.transforms.quantize_linears with the format named on the command line."""
-    from frontend.transforms import quantize_linears
-    from ir.numerics import FormatError, quant_format
+    from frontend.transforms import named_format, quantize_linears
 
-    try:
-        fmt = quant_format(format_name, **({} if group is None else {"group": group or None}))
-    except FormatError as e:
-        raise RungError(f"--quantize: {e}") from None
+    fmt = named_format(format_name, "--quantize", group)
     before = sum(isinstance(op, g.LinearOp) for op in module.walk())
     names, weights, kept = quantize_linears(module, names, weights, fmt)
     done = sum(isinstance(op, g.QLinearOp) for op in module.walk())

@@ -15,8 +15,18 @@ from dialects import graph as g
 from dialects.lp import QuantAttr
 from ir.dtypes import storage_dtype
 from ir.interpreter import find_function
-from ir.numerics import FormatError, QuantFormat
+from ir.errors import RungError
+from ir.numerics import FormatError, QuantFormat, quant_format
 from ir.syntax import ssa_name
+
+
+def named_format(name: str, option: str, group: int | None = None) -> QuantFormat:
+    """The format a command line names (a preset such as int4, or an element format), with its group overridden unless
+    `group` is None (0: one scale per output channel); a bad name or group is a RungError naming `option`."""
+    try:
+        return quant_format(name, **({} if group is None else {"group": group or None}))
+    except FormatError as e:
+        raise RungError(f"{option}: {e}") from None
 
 
 def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat):

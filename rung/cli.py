@@ -296,29 +296,21 @@ def generate_main(argv: list[str] | None = None) -> int:
     def progress(msg):
         print(f"rung-generate: {msg}", file=sys.stderr, flush=True)
 
-    def quant(name: str, what: str):
-        from ir.numerics import FormatError, quant_format
-
-        try:
-            return quant_format(name, **({} if args.group is None else {"group": args.group or None}))
-        except FormatError as e:
-            raise RungError(f"{what}: {e}") from None
-
     def work() -> int:
-        from frontend.causal_lm import load_causal_lm
-        from rung.generate import Generator, Sampling
+        import torch
 
+        from frontend.causal_lm import load_causal_lm
+        from frontend.transforms import named_format
         from ir.numerics import FORMATS, PRESETS
+        from rung.generate import Generator, Sampling
 
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         if args.chat and args.prompt is None:
             raise RungError("--chat wraps a --prompt text in the chat template")
         if args.draft and sampling != Sampling():
             raise RungError("speculative decoding (--draft) is greedy so far: leave --temperature, --top-k and --top-p unset")
-        fmt = quant(args.quantize, "--quantize") if args.quantize else None
-        draft_format = quant(args.draft, "--draft") if args.draft in (*PRESETS, *FORMATS) else None
-        import torch
-
+        fmt = named_format(args.quantize, "--quantize", args.group) if args.quantize else None
+        draft_format = named_format(args.draft, "--draft", args.group) if args.draft in (*PRESETS, *FORMATS) else None
         device = args.device
         if device == "auto":
             device = "gpu" if torch.cuda.is_available() else "interpreter"

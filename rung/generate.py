@@ -240,38 +240,31 @@ class Generator:
     def generate(self, prompt: list[int], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
                  stop: tuple[int, ...] = (), on_token=lambda token: None) -> Generated:
         """Up to max_new_tokens tokens after `prompt`, ending early at a token of `stop`; on_token(token) as each comes."""
-        self._check(prompt, max_new_tokens)
-        self._program(len(prompt)), self._program(1)  # exported (and compiled) before the clock starts
-        rng = self._rng(seed)
-        t0 = time.perf_counter()
-        tokens = [sampling.pick(self.logits(prompt, 0), rng)]
-        on_token(tokens[-1])
-        t1 = time.perf_counter()
-        while len(tokens) < max_new_tokens and tokens[-1] not in stop:
-            tokens.append(sampling.pick(self.logits(tokens[-1:], len(prompt) + len(tokens) - 1), rng))
-            on_token(tokens[-1])
-        return Generated(tokens, len(prompt), t1 - t0, time.perf_counter() - t1, stopped=tokens[-1] in stop)
+        return self.generate_batch([prompt], max_new_tokens, sampling, seed, stop, lambda row, token: on_token(token))[0]
 
     def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(), seed: int = 0,
-                       stop: tuple[int, ...] = ()) -> list[Generated]:
+                       stop: tuple[int, ...] = (), on_token=lambda row, token: None) -> list[Generated]:
         """generate for the batch's sequences together (prompts of one length), a step for all of them at a time, until
-        each has its tokens or a stop token."""
+        each has its tokens or a stop token; on_token(row, token) as each comes."""
         if len(prompts) != self.batch or len({len(p) for p in prompts}) != 1:
             raise RungError(f"the batch takes {self.batch} prompts of one length (no padding yet), got lengths {[len(p) for p in prompts]}")
         for prompt in prompts:
             self._check(prompt, max_new_tokens)
-        self._program(len(prompts[0])), self._program(1)
+        self._program(len(prompts[0])), self._program(1)  # exported (and compiled) before the clock starts
         rng = self._rng(seed)
         t0 = time.perf_counter()
         rows = [[sampling.pick(row, rng)] for row in self.logits([list(p) for p in prompts], 0)]
+        for i, row in enumerate(rows):
+            on_token(i, row[0])
         t1 = time.perf_counter()
         done = lambda row: len(row) >= max_new_tokens or row[-1] in stop  # noqa: E731
         while not all(map(done, rows)):
             logits = self.logits([row[-1:] for row in rows], len(prompts[0]) + max(map(len, rows)) - 1)
-            for row, next_logits in zip(rows, logits):
+            for i, (row, next_logits) in enumerate(zip(rows, logits)):
                 token = sampling.pick(next_logits, rng)  # (drawn for every row, so a row's draws do not depend on the others' ends)
                 if not done(row):
                     row.append(token)
+                    on_token(i, token)
         elapsed = time.perf_counter() - t1
         return [Generated(row, len(prompts[0]), t1 - t0, elapsed, stopped=row[-1] in stop) for row in rows]
 

@@ -49,14 +49,9 @@ def evaluate(model: str, formats: list[str], tokens: int, dtype: str = "f32", pr
 
     from frontend.causal_lm import load_causal_lm
     from frontend.torch2ir import torch_to_ir
-    from frontend.transforms import quantize_linears
+    from frontend.transforms import named_format, quantize_linears
     from ir.interpreter import run
-    from ir.numerics import FormatError, quant_format
-
-    try:
-        quantized = {name: quant_format(name) for name in formats if name != "float"}  # bad names fail before the model loads
-    except FormatError as e:
-        raise RungError(f"--formats: {e}") from None
+    quantized = {name: named_format(name, "--formats") for name in formats if name != "float"}  # bad names fail before the model loads
     lm, tokenizer = loaded or load_causal_lm(model, dtype)
     if tokenizer is None:
         raise RungError(f"{model} comes with no tokenizer to read the text with")

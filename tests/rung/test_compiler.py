@@ -189,6 +189,13 @@ def test_an_example_model_runs_whole_on_the_gpu_as_torch_does(name, dtype):
     assert_model_runs_as_torch(EXAMPLES / f"{name}.py", dtype)
 
 
+def _fresh_qkv(generator, dtype: str, heads: int, kv_heads: int, rows: int, keys: int, dim: int) -> tuple:
+    """Random q [1, heads, rows, dim] and k, v [1, kv_heads, keys, dim] of `dtype` on the GPU."""
+    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    return tuple(torch.randn(shape, generator=generator).to(torch_type).cuda()
+                 for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
+
+
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
@@ -202,11 +209,9 @@ def test_attention_runs_on_the_gpu_as_torch_sdpa_does(dtype, heads, kv_heads, ro
     fn = rung.compile(f"func.func @main(%q: {q_t}, %k: {kv_t}, %v: {kv_t}) -> {q_t} {{\n"
                       f"  %y = graph.sdpa %q, %k, %v {{{'causal' if causal else ''}}} : ({q_t}, {kv_t}, {kv_t}) -> {q_t}\n"
                       f"  func.return %y : {q_t}\n}}\n")
-    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     for seed in (1, 2):
         generator = torch.Generator().manual_seed(seed)
-        q, k, v = (torch.randn(shape, generator=generator).to(torch_type).cuda()
-                   for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
+        q, k, v = _fresh_qkv(generator, dtype, heads, kv_heads, rows, keys, dim)
         torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
         got = fn(q, k, v)
         with math_attention():
@@ -227,11 +232,9 @@ def test_attention_at_positions_runs_on_the_gpu_as_masked_torch_sdpa_does(dtype,
     fn = rung.compile(f"func.func @main(%q: {q_t}, %k: {kv_t}, %v: {kv_t}, %p: {p_t}) -> {q_t} {{\n"
                       f"  %y = graph.sdpa %q, %k, %v, %p {{positions}} : ({q_t}, {kv_t}, {kv_t}, {p_t}) -> {q_t}\n"
                       f"  func.return %y : {q_t}\n}}\n")
-    torch_type = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     for seed in (1, 2):
         generator = torch.Generator().manual_seed(seed)
-        q, k, v = (torch.randn(shape, generator=generator).to(torch_type).cuda()
-                   for shape in ((1, heads, rows, dim), (1, kv_heads, keys, dim), (1, kv_heads, keys, dim)))
+        q, k, v = _fresh_qkv(generator, dtype, heads, kv_heads, rows, keys, dim)
         positions = torch.randint(0, keys // 2, (rows,), generator=generator).cuda()
         past = (int(positions.max()) // 64 + 1) * 64  # the first key of the tiles after the largest position's
         k_read, v_read = k.clone(), v.clone()
