@@ -8,6 +8,9 @@ materialized that the program no longer reads.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType
 
@@ -29,36 +32,42 @@ def named_format(name: str, option: str, group: int | None = None) -> QuantForma
         raise RungError(f"{option}: {e}") from None
 
 
-def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat):
+def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat,
+                     quantized: dict | None = None):
     """Every graph.linear whose weight is a weight argument of @main, used by linears only,
     becomes graph.qlinear on that weight quantized to `fmt` (round to nearest); a bias becomes a
     graph.add after it. The weight argument is replaced by its values, scales (and zeros),
     named `<weight>.qweight`, `.scales`, `.zeros`. Returns (names, weights, kept): the updated
-    argument names and weights, and the weights kept in float, each with the reason."""
+    argument names and weights, and the weights kept in float, each with the reason.
+
+    Weights are quantized in parallel (numpy leaves the interpreter lock while it works). `quantized`
+    holds the results by weight name, reused and filled: programs traced from one model in one format
+    (a prefill and a decode step) quantize each weight once."""
     fn = find_function(module, "main")
     block = fn.body.block
     attr = QuantAttr.from_format(fmt)
     weights = dict(weights)
     kept = []
+    linear_weights = []
     for arg, name in [(a, n) for a, n in zip(block.args, names) if n in weights]:
         users = [use.operation for use in arg.uses]
-        if not users or not all(isinstance(op, g.LinearOp) and op.weight is arg and op.x is not arg for op in users):
-            if any(isinstance(op, g.LinearOp) for op in users):
-                kept.append(f"{name}: also used by {', '.join(sorted({op.name for op in users if not isinstance(op, g.LinearOp)}))}")
+        others = [op for op in users if not (isinstance(op, g.LinearOp) and op.weight is arg and op.x is not arg)]
+        if users and not others:
+            linear_weights.append((arg, name, users))
+        elif len(others) < len(users):
+            kept.append(f"{name}: also used by {', '.join(sorted({op.name for op in others}))}")
+    quantized = {} if quantized is None else quantized
+    todo = [name for _, name, _ in linear_weights if name not in quantized]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        quantized.update(zip(todo, pool.map(lambda name: _quantized(fmt, attr, weights[name]), todo)))
+    for arg, name, users in linear_weights:
+        if isinstance(quantized[name], FormatError):
+            kept.append(f"{name}: {quantized[name]}")
             continue
-        try:
-            q, s, z = fmt.quantize(weights[name])
-        except FormatError as e:
-            kept.append(f"{name}: {e}")
-            continue
-        n, k = q.shape
-        groups = s.shape[1]
-        zero_type = attr.element if fmt.zero == "quantized" else attr.scale
         index = list(block.args).index(arg)
-        new = {"qweight": (TensorType(attr.element, [n, k]), q), "scales": (TensorType(attr.scale, [n, groups]), s)}
-        if z is not None:
-            new["zeros"] = (TensorType(zero_type, [n, groups]), z)
-        args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", t, value) for i, (part, (t, value)) in enumerate(new.items())}
+        new = quantized[name]
+        args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", TensorType(element, value.shape), value)
+                for i, (part, (element, value)) in enumerate(new.items())}
         for op in users:
             ql = g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
             block.insert_op_before(ql, op)
@@ -77,11 +86,24 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
     return names, weights, kept
 
 
+def _quantized(fmt: QuantFormat, attr: QuantAttr, weight: np.ndarray):
+    """{part: (element type, array in its storage)} for the parts of `weight` quantized to `fmt` (qweight, scales and
+    maybe zeros), or the FormatError that says why it cannot be."""
+    try:
+        q, s, z = fmt.quantize(weight)
+    except FormatError as e:
+        return e
+    parts = {"qweight": (attr.element, q), "scales": (attr.scale, s)}
+    if z is not None:
+        parts["zeros"] = (attr.element if fmt.zero == "quantized" else attr.scale, z)
+    return {part: (element, np.asarray(value).astype(storage_dtype(element))) for part, (element, value) in parts.items()}
+
+
 def _insert_weight(block, weights: dict, index: int, name: str, type_, value):
     """A new weight argument of @main at `index`, named `name`, holding `value` in type_'s storage."""
     arg = block.insert_arg(type_, index)
     arg.name_hint = ssa_name(name)
-    weights[name] = np.asarray(value).astype(storage_dtype(type_.element_type))
+    weights[name] = np.asarray(value).astype(storage_dtype(type_.element_type), copy=False)
     return arg
 
 

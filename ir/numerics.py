@@ -101,6 +101,13 @@ class ElementFormat:
 
     def round(self, x) -> np.ndarray:
         """`x` rounded to this format (float64)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.is_integer and not np.isnan(x).any():  # integers: a code's parity is its value's, so ties to even are rint's
+            out = np.rint(x)
+            np.maximum(out, self.min, out=out)
+            np.minimum(out, self.max, out=out)
+            out += 0.0  # -0.0 becomes the zero code's value
+            return out
         return self.decode(self.encode(x))
 
     @property

@@ -1,13 +1,15 @@
-"""Generation speed on the GPU: Rung's prefill and CUDA-graph decode against transformers' static-cache generate.
+"""Generation speed on the GPU: Rung's prefill and CUDA-graph decode, per weight format, against transformers'
+static-cache generate.
 
-    python -m rung.bench_generate [--out DIR] [--quick]
+    python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--layers N] [--formats f16,int8,int4,nf4,int2] [--quick]
 
-A LLaMA-shaped model (rung.bench_models.llama: 1.1B, 22 layers of 2048; --quick: 4 layers), random
-init, f16, batch 1: the time of a 512-token prefill (its first token included) and the decode speed over
-64 new tokens, greedy; and Rung's speculative decoding with an int4 copy of the model drafting 4 tokens
-(random weights: the draft's acceptance says little about a trained model's). Peers in the same run:
+A LLaMA-shaped model (rung.bench_models.llama: 1.1B, 22 layers of 2048, random init; --quick: 4 layers and
+f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1: the time of a 512-token prefill (its first token included) and
+the decode speed over 64 new tokens, greedy, for each weight format (quantized at load, lm_head and
+embeddings kept in f16); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
+(with random weights the draft's acceptance says little about a trained model's). Peers in the same run:
 transformers' generate with a static cache, eager and with torch.compile (its decode step compiled,
-gpt-fast's recipe). Writes bench_generate.md.
+gpt-fast's recipe). Writes bench_generate.md; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import time
 from pathlib import Path
 
 PROMPT, NEW = 512, 64
+FORMATS = ("f16", "int8", "int4", "nf4", "int2")
+
+
+def _say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def transformers_speed(lm, prompt, compiled: bool) -> tuple[float, float]:
@@ -43,47 +50,83 @@ def transformers_speed(lm, prompt, compiled: bool) -> tuple[float, float]:
     return first, (NEW - 1) / (whole - first)
 
 
+def rung_speed(lm, prompt: list[int], fmt: str) -> tuple[float, float, float, int]:
+    """(prefill s, decode tokens/s, setup s, bytes of the weights it added on the GPU) of Rung's generation in `fmt`."""
+    import torch
+
+    from frontend.transforms import named_format
+    from rung.generate import Generator
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    gen = Generator(lm, PROMPT + NEW, None if fmt == "f16" else named_format(fmt, "--formats"), device="gpu", progress=_say)
+    gen.generate(prompt, 2)  # exports, quantizes, compiles, packs and captures
+    setup = time.perf_counter() - start
+    gen.generate(prompt, NEW)
+    out = gen.generate(prompt, NEW)
+    added = torch.cuda.memory_allocated() - base  # quantized weights and packed copies (caches: the wrapper's own)
+    return out.prefill_s, out.decode_tokens_per_s, setup, added
+
+
 def main(argv=None) -> int:
     import torch
 
+    from frontend.transforms import named_format
     from rung.bench_models import llama
     from rung.generate import Generator
 
     p = argparse.ArgumentParser(prog="python -m rung.bench_generate", description=__doc__.splitlines()[0])
     p.add_argument("--out", help="write bench_generate.md here")
-    p.add_argument("--quick", action="store_true", help="4 layers instead of 22")
+    p.add_argument("--model", default="llama", help="llama (the random-init LLaMA shape) or what rung-generate --model takes")
+    p.add_argument("--layers", type=int, default=22, help="decoder layers of the LLaMA shape (22: TinyLlama's 1.1B)")
+    p.add_argument("--formats", default=",".join(FORMATS), help="weight formats, comma-separated (f16: none)")
+    p.add_argument("--quick", action="store_true", help="4 layers, f16 and int4")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_generate: no CUDA GPU here", file=sys.stderr)
         return 1
-    layers = 4 if args.quick else 22
-    lm = llama(layers=layers).half().cuda().eval()
-    prompt = torch.randint(0, lm.config.vocab_size, (1, PROMPT), device="cuda")
-    t0 = time.perf_counter()
-    gen = Generator(lm, PROMPT + NEW, device="gpu")
-    gen.generate(prompt[0].tolist(), 2)  # exports, compiles and captures
-    setup = time.perf_counter() - t0
-    gen.generate(prompt[0].tolist(), NEW)
-    ours = gen.generate(prompt[0].tolist(), NEW)
-    rows = [("Rung (decode step one CUDA graph)", ours.prefill_s, ours.decode_tokens_per_s)]
-    from ir.numerics import quant_format
+    layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers, args.formats.split(","))
+    for fmt in formats:
+        if fmt != "f16":
+            named_format(fmt, "--formats")  # a bad name fails before any work
+    if args.model == "llama":
+        lm = llama(layers=layers).cuda()
+    else:
+        from frontend.causal_lm import load_causal_lm
 
-    draft = Generator(lm, PROMPT + NEW + 4, quant_format("int4"), device="gpu")
-    speculative = Generator(lm, PROMPT + NEW + 4, device="gpu")
+        lm = load_causal_lm(args.model, "f16")[0].cuda()
+    c = lm.config
+    prompt = torch.randint(0, lm.config.vocab_size, (1, PROMPT), device="cuda")
+    rows = []
+    for fmt in formats:
+        _say(f"Rung, {fmt} weights")
+        prefill, speed, setup, added = rung_speed(lm, prompt[0].tolist(), fmt)
+        rows.append((f"Rung, {fmt} weights", prefill, speed, f"{setup:.0f} s; {added / 2**20:.0f} MiB added (quantized and packed weights, KV cache)"))
+        torch.cuda.empty_cache()
+    _say("Rung, speculative decoding with an int4 draft")
+    draft = Generator(lm, PROMPT + NEW + 4, named_format("int4", "--draft"), device="gpu", progress=_say)
+    speculative = Generator(lm, PROMPT + NEW + 4, device="gpu", progress=_say)
     speculative.speculate(prompt[0].tolist(), 8, draft, 4)  # exports, compiles and captures
     spec = speculative.speculate(prompt[0].tolist(), NEW, draft, 4)
-    rows.append((f"Rung speculative, int4 draft, k = 4 (kept {spec.accepted} of {spec.proposed})", spec.prefill_s, spec.decode_tokens_per_s))
+    rows.append(("Rung speculative, f16 with an int4 draft, k = 4", spec.prefill_s, spec.decode_tokens_per_s,
+                 f"kept {spec.accepted} of {spec.proposed} drafted"))
+    del draft, speculative
+    torch.cuda.empty_cache()
     with torch.no_grad():
-        for name, compiled in (("transformers eager, static cache", False), ("transformers + torch.compile, static cache", True)):
-            rows.append((name, *transformers_speed(lm, prompt, compiled)))
-    lines = [f"### Generation, LLaMA-shaped {layers}-layer model (f16, batch 1)", "",
-             f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}. Hidden 2048, 32 query and 4 kv heads, vocabulary 32000, "
-             f"random init; a {PROMPT}-token prompt, {NEW} new tokens, greedy. Rung's setup (export, compile, capture): {setup:.1f} s; "
-             f"peak GPU memory in the run {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB.", "",
-             "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager |", "| --- | --- | --- | --- |"]
-    eager = next(speed for name, _, speed in rows if name.startswith("transformers eager"))
-    for name, prefill, speed in rows:
-        lines.append(f"| {name} | {prefill * 1e3:.1f} | {speed:.1f} | {speed / eager:.2f}x |")
+        for name, compiled in (("transformers eager, static cache, f16", False), ("transformers + torch.compile, static cache, f16", True)):
+            _say(name)
+            rows.append((name, *transformers_speed(lm, prompt, compiled), ""))
+    what = f"LLaMA-shaped {layers}-layer model, random init" if args.model == "llama" else f"{args.model}"
+    lines = [f"### Generation, {what} (batch 1)", "",
+             f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}. {c.num_hidden_layers} layers of {c.hidden_size}, "
+             f"{c.num_attention_heads} query and {c.num_key_value_heads} kv heads, vocabulary {c.vocab_size}, f16 activations; a {PROMPT}-token prompt, {NEW} new tokens, greedy. Setup: export, quantize, compile, "
+             f"pack and capture, once per model and format. Peak GPU memory in the run {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB.", "",
+             "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager | setup, notes |",
+             "| --- | --- | --- | --- | --- |"]
+    eager = next(speed for name, _, speed, _ in rows if name.startswith("transformers eager"))
+    for name, prefill, speed, notes in rows:
+        lines.append(f"| {name} | {prefill * 1e3:.1f} | {speed:.1f} | {speed / eager:.2f}x | {notes} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

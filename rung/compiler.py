@@ -53,7 +53,7 @@ class CompiledFunction:
     target: str
     descriptions: dict  # kernel name -> what it does, in words
     ptx: str = field(repr=False)
-    _packed: dict = field(default_factory=dict, repr=False)  # tile.pack_weight results by (op, device, weights' identity)
+    _packed: dict = field(default_factory=dict, repr=False)  # tile.pack_weight results by (format, dtype, device, weights' identity)
     _gpus: dict = field(default_factory=dict, repr=False)  # CudaDevice by ordinal, kernels loaded once
     _constants: dict = field(default_factory=dict, repr=False)  # (ordinal, value) -> the constant on that GPU
 
@@ -163,7 +163,8 @@ class CompiledFunction:
     def _pack(self, op, device, weights) -> tuple:
         """The packed weight (Ladder's offline transform, on the CPU) for these weights: on a GPU made
         once per weight (by its storage and version), on the simulator every call."""
-        key = (op, device.ordinal, *((w.data_ptr(), w._version) for w in weights)) if isinstance(device, CudaDevice) else None
+        key = ((op.format, op.dtype.data, device.ordinal, *((w.data_ptr(), w._version) for w in weights))
+               if isinstance(device, CudaDevice) else None)
         if key in self._packed:
             return self._packed[key]
         host = [np.asarray(device.get(w), np.float32) for w in weights]
@@ -222,8 +223,9 @@ def describe(program, target: str) -> str:
     return f"{program.sym_name.data}: a row program, {per} of {cfg.cols}, built for {target}"
 
 
-def compile(module_or_text, target: str | None = None) -> CompiledFunction:
-    """Lower @main to kernels for `target` (default: the GPU's, or sm_80 on a machine without one).
+def compile(module_or_text, target: str | None = None, packed: dict | None = None) -> CompiledFunction:
+    """Lower @main to kernels for `target` (default: the GPU's, or sm_80 on a machine without one). `packed`: a cache
+    of packed weights to share with other compiled functions on the same weights (a prefill and a decode step).
 
     Every op of @main must become a kernel launch, a weight packing or a reshape; anything else is
     an error naming the op, never a silent fallback."""
@@ -242,7 +244,7 @@ def compile(module_or_text, target: str | None = None) -> CompiledFunction:
             what = ("the attention's key splits merged" if name.startswith("rung_attention_merge") else
                     "a cache's rows written in place" if name.startswith("rung_write_rows") else "the split-K reduction")
             descriptions[name] = f"{name}: {what}, built for {target}"
-    return CompiledFunction(module, target, descriptions, module_text(module, target))
+    return CompiledFunction(module, target, descriptions, module_text(module, target), {} if packed is None else packed)
 
 
 def _default_target() -> str:

@@ -129,6 +129,8 @@ class Generator:
         self.vocab = lm.config.vocab_size
         self._programs: dict[tuple[int, bool], _Program] = {}  # by (tokens, every_logit)
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
+        self._quantized: dict = {}  # each linear's quantized parts, by weight name (quantize_linears)
+        self._packed: dict = {}  # each quantized weight packed for the kernels, shared by the compiled programs
 
     def _program(self, tokens: int, every_logit: bool = False) -> _Program:
         """The step over `tokens` tokens (returning the logits of each with `every_logit`), exported (and compiled) once."""
@@ -151,7 +153,7 @@ class Generator:
             if self.quantize is not None:
                 from frontend.transforms import quantize_linears
 
-                names, weights, _ = quantize_linears(module, names, weights, self.quantize)
+                names, weights, _ = quantize_linears(module, names, weights, self.quantize, self._quantized)
             if self._state is None:
                 self._state = weights if self.device != "gpu" else self._uploaded(weights)
             main = find_function(module, "main")
@@ -163,7 +165,7 @@ class Generator:
                 from rung.compiler import compile
 
                 self.progress("compiling it to kernels ...")
-                compiled = compile(module, "sm_80" if self.device == "simulator" else None)
+                compiled = compile(module, "sm_80" if self.device == "simulator" else None, packed=self._packed)
             self._programs[tokens, every_logit] = _Program(module, names, updates, compiled)
         return self._programs[tokens, every_logit]
 

@@ -67,6 +67,15 @@ def test_encode_rounds_to_nearest_and_saturates(name, x):
         assert math.copysign(1, got) == math.copysign(1, x)
 
 
+@pytest.mark.parametrize("name", [n for n, f in FORMATS.items() if f.is_integer])
+@given(x=hnp.arrays(np.float64, st.integers(1, 64), elements=st.one_of(st.floats(-300, 300), st.integers(-300, 300).map(lambda i: i + 0.5))))
+def test_integer_rounding_is_the_code_tables(name, x):
+    """round's shortcut for integers (rint, clipped) gives the values the code table's nearest-even encoding gives."""
+    fmt = FORMATS[name]
+    got, want = fmt.round(x), fmt.decode(fmt.encode(x))
+    assert np.array_equal(got, want) and not np.signbit(got[got == 0]).any()
+
+
 def test_special_values():
     e4m3, e5m2, e2m1 = FORMATS["e4m3"], FORMATS["e5m2"], FORMATS["e2m1"]
     assert e4m3.encode([1e9])[0] == 0x7E and e4m3.decode([0x7E])[0] == 448  # saturates to max
