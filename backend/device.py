@@ -59,13 +59,16 @@ class SimulatorDevice:
         run_kernel(kernel, tuple(grid), [b.address for b in buffers] + list(dims), self.memory)
 
 
+BY_BITS = {"bfloat16": np.int16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}  # ml_dtypes types torch takes by their bits
+
+
 def to_torch(array):
-    """A numpy array as a CPU torch tensor (ml_dtypes' bfloat16 too, by its bits)."""
+    """A numpy array as a CPU torch tensor (ml_dtypes' bfloat16 and 8-bit floats too, by their bits)."""
     import torch
 
     array = np.ascontiguousarray(array)
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    if array.dtype.name in BY_BITS:
+        return torch.from_numpy(array.view(BY_BITS[array.dtype.name])).view(getattr(torch, array.dtype.name))
     return torch.from_numpy(array)
 
 
@@ -110,8 +113,9 @@ class CudaDevice:
         import ml_dtypes
         import torch
 
-        if tensor.dtype == torch.bfloat16:
-            return tensor.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
+        name = str(tensor.dtype).removeprefix("torch.")
+        if name in BY_BITS:
+            return tensor.view(getattr(torch, np.dtype(BY_BITS[name]).name)).cpu().numpy().view(getattr(ml_dtypes, name))
         return tensor.cpu().numpy()
 
     def launch(self, kernel: KernelOp, grid, tensors: list, dims: list[int]) -> None:

@@ -685,15 +685,19 @@ def relative_error(got, want) -> float:
 
 def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
     """A copy of `model` whose quantized weights hold their dequantized values (the same
-    quantization done in PyTorch): what --check compares a quantized program with."""
+    quantization done in PyTorch): what --check compares a quantized program with (W8A8 and FP8: their
+    weights alone, the activations' rounding left to the tolerance)."""
     import copy
 
     import torch
 
+    from ir.numerics import EightBitFormat
+
     model = copy.deepcopy(model)
     state = model.state_dict()
     for name in [k.removesuffix(".qweight") for k in weights if k.endswith(".qweight")]:
-        values = fmt.dequantize(weights[f"{name}.qweight"], weights[f"{name}.scales"], weights.get(f"{name}.zeros"))
+        q, s = weights[f"{name}.qweight"], weights[f"{name}.scales"]
+        values = fmt.weight.dequantize(q, s[:, None]) if isinstance(fmt, EightBitFormat) else fmt.dequantize(q, s, weights.get(f"{name}.zeros"))
         state[name].copy_(torch.from_numpy(np.asarray(values, np.float32)))
     return model
 
@@ -701,13 +705,17 @@ def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
 def quantize(module, names, weights, format_name: str, group: int | None, progress):
     """--quantize: frontend.transforms.quantize_linears with the format named on the command line."""
     from frontend.transforms import named_format, quantize_linears
+    from ir.numerics import EightBitFormat
 
     fmt = named_format(format_name, "--quantize", group)
     before = sum(isinstance(op, g.LinearOp) for op in module.walk())
     names, weights, kept = quantize_linears(module, names, weights, fmt)
-    done = sum(isinstance(op, g.QLinearOp) for op in module.walk())
-    progress(f"quantized {done} of {before} linears to {fmt.element}, group {fmt.group or 'channel'}, scale {fmt.scale}"
-             + (f", zero {fmt.zero}" if fmt.zero != "none" else ""))
+    done = sum(isinstance(op, (g.QLinearOp, g.QLinear8Op)) for op in module.walk())
+    if not isinstance(fmt, EightBitFormat):
+        progress(f"quantized {done} of {before} linears to {fmt.element}, group {fmt.group or 'channel'}, scale {fmt.scale}"
+                 + (f", zero {fmt.zero}" if fmt.zero != "none" else ""))
+    else:
+        progress(f"quantized {done} of {before} linears to {fmt.element} weights per channel and {fmt.element} activations per token")
     for reason in kept:
         progress(f"kept in float: {reason}")
     return names, weights, fmt
@@ -726,7 +734,8 @@ def main(argv=None) -> int:
                    "5e-2; with --quantize, against the model with the same quantization done in PyTorch)")
     p.add_argument("--summary", action="store_true", help="print a summary of the IR instead of the IR")
     p.add_argument("--quantize", metavar="FORMAT", help="turn linears into graph.qlinear on weights quantized to FORMAT "
-                   "(a preset such as int4, uint4, nf4, mxfp4, or an element format such as int2, e4m3)")
+                   "(a preset such as int4, uint4, nf4, mxfp4, or an element format such as int2, e4m3; w8a8 and fp8 become "
+                   "graph.qlinear8, which quantizes the activations per token too)")
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: one per output channel; default: the "
                    "format's own, 128 for int4, 32 for MX formats)")
     args = p.parse_args(argv)

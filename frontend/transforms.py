@@ -12,31 +12,36 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType
+from xdsl.dialects.builtin import Float8E4M3FNType, FunctionType, ModuleOp, TensorType, f32, i8
 
 from dialects import graph as g
 from dialects.lp import QuantAttr
 from ir.dtypes import storage_dtype
 from ir.interpreter import find_function
 from ir.errors import RungError
-from ir.numerics import FormatError, QuantFormat, quant_format
+from ir.numerics import EIGHT_BIT_PRESETS, EightBitFormat, FormatError, QuantFormat, quant_format
 from ir.syntax import ssa_name
 
 
-def named_format(name: str, option: str, group: int | None = None) -> QuantFormat:
-    """The format a command line names (a preset such as int4, or an element format), with its group overridden unless
-    `group` is None (0: one scale per output channel); a bad name or group is a RungError naming `option`."""
+def named_format(name: str, option: str, group: int | None = None) -> QuantFormat | EightBitFormat:
+    """The format a command line names (a preset such as int4, an element format, or w8a8 / fp8: 8-bit activations too),
+    with its group overridden unless `group` is None (0: one scale per output channel); a bad name or group is a
+    RungError naming `option`."""
+    if name in EIGHT_BIT_PRESETS:
+        if group:
+            raise RungError(f"{option}: {name} scales each output channel and each token: it takes no group")
+        return EIGHT_BIT_PRESETS[name]
     try:
         return quant_format(name, **({} if group is None else {"group": group or None}))
     except FormatError as e:
         raise RungError(f"{option}: {e}") from None
 
 
-def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat,
+def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat | EightBitFormat,
                      quantized: dict | None = None):
     """Every graph.linear whose weight is a weight argument of @main, used by linears only,
-    becomes graph.qlinear on that weight quantized to `fmt` (round to nearest); a bias becomes a
-    graph.add after it. The weight argument is replaced by its values, scales (and zeros),
+    becomes graph.qlinear on that weight quantized to `fmt` (round to nearest; graph.qlinear8 for W8A8 and FP8,
+    which quantize the activations too); a bias becomes a graph.add after it. The weight argument is replaced by its values, scales (and zeros),
     named `<weight>.qweight`, `.scales`, `.zeros`. Returns (names, weights, kept): the updated
     argument names and weights, and the weights kept in float, each with the reason.
 
@@ -45,7 +50,7 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
     (a prefill and a decode step) quantize each weight once."""
     fn = find_function(module, "main")
     block = fn.body.block
-    attr = QuantAttr.from_format(fmt)
+    attr = None if isinstance(fmt, EightBitFormat) else QuantAttr.from_format(fmt)
     weights = dict(weights)
     kept = []
     linear_weights = []
@@ -69,7 +74,8 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
         args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", TensorType(element, value.shape), value)
                 for i, (part, (element, value)) in enumerate(new.items())}
         for op in users:
-            ql = g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
+            ql = (g.QLinear8Op.make(op.x, args["qweight"], args["scales"]) if attr is None else
+                  g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr))
             block.insert_op_before(ql, op)
             out = ql
             if op.bias is not None:
@@ -86,13 +92,18 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
     return names, weights, kept
 
 
-def _quantized(fmt: QuantFormat, attr: QuantAttr, weight: np.ndarray):
+def _quantized(fmt: QuantFormat | EightBitFormat, attr: QuantAttr | None, weight: np.ndarray):
     """{part: (element type, array in its storage)} for the parts of `weight` quantized to `fmt` (qweight, scales and
     maybe zeros), or the FormatError that says why it cannot be."""
+    if isinstance(fmt, EightBitFormat) and np.shape(weight)[-1] % 16:
+        return FormatError(f"8-bit activations are read in 16-byte rows: K must be a multiple of 16, got {np.shape(weight)[-1]}")
     try:
-        q, s, z = fmt.quantize(weight)
+        q, s, z = (fmt.weight if attr is None else fmt).quantize(weight)
     except FormatError as e:
         return e
+    if attr is None:  # one f32 scale per output channel
+        element = i8 if fmt.element == "int8" else Float8E4M3FNType()
+        return {"qweight": (element, q.astype(storage_dtype(element))), "scales": (f32, s[:, 0].copy())}
     parts = {"qweight": (attr.element, q), "scales": (attr.scale, s)}
     if z is not None:
         parts["zeros"] = (attr.element if fmt.zero == "quantized" else attr.scale, z)

@@ -1,8 +1,8 @@
 """Element types as the interpreter stores them in numpy, and their conversions.
 
-f16 and bf16 are stored as themselves (bf16 through ml_dtypes) and computed in f32;
-low-precision floats (fp8, fp6, fp4, nf4, e8m0) are stored as float32 holding exactly
-representable values; narrow integers as int8/uint8 holding in-range values. Every value
+f16, bf16 and the 8-bit floats (e4m3, e5m2) are stored as themselves (through ml_dtypes, byte for
+byte what kernels read) and computed in f32; the other low-precision floats (fp6, fp4, nf4, e8m0)
+are stored as float32 holding exactly representable values; narrow integers as int8/uint8 holding in-range values. Every value
 written to a tensor goes through `to_storage`, which rounds and saturates as the element
 format defines (ir.numerics).
 """
@@ -52,7 +52,8 @@ def format_name(t: Attribute) -> str | None:
     return FLOAT_FORMATS.get(type(t)) or getattr(t, "FORMAT", None)
 
 
-_NATIVE_FLOATS = {Float16Type: np.float16, BFloat16Type: ml_dtypes.bfloat16, Float32Type: np.float32, Float64Type: np.float64}
+_NATIVE_FLOATS = {Float16Type: np.float16, BFloat16Type: ml_dtypes.bfloat16, Float32Type: np.float32, Float64Type: np.float64,
+                  Float8E4M3FNType: ml_dtypes.float8_e4m3fn, Float8E5M2Type: ml_dtypes.float8_e5m2}
 
 
 def is_float(t: Attribute) -> bool:
@@ -72,7 +73,7 @@ def storage_dtype(t: Attribute) -> np.dtype:
     """The numpy dtype that holds tensors of element type `t`."""
     if type(t) in _NATIVE_FLOATS:
         return np.dtype(_NATIVE_FLOATS[type(t)])
-    if is_float(t) and format_name(t) is not None:  # low-precision floats, held exactly in f32
+    if is_float(t) and format_name(t) is not None:  # fp6, fp4, nf4, e8m0: held exactly in f32
         return np.dtype(np.float32)
     if is_bool(t):
         return np.dtype(np.bool_)

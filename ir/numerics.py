@@ -365,6 +365,37 @@ PRESETS: dict[str, QuantFormat] = {
 }
 
 
+@dataclass(frozen=True)
+class EightBitFormat:
+    """W8A8 and FP8: an 8-bit weight, one f32 scale per output channel, times the activations quantized to the same
+    8-bit type per token (row) at every call (`quantize_rows`), multiplied 8-bit by 8-bit on the tensor cores."""
+
+    element: str  # int8 or e4m3
+
+    @property
+    def a8(self) -> str:
+        """The tensor cores' name of the 8-bit type (mma's s8 or e4m3)."""
+        return "s8" if self.element == "int8" else "e4m3"
+
+    @property
+    def weight(self) -> QuantFormat:
+        return QuantFormat(self.element, None, "f32")
+
+
+EIGHT_BIT_PRESETS = {"w8a8": EightBitFormat("int8"), "fp8": EightBitFormat("e4m3")}
+
+
+def quantize_rows(x, element: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, scales): each row of x [..., K] quantized to `element` (int8 or e4m3) by its absolute maximum, as
+    8-bit activations are at every call: scale = max(absmax / largest, f32 tiny) and values = x / scale rounded to
+    nearest even, all in f32 (values float64, exactly the element's; scales f32 [...])."""
+    fmt = element_format(element)
+    x = np.asarray(x, np.float32)
+    with np.errstate(all="ignore"):
+        scales = np.maximum(np.abs(x).max(axis=-1, initial=0.0) / np.float32(fmt.max), np.finfo(np.float32).tiny).astype(np.float32)
+        return fmt.round(x / scales[..., None]), scales
+
+
 def quant_format(name: str | QuantFormat, **overrides) -> QuantFormat:
     """A format by preset name ("int4", "mxfp4", ...) or element name ("int2", "e4m3", ...; group 128,
     f16 scales, and a quantized zero point for integers without a symmetric range), with

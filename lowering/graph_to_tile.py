@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
 from xdsl.ir import Block, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -31,13 +31,13 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects import graph as g
-from dialects.tile import GemmConfig, MatmulOp, PackWeightOp, WriteRowsOp, copy_elems
+from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackWeightOp, WriteRowsOp, copy_elems
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import SMS, check_target
 from lowering.attention import SdpaToTile
 from lowering.elementwise import ElementwiseToTile, absorbed
-from lowering.row_programs import FusedRopeToTile, RowOpToTile, reshaped
+from lowering.row_programs import FusedRopeToTile, RowOpToTile, add_kernel_once, eight_bit_rows_program, reshaped
 
 
 
@@ -159,14 +159,14 @@ def _split(cfg: GemmConfig, m: int, n: int, k: int, sms: int, waves: int = 1, pa
 
 
 def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = False, weight: dict | None = None,
-              target: str = "", **epilogue) -> GemmConfig:
+              target: str = "", a8: str = "", **epilogue) -> GemmConfig:
     """choose_config's schedule with the epilogue and the pass options applied; a bad option is a RungError."""
     if not m * n * k:
         raise RungError(f"graph-to-tile: a GEMM with an empty dimension (M, N, K = {m}, {n}, {k}) has nothing for a kernel to do")
     if override.get("split_k", 1) > -(-k // 16):
         raise RungError(f"graph-to-tile: split_k = {override['split_k']} is more than K = {k} has 16-element steps to split")
     try:
-        chosen = choose_config(m, n, k, dtype, b_kn, **(weight or {}), target=target)
+        chosen = choose_config(m, n, k, dtype, b_kn, **(weight or {}), a8=a8, target=target)
         return GemmConfig(**{**chosen.__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
@@ -273,6 +273,37 @@ class QLinearToTile(RewritePattern):
 
 
 @dataclass
+class QLinear8ToTile(RewritePattern):
+    """graph.qlinear8 -> two row programs on x (its per-row scales, and its rows quantized by them) and tile.matmul
+    of 8-bit operands with the scales of both applied in the epilogue."""
+
+    override: dict
+    target: str
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.QLinear8Op, rewriter: PatternRewriter):
+        x_type = op.x.type.element_type
+        n, k = op.qweight.type.get_shape()
+        a8 = "s8" if op.element == "int8" else "e4m3"
+        if str(x_type) not in ("f16", "bf16") or k % 16 or (a8 == "e4m3" and self.target == "sm_80"):
+            return  # (8-bit rows are whole 16-byte copies; FP8 mma needs sm_89 or later)
+
+        def make(x, cfg, residual):
+            m = x.type.get_shape()[0]
+            rows = []
+            for values, out in ((False, TensorType(f32, [m, 1])), (True, TensorType(op.qweight.type.element_type, [m, k]))):
+                kernel = eight_bit_rows_program(op.element, x_type, k, values)
+                add_kernel_once(op, kernel)
+                rewriter.insert(launch := LaunchOp.get(kernel.sym_name.data, [x], out))
+                rows.append(launch.result)
+            return MatmulOp.get(rows[1], op.qweight, None, cfg, op.scales, x_scales=reshaped(rewriter, rows[0], [m]),
+                                result_element=x_type, residual=residual)
+
+        _rewrite_as_matmul(op, rewriter, op.x, n, k,
+                           lambda m, epi: _schedule(m, n, k, str(x_type), self.override, target=self.target, a8=a8, **epi), make)
+
+
+@dataclass
 class MatmulToTile(RewritePattern):
     """A 2-D f16/bf16 graph.matmul becomes tile.matmul with B read as [K, N]."""
 
@@ -330,6 +361,6 @@ class GraphToTile(ModulePass):
             check_target(self.target, "graph-to-tile")
         override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
         PatternRewriteWalker(FusedRopeToTile(), apply_recursively=False).rewrite_module(op)  # before their permutes become copies
-        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, MatmulToTile)), RowOpToTile(),
+        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, QLinear8ToTile, MatmulToTile)), RowOpToTile(),
                                                 SdpaToTile(), ElementwiseToTile(), IndexCopyToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -108,12 +108,15 @@ class PtxBuilder:
         return self._add(ptx.LoadOp.create(operands=[addr] + ([pred] if pred is not None else []),
                                            result_types=[reg(kind)] * n, properties=props))
 
-    def st(self, space: str, addr, values, offset: int = 0, pred=None) -> None:
+    def st(self, space: str, addr, values, offset: int = 0, pred=None, byte: bool = False) -> None:
+        """st of `values` (with `byte`, the low byte of one b16 register)."""
         props = {"space": StringAttr(space)}
         if offset:
             props["offset"] = IntegerAttr(offset, i64)
         if pred is not None:
             props["guarded"] = UnitAttr()
+        if byte:
+            props["byte"] = UnitAttr()
         self._put(ptx.StoreOp.create(operands=[addr, *values] + ([pred] if pred is not None else []), properties=props))
 
     def cp_async(self, dst, src, src_size, size: int = 16) -> None:
@@ -179,6 +182,9 @@ class PtxBuilder:
 
     def cvt_half(self, x, dtype: str) -> SSAValue:
         return self._add(ptx.CvtHalfOp.create(operands=[x], result_types=[reg("b16")], properties={"dtype": StringAttr(dtype)}))
+
+    def cvt_eight_bit(self, x, dtype: str) -> SSAValue:
+        return self._add(ptx.CvtEightBitOp.create(operands=[x], result_types=[reg("b16")], properties={"dtype": StringAttr(dtype)}))
 
     def cvt_widen(self, x, dtype: str) -> SSAValue:
         return self._add(ptx.CvtWidenOp.create(operands=[x], result_types=[reg("f32")], properties={"dtype": StringAttr(dtype)}))

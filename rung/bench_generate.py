@@ -1,12 +1,13 @@
 """Generation speed on the GPU: Rung's prefill and CUDA-graph decode, per weight format, against transformers'
 static-cache generate.
 
-    python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--layers N] [--formats f16,int8,int4,nf4,int2] [--quick]
+    python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--layers N] [--formats f16,int8,int4,nf4,int2,w8a8,fp8] [--quick]
 
 A LLaMA-shaped model (rung.bench_models.llama: 1.1B, 22 layers of 2048, random init; --quick: 4 layers and
-f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1: the time of a 512-token prefill (its first token included) and
-the decode speed over 64 new tokens, greedy, for each weight format (quantized at load, lm_head and
-embeddings kept in f16); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
+f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1:
+the time of a 512-token prefill (its first token included) and the decode speed over 64 new tokens, greedy,
+for each weight format (quantized at load, lm_head and embeddings kept in f16; w8a8 and fp8 quantize the
+activations per token too); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
 (with random weights the draft's acceptance says little about a trained model's). Peers in the same run:
 transformers' generate with a static cache, eager and with torch.compile (its decode step compiled,
 gpt-fast's recipe). Writes bench_generate.md; progress goes to stderr.
@@ -15,12 +16,14 @@ gpt-fast's recipe). Writes bench_generate.md; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+import traceback
 from pathlib import Path
 
 PROMPT, NEW = 512, 64
-FORMATS = ("f16", "int8", "int4", "nf4", "int2")
+FORMATS = ("f16", "int8", "int4", "nf4", "int2", "w8a8", "fp8")
 
 
 def _say(msg: str) -> None:
@@ -97,41 +100,50 @@ def main(argv=None) -> int:
 
         lm = load_causal_lm(args.model, "f16")[0].cuda()
     c = lm.config
-    prompt = torch.randint(0, lm.config.vocab_size, (1, PROMPT), device="cuda")
+    what = f"LLaMA-shaped {layers}-layer model, random init" if args.model == "llama" else f"{args.model}"
+    header = [f"### Generation, {what} (batch 1)", "",
+              f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}. {c.num_hidden_layers} layers of {c.hidden_size}, "
+              f"{c.num_attention_heads} query and {c.num_key_value_heads} kv heads, vocabulary {c.vocab_size}, f16 activations; "
+              f"a {PROMPT}-token prompt, {NEW} new tokens, greedy. Setup: export, quantize, compile, pack and capture, once per "
+              "model and format.", "",
+              "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager | setup, notes |",
+              "| --- | --- | --- | --- | --- |"]
+    prompt = torch.randint(0, c.vocab_size, (1, PROMPT), device="cuda")
     rows = []
+
+    def add(row) -> None:  # the table is rewritten after every row: a run cut short keeps what it measured
+        rows.append(row)
+        eager = next((speed for name, _, speed, _ in rows if name.startswith("transformers eager")), math.nan)
+        text = "\n".join(header + [f"| {name} | {prefill * 1e3:.1f} | {speed:.1f} | {speed / eager:.2f}x | {notes} |"
+                                    for name, prefill, speed, notes in rows])
+        print(f"| {row[0]} | {row[1] * 1e3:.1f} ms | {row[2]:.1f} tokens/s | {row[3]} |", flush=True)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "bench_generate.md").write_text(text + "\n")
+
+    with torch.no_grad():
+        for name, compiled in (("transformers eager, static cache, f16", False), ("transformers + torch.compile, static cache, f16", True)):
+            _say(name)
+            add((name, *transformers_speed(lm, prompt, compiled), ""))
+    torch._dynamo.reset()
     for fmt in formats:
-        _say(f"Rung, {fmt} weights")
-        prefill, speed, setup, added = rung_speed(lm, prompt[0].tolist(), fmt)
-        rows.append((f"Rung, {fmt} weights", prefill, speed, f"{setup:.0f} s; {added / 2**20:.0f} MiB added (quantized and packed weights, KV cache)"))
-        torch.cuda.empty_cache()
+        _say(f"Rung, {fmt}")
+        try:
+            prefill, speed, setup, added = rung_speed(lm, prompt[0].tolist(), fmt)
+        except Exception as e:  # one format's failure is a row of the table, not the end of the run
+            traceback.print_exc()
+            add((f"Rung, {fmt}", math.nan, math.nan, f"failed: {type(e).__name__}: {str(e)[:200]}"))
+            continue
+        finally:
+            torch.cuda.empty_cache()
+        add((f"Rung, {fmt}", prefill, speed, f"{setup:.0f} s; {added / 2**20:.0f} MiB added (quantized and packed weights, KV cache)"))
     _say("Rung, speculative decoding with an int4 draft")
     draft = Generator(lm, PROMPT + NEW + 4, named_format("int4", "--draft"), device="gpu", progress=_say)
     speculative = Generator(lm, PROMPT + NEW + 4, device="gpu", progress=_say)
     speculative.speculate(prompt[0].tolist(), 8, draft, 4)  # exports, compiles and captures
     spec = speculative.speculate(prompt[0].tolist(), NEW, draft, 4)
-    rows.append(("Rung speculative, f16 with an int4 draft, k = 4", spec.prefill_s, spec.decode_tokens_per_s,
-                 f"kept {spec.accepted} of {spec.proposed} drafted"))
-    del draft, speculative
-    torch.cuda.empty_cache()
-    with torch.no_grad():
-        for name, compiled in (("transformers eager, static cache, f16", False), ("transformers + torch.compile, static cache, f16", True)):
-            _say(name)
-            rows.append((name, *transformers_speed(lm, prompt, compiled), ""))
-    what = f"LLaMA-shaped {layers}-layer model, random init" if args.model == "llama" else f"{args.model}"
-    lines = [f"### Generation, {what} (batch 1)", "",
-             f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}. {c.num_hidden_layers} layers of {c.hidden_size}, "
-             f"{c.num_attention_heads} query and {c.num_key_value_heads} kv heads, vocabulary {c.vocab_size}, f16 activations; a {PROMPT}-token prompt, {NEW} new tokens, greedy. Setup: export, quantize, compile, "
-             f"pack and capture, once per model and format. Peak GPU memory in the run {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB.", "",
-             "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager | setup, notes |",
-             "| --- | --- | --- | --- | --- |"]
-    eager = next(speed for name, _, speed, _ in rows if name.startswith("transformers eager"))
-    for name, prefill, speed, notes in rows:
-        lines.append(f"| {name} | {prefill * 1e3:.1f} | {speed:.1f} | {speed / eager:.2f}x | {notes} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "bench_generate.md").write_text(text + "\n")
+    add(("Rung speculative, f16 with an int4 draft, k = 4", spec.prefill_s, spec.decode_tokens_per_s,
+         f"kept {spec.accepted} of {spec.proposed} drafted; peak GPU memory in the run {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"))
     return 0
 
 

@@ -285,7 +285,8 @@ def generate_main(argv: list[str] | None = None) -> int:
                         "(default auto: the GPU where there is one, else the interpreter)")
     p.add_argument("--dtype", choices=("f32", "f16", "bf16"), help="the weights' and caches' type (default: f16 compiled, f32 on the "
                    "interpreter)")
-    p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize)")
+    p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize; "
+                   "w8a8 and fp8 quantize the activations per token too)")
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
     p.add_argument("--draft", metavar="PATH|FORMAT", help="speculative decoding (greedy): a draft model (as --model) or a weight format "
                    "for a quantized copy of the model (e.g. int4) proposes tokens that the model checks --speculate-k at a time")
@@ -301,7 +302,7 @@ def generate_main(argv: list[str] | None = None) -> int:
 
         from frontend.causal_lm import load_causal_lm
         from frontend.transforms import named_format
-        from ir.numerics import FORMATS, PRESETS
+        from ir.numerics import EIGHT_BIT_PRESETS, FORMATS, PRESETS
         from rung.generate import Generator, Sampling
 
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
@@ -310,7 +311,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         if args.draft and sampling != Sampling():
             raise RungError("speculative decoding (--draft) is greedy so far: leave --temperature, --top-k and --top-p unset")
         fmt = named_format(args.quantize, "--quantize", args.group) if args.quantize else None
-        draft_format = named_format(args.draft, "--draft", args.group) if args.draft in (*PRESETS, *FORMATS) else None
+        draft_format = named_format(args.draft, "--draft", args.group) if args.draft in (*PRESETS, *FORMATS, *EIGHT_BIT_PRESETS) else None
         device = args.device
         if device == "auto":
             device = "gpu" if torch.cuda.is_available() else "interpreter"

@@ -127,6 +127,43 @@ class QLinearOp(GraphOp):
         return x @ self.dequantized_weight(q, s, z).T
 
 
+EIGHT_BIT_WEIGHTS = {"i8": "int8", "f8E4M3FN": "e4m3"}  # qlinear8's weight element types and their ir.numerics formats
+
+
+@irdl_op_definition
+class QLinear8Op(GraphOp):
+    """W8A8 and FP8 (ir.numerics.EightBitFormat): each row of x [..., K] quantized to the 8-bit type of qweight
+    [N, K] (i8 or f8E4M3FN) by its absolute maximum (ir.numerics.quantize_rows), times qweight, then times the
+    row's scale and the f32 weight scales [N] (one per output channel); the result in x's type."""
+
+    name = "graph.qlinear8"
+    x = operand_def(TensorType)
+    qweight = operand_def(TensorType)
+    scales = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def infer(self):
+        x, w = shape_of(self.x.type), shape_of(self.qweight.type)
+        _check_float(self.x.type, what="x")
+        if str(self.qweight.type.element_type) not in EIGHT_BIT_WEIGHTS:
+            _fail(f"qweight must hold {' or '.join(EIGHT_BIT_WEIGHTS)}, got {self.qweight.type.element_type}")
+        if len(w) != 2 or not x or x[-1] != w[1]:
+            _fail(f"qlinear8 needs x [..., K] and qweight [N, K], got {list(x)} and {list(w)}")
+        if str(self.scales.type.element_type) != "f32" or shape_of(self.scales.type) != (w[0],):
+            _fail(f"scales must be tensor<{w[0]}xf32> (one per output channel), got {self.scales.type}")
+        return TensorType(self.x.type.element_type, (*x[:-1], w[0]))
+
+    @property
+    def element(self) -> str:
+        return EIGHT_BIT_WEIGHTS[str(self.qweight.type.element_type)]
+
+    def execute(self, x, q, s):
+        from ir.numerics import quantize_rows
+
+        xq, xs = quantize_rows(x, self.element)
+        return ((xq @ np.asarray(q, np.float64).T) * xs[..., None] * np.asarray(s, np.float64)).astype(np.float32)
+
+
 # --- normalization and activations over a dim --------------------------------------------------------
 
 

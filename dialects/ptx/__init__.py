@@ -23,7 +23,7 @@ from dialects.ptx.mma import (  # noqa: F401
     eight_bit_values, WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp
 )
 from dialects.ptx.convert import (  # noqa: F401
-    CvtPackOp, CvtHalfOp, CvtWidenOp, ApproxOp, Ex2Op, RcpOp, RsqrtOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op
+    CvtPackOp, CvtHalfOp, CvtEightBitOp, CvtWidenOp, ApproxOp, Ex2Op, RcpOp, RsqrtOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op
 )
 from dialects.ptx.kernel import (  # noqa: F401
     YieldOp, ForOp, STATIC_SHARED_LIMIT, dynamic_shared, KernelOp, LaunchOp, run_kernel
@@ -36,6 +36,6 @@ PTX = Dialect("ptx", [
     ImmOp, SpecialRegOp, SharedBaseOp, AddOp, SubOp, MulOp, AndOp, OrOp, XorOp, ShlOp, ShrOp, MinOp, MaxOp, DivOp, RemOp, MadOp,
     CvtOp, SetpOp, AndPredOp, SelpOp, LoadOp, StoreOp, CpAsyncOp, CpAsyncCommitOp, CpAsyncWaitOp, BarSyncOp, TrapOp, GridDepLaunchOp,
     GridDepWaitOp, LdmatrixOp, MmaOp,
-    CvtPackOp, CvtHalfOp, CvtWidenOp, Ex2Op, RcpOp, RsqrtOp, ShflBflyOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
+    CvtPackOp, CvtHalfOp, CvtEightBitOp, CvtWidenOp, Ex2Op, RcpOp, RsqrtOp, ShflBflyOp, Lop3Op, PrmtOp, PackHalvesOp, UnpackHalvesOp, Fma2Op, YieldOp, ForOp, KernelOp, LaunchOp,
     WgmmaOp, WgmmaFenceOp, WgmmaCommitOp, WgmmaWaitOp, FenceProxyAsyncOp,
 ], [RegType])

@@ -112,7 +112,7 @@ class BinaryOp(PtxOp):
 
     def text(self, r):
         k = kind_of(self.result)
-        m = {"mul": "mul.lo" if k not in ("f32",) else "mul", "shl": "shl", "shr": "shr"}.get(self.MNEMONIC, self.MNEMONIC)
+        m = {"mul": "mul.lo" if k not in ("f32",) else "mul", "div": "div.rn" if k == "f32" else "div"}.get(self.MNEMONIC, self.MNEMONIC)
         if m in ("and", "or", "xor", "shl"):
             k = {"u32": "b32", "s32": "b32", "u64": "b64"}.get(k, k)
         elif m == "shr" and k.startswith("b"):
@@ -120,8 +120,9 @@ class BinaryOp(PtxOp):
         return f"{m}.{k} {r(self.result)}, {r(self.lhs)}, {r(self.rhs)};"
 
     def execute(self, cta, a, b):
-        with np.errstate(over="ignore"):
-            out = _BIN[self.MNEMONIC](a, b.astype(a.dtype) if self.MNEMONIC in ("shl", "shr") else b)
+        fn = np.divide if self.MNEMONIC == "div" and a.dtype == np.float32 else _BIN[self.MNEMONIC]  # div.rn.f32: IEEE division
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            out = fn(a, b.astype(a.dtype) if self.MNEMONIC in ("shl", "shr") else b)
         return out.astype(a.dtype)
 
 

@@ -16,6 +16,8 @@ from xdsl.irdl import (
     result_def,
 )
 
+from xdsl.utils.exceptions import VerifyException
+
 from dialects.ptx.base import PtxOp, RegType, unpack_halves
 
 
@@ -56,6 +58,34 @@ class CvtHalfOp(PtxOp):
 
         x = x if x.dtype == np.float32 else x.astype(np.uint32).view(np.float32)  # a b32 register holds f32 bits
         return x.astype(np.float16 if self.dtype.data == "f16" else ml_dtypes.bfloat16).view(np.uint16)
+
+
+@irdl_op_definition
+class CvtEightBitOp(PtxOp):
+    """One f32 rounded to nearest even and saturated to an 8-bit type, in the low byte of a b16 register:
+    cvt.rni.sat.s8.f32 (s8: [-128, 127]) or cvt.rn.satfinite.e4m3x2.f32 with a zero high half (e4m3: +-448)."""
+
+    name = "ptx.cvt_eight_bit"
+    x = operand_def(RegType)
+    result = result_def(RegType)
+    dtype = prop_def(StringAttr)
+
+    def verify_(self):
+        if self.dtype.data not in ("s8", "e4m3"):
+            raise VerifyException(f"8-bit conversions make s8 or e4m3, not {self.dtype.data}")
+
+    def text(self, r):
+        if self.dtype.data == "s8":
+            return f"cvt.rni.sat.s8.f32 {r(self.result)}, {r(self.x)};"
+        return f"cvt.rn.satfinite.e4m3x2.f32 {r(self.result)}, 0f00000000, {r(self.x)};"
+
+    def execute(self, cta, x):
+        import ml_dtypes
+
+        x = x.astype(np.float32)
+        if self.dtype.data == "s8":
+            return np.clip(np.nan_to_num(np.rint(x)), -128, 127).astype(np.int8).view(np.uint8).astype(np.uint16)
+        return np.clip(x, -448, 448).astype(ml_dtypes.float8_e4m3fn).view(np.uint8).astype(np.uint16)
 
 
 @irdl_op_definition

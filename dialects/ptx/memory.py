@@ -70,7 +70,8 @@ class LoadOp(PtxOp):
 
 @irdl_op_definition
 class StoreOp(SinkOp):
-    """[@p] st.<space>[.v2/.v4].<kind> [addr + offset], {values...}."""
+    """[@p] st.<space>[.v2/.v4].<kind> [addr + offset], {values...}. With `byte`, st.<space>.b8 of one
+    16-bit register's low byte."""
 
     name = "ptx.st"
     addr = operand_def(RegType)
@@ -78,6 +79,11 @@ class StoreOp(SinkOp):
     space = prop_def(StringAttr)
     offset = opt_prop_def(IntegerAttr)
     guarded = opt_prop_def(UnitAttr)
+    byte = opt_prop_def(UnitAttr)
+
+    def verify_(self):
+        if self.byte and (len(self._split()[0]) != 1 or kind_of(self.values[0]) != "b16"):
+            raise VerifyException("a byte store takes one 16-bit register")
 
     def _split(self):
         vals = list(self.values)
@@ -86,7 +92,7 @@ class StoreOp(SinkOp):
 
     def text(self, r):
         vals, pred = self._split()
-        k = kind_of(vals[0])
+        k = "b8" if self.byte else kind_of(vals[0])
         vec = f".v{len(vals)}" if len(vals) > 1 else ""
         src = ", ".join(r(v) for v in vals)
         src = f"{{{src}}}" if vec else src
@@ -96,7 +102,7 @@ class StoreOp(SinkOp):
     def execute(self, cta, addr, *values):
         pred = values[-1] if self.guarded else None
         vals = values[:-1] if self.guarded else values
-        data = np.stack([np.ascontiguousarray(v) for v in vals], axis=1)
+        data = np.stack([np.ascontiguousarray(v.astype(np.uint8) if self.byte else v) for v in vals], axis=1)
         off = self.offset.value.data if self.offset else 0
         cta.store(self.space.data, addr.astype(np.int64) + off, data.view(np.uint8).reshape(cta.threads, -1), pred)
         return ()

@@ -298,7 +298,7 @@ class LoadIndexOp(IRDLOperation):
         return value
 
 
-MAP_FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+MAP_FUNCTIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
                  "exp": np.exp, "rsqrt": lambda x: 1 / np.sqrt(x), "rcp": lambda x: 1 / x, "neg": np.negative}
 UNARY = ("exp", "rsqrt", "rcp", "neg")
 
@@ -306,7 +306,7 @@ UNARY = ("exp", "rsqrt", "rcp", "neg")
 @irdl_op_definition
 class MapOp(IRDLOperation):
     """fn applied elementwise to rows and scalars (a scalar, an f32, is the same for every element):
-    add, sub, mul, max (two operands, or one and `constant`), exp, rsqrt, rcp, neg (one). The result is
+    add, sub, mul, div (IEEE), max (two operands, or one and `constant`), exp, rsqrt, rcp, neg (one). The result is
     a row if an operand is, else a scalar."""
 
     name = "tile.map"
@@ -368,8 +368,9 @@ class ReduceRowOp(IRDLOperation):
 
 @irdl_op_definition
 class StoreRowOp(IRDLOperation):
-    """dst[row] = value (dst viewed as [rows, N]), rounded to dst's element type; a scalar value (a row's
-    reduction) is stored as the one element of its row (dst viewed as [rows])."""
+    """dst[row] = value (dst viewed as [rows, N]), rounded to dst's element type (f16, bf16, f32; or to nearest
+    even and saturated, i8 and f8E4M3FN); a scalar value (a row's reduction) is stored as the one element of its row
+    (dst viewed as [rows])."""
 
     name = "tile.store_row"
     value = operand_def(RowType | Float32Type)
@@ -378,8 +379,16 @@ class StoreRowOp(IRDLOperation):
     assembly_format = "$value `,` $dst `[` $row `]` attr-dict `:` type($value) `,` type($dst)"
 
     def run(self, ids, value, dst, row):
+        eight_bit = EIGHT_BIT_STORES.get(str(self.dst.type.element_type))
+        if eight_bit is not None:
+            from ir.numerics import element_format
+
+            value = element_format(eight_bit).round(np.asarray(value, np.float32))
         _rows(dst, self.value.type.cols.data if isinstance(self.value.type, RowType) else 1)[row] = value
         return ()
+
+
+EIGHT_BIT_STORES = {"i8": "int8", "f8E4M3FN": "e4m3"}  # 8-bit element types a row stores, and their ir.numerics formats
 
 
 def row_program_ops(program) -> list:

@@ -18,9 +18,11 @@ from ir.errors import RungError
 from lowering.ptx_builder import PtxBuilder
 from lowering.tile_to_warp.dispatch import lower_each
 
-_BINARY = {"add": ptx.AddOp, "sub": ptx.SubOp, "mul": ptx.MulOp, "max": ptx.MaxOp}
+_BINARY = {"add": ptx.AddOp, "sub": ptx.SubOp, "mul": ptx.MulOp, "div": ptx.DivOp, "max": ptx.MaxOp}
 _IDENTITY = {"sum": 0.0, "max": -math.inf}
 _ELEMENT_BYTES = {"f16": 2, "bf16": 2}
+_STORED_BYTES = {**_ELEMENT_BYTES, "f32": 4, "i8": 1, "f8E4M3FN": 1}  # what a row program may also write
+_EIGHT_BIT = {"i8": "s8", "f8E4M3FN": "e4m3"}  # (ptx.CvtEightBitOp's names)
 
 
 class _RowLowering:
@@ -28,10 +30,11 @@ class _RowLowering:
         self.cfg: RowConfig = program.schedule.data
         args = program.body.block.args
         indices = {op.src for op in program.body.block.ops if isinstance(op, tile.LoadIndexOp)}
+        stored = {op.dst for op in program.body.block.ops if isinstance(op, tile.StoreRowOp)}
         for a in args:
-            if str(a.type.element_type) not in _ELEMENT_BYTES and a not in indices:
-                raise RungError(f"tile-to-warp: @{program.sym_name.data}: row programs read and write f16 or bf16 tensors "
-                                f"(and read indices), not {a.type.element_type}")
+            if str(a.type.element_type) not in (_STORED_BYTES if a in stored else _ELEMENT_BYTES) and a not in indices:
+                raise RungError(f"tile-to-warp: @{program.sym_name.data}: row programs read f16 or bf16 tensors (and indices) "
+                                f"and write those, f32, i8 or f8E4M3FN, not {a.type.element_type}")
         many = self.cfg.rows > 1  # then the rows of the result come as the last parameter
         self.kernel = KernelOp.get(program.sym_name.data, ["u64"] * len(args) + ["u32"] * many, self.cfg.threads * self.cfg.rows,
                                    self.cfg.shared_bytes)
@@ -57,7 +60,7 @@ class _RowLowering:
         """The address of register i's column (plus `offset`) in `tensor`'s row of `stride` elements (N by
         default; its first row without `row`); the row's start and each column's byte offset are computed
         once per kernel, not per access."""
-        b, esize = self.b, _ELEMENT_BYTES[str(tensor.type.element_type)]
+        b, esize = self.b, _STORED_BYTES[str(tensor.type.element_type)]
         stride = stride or self.cfg.cols
         if (tensor, row, stride) not in self._row_starts:
             start = self.env[tensor]
@@ -189,12 +192,20 @@ class _RowLowering:
 
     def _store_row(self, op) -> None:
         b, dtype = self.b, str(op.dst.type.element_type)
+
+        def stored(v):  # (the value in dst's type, whether it is a byte)
+            if dtype in _EIGHT_BIT:
+                return b.cvt_eight_bit(v, _EIGHT_BIT[dtype]), True
+            return (v if dtype == "f32" else b.cvt_half(v, dtype)), False
+
         if not isinstance(self.env[op.value], list):  # a scalar: thread 0 stores the row's one element
-            address = b.add(self.env[op.dst], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(_ELEMENT_BYTES[dtype], "u64")))
-            b.st("global", address, [b.cvt_half(self.env[op.value], dtype)], pred=self._and(b.setp("eq", self.tid, 0), self.row_ok))
+            address = b.add(self.env[op.dst], b.mul(b.cvt(self.env[op.row], "u64"), b.imm(_STORED_BYTES[dtype], "u64")))
+            value, byte = stored(self.env[op.value])
+            b.st("global", address, [value], pred=self._and(b.setp("eq", self.tid, 0), self.row_ok), byte=byte)
             return
         for i, v in enumerate(self.env[op.value]):
-            b.st("global", self._address(op.dst, op.row, i), [b.cvt_half(v, dtype)], pred=self.inside[i])
+            value, byte = stored(v)
+            b.st("global", self._address(op.dst, op.row, i), [value], pred=self.inside[i], byte=byte)
 
 
 def lower_row_program(program: tile.KernelOp) -> KernelOp:

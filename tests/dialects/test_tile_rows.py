@@ -34,7 +34,7 @@ def test_a_row_program_prints_parses_and_runs_as_its_graph_op():
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('tile.map "rsqrt"', 'tile.map "sqrt"', "tile.map applies one of add, sub, mul, max, exp, rsqrt, rcp, neg, not 'sqrt'"),
+    ('tile.map "rsqrt"', 'tile.map "sqrt"', "tile.map applies one of add, sub, mul, div, max, exp, rsqrt, rcp, neg, not 'sqrt'"),
     ('tile.map "rsqrt"', 'tile.map "add"', "'add' takes 2 operands \\(a constant counts\\), got 1"),
     ('tile.reduce_row "sum"', 'tile.reduce_row "prod"', "reduces by sum or max, not 'prod'"),
     ("threads = 32,", "threads = 48,", "bad row schedule: threads must be a multiple of 32"),

@@ -294,3 +294,67 @@ def test_a_position_past_the_cache_traps_in_the_kernel():
     args = random_inputs([a.type for a in module.ops.first.body.block.args], 0, 4)
     with pytest.raises(RungError, match="a position at or past the cache's length"):
         run(module, [args[0], np.array([3, 8]), args[2]])
+
+
+def qlinear8_ir(m: int, n: int, k: int, dtype: str, element: str, residual: bool) -> str:
+    w8 = {"int8": "i8", "e4m3": "f8E4M3FN"}[element]
+    xt, wt, st_, yt = f"tensor<{m}x{k}x{dtype}>", f"tensor<{n}x{k}x{w8}>", f"tensor<{n}xf32>", f"tensor<{m}x{n}x{dtype}>"
+    body = f"  %y = graph.qlinear8 %x, %w, %s : ({xt}, {wt}, {st_}) -> {yt}\n"
+    if residual:
+        body += f"  %z = graph.add %r, %y : ({yt}, {yt}) -> {yt}\n"
+    args = f"%x: {xt}, %w: {wt}, %s: {st_}" + (f", %r: {yt}" if residual else "")
+    return f"func.func @main({args}) -> {yt} {{\n{body}  func.return {'%z' if residual else '%y'} : {yt}\n}}\n"
+
+
+def qlinear8_inputs(m: int, n: int, k: int, dtype: str, element: str, residual: bool, rng) -> list:
+    import ml_dtypes
+
+    from ir.numerics import EIGHT_BIT_PRESETS
+
+    q, s, _ = EIGHT_BIT_PRESETS["w8a8" if element == "int8" else "fp8"].weight.quantize(rng.standard_normal((n, k)))
+    x = (rng.standard_normal((m, k)) * rng.choice([0.01, 1, 30], (m, 1))).astype(np.float32)  # rows of different ranges
+    q = q.astype(np.int8 if element == "int8" else ml_dtypes.float8_e4m3fn)
+    return [x, q, (s[:, 0] / 8).astype(np.float32)] + ([rng.standard_normal((m, n)).astype(np.float32)] if residual else [])
+
+
+@settings(max_examples=max(6, settings().max_examples // 8), deadline=None)
+@given(st.integers(1, 140), st.integers(1, 20).map(lambda h: 2 * h), st.integers(1, 6).map(lambda u: 16 * u), st.sampled_from(["f16", "bf16"]),
+       st.sampled_from([("int8", "sm_80"), ("int8", "sm_90a"), ("e4m3", "sm_90a")]), st.booleans(), st.integers(0, 2**31))
+def test_eight_bit_activations_are_quantized_per_row_and_multiplied_eight_bit(m, n, k, dtype, target, residual, seed):
+    """W8A8 and FP8: two row programs (each row's scale, the row quantized by it) and an 8-bit tile.matmul with the residual
+    in its epilogue keep graph.qlinear8's meaning at every level, on mma.sync and wgmma tiles."""
+    element, target = target
+    module = parse_ir(qlinear8_ir(m, n, k, dtype, element, residual))
+    inputs = qlinear8_inputs(m, n, k, dtype, element, residual, np.random.default_rng(seed))
+    expected = run(module, inputs)[0].astype(np.float32)
+    tol = (8e-3 if dtype == "bf16" else 2e-3) * max(1.0, float(np.abs(expected).max()))
+    ctx = make_context()
+    run_pipeline(module, f"graph-to-tile{{target={target}}}", ctx)
+    mm = next(op for op in module.walk() if isinstance(op, MatmulOp))
+    assert mm.config.a8 == ("s8" if element == "int8" else "e4m3") and (mm.residual is not None) == residual
+    assert sum(isinstance(op, TileKernel) for op in module.ops) == 2  # the row programs
+    for stage in ("", "tile-expand", "tile-to-warp,smem-swizzle,warp-to-ptx"):
+        if stage:
+            run_pipeline(module, stage, ctx)
+        got = run(module, inputs)[0].astype(np.float32)
+        assert np.abs(got - expected).max() <= tol, (stage, np.abs(got - expected).max())
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+
+
+def test_fp8_activations_need_sm_90a_and_eight_bit_rows_whole_16_bytes():
+    for text, target in ((qlinear8_ir(4, 8, 32, "f16", "e4m3", False), "sm_80"), (qlinear8_ir(4, 8, 24, "f16", "int8", False), "sm_90a")):
+        module = parse_ir(text)
+        run_pipeline(module, f"graph-to-tile{{target={target}}}", make_context())
+        assert any(isinstance(op, g.QLinear8Op) for op in module.walk())  # stays: lower-to-ptx then names it
+
+
+@pytest.mark.skipif(__import__("shutil").which("ptxas") is None, reason="ptxas is not installed")
+def test_eight_bit_linears_assemble_without_spills(tmp_path):
+    """The row programs' 8-bit stores and the 8-bit GEMMs with a residual, decoding (M = 1) and prefill-sized."""
+    from backend.ptx_text import module_text
+    from machine_code import assert_assembles_without_spills
+
+    for element, target, m in (("int8", "sm_80", 1), ("int8", "sm_80", 512), ("int8", "sm_90a", 512), ("e4m3", "sm_90a", 1), ("e4m3", "sm_90a", 512)):
+        module = parse_ir(qlinear8_ir(m, 4096, 4096, "f16", element, True))
+        run_pipeline(module, f"graph-to-tile{{target={target}}}," + LOWER_TO_PTX.split(",", 1)[1], make_context())
+        assert_assembles_without_spills(module_text(module, target), target, tmp_path)

@@ -323,3 +323,38 @@ def test_a_convolution_runs_on_the_gpu_as_torch_does(dtype, n, c, h, w, o, k, st
                       f"  func.return %p : {p}\n}}\n")
     torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
     assert_close(fn(x, weight, bias).float().cpu().numpy(), want.cpu().numpy(), dtype)
+
+
+QLINEAR8 = """func.func @main(%x: tensor<{m}x{k}xf16>, %w: tensor<{n}x{k}x{w8}>, %s: tensor<{n}xf32>) -> tensor<{m}x{n}xf16> {{
+  %y = graph.qlinear8 %x, %w, %s : (tensor<{m}x{k}xf16>, tensor<{n}x{k}x{w8}>, tensor<{n}xf32>) -> tensor<{m}x{n}xf16>
+  func.return %y : tensor<{m}x{n}xf16>
+}}
+"""
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["w8a8", "fp8"])
+@pytest.mark.parametrize("m, n, k", [(1, 4096, 4096), (37, 200, 96), (300, 1024, 2048)])
+def test_eight_bit_activations_on_the_gpu_as_the_interpreter_and_torch_compute(preset, m, n, k):
+    """W8A8 and FP8 compiled (row scales, rows quantized, the 8-bit GEMM), on fresh random data, against the interpreter
+    and against torch on the same 8-bit values."""
+    import ml_dtypes
+
+    from backend.device import to_torch
+    from backend.quant import per_token
+    from ir.numerics import EIGHT_BIT_PRESETS
+
+    fmt = EIGHT_BIT_PRESETS[preset]
+    text = QLINEAR8.format(m=m, n=n, k=k, w8="i8" if preset == "w8a8" else "f8E4M3FN")
+    fn = rung.compile(text)
+    generator = torch.Generator().manual_seed(m * n + k)
+    q, s, _ = fmt.weight.quantize(torch.randn(n, k, generator=generator, dtype=torch.float64).numpy())
+    args = [(torch.randn(m, k, generator=generator) * 3).half().numpy(), q.astype(np.int8 if preset == "w8a8" else ml_dtypes.float8_e4m3fn),
+            s[:, 0].astype(np.float32)]
+    torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
+    got = fn(*(to_torch(a).cuda() for a in args)).float().cpu().numpy()
+    x8, xs = per_token(torch.from_numpy(args[0]).cuda(), fmt.a8)
+    ref = (x8.double() @ torch.from_numpy(q).cuda().T) * xs.double()[:, None] * torch.from_numpy(s[:, 0]).cuda()
+    assert_close(got, ref.float().cpu().numpy(), "f16")
+    assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), "f16")

@@ -74,13 +74,18 @@ def test_a_batch_generates_each_sequences_own_greedy_tokens():
         batch.generate_batch([[1, 2], [3], [4, 5]], 4)
 
 
-def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens():
-    """The steps compiled whole (cache updates in place, attention up to the positions) and run on the lane simulator."""
+@pytest.mark.parametrize("quantize", [None, "w8a8"])
+def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens(quantize):
+    """The steps compiled whole (cache updates in place, attention up to the positions; W8A8's row quantization and
+    8-bit GEMMs) and run on the lane simulator."""
+    from frontend.transforms import named_format
+
     torch.manual_seed(0)
     lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "hidden_size": 64, "intermediate_size": 96})).eval().half()
     prompt = [5, 17, 3, 9, 60, 2, 11]
-    want = Generator(lm, 16).generate(prompt, 6).tokens
-    assert Generator(lm, 16, device="simulator").generate(prompt, 6).tokens == want
+    fmt = quantize and named_format(quantize, "quantize")
+    want = Generator(lm, 16, fmt).generate(prompt, 6).tokens
+    assert Generator(lm, 16, fmt, device="simulator").generate(prompt, 6).tokens == want
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
