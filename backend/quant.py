@@ -27,13 +27,12 @@ import numpy as np
 from backend.gemm import check_same, check_tensor, device_multiprocessors, device_target, dtype_of, gemm_kernels
 from dialects.tile import GemmConfig
 from ir.errors import RungError
-from ir.numerics import FormatError, QuantFormat
+from ir.numerics import EIGHT_BIT_PRESETS, FormatError, QuantFormat, element_format
 from ir.numerics import quant_format as numerics_quant_format
 from lowering.graph_to_tile import choose_config
 from ir.packing import PackedWeight, decoder, pack_weight, unpack_weight
 
 _UNSET = object()
-EIGHT_BIT = {"w8a8": ("int8", "s8", 127.0), "fp8": ("e4m3", "e4m3", 448.0)}  # preset -> weight element, mma input, largest value
 
 
 @dataclass
@@ -190,7 +189,7 @@ def quantize(weight, format="int4", *, group=_UNSET, scale=_UNSET, zero=_UNSET, 
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise RungError("quantize takes a 2-D torch tensor [N, K]")
     dtype = dtype or {torch.bfloat16: "bf16"}.get(weight.dtype, "f16")
-    if format in EIGHT_BIT:
+    if format in EIGHT_BIT_PRESETS:
         return _quantize_eight_bit(weight, format, dtype)
     fmt = quant_format(format, group, scale, zero)
     try:
@@ -208,19 +207,19 @@ def _quantize_eight_bit(weight, preset: str, dtype: str) -> QuantizedWeight:
     """An 8-bit weight per output channel (f32 scales), stored as it is: ldmatrix reads it directly."""
     import torch
 
-    element, a8, _ = EIGHT_BIT[preset]
+    fmt = EIGHT_BIT_PRESETS[preset]
+    element, a8 = fmt.element, fmt.a8
     n, k = weight.shape
     if k % 16:
         raise RungError(f"{preset} needs K a multiple of 16 (16-byte rows), got {k}")
-    fmt = QuantFormat(element, None, "f32")
     try:
-        values, scales, _ = fmt.quantize(weight.detach().double().cpu().numpy())
+        values, scales, _ = fmt.weight.quantize(weight.detach().double().cpu().numpy())
     except FormatError as e:
         raise RungError(f"cannot quantize the weight as {element}: {e}") from None
     codes = torch.from_numpy(values.astype(np.int8) if a8 == "s8" else values.astype(np.float32)).to(weight.device)
     if a8 == "e4m3":
         codes = codes.to(torch.float8_e4m3fn)  # exact: the values are e4m3 values
-    return QuantizedWeight(fmt, dtype, (n, k), codes, torch.from_numpy(scales[:, 0].copy()).to(weight.device), None, a8)
+    return QuantizedWeight(fmt.weight, dtype, (n, k), codes, torch.from_numpy(scales[:, 0].copy()).to(weight.device), None, a8)
 
 
 def per_token(x2d, a8: str):
@@ -228,7 +227,7 @@ def per_token(x2d, a8: str):
     kernels multiply (x ~ x8 * scale[:, None])."""
     import torch
 
-    largest = EIGHT_BIT["w8a8" if a8 == "s8" else "fp8"][2]
+    largest = element_format("int8" if a8 == "s8" else "e4m3").max
     scale = (x2d.abs().amax(dim=1).float() / largest).clamp_min(torch.finfo(torch.float32).tiny)
     y = x2d.float() / scale[:, None]
     return (y.round().clamp(-127, 127).to(torch.int8) if a8 == "s8" else y.to(torch.float8_e4m3fn)), scale

@@ -10,6 +10,7 @@ from dialects import graph as g
 from frontend.torch2ir import inputs_for, load_model_file, main, torch_to_ir
 from frontend.transforms import fold_batch_norms, quantize_linears
 from rung.context import parse_ir, print_ir, verify
+from ir.errors import RungError
 from ir.interpreter import run
 from ir.numerics import QuantFormat
 
@@ -35,6 +36,36 @@ def test_quantized_program_is_the_float_program_on_dequantized_weights(fmt):
     got = run(module, inputs_for(q_names, q_weights, args, kwargs))[0]
     want = run(float_module, inputs_for(names, dequantized, args, kwargs))[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["w8a8", "fp8"])
+def test_eight_bit_activations_quantize_each_row_of_each_linear_at_every_call(preset):
+    """W8A8 and FP8: graph.qlinear8 on the 8-bit weight and its per-channel scales; the program is the float program with
+    each linear's input rounded per row (ir.numerics.quantize_rows) and its weight dequantized; a K that is not a
+    multiple of 16 stays float with the reason."""
+    from frontend.transforms import named_format
+    from ir.numerics import EIGHT_BIT_PRESETS, quantize_rows
+
+    model, args, kwargs = load_model_file(EXAMPLES / "llama.py")
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    fmt = named_format(preset, "--quantize")
+    assert fmt is EIGHT_BIT_PRESETS[preset]
+    q_names, q_weights, kept = quantize_linears(module, names, weights, fmt)
+    verify(module)
+    assert sum(isinstance(op, g.QLinear8Op) for op in module.walk()) == 13 and not any(isinstance(op, g.QLinearOp) for op in module.walk())
+    assert [r.split(":")[0] for r in kept] == [f"model.layers.{i}.mlp.down_proj.weight" for i in range(2)]
+    assert all("K must be a multiple of 16, got 172" in r for r in kept)
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+    op = next(op for op in module.walk() if isinstance(op, g.QLinear8Op))
+    rng = np.random.default_rng(0)
+    x, (n, k) = rng.standard_normal((3, op.x.type.get_shape()[-1])).astype(np.float32), op.qweight.type.get_shape()
+    q, s = rng.integers(-127, 128, (n, k)).astype(np.float64), rng.random(n).astype(np.float32)
+    if preset == "fp8":
+        q = fmt.weight.fmt.round(q)
+    xq, xs = quantize_rows(x, fmt.element)
+    np.testing.assert_allclose(op.execute(x, q, s), (xq * xs[:, None]) @ (q * s[:, None]).T, rtol=1e-6, atol=1e-6)
+    with pytest.raises(RungError, match="w8a8 scales each output channel and each token: it takes no group"):
+        named_format("w8a8", "--quantize", 32)
 
 
 def test_weights_that_cannot_be_quantized_stay_float_with_the_reason():
