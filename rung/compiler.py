@@ -20,6 +20,8 @@ runs the same launches on whichever device its arguments live on (backend.device
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -116,6 +118,8 @@ class CompiledFunction:
         else:
             device = self._gpus[ordinal]
         env = {p: device.put(_checked(i, a, p.type, want)) for i, (a, p, want) in enumerate(zip(args, params, self._parameters))}
+        if ordinal is not None:
+            self._pack_missing(device, env)
         arena = device.empty((self.memory.arena_bytes,), np.uint8) if self.memory.arena_bytes else None
         results = []
         for step in self._program:
@@ -162,17 +166,47 @@ class CompiledFunction:
 
     def _pack(self, op, device, weights) -> tuple:
         """The packed weight (Ladder's offline transform, on the CPU) for these weights: on a GPU made
-        once per weight (by its storage and version), on the simulator every call."""
-        key = ((op.format, op.dtype.data, device.ordinal, *((w.data_ptr(), w._version) for w in weights))
-               if isinstance(device, CudaDevice) else None)
+        once per weight (by its storage and version; _pack_missing makes them all at a first call), on the
+        simulator every call."""
+        key = _pack_key(op, device, weights)
         if key in self._packed:
             return self._packed[key]
-        host = [np.asarray(device.get(w), np.float32) for w in weights]
-        packed = tuple(device.put(np.ascontiguousarray(a).astype(storage_dtype(r.type.element_type)))
-                       for a, r in zip(op.execute(*host), op.results))
+        packed = _upload(op, device, _packed_on_host(op, device, weights))
         if key is not None:
             self._packed[key] = packed
         return packed
+
+    def _pack_missing(self, device, env: dict) -> None:
+        """Every weight of the call not packed for this GPU yet, packed at once on several threads (numpy leaves the
+        interpreter lock while it works): a model's many weights in seconds, not one after another."""
+        todo = {}
+        for step in self._program:
+            if step[0] == "pack":
+                weights = [env[v] for v in step[2]]
+                key = _pack_key(step[1], device, weights)
+                if key not in self._packed:
+                    todo.setdefault(key, (step[1], weights))
+        if not todo:
+            return
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            arrays = pool.map(lambda item: _packed_on_host(item[0], device, item[1]), todo.values())
+            for key, (op, _), host in zip(todo, todo.values(), arrays):
+                self._packed[key] = _upload(op, device, host)
+
+
+def _pack_key(op, device, weights) -> tuple | None:
+    """What a packed weight on a GPU is cached by (None on the simulator, which packs at every call)."""
+    if not isinstance(device, CudaDevice):
+        return None
+    return (op.format, op.dtype.data, device.ordinal, *((w.data_ptr(), w._version) for w in weights))
+
+
+def _packed_on_host(op, device, weights) -> tuple:
+    return op.execute(*(np.asarray(device.get(w), np.float32) for w in weights))
+
+
+def _upload(op, device, arrays) -> tuple:
+    return tuple(device.put(np.ascontiguousarray(a).astype(storage_dtype(r.type.element_type))) for a, r in zip(arrays, op.results))
 
 
 @dataclass

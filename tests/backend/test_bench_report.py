@@ -22,6 +22,7 @@ def _run(tmp_path, us: str):
     (run / "bench_attention.md").write_text(f"# Attention\n\n| keys | us |\n| --- | --- |\n| 8192 | {us} |\n")
     (run / "bench_models.md").write_text(f"# Models\n\n| tokens | us |\n| --- | --- |\n| 512 | {us} |\n")
     (run / "bench_models_breakdown.md").write_text(f"# By kernel\n\n| kernel | us |\n| --- | --- |\n| rung_gemm | {us} |\n")
+    (run / "bench_generate.md").write_text(f"# Generation\n\n| system | tokens/s |\n| --- | --- |\n| Rung | {us} |\n")
     for png in ("bench_gemm.png", "bench_quant.png"):
         (run / png).write_bytes(b"png")
     return run
@@ -44,7 +45,7 @@ def test_a_run_replaces_each_section(tmp_path, docs):
     for us in ("12.5", "7.25"):  # twice: the second run replaces the first, leaving nothing of it
         assert bench_report.main([str(_run(tmp_path / us, us))]) == 0
     text = page.read_text()
-    assert "| 1 | 7.25 |" in text and "| softmax | 7.25 |" in text and "| 8192 | 7.25 |" in text and "| 512 | 7.25 |" in text and "| rung_gemm | 7.25 |" in text and "12.5" not in text
+    assert "| 1 | 7.25 |" in text and "| softmax | 7.25 |" in text and "| 8192 | 7.25 |" in text and "| 512 | 7.25 |" in text and "| rung_gemm | 7.25 |" in text and "| Rung | 7.25 |" in text and "12.5" not in text
     assert "### GPU run: GPU X, 2030-01-01" in text and "Schedules tried" not in text  # titles demoted, tuning left in the file
     assert "# GEMM\n" in (bench / "bench_gemm.md").read_text() and (bench / "checks.md").read_text().count("|") == 9
     assert bench_report.render(text, bench) == text

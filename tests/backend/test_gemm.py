@@ -172,8 +172,12 @@ def test_wgmma_schedules_are_chosen_for_sm_90a_only():
     assert not choose_config(4096, 4096, 4096, "f16", target="sm_80").wgmma
     assert not choose_config(4096, 4096, 4096, "f16", b_kn=True, target="sm_90a").wgmma  # B [K, N]: mma.sync
     assert not choose_config(64, 4096, 4096, "f16", target="sm_90a").wgmma
-    fp8 = choose_config(4096, 4096, 4096, "bf16", a8="e4m3", target="sm_90a")
-    assert fp8.wgmma and "wgmma m64n128k32 e4m3 by 2 warpgroups" in gemm_kernels(fp8, "sm_90a").path
+    w8a8 = choose_config(4096, 4096, 4096, "bf16", a8="s8", target="sm_90a")
+    assert w8a8.wgmma and "wgmma m64n128k32 s8 by 2 warpgroups" in gemm_kernels(w8a8, "sm_90a").path
+    fp8 = choose_config(4096, 4096, 4096, "bf16", a8="e4m3", target="sm_90a")  # Hopper's FP8 wgmma sums too coarsely
+    assert not fp8.wgmma and "mma.sync m16n8k32 e4m3" in gemm_kernels(fp8, "sm_90a").path
+    fp8_wgmma = GemmConfig("bf16", bm=128, bn=128, bk=128, warps_m=8, warps_n=1, stages=4, raster=8, a8="e4m3", wgmma=True)
+    assert "wgmma m64n128k32 e4m3 by 2 warpgroups" in gemm_kernels(fp8_wgmma, "sm_90a").path  # (still built when asked for)
     with pytest.raises(RungError, match="wgmma tiles need sm_90a; the target is sm_80"):
         gemm_kernels(cfg, "sm_80")
     int4 = choose_config(4096, 4096, 4096, "f16", weight="int4", group=128, target="sm_90a")

@@ -113,6 +113,52 @@ def test_a_compiled_qlinear_packs_its_weight_and_runs_on_the_simulator():
     assert_close(fn(*args), rung.run(rung.parse_ir(text), args)[0], "f16")
 
 
+def test_a_first_gpu_call_packs_every_weight_once_and_shares_them_by_storage():
+    """CompiledFunction._pack_missing on a device standing in for a GPU (CPU tensors): two qlinears on one weight and one
+    on another pack two weights, as tile.pack_weight computes them; a second compiled program given the same cache finds
+    them there."""
+    import torch
+
+    from backend.device import CudaDevice
+    from dialects.tile import PackWeightOp
+
+    class HostAsGpu(CudaDevice):
+        def __init__(self):
+            self.ordinal = 0
+
+        def get(self, tensor):
+            return tensor.numpy()
+
+        def put(self, array):
+            return torch.from_numpy(np.ascontiguousarray(array))
+
+    m, n, k = 3, 32, 128
+    types = f"(tensor<{m}x{k}xf16>, tensor<{n}x{k}xsi4>, tensor<{n}x1xf16>) -> tensor<{m}x{n}xf16>"
+    qlinear = '{{format = #lp.quant<si4, group 128, scale f16>}}'
+    text = (f"func.func @main(%x: tensor<{m}x{k}xf16>, %q: tensor<{n}x{k}xsi4>, %s: tensor<{n}x1xf16>, %q2: tensor<{n}x{k}xsi4>, "
+            f"%s2: tensor<{n}x1xf16>) -> tensor<{m}x{n}xf16> {{\n"
+            f"  %a = graph.qlinear %x, %q, %s {qlinear.format()} : {types}\n  %b = graph.qlinear %x, %q, %s {qlinear.format()} : {types}\n"
+            f"  %c = graph.qlinear %x, %q2, %s2 {qlinear.format()} : {types}\n"
+            f"  %d = graph.add %a, %b : (tensor<{m}x{n}xf16>, tensor<{m}x{n}xf16>) -> tensor<{m}x{n}xf16>\n"
+            f"  %e = graph.add %d, %c : (tensor<{m}x{n}xf16>, tensor<{m}x{n}xf16>) -> tensor<{m}x{n}xf16>\n"
+            f"  func.return %e : tensor<{m}x{n}xf16>\n}}\n")
+    fn = rung.compile(text, target="sm_80")
+    args = [torch.from_numpy(a) for a in _inputs(text, seed=3)]
+    env = dict(zip(fn.function.body.block.args, args))
+    fn._pack_missing(HostAsGpu(), env)
+    assert len(fn._packed) == 2
+    packs = [op for op in fn.steps if isinstance(op, PackWeightOp)]
+    for op in packs:
+        weights = [env[v] for v in op.operands]
+        key = (op.format, op.dtype.data, 0, *((w.data_ptr(), w._version) for w in weights))
+        want = op.execute(*(w.numpy().astype(np.float32) for w in weights))
+        assert all(np.array_equal(got.numpy(), np.asarray(w)) for got, w in zip(fn._packed[key], want))
+    again = rung.compile(text, target="sm_80", packed=fn._packed)
+    before = dict(fn._packed)
+    again._pack_missing(HostAsGpu(), dict(zip(again.function.body.block.args, args)))
+    assert again._packed is fn._packed and fn._packed == before
+
+
 @settings(max_examples=max(4, settings().max_examples // 5), deadline=None)
 @given(st.integers(1, 3), st.integers(1, 600), st.sampled_from(["f16", "bf16"]), st.integers(0, 2**31))
 def test_rms_norm_on_the_simulator_for_any_row_length(rows, n, dtype, seed):
