@@ -9,7 +9,8 @@ and the quantization format attribute
     #lp.quant<f4E2M1FN, group 32, scale f8E8M0FNU>          (mxfp4)
     #lp.quant<si8, group channel, scale f32>
 
-Their exact numerics live in `ir.numerics`.
+and the tiling of unstructured-sparse weights, `#lp.sparse<tile 128x64>`. Their exact numerics live in
+`ir.numerics` and `ir.sparse`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from ir.dtypes import FLOAT_FORMATS, format_name
 from ir.numerics import FormatError, QuantFormat
+from ir.sparse import SparseFormat
 
 
 @irdl_attr_definition
@@ -115,4 +117,42 @@ class QuantAttr(ParametrizedAttribute):
         return (element, IntAttr(group), scale, StringAttr(zero))
 
 
-LP = Dialect("lp", [], [NF4Type, QuantAttr])
+@irdl_attr_definition
+class SparseAttr(ParametrizedAttribute):
+    """Tiled-CSL's tiling of an unstructured-sparse weight (ir.sparse): `#lp.sparse<tile 128x64>`, tile_n rows by
+    tile_k columns."""
+
+    name = "lp.sparse"
+
+    tile_n: IntAttr
+    tile_k: IntAttr
+
+    def __init__(self, tile_n: int, tile_k: int):
+        super().__init__(IntAttr(tile_n), IntAttr(tile_k))
+
+    @staticmethod
+    def from_format(fmt: SparseFormat) -> "SparseAttr":
+        return SparseAttr(fmt.tile_n, fmt.tile_k)
+
+    @property
+    def format(self) -> SparseFormat:
+        return SparseFormat(self.tile_n.data, self.tile_k.data)
+
+    def verify(self) -> None:
+        try:
+            self.format
+        except FormatError as e:
+            raise VerifyException(str(e)) from None
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<tile {self.tile_n.data}x{self.tile_k.data}>")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            parser.parse_keyword("tile")
+            n, k = parser.parse_dimension_list()  # "128x64"
+        return (IntAttr(n), IntAttr(k))
+
+
+LP = Dialect("lp", [], [NF4Type, QuantAttr, SparseAttr])

@@ -40,7 +40,7 @@ from xdsl.ir import Block, Region, SSAValue  # noqa: E402
 
 from dialects import graph as g  # noqa: E402
 from frontend.loading import DTYPES, cast_model, export, load_model_file  # noqa: E402
-from frontend.transforms import fold_batch_norms  # noqa: E402
+from frontend.transforms import dense_weights, fold_batch_norms, transform_weights  # noqa: E402
 from ir.errors import RungError, run_tool, writing  # noqa: E402
 from ir.numerics import EightBitFormat  # noqa: E402
 from ir.syntax import ssa_name  # noqa: E402
@@ -685,39 +685,19 @@ def relative_error(got, want) -> float:
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)) if want.size else 0.0
 
 
-def fake_quantized(model, fmt, weights: dict[str, np.ndarray]):
-    """A copy of `model` whose quantized weights hold their dequantized values (the same
-    quantization done in PyTorch): what --check compares a quantized program with (W8A8 and FP8: their
-    weights alone, the activations' rounding left to the tolerance)."""
+def with_weights(model, dense: dict[str, np.ndarray]):
+    """A copy of `model` holding `dense` weights by name (frontend.transforms.dense_weights: what a quantized or
+    sparse program computes with): what --check compares such a program with (W8A8 and FP8: their weights alone,
+    the activations' rounding left to the tolerance)."""
     import copy
 
     import torch
 
     model = copy.deepcopy(model)
     state = model.state_dict()
-    for name in [k.removesuffix(".qweight") for k in weights if k.endswith(".qweight")]:
-        q, s = weights[f"{name}.qweight"], weights[f"{name}.scales"]
-        values = fmt.weight.dequantize(q, s[:, None]) if isinstance(fmt, EightBitFormat) else fmt.dequantize(q, s, weights.get(f"{name}.zeros"))
+    for name, values in dense.items():
         state[name].copy_(torch.from_numpy(np.asarray(values, np.float32)))
     return model
-
-
-def quantize(module, names, weights, format_name: str, group: int | None, progress):
-    """--quantize: frontend.transforms.quantize_linears with the format named on the command line."""
-    from frontend.transforms import named_format, quantize_linears
-
-    fmt = named_format(format_name, "--quantize", group)
-    before = sum(isinstance(op, g.LinearOp) for op in module.walk())
-    names, weights, kept = quantize_linears(module, names, weights, fmt)
-    done = sum(isinstance(op, (g.QLinearOp, g.QLinear8Op)) for op in module.walk())
-    if not isinstance(fmt, EightBitFormat):
-        progress(f"quantized {done} of {before} linears to {fmt.element}, group {fmt.group or 'channel'}, scale {fmt.scale}"
-                 + (f", zero {fmt.zero}" if fmt.zero != "none" else ""))
-    else:
-        progress(f"quantized {done} of {before} linears to {fmt.element} weights per channel and {fmt.element} activations per token")
-    for reason in kept:
-        progress(f"kept in float: {reason}")
-    return names, weights, fmt
 
 
 def main(argv=None) -> int:
@@ -737,6 +717,10 @@ def main(argv=None) -> int:
                    "graph.qlinear8, which quantizes the activations per token too)")
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: one per output channel; default: the "
                    "format's own, 128 for int4, 32 for MX formats)")
+    p.add_argument("--sparsify", type=float, metavar="S", help="prune linears' weights by magnitude to sparsity S in [0, 1) "
+                   "into graph.sparse_linear (Tiled-CSL); with --quantize, the kept values quantized too")
+    p.add_argument("--sparsify-per", choices=("row", "tensor"), default="row", help="with --sparsify: prune each output row "
+                   "(the default) or the whole tensor to S")
     args = p.parse_args(argv)
 
     def progress(msg):
@@ -748,9 +732,8 @@ def main(argv=None) -> int:
         if args.dtype:
             model, inputs, kwargs = cast_model(model, inputs, kwargs, args.dtype)
         module, weights, names = torch_to_ir(model, inputs, kwargs, progress)
-        fmt = None
-        if args.quantize:
-            names, weights, fmt = quantize(module, names, weights, args.quantize, args.group, progress)
+        names, weights, fmt = transform_weights(module, names, weights, args.quantize, args.group, args.sparsify, args.sparsify_per, progress)
+        transformed = bool(args.quantize or args.sparsify is not None)
         verify(module, filename="torch2ir output")
         text = print_ir(module)
         if args.output:
@@ -769,17 +752,17 @@ def main(argv=None) -> int:
         if args.check:
             progress("running the IR on the interpreter ...")
             t0 = time.perf_counter()
-            reference = fake_quantized(model, fmt, weights) if fmt else model
+            reference = with_weights(model, dense_weights(module, names, weights)) if transformed else model
             err = check(module, names, weights, reference, inputs, kwargs)
             tol = args.tol if args.tol is not None else max(TOLERANCE[args.dtype or "f32"],
                                                             EIGHT_BIT_TOLERANCE if isinstance(fmt, EightBitFormat) else 0)
             ok = err <= tol
-            against = "PyTorch with the same quantization (dequantized weights)" if fmt else "PyTorch"
+            against = "PyTorch with the same weights (dequantized, pruned)" if transformed else "PyTorch"
             print(f"check: max relative error vs {against} {err:.2e} ({'within' if ok else 'ABOVE'} {tol:g}; "
                   f"interpreted in {time.perf_counter() - t0:.1f} s)")
-            if fmt:
+            if transformed:
                 print(f"check: max relative error vs the float model {check(module, names, weights, model, inputs, kwargs):.2e} "
-                      "(the quantization's own error)")
+                      "(the transform's own error)")
             if not ok:
                 return 1
         return 0

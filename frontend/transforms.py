@@ -4,6 +4,7 @@ materialized that the program no longer reads.
 
     module, weights, names = torch_to_ir(model, args)          # (torch_to_ir folds batch norms: fold_batch_norms)
     names, weights, kept = quantize_linears(module, names, weights, QuantFormat("int4", 128))
+    names, weights, kept = sparsify_linears(module, names, weights, 0.8)   # Flash-LLM's unstructured sparsity
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from xdsl.dialects.builtin import Float8E4M3FNType, FunctionType, ModuleOp, TensorType, f32, i8
+from xdsl.dialects.builtin import Float8E4M3FNType, FunctionType, IntegerType, ModuleOp, Signedness, TensorType, f32, i8, i32
 
 from dialects import graph as g
-from dialects.lp import QuantAttr
+from dialects.lp import QuantAttr, SparseAttr
 from ir.dtypes import storage_dtype
 from ir.interpreter import find_function
 from ir.errors import RungError
 from ir.numerics import EIGHT_BIT_PRESETS, EightBitFormat, FormatError, QuantFormat, quant_format
+from ir.sparse import SparseFormat, encode, prune
 from ir.syntax import ssa_name
 
 
@@ -41,16 +43,58 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
                      quantized: dict | None = None):
     """Every graph.linear whose weight is a weight argument of @main, used by linears only,
     becomes graph.qlinear on that weight quantized to `fmt` (round to nearest; graph.qlinear8 for W8A8 and FP8,
-    which quantize the activations too); a bias becomes a graph.add after it. The weight argument is replaced by its values, scales (and zeros),
-    named `<weight>.qweight`, `.scales`, `.zeros`. Returns (names, weights, kept): the updated
-    argument names and weights, and the weights kept in float, each with the reason.
+    which quantize the activations too); a bias becomes a graph.add after it. The weight argument is replaced by its
+    values, scales (and zeros), named `<weight>.qweight`, `.scales`, `.zeros`. Returns (names, weights, kept): the
+    updated argument names and weights, and the weights kept in float, each with the reason.
 
     Weights are quantized in parallel (numpy leaves the interpreter lock while it works). `quantized`
     holds the results by weight name, reused and filled: programs traced from one model in one format
     (a prefill and a decode step) quantize each weight once."""
+    attr = None if isinstance(fmt, EightBitFormat) else QuantAttr.from_format(fmt)
+
+    def make(op, args):
+        if attr is None:
+            return g.QLinear8Op.make(op.x, args["qweight"], args["scales"])
+        return g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
+
+    return _replace_linears(module, names, weights, lambda weight, _: _quantized(fmt, attr, weight), make, quantized)
+
+
+def sparsify_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], sparsity: float, per: str = "row",
+                     fmt: SparseFormat = SparseFormat(), quantize: QuantFormat | None = None, sparse: dict | None = None):
+    """Every graph.linear whose weight is a weight argument of @main, used by linears only, becomes
+    graph.sparse_linear on that weight pruned by magnitude (ir.sparse.prune: `sparsity` of each row, or of the whole
+    tensor) and stored in Tiled-CSL with `fmt`'s tiles; with `quantize` (a format without zero points), the kept values
+    quantized to it. The weight argument is replaced by `<weight>.values`, `.positions`, `.offsets` (and `.scales`);
+    a bias becomes a graph.add after it. Returns (names, weights, kept) as quantize_linears does; `sparse` memoizes
+    the results by weight name as its `quantized` does."""
+    try:
+        prune(np.zeros((1, 1)), sparsity, per)  # a bad sparsity or mode fails once, before any weight
+    except FormatError as e:
+        raise RungError(f"sparsify: {e}") from None
+    if isinstance(quantize, EightBitFormat):
+        raise RungError(f"sparsify: the values of a sparse weight are quantized alone, not its activations: not {quantize.element} "
+                        "with 8-bit activations")
+    if quantize is not None and quantize.zero != "none":
+        raise RungError(f"sparsify: quantized sparse values take no zero point (a pruned zero must stay zero), got {quantize.element} "
+                        f"with zero mode {quantize.zero}")
+    attr, quant = SparseAttr.from_format(fmt), quantize and QuantAttr.from_format(quantize)
+
+    def make(op, args):
+        return g.SparseLinearOp.make(op.x, args["values"], args["positions"], args["offsets"], args.get("scales"), sparse=attr,
+                                     n=op.weight.type.get_shape()[0], format=quant)
+
+    return _replace_linears(module, names, weights, lambda weight, element: _sparse(weight, element, sparsity, per, fmt, quant), make,
+                            sparse)
+
+
+def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of, make, done: dict | None = None):
+    """The driver of quantize_linears and sparsify_linears: each linear-only weight argument's parts (`parts_of(weight,
+    its element type)`:
+    {part: (element type, array)}, or a FormatError that keeps it float), computed in parallel and memoized in `done`
+    by name, become new arguments `<weight>.<part>`, and each linear on it `make(linear, {part: argument})`."""
     fn = find_function(module, "main")
     block = fn.body.block
-    attr = None if isinstance(fmt, EightBitFormat) else QuantAttr.from_format(fmt)
     weights = dict(weights)
     kept = []
     linear_weights = []
@@ -61,25 +105,24 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
             linear_weights.append((arg, name, users))
         elif len(others) < len(users):
             kept.append(f"{name}: also used by {', '.join(sorted({op.name for op in others}))}")
-    quantized = {} if quantized is None else quantized
-    todo = [name for _, name, _ in linear_weights if name not in quantized]
+    done = {} if done is None else done
+    todo = [(name, arg.type.element_type) for arg, name, _ in linear_weights if name not in done]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        quantized.update(zip(todo, pool.map(lambda name: _quantized(fmt, attr, weights[name]), todo)))
+        done.update(zip([name for name, _ in todo], pool.map(lambda item: parts_of(weights[item[0]], item[1]), todo)))
     for arg, name, users in linear_weights:
-        if isinstance(quantized[name], FormatError):
-            kept.append(f"{name}: {quantized[name]}")
+        if isinstance(done[name], FormatError):
+            kept.append(f"{name}: {done[name]}")
             continue
         index = list(block.args).index(arg)
-        new = quantized[name]
+        new = done[name]
         args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", TensorType(element, value.shape), value)
                 for i, (part, (element, value)) in enumerate(new.items())}
         for op in users:
-            ql = (g.QLinear8Op.make(op.x, args["qweight"], args["scales"]) if attr is None else
-                  g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr))
-            block.insert_op_before(ql, op)
-            out = ql
+            replacement = make(op, args)
+            block.insert_op_before(replacement, op)
+            out = replacement
             if op.bias is not None:
-                out = g.AddOp.make(ql, op.bias)
+                out = g.AddOp.make(replacement, op.bias)
                 block.insert_op_before(out, op)
             op.results[0].replace_all_uses_with(out.results[0])
             op.detach()
@@ -90,6 +133,24 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
         names = names[:at] + [f"{name}.{part}" for part in new] + names[at + 1:]
     fn.function_type = FunctionType.from_lists([a.type for a in block.args], list(fn.function_type.outputs))
     return names, weights, kept
+
+
+def _sparse(weight: np.ndarray, element, sparsity: float, per: str, fmt: SparseFormat, quant: QuantAttr | None):
+    """{part: (element type, array)} of `weight` (of `element`) pruned and in Tiled-CSL, its values quantized to
+    `quant` if given, or the FormatError that says why it cannot be."""
+    try:
+        pruned = prune(weight, sparsity, per)
+        if quant is not None:
+            pruned, scales, _ = quant.format.quantize(pruned)
+        csl = encode(pruned, fmt)
+    except FormatError as e:
+        return e
+    value_type = quant.element if quant is not None else element
+    parts = {"values": (value_type, csl.values), "positions": (IntegerType(16, Signedness.UNSIGNED), csl.positions),
+             "offsets": (i32, csl.offsets)}
+    if quant is not None:
+        parts["scales"] = (quant.scale, scales)
+    return {part: (t, np.asarray(value).astype(storage_dtype(t))) for part, (t, value) in parts.items()}
 
 
 def _quantized(fmt: QuantFormat | EightBitFormat, attr: QuantAttr | None, weight: np.ndarray):
@@ -155,3 +216,43 @@ def fold_batch_norms(module: ModuleOp, names: list[str], weights: dict[str, np.n
     names = [name_of[a] for a in block.args]
     fn.function_type = FunctionType.from_lists([a.type for a in block.args], list(fn.function_type.outputs))
     return names, weights
+
+
+def transform_weights(module: ModuleOp, names: list[str], weights: dict, quantize: str | None, group: int | None,
+                      sparsity: float | None, per: str = "row", progress=lambda msg: None):
+    """torch2ir's --quantize FORMAT [--group G] and --sparsify S [--sparsify-per row|tensor]: quantize_linears, or
+    sparsify_linears (its kept values quantized when both are given), saying what each did. Returns (names, weights,
+    fmt): fmt the weight format named, or None."""
+    fmt = named_format(quantize, "--quantize", group) if quantize else None
+    before = sum(isinstance(op, g.LinearOp) for op in module.walk())
+    if sparsity is not None:
+        names, weights, kept = sparsify_linears(module, names, weights, sparsity, per, quantize=fmt)
+        done = sum(isinstance(op, g.SparseLinearOp) for op in module.walk())
+        progress(f"pruned {done} of {before} linears to {sparsity:.0%} sparsity per {per}, stored in Tiled-CSL"
+                 + (f" with {fmt.element} values" if fmt else ""))
+    elif fmt is not None:
+        names, weights, kept = quantize_linears(module, names, weights, fmt)
+        done = sum(isinstance(op, (g.QLinearOp, g.QLinear8Op)) for op in module.walk())
+        if isinstance(fmt, EightBitFormat):
+            progress(f"quantized {done} of {before} linears to {fmt.element} weights per channel and {fmt.element} activations per token")
+        else:
+            progress(f"quantized {done} of {before} linears to {fmt.element}, group {fmt.group or 'channel'}, scale {fmt.scale}"
+                     + (f", zero {fmt.zero}" if fmt.zero != "none" else ""))
+    else:
+        return names, weights, None
+    for reason in kept:
+        progress(f"kept in float: {reason}")
+    return names, weights, fmt
+
+
+def dense_weights(module: ModuleOp, names: list[str], weights: dict) -> dict[str, np.ndarray]:
+    """The [N, K] weight each transformed linear of @main computes with, by the name of the weight it replaced (what
+    --check gives the PyTorch model to compare with)."""
+    block = find_function(module, "main").body.block
+    name_of = dict(zip(block.args, names))
+    dense = {}
+    for op in block.ops:
+        if isinstance(op, (g.QLinearOp, g.QLinear8Op, g.SparseLinearOp)) and all(v in name_of for v in op.operands[1:]):
+            parts = [name_of[v] for v in op.operands[1:]]
+            dense[parts[0].rsplit(".", 1)[0]] = op.dense_weight(*(weights[p] for p in parts))
+    return dense

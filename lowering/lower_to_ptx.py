@@ -36,7 +36,7 @@ from lowering.warp_to_ptx import WarpToPtx
 GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass, ConvToGemmPass)
 KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias, a following relu or silu, and an add or mul with a tensor of its shape), graph.qlinear of formats with a register " \
-             "decoder, 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat, graph.broadcast, graph.rope, causal, unmasked or KV-cache-position graph.sdpa (head dims 16 to 128, grouped-query too), graph.index_copy of a donated argument (in place), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
+             "decoder, graph.qlinear8 (W8A8; FP8 on sm_90a), 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat, graph.broadcast, graph.rope, causal, unmasked or KV-cache-position graph.sdpa (head dims 16 to 128, grouped-query too), graph.index_copy of a donated argument (in place), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
@@ -60,6 +60,11 @@ def why_not_lowered(op) -> str:
             return "only 2-D matmuls have a kernel yet"
         if isinstance(op, g.SoftmaxOp):
             return "only softmax over the last dimension has a kernel yet"
+    if isinstance(op, g.QLinear8Op):
+        k = op.qweight.type.get_shape()[1]
+        return (f"its x is {op.x.type.element_type}: Rung's kernels take f16 or bf16" if str(op.x.type.element_type) not in ROW_DTYPES else
+                f"8-bit rows are read 16 bytes at a time: K must be a multiple of 16, got {k}" if k % 16 else
+                "FP8 tensor cores need sm_89 or later: compile for sm_90a")
     if isinstance(op, g.IndexCopyOp):
         from lowering.graph_to_tile import why_not_in_place
 

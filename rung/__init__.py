@@ -4,6 +4,7 @@
     fn = rung.compile(ir_text)                   # @main on Rung's kernels; fn(x, w, ...) on CUDA tensors
     y = rung.linear(x, w)                        # f16/bf16 x @ w^T on the tensor cores
     qw = rung.quantize(w, "int4", group=128)     # Ladder's offline weight transform
+    sw = rung.sparsify(w, 0.8)                   # magnitude pruning into Tiled-CSL (Flash-LLM's format)
     y = rung.qlinear(x, qw)                      # the weight decoded in registers
     module = rung.parse_ir(text)                 # IR text -> module (file:line:col errors)
     outs = rung.run(module, inputs)              # the interpreter, on numpy
@@ -16,7 +17,7 @@ from importlib import import_module
 _API = {
     "compile": "rung.compiler", "linear": "backend.gemm", "matmul": "backend.gemm", "quantize": "backend.quant",
     "qlinear": "backend.quant", "QuantizedWeight": "backend.quant", "RungError": "ir.errors", "run": "ir.interpreter",
-    "print_ir": "ir.syntax", "parse_ir": "rung.context",
+    "print_ir": "ir.syntax", "parse_ir": "rung.context", "sparsify": "ir.sparse",
 }
 __all__ = sorted(_API)
 

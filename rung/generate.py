@@ -107,7 +107,8 @@ class Generator:
     """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions for `batch` sequences,
     on `device` (DEVICES; compiled ones need f16 or bf16 weights)."""
 
-    def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None, batch: int = 1):
+    def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None, batch: int = 1,
+                 sparsity: float | None = None):
         from frontend.causal_lm import CachedCausalLM
 
         if max_seq_len < 2:
@@ -126,10 +127,11 @@ class Generator:
             raise RungError(f"the batch must be 1 or more, got {batch}")
         self.step = CachedCausalLM(lm, max_seq_len, batch)
         self.max_seq_len, self.quantize, self.device, self.progress, self.batch = max_seq_len, quantize, device, progress, batch
+        self.sparsity = sparsity
         self.vocab = lm.config.vocab_size
         self._programs: dict[tuple[int, bool], _Program] = {}  # by (tokens, every_logit)
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
-        self._quantized: dict = {}  # each linear's quantized parts, by weight name (quantize_linears)
+        self._quantized: dict = {}  # each linear's quantized (or sparse) parts, by weight name (quantize_linears)
         self._packed: dict = {}  # each quantized weight packed for the kernels, shared by the compiled programs
 
     def _program(self, tokens: int, every_logit: bool = False) -> _Program:
@@ -150,7 +152,11 @@ class Generator:
                                                                  torch.arange(tokens, device=device)))
             finally:
                 self.step.every_logit = False
-            if self.quantize is not None:
+            if self.sparsity is not None:
+                from frontend.transforms import sparsify_linears
+
+                names, weights, _ = sparsify_linears(module, names, weights, self.sparsity, quantize=self.quantize, sparse=self._quantized)
+            elif self.quantize is not None:
                 from frontend.transforms import quantize_linears
 
                 names, weights, _ = quantize_linears(module, names, weights, self.quantize, self._quantized)

@@ -21,7 +21,7 @@ from dialects.graph.elementwise import (  # noqa: F401
     LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp
 )
 from dialects.graph.linalg import (  # noqa: F401
-    MatmulOp, LinearOp, QLinearOp, QLinear8Op, DimOp, SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp,
+    MatmulOp, LinearOp, QLinearOp, QLinear8Op, SparseLinearOp, DimOp, SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp,
     RopeOp, SdpaOp
 )
 from dialects.graph.shape import (  # noqa: F401
@@ -37,7 +37,7 @@ from xdsl.ir import Dialect
 GRAPH = Dialect("graph", [
     NegOp, AbsOp, ExpOp, LogOp, SqrtOp, RsqrtOp, SinOp, CosOp, TanhOp, ErfOp, SigmoidOp, ReluOp, SiluOp,
     GeluOp, LogicalNotOp, AddOp, SubOp, MulOp, DivOp, PowOp, MaximumOp, MinimumOp, RemOp,
-    LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp, MatmulOp, LinearOp, QLinearOp, QLinear8Op,
+    LogicalAndOp, LogicalOrOp, CompareOp, WhereOp, CastOp, MatmulOp, LinearOp, QLinearOp, QLinear8Op, SparseLinearOp,
     SoftmaxOp, CumsumOp, RmsNormOp, LayerNormOp, BatchNormOp, EmbeddingOp, RopeOp, SdpaOp,
     ReshapeOp, BroadcastOp, PermuteOp, SliceOp, CatOp, ReduceOp, GatherOp, IndexSelectOp, IndexOp, IndexCopyOp,
     Conv2dOp, Im2colOp, MaxPool2dOp, AvgPool2dOp, ConstantOp, ArangeOp, FullOp,

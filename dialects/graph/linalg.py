@@ -29,7 +29,7 @@ from dialects.graph.base import (
     broadcast_shapes,
     shape_of,
 )
-from dialects.lp import QuantAttr
+from dialects.lp import QuantAttr, SparseAttr
 from ir.dtypes import is_float, is_integer
 from ir.numerics import FormatError
 
@@ -120,11 +120,12 @@ class QLinearOp(GraphOp):
             _fail(str(e))
         return TensorType(self.x.type.element_type, (*x[:-1], w[0]))
 
-    def dequantized_weight(self, q, s, z=None) -> np.ndarray:
+    def dense_weight(self, q, s, z=None) -> np.ndarray:
+        """The [N, K] weight the operands after x stand for."""
         return self.properties["format"].format.dequantize(q, s, z)
 
     def execute(self, x, q, s, z=None):
-        return x @ self.dequantized_weight(q, s, z).T
+        return x @ self.dense_weight(q, s, z).T
 
 
 EIGHT_BIT_WEIGHTS = {"i8": "int8", "f8E4M3FN": "e4m3"}  # qlinear8's weight element types and their ir.numerics formats
@@ -157,11 +158,74 @@ class QLinear8Op(GraphOp):
     def element(self) -> str:
         return EIGHT_BIT_WEIGHTS[str(self.qweight.type.element_type)]
 
+    def dense_weight(self, q, s) -> np.ndarray:
+        """The [N, K] weight the operands after x stand for."""
+        return np.asarray(q, np.float64) * np.asarray(s, np.float64)[:, None]
+
     def execute(self, x, q, s):
         from ir.numerics import quantize_rows
 
         xq, xs = quantize_rows(x, self.element)
         return ((xq @ np.asarray(q, np.float64).T) * xs[..., None] * np.asarray(s, np.float64)).astype(np.float32)
+
+
+@irdl_op_definition
+class SparseLinearOp(GraphOp):
+    """x @ W^T with W [n, K] unstructured-sparse in Tiled-CSL (ir.sparse; its tiling `sparse`): values [nnz] (the kept
+    values in x's type, or with `format` that quantization's element values, its scales [n, K / group] beside),
+    positions [nnz] (ui16) inside their tiles, offsets [tiles + 1] (i32) where each tile's nonzeros start."""
+
+    name = "graph.sparse_linear"
+    x = operand_def(TensorType)
+    values = operand_def(TensorType)
+    positions = operand_def(TensorType)
+    offsets = operand_def(TensorType)
+    scales = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+    sparse = prop_def(SparseAttr)
+    n = prop_def(IntegerAttr)
+    format = opt_prop_def(QuantAttr)
+    ATTRS: ClassVar[dict[str, object]] = {"sparse": None, "n": None, "format": None}
+
+    def infer(self):
+        x, n = shape_of(self.x.type), self.attr("n")
+        _check_float(self.x.type, what="x")
+        if not x or n <= 0:
+            _fail(f"sparse_linear needs x [..., K] and n > 0 output channels, got {list(x)} and n = {n}")
+        tiles = math.prod(self.sparse.format.tiles((n, x[-1])))
+        nnz = shape_of(self.positions.type)
+        if str(self.positions.type.element_type) != "ui16" or len(nnz) != 1:
+            _fail(f"positions must be a tensor of ui16 (one per nonzero), got {self.positions.type}")
+        if str(self.offsets.type.element_type) != "i32" or shape_of(self.offsets.type) != (tiles + 1,):
+            _fail(f"offsets must be tensor<{tiles + 1}xi32> (a {n}x{x[-1]} weight in {self.sparse.tile_n.data}x{self.sparse.tile_k.data} "
+                  f"tiles has {tiles}), got {self.offsets.type}")
+        want = self.format.element if self.format is not None else self.x.type.element_type
+        if shape_of(self.values.type) != nnz or self.values.type.element_type != want:
+            _fail(f"values must be tensor<{nnz[0]}x{want}> (one per position), got {self.values.type}")
+        if self.format is None:
+            if self.scales is not None:
+                _fail("scales belong to quantized values: set `format`")
+        else:
+            fmt = self.format.format
+            if fmt.zero != "none":
+                _fail(f"quantized sparse values take no zero point (a pruned zero must stay zero), got zero mode {fmt.zero}")
+            try:
+                fmt.check_params((n, x[-1]), shape_of(self.scales.type) if self.scales is not None else (), None)
+            except FormatError as e:
+                _fail(str(e))
+            if self.scales.type.element_type != self.format.scale:
+                _fail(f"scales must hold {self.format.scale}, got {self.scales.type.element_type}")
+        return TensorType(self.x.type.element_type, (*x[:-1], n))
+
+    def dense_weight(self, values, positions, offsets, scales=None) -> np.ndarray:
+        """The [n, K] weight the operands after x stand for."""
+        from ir.sparse import decode
+
+        dense = decode(values, positions, offsets, (self.attr("n"), self.x.type.get_shape()[-1]), self.sparse.format)
+        return dense if self.format is None else self.format.format.dequantize(dense, scales)
+
+    def execute(self, x, values, positions, offsets, scales=None):
+        return x @ self.dense_weight(values, positions, offsets, scales).T
 
 
 # --- normalization and activations over a dim --------------------------------------------------------

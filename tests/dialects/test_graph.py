@@ -145,6 +145,52 @@ def test_qlinear_is_linear_on_the_dequantized_weight(q):
     close(run(module, arrays)[0], expected, 1e-4)
 
 
+def _sparse_linear_module(x_shape, n: int, csl, fmt=None, scales=None, dtype=f32):
+    """@main(x, values, positions, offsets[, scales]) -> graph.sparse_linear."""
+    from xdsl.dialects.builtin import i32
+
+    from dialects.lp import SparseAttr
+
+    value_type = QuantAttr.from_format(fmt).element if fmt else dtype
+    types = [TensorType(dtype, x_shape), TensorType(value_type, [len(csl.values)]), TensorType(IntegerType(16, Signedness.UNSIGNED),
+             [len(csl.positions)]), TensorType(i32, [len(csl.offsets)])]
+    if scales is not None:
+        types.append(TensorType(QuantAttr.from_format(fmt).scale, scales.shape))
+    block = Block(arg_types=types)
+    op = g.SparseLinearOp.make(*block.args, sparse=SparseAttr.from_format(csl.format), n=n, format=QuantAttr.from_format(fmt) if fmt else None)
+    block.add_ops([op, func.ReturnOp(op.results[0])])
+    return ModuleOp([func.FuncOp("main", ([a.type for a in block.args], [op.results[0].type]), Region(block))])
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_sparse_linear_is_linear_on_the_pruned_weight(quantized):
+    from ir.sparse import SparseFormat, encode, prune
+
+    x, w = randn(3, 5, 72), prune(randn(40, 72), 0.8)
+    fmt, scales = (QuantFormat("int4", 24, "f16"), None) if quantized else (None, None)
+    if quantized:
+        w, scales, _ = fmt.quantize(w)
+    csl = encode(w, SparseFormat(16, 32))  # partial tiles on both edges
+    module = _sparse_linear_module(x.shape, 40, csl, fmt, scales)
+    module.verify()
+    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+    arrays = [x, csl.values.astype(storage_dtype(IntegerType(4, Signedness.SIGNED)) if quantized else np.float32), csl.positions,
+              csl.offsets] + ([scales] if quantized else [])
+    dense = fmt.dequantize(w, scales) if quantized else w
+    close(run(module, arrays)[0], x.astype(np.float64) @ dense.T.astype(np.float64), 1e-4)
+
+
+def test_sparse_linear_operands_are_checked():
+    from ir.sparse import SparseFormat, encode
+
+    csl = encode(np.eye(8), SparseFormat(4, 4))
+    with pytest.raises(VerifyException, match=r"offsets must be tensor<5xi32> \(a 8x8 weight in 4x4 tiles has 4\)"):
+        _sparse_linear_module((2, 8), 8, type(csl)(csl.values, csl.positions, csl.offsets[:-1], csl.shape, csl.format)).verify()
+    with pytest.raises(VerifyException, match="quantized sparse values take no zero point"):
+        fmt = QuantFormat("uint4", 8, "f16", "quantized")
+        _sparse_linear_module((2, 8), 8, csl, fmt, np.ones((8, 1), np.float32)).verify()
+
+
 def test_softmax_norms():
     x = randn(2, 3, 8)
     close(run_op(g.SoftmaxOp, x, dim=1), torch.softmax(T(x), 1))

@@ -1,5 +1,5 @@
-"""Transforms over traced programs: quantize_linears keeps the program's meaning for the
-quantized weights, and says what it leaves in float; fold_batch_norms keeps it exactly (up to rounding)."""
+"""Transforms over traced programs: quantize_linears and sparsify_linears keep the program's meaning for the
+quantized and pruned weights, and say what they leave in float; fold_batch_norms keeps it exactly (up to rounding)."""
 
 from pathlib import Path
 
@@ -104,11 +104,58 @@ def test_cli_quantizes_and_checks(capsys):
     out, err = capsys.readouterr()
     assert "quantized 3 of 3 linears to int4, group 32, scale f16" in err and "graph.qlinear            3" in out
     assert "within 0.0001" in out
-    same = float(out.split("same quantization (dequantized weights) ")[1].split()[0])
+    same = float(out.split("same weights (dequantized, pruned) ")[1].split()[0])
     own = float(out.split("vs the float model ")[1].split()[0])
     assert same <= 1e-4 < own, out
     assert main([str(EXAMPLES / "mlp.py"), "--quantize", "int9"]) == 1
     assert "torch2ir: error: --quantize: unknown format 'int9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("per", ["row", "tensor"])
+@pytest.mark.parametrize("quantize", [None, QuantFormat("int4", 32, "f16"), QuantFormat("e4m3", 32, "bf16")], ids=str)
+def test_sparse_program_is_the_float_program_on_pruned_weights(per, quantize):
+    """sparsify_linears: each linear becomes graph.sparse_linear in Tiled-CSL, computing what the float program computes
+    on the pruned (and quantized) weights, which dense_weights gives back by name."""
+    from frontend.transforms import dense_weights, sparsify_linears
+    from ir.sparse import prune
+
+    model, args, kwargs = load_model_file(EXAMPLES / "mlp.py")
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    float_module = module.clone()
+    s_names, s_weights, kept = sparsify_linears(module, names, weights, 0.75, per, quantize=quantize)
+    verify(module)
+    assert kept == [] and print_ir(parse_ir(print_ir(module))) == print_ir(module)
+    ops = [op.name for op in module.walk() if op.name.startswith("graph.")]
+    assert ops.count("graph.sparse_linear") == 3 and "graph.linear" not in ops
+    pruned = dict(weights)
+    for name in [n for n in names if n.endswith("weight")]:
+        pruned[name] = prune(weights[name], 0.75, per)
+        if quantize is not None:
+            pruned[name] = quantize.dequantize(*quantize.quantize(pruned[name])[:2])
+        assert s_weights[f"{name}.values"].size == np.count_nonzero(pruned[name])  # only the kept values are stored
+    assert all(np.array_equal(dense, pruned[name]) for name, dense in dense_weights(module, s_names, s_weights).items())
+    got = run(module, inputs_for(s_names, s_weights, args, kwargs))[0]
+    want = run(float_module, inputs_for(names, pruned, args, kwargs))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sparsify_says_what_is_wrong(capsys):
+    from frontend.transforms import sparsify_linears
+
+    model, args, kwargs = load_model_file(EXAMPLES / "mlp.py")
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    for call, message in ((lambda: sparsify_linears(module, names, weights, 1.0), r"sparsify: sparsity is a fraction in \[0, 1\)"),
+                          (lambda: sparsify_linears(module, names, weights, 0.5, "col"), "pruning is per row or per tensor"),
+                          (lambda: sparsify_linears(module, names, weights, 0.5, quantize=QuantFormat("uint4", 32, "f16", "quantized")),
+                           "quantized sparse values take no zero point")):
+        with pytest.raises(RungError, match=message):
+            call()
+    assert main([str(EXAMPLES / "mlp.py"), "--sparsify", "0.8", "--check", "--summary"]) == 0
+    out, err = capsys.readouterr()
+    assert "pruned 3 of 3 linears to 80% sparsity per row, stored in Tiled-CSL" in err and "graph.sparse_linear      3" in out
+    assert "within 0.0001" in out
+    assert main([str(EXAMPLES / "mlp.py"), "--sparsify", "0.5", "--quantize", "w8a8"]) == 1
+    assert "the values of a sparse weight are quantized alone, not its activations" in capsys.readouterr().err
 
 
 def test_batch_norms_fold_into_the_convolutions_before_them():

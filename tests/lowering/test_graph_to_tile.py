@@ -341,11 +341,18 @@ def test_eight_bit_activations_are_quantized_per_row_and_multiplied_eight_bit(m,
     assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
 
 
-def test_fp8_activations_need_sm_90a_and_eight_bit_rows_whole_16_bytes():
-    for text, target in ((qlinear8_ir(4, 8, 32, "f16", "e4m3", False), "sm_80"), (qlinear8_ir(4, 8, 24, "f16", "int8", False), "sm_90a")):
-        module = parse_ir(text)
-        run_pipeline(module, f"graph-to-tile{{target={target}}}", make_context())
-        assert any(isinstance(op, g.QLinear8Op) for op in module.walk())  # stays: lower-to-ptx then names it
+@pytest.mark.parametrize("text, target, message", [
+    (qlinear8_ir(4, 8, 32, "f16", "e4m3", False), "sm_80", "FP8 tensor cores need sm_89 or later: compile for sm_90a"),
+    (qlinear8_ir(4, 8, 24, "f16", "int8", False), "sm_90a", "8-bit rows are read 16 bytes at a time: K must be a multiple of 16, got 24"),
+])
+def test_eight_bit_linears_without_a_kernel_say_why(text, target, message):
+    import rung
+
+    module = parse_ir(text)
+    run_pipeline(module, f"graph-to-tile{{target={target}}}", make_context())
+    assert any(isinstance(op, g.QLinear8Op) for op in module.walk())  # stays a graph op
+    with pytest.raises(RungError, match=message):
+        rung.compile(text, target)
 
 
 @pytest.mark.skipif(__import__("shutil").which("ptxas") is None, reason="ptxas is not installed")

@@ -39,6 +39,22 @@ def test_greedy_tokens_equal_transformers_generate(family):
     assert len(set(want)) > 2  # a sequence that varies, not one token repeated
 
 
+def test_a_sparse_model_generates_the_pruned_models_greedy_tokens():
+    """Generator(sparsity=0.6): every linear pruned per row into Tiled-CSL; transformers on the same pruned weights agrees."""
+    from ir.sparse import prune
+
+    torch.manual_seed(0)
+    lm = FAMILIES["llama"]().eval()
+    pruned = copy.deepcopy(lm)
+    for module in pruned.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight is not pruned.get_input_embeddings().weight:
+            module.weight.data = torch.from_numpy(prune(module.weight.detach().double().numpy(), 0.6)).float()
+    prompt = torch.randint(1, 96, (1, 7))
+    with torch.no_grad():
+        want = pruned.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 7:].tolist()
+    assert Generator(lm, 16, sparsity=0.6).generate(prompt[0].tolist(), 8).tokens == want
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_speculative_decoding_gives_the_models_own_greedy_tokens(k):
     """Drafts that always agree (the model itself), mostly agree (its int4 copy) and hardly ever (another model): the

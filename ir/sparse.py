@@ -1,0 +1,131 @@
+"""Unstructured sparsity: magnitude pruning, and Tiled-CSL, the sparse weight format of Flash-LLM.
+
+A weight [N, K] is cut into tiles of tile_n x tile_k (those on the right and bottom edges may be
+smaller); tiles are numbered row-major. A tile's nonzeros are stored one after another, each as
+its value and its position inside the tile (row * tile_k + column, row-major), in position order;
+`offsets[t]` is where tile t's nonzeros start and `offsets[-1]` their total. Values are f16/bf16
+numbers, or the element values of a quantization format with scales over the dense shape
+(ir.numerics.QuantFormat: pruned zeros stay exact zeros, and only the kept values are stored).
+The order a kernel scatters them in (free of shared-memory bank conflicts) is its own packing,
+made from this canonical form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ir.numerics import FormatError
+
+MAX_TILE_ELEMS = 1 << 16  # positions are 16-bit
+PRUNE_MODES = ("row", "tensor")
+
+
+@dataclass(frozen=True)
+class SparseFormat:
+    """Tiled-CSL's tile: tile_n rows (output channels) by tile_k columns (along the reduction)."""
+
+    tile_n: int = 128
+    tile_k: int = 64
+
+    def __post_init__(self):
+        for name in ("tile_n", "tile_k"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise FormatError(f"{name} must be a positive integer, got {value!r}")
+        if self.tile_n * self.tile_k > MAX_TILE_ELEMS:
+            raise FormatError(f"a tile of {self.tile_n}x{self.tile_k} holds more positions than 16 bits number ({MAX_TILE_ELEMS})")
+
+    def tiles(self, shape) -> tuple[int, int]:
+        """Tiles along N and along K of a weight of `shape` [N, K]."""
+        n, k = shape
+        return -(-n // self.tile_n), -(-k // self.tile_k)
+
+
+@dataclass
+class TiledCSL:
+    """A weight's nonzeros in Tiled-CSL: `values` [nnz] (float64: f16/bf16 numbers or a format's element values),
+    `positions` [nnz] uint16 inside their tiles, `offsets` [tiles + 1] int32, of a [N, K] weight `shape`."""
+
+    values: np.ndarray
+    positions: np.ndarray
+    offsets: np.ndarray
+    shape: tuple[int, int]
+    format: SparseFormat
+
+    @property
+    def density(self) -> float:
+        return len(self.values) / max(1, math.prod(self.shape))
+
+
+def prune(weight, sparsity: float, per: str = "row") -> np.ndarray:
+    """`weight` [N, K] with its smallest-magnitude values set to zero: round(sparsity * K) of each row (`per` row), or
+    round(sparsity * N * K) of the whole tensor (`per` tensor); ties go to the earlier position."""
+    w = np.array(weight, dtype=np.float64)
+    if w.ndim != 2:
+        raise FormatError(f"a weight to prune is [N, K], got shape {list(w.shape)}")
+    if not (isinstance(sparsity, (int, float, np.floating)) and 0 <= sparsity < 1):
+        raise FormatError(f"sparsity is a fraction in [0, 1), got {sparsity!r}")
+    if per not in PRUNE_MODES:
+        raise FormatError(f"pruning is per {' or per '.join(PRUNE_MODES)}, not {per!r}")
+    if not np.isfinite(w).all():
+        raise FormatError("cannot prune a weight holding inf or NaN")
+    flat = w.reshape(1, -1) if per == "tensor" else w
+    drop = int(round(sparsity * flat.shape[1]))
+    order = np.argsort(np.abs(flat), axis=1, kind="stable")[:, :drop]
+    np.put_along_axis(flat, order, 0.0, axis=1)
+    return flat.reshape(w.shape)
+
+
+def encode(weight, fmt: SparseFormat = SparseFormat()) -> TiledCSL:
+    """The nonzeros of `weight` [N, K] in Tiled-CSL (a tile's in position order)."""
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim != 2:
+        raise FormatError(f"a sparse weight is [N, K], got shape {list(w.shape)}")
+    if not np.isfinite(w).all():
+        raise FormatError("cannot encode a weight holding inf or NaN")
+    (n, k), (tn, tk) = w.shape, (fmt.tile_n, fmt.tile_k)
+    rows, cols = np.nonzero(w)
+    tile = (rows // tn) * fmt.tiles(w.shape)[1] + cols // tk
+    position = (rows % tn) * tk + cols % tk
+    order = np.lexsort((position, tile))
+    counts = np.bincount(tile, minlength=math.prod(fmt.tiles(w.shape)))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return TiledCSL(w[rows, cols][order], position[order].astype(np.uint16), offsets, (n, k), fmt)
+
+
+def decode(values, positions, offsets, shape, fmt: SparseFormat = SparseFormat()) -> np.ndarray:
+    """The dense [N, K] weight (float64) that Tiled-CSL arrays stand for; arrays that do not describe one are a
+    FormatError saying what is wrong."""
+    values, positions, offsets = np.asarray(values, np.float64), np.asarray(positions), np.asarray(offsets)
+    n, k = shape
+    tiles_n, tiles_k = fmt.tiles(shape)
+    if offsets.shape != (tiles_n * tiles_k + 1,):
+        raise FormatError(f"a {n}x{k} weight in {fmt.tile_n}x{fmt.tile_k} tiles has {tiles_n * tiles_k} tiles: offsets must "
+                          f"have {tiles_n * tiles_k + 1} entries, got {list(offsets.shape)}")
+    if values.shape != positions.shape or values.ndim != 1 or offsets[0] != 0 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
+        raise FormatError(f"offsets must rise from 0 to the {len(values)} nonzeros, and values and positions hold one each "
+                          f"(got {list(values.shape)} values, {list(positions.shape)} positions)")
+    tile = np.repeat(np.arange(tiles_n * tiles_k), np.diff(offsets))
+    rows = (tile // tiles_k) * fmt.tile_n + positions.astype(np.int64) // fmt.tile_k
+    cols = (tile % tiles_k) * fmt.tile_k + positions.astype(np.int64) % fmt.tile_k
+    if np.any(positions.astype(np.int64) >= fmt.tile_n * fmt.tile_k) or np.any(rows >= n) or np.any(cols >= k):
+        raise FormatError(f"a position lies outside its tile or the {n}x{k} weight")
+    dense = np.zeros((n, k))
+    dense[rows, cols] = values
+    return dense
+
+
+def sparsify(weight, sparsity: float, per: str = "row", fmt: SparseFormat = SparseFormat()) -> TiledCSL:
+    """`rung.sparsify`: a weight [N, K] (numpy, or a torch tensor on any device) pruned by magnitude to `sparsity`
+    (per row or per tensor) and stored in Tiled-CSL; bad input is a RungError saying what is wrong."""
+    from ir.errors import RungError
+
+    if hasattr(weight, "detach"):  # a torch tensor
+        weight = weight.detach().double().cpu().numpy()
+    try:
+        return encode(prune(weight, sparsity, per), fmt)
+    except FormatError as e:
+        raise RungError(f"sparsify: {e}") from None

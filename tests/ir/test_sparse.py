@@ -1,0 +1,69 @@
+"""Magnitude pruning and Tiled-CSL (ir.sparse): exact counts, a round trip for any shape, tiling and sparsity (empty rows,
+tiles and weights too), and one clear error for each kind of bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ir.errors import RungError
+from ir.numerics import FormatError
+from ir.sparse import SparseFormat, decode, encode, prune, sparsify
+
+shapes = st.tuples(st.integers(1, 70), st.integers(1, 90))
+tiles = st.builds(SparseFormat, st.integers(1, 40), st.integers(1, 40))
+
+
+@given(shapes.flatmap(lambda s: hnp.arrays(np.float64, s, elements=st.floats(-4, 4, width=32))), st.floats(0, 0.999),
+       st.sampled_from(["row", "tensor"]))
+def test_pruning_keeps_the_largest_magnitudes(w, sparsity, per):
+    pruned = prune(w, sparsity, per)
+    flat, kept = (w.reshape(1, -1), pruned.reshape(1, -1)) if per == "tensor" else (w, pruned)
+    dropped = int(round(sparsity * flat.shape[1]))
+    for row, out in zip(flat, kept):
+        zeroed = out != row
+        assert np.all(out[~zeroed] == row[~zeroed]) and np.all(out[zeroed] == 0)
+        order = np.argsort(np.abs(row), kind="stable")
+        assert np.all(out[order[:dropped]] == 0) and np.array_equal(out[order[dropped:]], row[order[dropped:]])
+
+
+@given(shapes.flatmap(lambda s: hnp.arrays(np.float64, s, elements=st.one_of(st.just(0.0), st.floats(-4, 4, width=32)))), tiles)
+def test_tiled_csl_round_trips_any_weight(w, fmt):
+    """Zero-heavy draws give empty rows and tiles (and whole empty weights); edge tiles may be partial."""
+    csl = encode(w, fmt)
+    tiles_n, tiles_k = fmt.tiles(w.shape)
+    assert csl.offsets.shape == (tiles_n * tiles_k + 1,) and csl.offsets[-1] == np.count_nonzero(w) == len(csl.values)
+    assert np.all(np.diff(csl.offsets) >= 0) and csl.positions.dtype == np.uint16
+    for t in range(tiles_n * tiles_k):  # each tile's nonzeros in position order
+        assert np.all(np.diff(csl.positions[csl.offsets[t]:csl.offsets[t + 1]].astype(int)) > 0)
+    assert np.array_equal(decode(csl.values, csl.positions, csl.offsets, w.shape, fmt), w)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: prune(np.ones((2, 2)), 1.0), r"sparsity is a fraction in \[0, 1\), got 1.0"),
+    (lambda: prune(np.ones((2, 2)), -0.1), r"sparsity is a fraction in \[0, 1\)"),
+    (lambda: prune(np.ones((2, 2)), 0.5, "column"), "pruning is per row or per tensor, not 'column'"),
+    (lambda: prune(np.array([[1.0, np.nan]]), 0.5), "cannot prune a weight holding inf or NaN"),
+    (lambda: prune(np.ones(4), 0.5), r"a weight to prune is \[N, K\], got shape \[4\]"),
+    (lambda: SparseFormat(512, 256), "holds more positions than 16 bits number"),
+    (lambda: SparseFormat(0, 8), "tile_n must be a positive integer"),
+    (lambda: decode([1.0], [0], [0, 1], (4, 4), SparseFormat(2, 2)), "has 4 tiles: offsets must have 5 entries"),
+    (lambda: decode([1.0], [9], [0, 1], (2, 2), SparseFormat(2, 2)), "a position lies outside its tile"),
+    (lambda: decode([1.0], [3], [0, 1], (1, 1), SparseFormat(2, 2)), "outside its tile or the 1x1 weight"),
+    (lambda: decode([1.0, 2.0], [0, 1], [0, 1], (2, 2), SparseFormat(2, 2)), "offsets must rise from 0 to the 2 nonzeros"),
+])
+def test_bad_input_is_one_clear_error(call, message):
+    with pytest.raises(FormatError, match=message):
+        call()
+
+
+def test_rung_sparsify_takes_torch_tensors_and_says_what_is_wrong():
+    import torch
+
+    w = torch.randn(96, 80)
+    csl = sparsify(w, 0.75)
+    assert csl.density == pytest.approx(0.25) and np.array_equal(decode(csl.values, csl.positions, csl.offsets, (96, 80)),
+                                                                  prune(w.double().numpy(), 0.75))
+    with pytest.raises(RungError, match=r"sparsify: sparsity is a fraction in \[0, 1\), got 1.5"):
+        sparsify(w, 1.5)
