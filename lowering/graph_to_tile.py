@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from xdsl.context import Context
@@ -82,8 +82,9 @@ def choose_config(m: int, n: int, k: int, dtype: str, b_kn: bool = False, weight
             # at M = 300, N = 1024: K = 2048 max error 1.74 of 623, K = 8192 8.79 of 1315, against 0.25 and 0.49 on
             # mma.sync, which rounds as f32 does); it waits for partial sums promoted to f32 registers every k-tile
             cfg = GemmConfig(dtype, bm=128, bn=128, bk=128, warps_m=8, warps_n=1, stages=4, raster=8, a8=a8, wgmma=True)
-        else:
-            cfg = GemmConfig(dtype, bm=128, bn=128, bk=64, warps_m=2, warps_n=2, stages=3, raster=8, a8=a8)
+        else:  # FP8's mma.sync takes 8 warps of 32 x 64: in 4 of 64 x 64 it spilled on sm_90a (254 registers, 40-byte stack)
+            warps = (4, 2) if a8 == "e4m3" else (2, 2)
+            cfg = GemmConfig(dtype, bm=128, bn=128, bk=64, warps_m=warps[0], warps_n=warps[1], stages=3, raster=8, a8=a8)
         return dataclasses.replace(cfg, split_k=_split(cfg, m, n, k, sms))
     if min(copies["copy_elems"], copies["b_copy_elems"]) < 8:
         return GemmConfig(dtype, bm=64, bn=64, bk=32, warps_m=2, warps_n=2, stages=3, **copies)
@@ -278,10 +279,12 @@ class QLinearToTile(RewritePattern):
 @dataclass
 class QLinear8ToTile(RewritePattern):
     """graph.qlinear8 -> two row programs on x (its per-row scales, and its rows quantized by them) and tile.matmul
-    of 8-bit operands with the scales of both applied in the epilogue."""
+    of 8-bit operands with the scales of both applied in the epilogue. Linears on one x (q, k and v; gate and up)
+    share its quantized rows."""
 
     override: dict
     target: str
+    quantized_rows: dict = field(default_factory=dict)  # (x, element) -> (the launches' x_scales [M], x8 [M, K])
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.QLinear8Op, rewriter: PatternRewriter):
@@ -293,14 +296,16 @@ class QLinear8ToTile(RewritePattern):
 
         def make(x, cfg, residual):
             m = x.type.get_shape()[0]
-            rows = []
-            for values, out in ((False, TensorType(f32, [m, 1])), (True, TensorType(op.qweight.type.element_type, [m, k]))):
-                kernel = eight_bit_rows_program(op.element, x_type, k, values)
-                add_kernel_once(op, kernel)
-                rewriter.insert(launch := LaunchOp.get(kernel.sym_name.data, [x], out))
-                rows.append(launch.result)
-            return MatmulOp.get(rows[1], op.qweight, None, cfg, op.scales, x_scales=reshaped(rewriter, rows[0], [m]),
-                                result_element=x_type, residual=residual)
+            shared = self.quantized_rows.get((op.x, op.element))
+            if shared is None or not shared[1].owner.is_before_in_block(op):
+                rows = []
+                for values, out in ((False, TensorType(f32, [m, 1])), (True, TensorType(op.qweight.type.element_type, [m, k]))):
+                    kernel = eight_bit_rows_program(op.element, x_type, k, values)
+                    add_kernel_once(op, kernel)
+                    rewriter.insert(launch := LaunchOp.get(kernel.sym_name.data, [x], out))
+                    rows.append(launch.result)
+                shared = self.quantized_rows[op.x, op.element] = (reshaped(rewriter, rows[0], [m]), rows[1])
+            return MatmulOp.get(shared[1], op.qweight, None, cfg, op.scales, x_scales=shared[0], result_element=x_type, residual=residual)
 
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, str(x_type), self.override, target=self.target, a8=a8, **epi), make)

@@ -9,8 +9,8 @@ the model exported by torch2ir through frontend.causal_lm.CachedCausalLM (one pr
 sharing one set of weights and of key/value caches, which each step updates at its positions
 (graph.index_copy of donated arguments). `device` runs the steps on the IR interpreter, or compiled by
 rung.compile into Rung's kernels on the CPU lane simulator (small models) or the GPU, where the weights
-and caches stay on the device, a step updates the caches in place and the decode step is captured once
-as a CUDA graph and replayed per token. Tokens are sampled from the last position's logits (on the GPU,
+and caches stay on the device, a step updates the caches in place and steps of up to CAPTURED_TOKENS tokens
+(decoding, speculative verification) are captured once as CUDA graphs and replayed. Tokens are sampled from the last position's logits (on the GPU,
 there): greedy (temperature 0), or at a temperature from the top-k tokens and the top-p nucleus, with a
 seeded generator, so a seed gives the same tokens every run on a device.
 """
@@ -96,11 +96,12 @@ class _Program:
     names: list[str]  # @main's arguments: weights, caches, then ids and positions
     updates: list[tuple[int, str]] = field(default_factory=list)  # (result index, cache argument it updates)
     compiled: object = None  # rung.compile's function (on the simulator or the GPU)
-    replay: object = None  # the GPU's decode step captured as a CUDA graph, on `inputs`
+    replay: object = None  # the GPU's short step (decoding, verification) captured as a CUDA graph, on `inputs`
     inputs: tuple = ()
 
 
 DEVICES = ("interpreter", "simulator", "gpu")
+CAPTURED_TOKENS = 16  # steps of this many tokens or fewer replay as CUDA graphs on the GPU
 
 
 class Generator:
@@ -213,12 +214,14 @@ class Generator:
         return logits if rows is ids else logits[0]
 
     def _on_gpu(self, program: _Program, weights: list, ids, positions):
-        """A prefill called directly; the decode step captured once as a CUDA graph on buffers of its own, whose
-        ids and position each call sets before the replay (the caches: updated in place, recorded as they are)."""
+        """A prompt's prefill called directly; a step of up to CAPTURED_TOKENS tokens (decoding, and speculative
+        decoding's verification of k + 1) captured once as a CUDA graph on buffers of its own, whose ids and positions
+        each call sets before the replay (the caches: updated in place, recorded as they are), since a direct call
+        pays some 90 us of host work for each of a model's hundreds of launches."""
         import torch
 
         ids, positions = torch.from_numpy(ids).cuda(), torch.from_numpy(positions).cuda()
-        if ids.shape[1] > 1:
+        if ids.shape[1] > CAPTURED_TOKENS:
             return program.compiled(*weights, ids, positions)
         if program.replay is None:
             program.inputs = (*weights, ids.clone(), positions.clone())

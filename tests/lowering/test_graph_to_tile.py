@@ -365,3 +365,22 @@ def test_eight_bit_linears_assemble_without_spills(tmp_path):
         module = parse_ir(qlinear8_ir(m, 4096, 4096, "f16", element, True))
         run_pipeline(module, f"graph-to-tile{{target={target}}}," + LOWER_TO_PTX.split(",", 1)[1], make_context())
         assert_assembles_without_spills(module_text(module, target), target, tmp_path)
+
+
+def test_eight_bit_linears_on_one_x_share_its_quantized_rows():
+    """q, k and v (or gate and up) under W8A8: one launch of each row program for all of them, and the same result."""
+    m, n, k = 5, 32, 64
+    xt, wt, st_, yt = f"tensor<{m}x{k}xf16>", f"tensor<{n}x{k}xi8>", f"tensor<{n}xf32>", f"tensor<{m}x{n}xf16>"
+    module = parse_ir(f"func.func @main(%x: {xt}, %w1: {wt}, %s1: {st_}, %w2: {wt}, %s2: {st_}) -> {yt} {{\n"
+                      f"  %a = graph.qlinear8 %x, %w1, %s1 : ({xt}, {wt}, {st_}) -> {yt}\n"
+                      f"  %b = graph.qlinear8 %x, %w2, %s2 : ({xt}, {wt}, {st_}) -> {yt}\n"
+                      f"  %c = graph.mul %a, %b : ({yt}, {yt}) -> {yt}\n  func.return %c : {yt}\n}}\n")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((m, k)).astype(np.float32), *[a for _ in range(2) for a in
+              (rng.integers(-127, 128, (n, k)).astype(np.int8), rng.random(n).astype(np.float32))]]
+    expected = run(module, inputs)[0]
+    run_pipeline(module, "graph-to-tile", make_context())
+    from dialects.tile import LaunchOp as TileLaunch
+
+    assert sum(isinstance(op, TileLaunch) for op in module.walk()) == 2 and sum(isinstance(op, MatmulOp) for op in module.walk()) == 2
+    assert np.array_equal(run(module, inputs)[0], expected)
