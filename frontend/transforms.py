@@ -108,7 +108,8 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
     done = {} if done is None else done
     todo = [(name, arg.type.element_type) for arg, name, _ in linear_weights if name not in done]
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        done.update(zip([name for name, _ in todo], pool.map(lambda item: parts_of(weights[item[0]], item[1]), todo)))
+        parts = pool.map(lambda item: parts_of(weights[item[0]], item[1]), todo)
+        done.update(zip([name for name, _ in todo], progress_bar(parts, len(todo), "weights")))
     for arg, name, users in linear_weights:
         if isinstance(done[name], FormatError):
             kept.append(f"{name}: {done[name]}")
@@ -133,6 +134,15 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
         names = names[:at] + [f"{name}.{part}" for part in new] + names[at + 1:]
     fn.function_type = FunctionType.from_lists([a.type for a in block.args], list(fn.function_type.outputs))
     return names, weights, kept
+
+
+def progress_bar(items, total: int, unit: str):
+    """`items` as they come, with a progress bar on a terminal for long work (tqdm, where installed; none otherwise)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, unit=f" {unit}", disable=None if total > 8 else True, leave=False)
 
 
 def _sparse(weight: np.ndarray, element, sparsity: float, per: str, fmt: SparseFormat, quant: QuantAttr | None):

@@ -188,9 +188,11 @@ class CompiledFunction:
                     todo.setdefault(key, (step[1], weights))
         if not todo:
             return
+        from frontend.transforms import progress_bar
+
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             arrays = pool.map(lambda item: _packed_on_host(item[0], device, item[1]), todo.values())
-            for key, (op, _), host in zip(todo, todo.values(), arrays):
+            for key, (op, _), host in zip(todo, todo.values(), progress_bar(arrays, len(todo), "packed weights")):
                 self._packed[key] = _upload(op, device, host)
 
 
