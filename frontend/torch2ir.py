@@ -719,6 +719,8 @@ def main(argv=None) -> int:
                    "format's own, 128 for int4, 32 for MX formats)")
     p.add_argument("--sparsify", type=float, metavar="S", help="prune linears' weights by magnitude to sparsity S in [0, 1) "
                    "into graph.sparse_linear (Tiled-CSL); with --quantize, the kept values quantized too")
+    p.add_argument("--keep", metavar="PATTERNS", help="with --quantize or --sparsify: weights left as they are, comma-separated "
+                   "fnmatch patterns of their names (e.g. '*lm_head*')")
     p.add_argument("--sparsify-per", choices=("row", "tensor"), default="row", help="with --sparsify: prune each output row "
                    "(the default) or the whole tensor to S")
     args = p.parse_args(argv)
@@ -732,7 +734,8 @@ def main(argv=None) -> int:
         if args.dtype:
             model, inputs, kwargs = cast_model(model, inputs, kwargs, args.dtype)
         module, weights, names = torch_to_ir(model, inputs, kwargs, progress)
-        names, weights, fmt = transform_weights(module, names, weights, args.quantize, args.group, args.sparsify, args.sparsify_per, progress)
+        names, weights, fmt = transform_weights(module, names, weights, args.quantize, args.group, args.sparsify, args.sparsify_per, progress,
+                                                tuple(args.keep.split(",")) if args.keep else ())
         transformed = bool(args.quantize or args.sparsify is not None)
         verify(module, filename="torch2ir output")
         text = print_ir(module)

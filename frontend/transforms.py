@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatch
 
 import numpy as np
 from xdsl.dialects.builtin import Float8E4M3FNType, FunctionType, IntegerType, ModuleOp, Signedness, TensorType, f32, i8, i32
@@ -40,7 +41,7 @@ def named_format(name: str, option: str, group: int | None = None) -> QuantForma
 
 
 def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], fmt: QuantFormat | EightBitFormat,
-                     quantized: dict | None = None):
+                     quantized: dict | None = None, keep=()):
     """Every graph.linear whose weight is a weight argument of @main, used by linears only,
     becomes graph.qlinear on that weight quantized to `fmt` (round to nearest; graph.qlinear8 for W8A8 and FP8,
     which quantize the activations too); a bias becomes a graph.add after it. The weight argument is replaced by its
@@ -49,7 +50,8 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
 
     Weights are quantized in parallel (numpy leaves the interpreter lock while it works). `quantized`
     holds the results by weight name, reused and filled: programs traced from one model in one format
-    (a prefill and a decode step) quantize each weight once."""
+    (a prefill and a decode step) quantize each weight once. Weights whose names match a `keep` pattern (fnmatch,
+    e.g. `*lm_head*`) stay float."""
     attr = None if isinstance(fmt, EightBitFormat) else QuantAttr.from_format(fmt)
 
     def make(op, args):
@@ -57,17 +59,17 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
             return g.QLinear8Op.make(op.x, args["qweight"], args["scales"])
         return g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
 
-    return _replace_linears(module, names, weights, lambda weight, _: _quantized(fmt, attr, weight), make, quantized)
+    return _replace_linears(module, names, weights, lambda weight, _: _quantized(fmt, attr, weight), make, quantized, keep)
 
 
 def sparsify_linears(module: ModuleOp, names: list[str], weights: dict[str, np.ndarray], sparsity: float, per: str = "row",
-                     fmt: SparseFormat = SparseFormat(), quantize: QuantFormat | None = None, sparse: dict | None = None):
+                     fmt: SparseFormat = SparseFormat(), quantize: QuantFormat | None = None, sparse: dict | None = None, keep=()):
     """Every graph.linear whose weight is a weight argument of @main, used by linears only, becomes
     graph.sparse_linear on that weight pruned by magnitude (ir.sparse.prune: `sparsity` of each row, or of the whole
     tensor) and stored in Tiled-CSL with `fmt`'s tiles; with `quantize` (a format without zero points), the kept values
     quantized to it. The weight argument is replaced by `<weight>.values`, `.positions`, `.offsets` (and `.scales`);
     a bias becomes a graph.add after it. Returns (names, weights, kept) as quantize_linears does; `sparse` memoizes
-    the results by weight name as its `quantized` does."""
+    the results by weight name as its `quantized` does, and `keep` is its `keep`."""
     try:
         prune(np.zeros((1, 1)), sparsity, per)  # a bad sparsity or mode fails once, before any weight
     except FormatError as e:
@@ -85,14 +87,14 @@ def sparsify_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
                                      n=op.weight.type.get_shape()[0], format=quant)
 
     return _replace_linears(module, names, weights, lambda weight, element: _sparse(weight, element, sparsity, per, fmt, quant), make,
-                            sparse)
+                            sparse, keep)
 
 
-def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of, make, done: dict | None = None):
+def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of, make, done: dict | None = None, keep=()):
     """The driver of quantize_linears and sparsify_linears: each linear-only weight argument's parts (`parts_of(weight,
-    its element type)`:
-    {part: (element type, array)}, or a FormatError that keeps it float), computed in parallel and memoized in `done`
-    by name, become new arguments `<weight>.<part>`, and each linear on it `make(linear, {part: argument})`."""
+    its element type)`: {part: (element type, array)}, or a FormatError that keeps it float), computed in parallel
+    and memoized in `done` by name, become new arguments `<weight>.<part>`, and each linear on it
+    `make(linear, {part: argument})`. Weights whose names match a `keep` pattern (fnmatch) stay float."""
     fn = find_function(module, "main")
     block = fn.body.block
     weights = dict(weights)
@@ -101,7 +103,9 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
     for arg, name in [(a, n) for a, n in zip(block.args, names) if n in weights]:
         users = [use.operation for use in arg.uses]
         others = [op for op in users if not (isinstance(op, g.LinearOp) and op.weight is arg and op.x is not arg)]
-        if users and not others:
+        if users and not others and any(fnmatch(name, pattern) for pattern in keep):
+            kept.append(f"{name}: kept as asked ({', '.join(p for p in keep if fnmatch(name, p))})")
+        elif users and not others:
             linear_weights.append((arg, name, users))
         elif len(others) < len(users):
             kept.append(f"{name}: also used by {', '.join(sorted({op.name for op in others}))}")
@@ -229,19 +233,19 @@ def fold_batch_norms(module: ModuleOp, names: list[str], weights: dict[str, np.n
 
 
 def transform_weights(module: ModuleOp, names: list[str], weights: dict, quantize: str | None, group: int | None,
-                      sparsity: float | None, per: str = "row", progress=lambda msg: None):
+                      sparsity: float | None, per: str = "row", progress=lambda msg: None, keep=()):
     """torch2ir's --quantize FORMAT [--group G] and --sparsify S [--sparsify-per row|tensor]: quantize_linears, or
     sparsify_linears (its kept values quantized when both are given), saying what each did. Returns (names, weights,
-    fmt): fmt the weight format named, or None."""
+    fmt): fmt the weight format named, or None. Weights matching a `keep` pattern stay float (--keep)."""
     fmt = named_format(quantize, "--quantize", group) if quantize else None
     before = sum(isinstance(op, g.LinearOp) for op in module.walk())
     if sparsity is not None:
-        names, weights, kept = sparsify_linears(module, names, weights, sparsity, per, quantize=fmt)
+        names, weights, kept = sparsify_linears(module, names, weights, sparsity, per, quantize=fmt, keep=keep)
         done = sum(isinstance(op, g.SparseLinearOp) for op in module.walk())
         progress(f"pruned {done} of {before} linears to {sparsity:.0%} sparsity per {per}, stored in Tiled-CSL"
                  + (f" with {fmt.element} values" if fmt else ""))
     elif fmt is not None:
-        names, weights, kept = quantize_linears(module, names, weights, fmt)
+        names, weights, kept = quantize_linears(module, names, weights, fmt, keep=keep)
         done = sum(isinstance(op, (g.QLinearOp, g.QLinear8Op)) for op in module.walk())
         if isinstance(fmt, EightBitFormat):
             progress(f"quantized {done} of {before} linears to {fmt.element} weights per channel and {fmt.element} activations per token")

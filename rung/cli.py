@@ -290,6 +290,8 @@ def generate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
     p.add_argument("--sparsify", type=float, metavar="S", help="linears' weights pruned by magnitude to sparsity S in [0, 1) per "
                    "row, stored in Tiled-CSL (as torch2ir --sparsify; with --quantize, the kept values quantized)")
+    p.add_argument("--keep", metavar="PATTERNS", help="with --quantize or --sparsify: weights left as they are, comma-separated "
+                   "fnmatch patterns of their names (default: the output head's weight; 'none': none)")
     p.add_argument("--draft", metavar="PATH|FORMAT", help="speculative decoding (greedy): a draft model (as --model) or a weight format "
                    "for a quantized copy of the model (e.g. int4) proposes tokens that the model checks --speculate-k at a time")
     p.add_argument("--speculate-k", type=int, default=4, help="tokens the draft proposes a step (default: %(default)s)")
@@ -335,7 +337,8 @@ def generate_main(argv: list[str] | None = None) -> int:
                 raise RungError(f"--prompt-ids takes comma-separated integers, got {args.prompt_ids!r}") from None
         extra = args.speculate_k if args.draft else 0
         max_seq_len = args.max_seq_len or len(prompt) + args.max_new_tokens + extra
-        gen = Generator(lm, max_seq_len, fmt, device, progress, sparsity=args.sparsify)
+        keep = None if args.keep is None else () if args.keep == "none" else tuple(args.keep.split(","))
+        gen = Generator(lm, max_seq_len, fmt, device, progress, sparsity=args.sparsify, keep=keep)
         draft = None
         if args.draft:
             draft_lm = lm if draft_format else load_causal_lm(args.draft, dtype)[0]

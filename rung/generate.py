@@ -106,10 +106,12 @@ CAPTURED_TOKENS = 16  # steps of this many tokens or fewer replay as CUDA graphs
 
 class Generator:
     """A causal LM's prefill and decode steps over one static KV cache of max_seq_len positions for `batch` sequences,
-    on `device` (DEVICES; compiled ones need f16 or bf16 weights)."""
+    on `device` (DEVICES; compiled ones need f16 or bf16 weights). With `quantize` (a weight format) or `sparsity`,
+    every linear but those whose weights match a `keep` pattern (fnmatch; by default the output head's) is quantized
+    or pruned."""
 
     def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None, batch: int = 1,
-                 sparsity: float | None = None):
+                 sparsity: float | None = None, keep: tuple[str, ...] | None = None):
         from frontend.causal_lm import CachedCausalLM
 
         if max_seq_len < 2:
@@ -129,6 +131,9 @@ class Generator:
         self.step = CachedCausalLM(lm, max_seq_len, batch)
         self.max_seq_len, self.quantize, self.device, self.progress, self.batch = max_seq_len, quantize, device, progress, batch
         self.sparsity = sparsity
+        head = lm.get_output_embeddings()  # kept in float unless `keep` says otherwise: the logits are the most sensitive
+        self.keep = tuple(keep) if keep is not None else tuple(name for name, p in self.step.named_parameters(remove_duplicate=False)
+                                                               if head is not None and p is head.weight)
         self.vocab = lm.config.vocab_size
         self._programs: dict[tuple[int, bool], _Program] = {}  # by (tokens, every_logit)
         self._state: dict | None = None  # weights and caches by argument name, shared by the programs (on the device)
@@ -156,11 +161,12 @@ class Generator:
             if self.sparsity is not None:
                 from frontend.transforms import sparsify_linears
 
-                names, weights, _ = sparsify_linears(module, names, weights, self.sparsity, quantize=self.quantize, sparse=self._quantized)
+                names, weights, _ = sparsify_linears(module, names, weights, self.sparsity, quantize=self.quantize, sparse=self._quantized,
+                                                     keep=self.keep)
             elif self.quantize is not None:
                 from frontend.transforms import quantize_linears
 
-                names, weights, _ = quantize_linears(module, names, weights, self.quantize, self._quantized)
+                names, weights, _ = quantize_linears(module, names, weights, self.quantize, self._quantized, self.keep)
             if self._state is None:
                 self._state = weights if self.device != "gpu" else self._uploaded(weights)
             main = find_function(module, "main")

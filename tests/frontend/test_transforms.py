@@ -78,6 +78,14 @@ def test_weights_that_cannot_be_quantized_stay_float_with_the_reason():
     assert all("does not divide the reduction axis of length 172" in r for r in kept)
 
 
+def test_weights_named_to_keep_stay_float():
+    model, args, kwargs = load_model_file(EXAMPLES / "llama.py")
+    module, weights, names = torch_to_ir(model, args, kwargs)
+    names, weights, kept = quantize_linears(module, names, weights, QuantFormat("int4", 32, "f16"), keep=("*lm_head*", "*.q_proj.*"))
+    assert sum(isinstance(op, g.QLinearOp) for op in module.walk()) == 10 and "lm_head.weight" in names
+    assert "lm_head.weight: kept as asked (*lm_head*)" in kept and "model.layers.1.self_attn.q_proj.weight: kept as asked (*.q_proj.*)" in kept
+
+
 def test_tied_weights_stay_float():
     import torch
     from torch import nn

@@ -39,15 +39,29 @@ def test_greedy_tokens_equal_transformers_generate(family):
     assert len(set(want)) > 2  # a sequence that varies, not one token repeated
 
 
+def test_quantizing_keeps_the_output_head_unless_asked():
+    from dialects import graph as g
+    from ir.numerics import quant_format
+
+    torch.manual_seed(0)
+    lm = FAMILIES["llama"]().eval()
+    for keep, float_linears in ((None, 1), ((), 0), (("*q_proj*",), 2)):
+        gen = Generator(lm, 16, quant_format("int4", group=16), keep=keep)
+        module = gen._program(1).module
+        assert sum(isinstance(op, g.LinearOp) for op in module.walk()) == float_linears, keep
+    assert Generator(lm, 16, quant_format("int4", group=16)).keep == ("lm.lm_head.weight",)
+
+
 def test_a_sparse_model_generates_the_pruned_models_greedy_tokens():
-    """Generator(sparsity=0.6): every linear pruned per row into Tiled-CSL; transformers on the same pruned weights agrees."""
+    """Generator(sparsity=0.6): every linear but the output head pruned per row into Tiled-CSL; transformers on the same
+    pruned weights agrees."""
     from ir.sparse import prune
 
     torch.manual_seed(0)
     lm = FAMILIES["llama"]().eval()
     pruned = copy.deepcopy(lm)
     for module in pruned.modules():
-        if isinstance(module, torch.nn.Linear) and module.weight is not pruned.get_input_embeddings().weight:
+        if isinstance(module, torch.nn.Linear) and module is not pruned.get_output_embeddings():
             module.weight.data = torch.from_numpy(prune(module.weight.detach().double().numpy(), 0.6)).float()
     prompt = torch.randint(1, 96, (1, 7))
     with torch.no_grad():
