@@ -1,0 +1,37 @@
+"""The generation benchmark's programs are checked before device time goes to them: one layer of its LLaMA shape,
+its prefill and its decode step, in each of its weight formats, compiles for sm_90a and assembles without spills."""
+
+import shutil
+
+import pytest
+import torch
+
+import rung
+from frontend.causal_lm import CachedCausalLM
+from frontend.torch2ir import torch_to_ir
+from frontend.transforms import named_format, quantize_linears
+from machine_code import assert_assembles_without_spills
+from rung import bench_generate
+from rung.bench_models import llama
+
+
+@pytest.fixture(scope="module")
+def one_layer():
+    return CachedCausalLM(llama(layers=1), bench_generate.PROMPT + bench_generate.NEW, 1)
+
+
+@pytest.mark.parametrize("fmt", bench_generate.FORMATS)
+def test_every_benchmarked_step_compiles_without_spills(fmt, one_layer, tmp_path):
+    for tokens in (bench_generate.PROMPT, 1):
+        module, weights, names = torch_to_ir(one_layer, (torch.zeros((1, tokens), dtype=torch.int64), torch.arange(tokens)))
+        if fmt != "f16":
+            quantize_linears(module, names, weights, named_format(fmt, "--formats"), keep=("*lm_head*",))
+        fn = rung.compile(module, "sm_90a")
+        if shutil.which("ptxas"):
+            assert_assembles_without_spills(fn.ptx, "sm_90a", tmp_path)
+
+
+def test_without_a_gpu_it_says_so(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    assert bench_generate.main(["--formats", "int4"]) == 1 and "no CUDA GPU here" in capsys.readouterr().err
