@@ -292,7 +292,7 @@ def generate_main(argv: list[str] | None = None) -> int:
                    "row, stored in Tiled-CSL (as torch2ir --sparsify; with --quantize, the kept values quantized)")
     p.add_argument("--keep", metavar="PATTERNS", help="with --quantize or --sparsify: weights left as they are, comma-separated "
                    "fnmatch patterns of their names (default: the output head's weight; 'none': none)")
-    p.add_argument("--draft", metavar="PATH|FORMAT", help="speculative decoding (greedy): a draft model (as --model) or a weight format "
+    p.add_argument("--draft", metavar="PATH|FORMAT", help="speculative decoding: a draft model (as --model) or a weight format "
                    "for a quantized copy of the model (e.g. int4) proposes tokens that the model checks --speculate-k at a time")
     p.add_argument("--speculate-k", type=int, default=4, help="tokens the draft proposes a step (default: %(default)s)")
     p.add_argument("--print-ids", action="store_true", help="print the new tokens' ids instead of their text")
@@ -312,8 +312,6 @@ def generate_main(argv: list[str] | None = None) -> int:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         if args.chat and args.prompt is None:
             raise RungError("--chat wraps a --prompt text in the chat template")
-        if args.draft and sampling != Sampling():
-            raise RungError("speculative decoding (--draft) is greedy so far: leave --temperature, --top-k and --top-p unset")
         fmt = named_format(args.quantize, "--quantize", args.group) if args.quantize else None
         draft_format = named_format(args.draft, "--draft", args.group) if args.draft in (*PRESETS, *FORMATS, *EIGHT_BIT_PRESETS) else None
         device = args.device
@@ -360,7 +358,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         if draft is None:
             result = gen.generate(prompt, args.max_new_tokens, sampling, args.seed, stop, stream)
         else:
-            result = gen.speculate(prompt, args.max_new_tokens, draft, args.speculate_k, stop, stream)
+            result = gen.speculate(prompt, args.max_new_tokens, draft, args.speculate_k, stop, stream, sampling, args.seed)
         print()
         if draft is not None:
             progress(f"the draft's tokens kept: {result.accepted} of {result.proposed} ({result.accepted / max(result.proposed, 1):.0%})")

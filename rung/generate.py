@@ -59,6 +59,23 @@ class Sampling:
         p = p[:keep] / p[:keep].sum()
         return int(order[rng.choice(keep, p=p)])
 
+    def probabilities(self, logits) -> np.ndarray:
+        """The distribution `pick` draws from, over the whole vocabulary (float64; at temperature 0, all on the
+        largest logit): what speculative sampling compares the draft's and the model's by."""
+        logits = np.asarray(logits.float().cpu() if hasattr(logits, "cpu") else logits, np.float64)
+        p = np.zeros_like(logits)
+        if self.temperature == 0:
+            p[np.argmax(logits)] = 1.0
+            return p
+        order = np.argsort(-logits, kind="stable")
+        if self.top_k:
+            order = order[:self.top_k]
+        q = np.exp((logits[order] - logits[order[0]]) / self.temperature)
+        q /= q.sum()
+        keep = int(np.searchsorted(np.cumsum(q), self.top_p * (1 - 1e-12))) + 1
+        p[order[:keep]] = q[:keep] / q[:keep].sum()
+        return p
+
     def _pick_torch(self, logits, generator) -> int:
         import torch
 
@@ -286,11 +303,14 @@ class Generator:
         return [Generated(row, len(prompts[0]), t1 - t0, elapsed, stopped=row[-1] in stop) for row in rows]
 
     def speculate(self, prompt: list[int], max_new_tokens: int, draft: "Generator", k: int = 4, stop: tuple[int, ...] = (),
-                  on_token=lambda token: None) -> Generated:
-        """Greedy generation in gpt-fast's speculative manner: `draft` (a smaller model, or a lower-bit copy of this one)
+                  on_token=lambda token: None, sampling: Sampling = Sampling(), seed: int = 0) -> Generated:
+        """Generation in gpt-fast's speculative manner: `draft` (a smaller model, or a lower-bit copy of this one)
         proposes k tokens one at a time, this model checks them in one step over k + 1 positions, and keeps the draft's
-        tokens up to the first it would not have picked, then its own: the tokens of generate's greedy run, in fewer
-        steps of this model. Generated.accepted / proposed is the draft's acceptance."""
+        tokens up to the first it would not have picked, then its own: greedy, the tokens of generate's greedy run, in
+        fewer steps of this model. With `sampling` at a temperature, a drafted token is kept with probability
+        min(1, p / q) (p the model's probability of it, q the draft's), a rejected one replaced by a draw from
+        max(0, p - q) normalized (speculative_pick): the tokens follow the model's own distribution. Generated.accepted
+        / proposed is the draft's acceptance."""
         if k < 1:
             raise RungError(f"the draft proposes k >= 1 tokens at a time, got {k}")
         if draft.vocab != self.vocab:
@@ -300,9 +320,10 @@ class Generator:
         for generator, steps in ((self, [(len(prompt), False), (k + 1, True)]), (draft, [(len(prompt) + 1, False), (1, False), (2, False)])):
             for tokens, every_logit in steps:  # exported (and compiled) before the clock starts
                 generator._program(tokens, every_logit)
-        argmax = lambda logits: Sampling().pick(logits, None)  # noqa: E731
+        rng = np.random.default_rng(seed)
+        draw = lambda p: int(rng.choice(len(p), p=p))  # noqa: E731
         t0 = time.perf_counter()
-        tokens = [argmax(self.logits(prompt, 0))]
+        tokens = [draw(sampling.probabilities(self.logits(prompt, 0)))]
         on_token(tokens[-1])
         t1 = time.perf_counter()
         # the model's cache holds every position but the last token's; the draft's its first `known`
@@ -310,11 +331,13 @@ class Generator:
         while len(tokens) < max_new_tokens and tokens[-1] not in stop:
             context = prompt + tokens
             start = len(context) - 1  # the last token's position, where the check starts
-            guesses = [argmax(draft.logits(context[known:], known))]  # the draft catches up on what it has not seen
+            q = [sampling.probabilities(draft.logits(context[known:], known))]  # the draft catches up on what it has not seen
+            guesses = [draw(q[0])]
             for i in range(1, k):
-                guesses.append(argmax(draft.logits(guesses[-1:], start + i)))
-            picks = [argmax(row) for row in self.logits([context[-1], *guesses], start, every_logit=True)]
-            n = next((i for i, (guess, pick) in enumerate(zip(guesses, picks)) if guess != pick), k)
+                q.append(sampling.probabilities(draft.logits(guesses[-1:], start + i)))
+                guesses.append(draw(q[-1]))
+            p = [sampling.probabilities(row) for row in self.logits([context[-1], *guesses], start, every_logit=True)]
+            n, picks = speculative_pick(p, q, guesses, rng)
             accepted, proposed = accepted + n, proposed + k
             known = start + 1 + min(n, k - 1)  # the draft saw its guesses up to the (k - 1)-th: right up to the last one kept
             for token in [*guesses[:n], picks[n]]:
@@ -323,3 +346,17 @@ class Generator:
                     on_token(token)
         return Generated(tokens, len(prompt), t1 - t0, time.perf_counter() - t1, stopped=tokens[-1] in stop,
                          accepted=accepted, proposed=proposed)
+
+
+def speculative_pick(p: list, q: list, guesses: list[int], rng) -> tuple[int, list[int]]:
+    """Speculative sampling's check of k drafted tokens: p [k + 1 rows of the vocabulary] the model's distributions at
+    each drafted position and the one after, q [k] the draft's that `guesses` were drawn from. Returns (n, picks): the
+    first n guesses are kept, and picks[n] follows them (a draw from max(0, p - q) normalized where guess n was
+    rejected, else from p's last row). Greedy distributions (one-hot) keep a guess exactly when it is the model's
+    argmax, and pick the model's argmax."""
+    for i, (guess, pi, qi) in enumerate(zip(guesses, p, q)):
+        if rng.random() * qi[guess] >= pi[guess]:  # kept with probability min(1, p / q)
+            rest = np.maximum(pi - qi, 0.0)
+            rest = rest / rest.sum() if rest.sum() > 0 else pi
+            return i, [*guesses[:i], int(rng.choice(len(rest), p=rest))]
+    return len(guesses), [*guesses, int(rng.choice(len(p[-1]), p=p[-1]))]

@@ -286,7 +286,7 @@ def test_generate_speculates_with_a_quantized_copy_as_its_draft():
     (["--prompt-ids", "1,x"], "--prompt-ids takes comma-separated integers"),
     (["--prompt-ids", "1", "--top-p", "2"], "top-p must lie in"),
     (["--prompt-ids", "1", "--quantize", "int5"], "--quantize:"),
-    (["--prompt-ids", "1", "--draft", "int4", "--temperature", "0.5"], "speculative decoding (--draft) is greedy so far"),
+    (["--prompt-ids", "1", "--draft", "int4", "--speculate-k", "0"], "the draft proposes k >= 1 tokens at a time"),
 ])
 def test_generate_errors_are_one_line_and_exit_1(args, message):
     r = cli("generate_main", "--model", LLAMA_FILE, *args)

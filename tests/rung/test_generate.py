@@ -39,6 +39,38 @@ def test_greedy_tokens_equal_transformers_generate(family):
     assert len(set(want)) > 2  # a sequence that varies, not one token repeated
 
 
+@given(st.integers(2, 6).flatmap(lambda v: st.tuples(*[st.lists(st.floats(0.01, 1), min_size=v, max_size=v)] * 3)), st.integers(0, 2**31))
+@settings(max_examples=10, deadline=None)
+def test_speculative_sampling_draws_from_the_models_distribution(rows, seed):
+    """Whatever the draft's distribution q, the first token speculative_pick emits follows the model's p (the draft's
+    guess kept with probability min(1, p / q), else a draw from max(0, p - q)); the token after a kept guess follows
+    the model's next row."""
+    from rung.generate import speculative_pick
+
+    p0, p1, q0 = (np.array(r) / sum(r) for r in rows)
+    rng, trials = np.random.default_rng(seed), 20000
+    first, after = np.zeros(len(p0)), np.zeros(len(p0))
+    for _ in range(trials):
+        guess = int(rng.choice(len(q0), p=q0))
+        n, picks = speculative_pick([p0, p1], [q0], [guess], rng)
+        first[picks[0]] += 1
+        if n == 1:
+            after[picks[1]] += 1
+    assert 0.5 * np.abs(first / trials - p0).sum() < 0.02  # total variation: 20000 draws keep it near 0.01
+    if after.sum() > 2000:
+        assert 0.5 * np.abs(after / after.sum() - p1).sum() < 0.05
+
+
+def test_sampled_speculation_repeats_with_its_seed_and_a_draft_that_is_the_model_is_always_kept():
+    torch.manual_seed(0)
+    lm = FAMILIES["llama"]().eval()
+    sampling = Sampling(temperature=1.0, top_k=20)
+    gen = Generator(lm, 32)
+    first = gen.speculate([3, 1, 4], 10, Generator(lm, 32), 3, sampling=sampling, seed=5)
+    assert gen.speculate([3, 1, 4], 10, Generator(lm, 32), 3, sampling=sampling, seed=5).tokens == first.tokens
+    assert first.accepted == first.proposed > 0 and len(first.tokens) == 10
+
+
 def test_quantizing_keeps_the_output_head_unless_asked():
     from dialects import graph as g
     from ir.numerics import quant_format
