@@ -62,11 +62,12 @@ class Sampling:
     def probabilities(self, logits) -> np.ndarray:
         """The distribution `pick` draws from, over the whole vocabulary (float64; at temperature 0, all on the
         largest logit): what speculative sampling compares the draft's and the model's by."""
+        if self.temperature == 0:  # (on a GPU only the argmax comes back)
+            p = np.zeros(logits.shape[-1])
+            p[self.pick(logits, None)] = 1.0
+            return p
         logits = np.asarray(logits.float().cpu() if hasattr(logits, "cpu") else logits, np.float64)
         p = np.zeros_like(logits)
-        if self.temperature == 0:
-            p[np.argmax(logits)] = 1.0
-            return p
         order = np.argsort(-logits, kind="stable")
         if self.top_k:
             order = order[:self.top_k]
