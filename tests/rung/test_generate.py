@@ -146,15 +146,30 @@ def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens(quantize)
     lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "hidden_size": 64, "intermediate_size": 96})).eval().half()
     prompt = [5, 17, 3, 9, 60, 2, 11]
     fmt = quantize and named_format(quantize, "quantize")
-    want = Generator(lm, 16, fmt).generate(prompt, 6).tokens
-    assert Generator(lm, 16, fmt, device="simulator").generate(prompt, 6).tokens == want
+    want = _greedy_clear_of_ties(Generator(lm, 16, fmt), prompt, 6)
+    got = Generator(lm, 16, fmt, device="simulator").generate(prompt, 6).tokens
+    assert got[:len(want)] == want and len(want) >= 3
+
+
+def _greedy_clear_of_ties(gen: Generator, prompt: list[int], new: int) -> list[int]:
+    """`gen`'s greedy tokens up to the first step whose top two logits lie within f16 rounding of each other, where
+    kernels that sum in another order may rightly pick the other."""
+    tokens, ids, position = [], prompt, 0
+    for _ in range(new):
+        logits = np.asarray(gen.logits(ids, position), np.float64)
+        second, first = np.sort(logits)[-2:]
+        if first - second <= 1e-2 * max(1.0, abs(first)):  # either token is right from here on
+            break
+        tokens.append(int(np.argmax(logits)))
+        position, ids = position + len(ids), tokens[-1:]
+    return tokens
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 
 
 def _prompt_and_reference(lm, new: int, length: int = 9, counted: int = 4) -> tuple[list[int], list[int]]:
-    """A random prompt and transformers' greedy tokens after it on the GPU, up to the first step whose top two logits
+    """A random prompt and transformers' greedy tokens after it on the GPU, before the first step whose top two logits
     lie within f16 rounding (past it either token is right); prompts are drawn until at least `counted` tokens count
     (a random model's near ties can end a comparison after a token or two)."""
     for _ in range(20):
@@ -171,8 +186,8 @@ def _greedy_prefix_that_counts(lm, prompt: list[int], new: int) -> list[int]:
     tokens = out.sequences[0, len(prompt):].tolist()
     for step, scores in enumerate(out.scores):
         top = torch.topk(scores[0].float(), 2).values
-        if float(top[0] - top[1]) <= 1e-2 * max(1.0, float(top[0].abs())):
-            return tokens[:step + 1]
+        if float(top[0] - top[1]) <= 1e-2 * max(1.0, float(top[0].abs())):  # either token is right from here on
+            return tokens[:step]
     return tokens
 
 
@@ -274,7 +289,7 @@ def test_smollm2_greedy_text_equals_transformers(smollm2):
 @gpu
 @pytest.mark.gpu
 def test_smollm2_greedy_text_on_the_gpu_equals_transformers(smollm2):
-    """The real model in f16 on the GPU, 32 tokens (up to a step whose top two logits are within rounding)."""
+    """The real model in f16 on the GPU, 32 tokens (those before a step whose top two logits are within rounding)."""
     lm, tokenizer = copy.deepcopy(smollm2[0]).half().cuda(), smollm2[1]
     prompt = _chat_prompt(tokenizer, "Write a short poem about the sea.")
     want = _greedy_prefix_that_counts(lm, prompt, 32)
