@@ -152,7 +152,7 @@ def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens(quantize)
 
 
 def _greedy_clear_of_ties(gen: Generator, prompt: list[int], new: int) -> list[int]:
-    """`gen`'s greedy tokens up to the first step whose top two logits lie within f16 rounding of each other, where
+    """`gen`'s greedy tokens before the first step whose top two logits lie within f16 rounding of each other, where
     kernels that sum in another order may rightly pick the other."""
     tokens, ids, position = [], prompt, 0
     for _ in range(new):
