@@ -1,10 +1,10 @@
 """Generation speed on the GPU: Rung's prefill and CUDA-graph decode, per weight format, against transformers'
 static-cache generate.
 
-    python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--layers N] [--formats f16,int8,int4,nf4,int2,w8a8,fp8] [--quick]
+    python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--shape 1b|8b] [--layers N] [--formats f16,int8,...] [--quick]
 
-A LLaMA-shaped model (rung.bench_models.llama: 1.1B, 22 layers of 2048, random init; --quick: 4 layers and
-f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1:
+A LLaMA-shaped model (rung.bench_models.llama, random init, made on the GPU: 1.1B, 22 layers of 2048, or
+Llama-3-8B's shape with --shape 8b; --quick: 4 layers and f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1:
 the time of a 512-token prefill (its first token included) and the decode speed over 64 new tokens, greedy,
 for each weight format (quantized at load, lm_head and embeddings kept in f16; w8a8 and fp8 quantize the
 activations per token too); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
@@ -24,6 +24,8 @@ from pathlib import Path
 
 PROMPT, NEW = 512, 64
 FORMATS = ("f16", "int8", "int4", "nf4", "int2", "w8a8", "fp8")
+SHAPES = {"1b": dict(layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000),
+          "8b": dict(layers=32, hidden=4096, intermediate=14336, heads=32, kv_heads=8, vocab=128256)}
 
 
 def _say(msg: str) -> None:
@@ -80,25 +82,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rung.bench_generate", description=__doc__.splitlines()[0])
     p.add_argument("--out", help="write bench_generate.md here")
     p.add_argument("--model", default="llama", help="llama (the random-init LLaMA shape) or what rung-generate --model takes")
-    p.add_argument("--layers", type=int, default=22, help="decoder layers of the LLaMA shape (22: TinyLlama's 1.1B)")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="1b", help="the LLaMA shape: 1b (TinyLlama's, the default) or 8b "
+                   "(Llama-3-8B's: 32 layers of 4096, 8 kv heads, vocabulary 128256)")
+    p.add_argument("--layers", type=int, help="decoder layers of the LLaMA shape (default: the shape's)")
     p.add_argument("--formats", default=",".join(FORMATS), help="weight formats, comma-separated (f16: none)")
     p.add_argument("--quick", action="store_true", help="4 layers, f16 and int4")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_generate: no CUDA GPU here", file=sys.stderr)
         return 1
-    layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers, args.formats.split(","))
+    shape = SHAPES[args.shape]
+    layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers or shape["layers"], args.formats.split(","))
     for fmt in formats:
         if fmt != "f16":
             named_format(fmt, "--formats")  # a bad name fails before any work
     if args.model == "llama":
-        lm = llama(layers=layers).cuda()
+        lm = llama(**{**shape, "layers": layers}, device="cuda")
     else:
         from frontend.causal_lm import load_causal_lm
 
         lm = load_causal_lm(args.model, "f16")[0].cuda()
     c = lm.config
-    what = f"LLaMA-shaped {layers}-layer model, random init" if args.model == "llama" else f"{args.model}"
+    what = f"LLaMA-shaped {layers}-layer model ({args.shape} shape), random init" if args.model == "llama" else f"{args.model}"
     header = [f"### Generation, {what} (batch 1)", "",
               f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}. {c.num_hidden_layers} layers of {c.hidden_size}, "
               f"{c.num_attention_heads} query and {c.num_key_value_heads} kv heads, vocabulary {c.vocab_size}, f16 activations; "

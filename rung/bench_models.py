@@ -47,15 +47,18 @@ def feed_forward(dim: int = DIM, hidden: int = HIDDEN):
     return model
 
 
-def llama(layers: int = 22, hidden: int = 2048, intermediate: int = 5632, heads: int = 32, kv_heads: int = 4, vocab: int = 32000):
-    """A LLaMA-shaped decoder (TinyLlama's shape by default, 1.1B parameters), random init, f16."""
+def llama(layers: int = 22, hidden: int = 2048, intermediate: int = 5632, heads: int = 32, kv_heads: int = 4, vocab: int = 32000,
+          device: str = "cpu"):
+    """A LLaMA-shaped decoder (TinyLlama's shape by default, 1.1B parameters), random init, made in f16 on `device` (an
+    8B shape made on a GPU needs no host copy)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048)
-    return LlamaForCausalLM(config).half().eval()
+    with torch.device(device):
+        return LlamaForCausalLM._from_config(config, dtype=torch.float16).eval()
 
 
 def program(name: str, tokens: int) -> tuple:
