@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatch
 
 import numpy as np
-from xdsl.dialects.builtin import Float8E4M3FNType, FunctionType, IntegerType, ModuleOp, Signedness, TensorType, f32, i8, i32
+from xdsl.dialects.builtin import FunctionType, IntegerType, ModuleOp, Signedness, TensorType, f32, i32
 
 from dialects import graph as g
 from dialects.lp import QuantAttr, SparseAttr
-from ir.dtypes import storage_dtype
+from ir.dtypes import EIGHT_BIT_TYPES, storage_dtype
 from ir.interpreter import find_function
-from ir.errors import RungError
+from ir.errors import RungError, progress_bar
 from ir.numerics import EIGHT_BIT_PRESETS, EightBitFormat, FormatError, QuantFormat, quant_format
 from ir.sparse import SparseFormat, encode, prune
 from ir.syntax import ssa_name
@@ -140,15 +140,6 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
     return names, weights, kept
 
 
-def progress_bar(items, total: int, unit: str):
-    """`items` as they come, with a progress bar on a terminal for long work (tqdm, where installed; none otherwise)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, total=total, unit=f" {unit}", disable=None if total > 8 else True, leave=False)
-
-
 def _sparse(weight: np.ndarray, element, sparsity: float, per: str, fmt: SparseFormat, quant: QuantAttr | None):
     """{part: (element type, array)} of `weight` (of `element`) pruned and in Tiled-CSL, its values quantized to
     `quant` if given, or the FormatError that says why it cannot be."""
@@ -177,7 +168,7 @@ def _quantized(fmt: QuantFormat | EightBitFormat, attr: QuantAttr | None, weight
     except FormatError as e:
         return e
     if attr is None:  # one f32 scale per output channel
-        element = i8 if fmt.element == "int8" else Float8E4M3FNType()
+        element = EIGHT_BIT_TYPES[fmt.element]
         return {"qweight": (element, q.astype(storage_dtype(element))), "scales": (f32, s[:, 0].copy())}
     parts = {"qweight": (attr.element, q), "scales": (attr.scale, s)}
     if z is not None:

@@ -30,7 +30,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute
 
-from ir.numerics import element_format
+from ir.numerics import EIGHT_BIT_PRESETS, EightBitFormat, element_format
 
 FLOAT_FORMATS = {
     Float8E4M3FNType: "e4m3",
@@ -40,6 +40,14 @@ FLOAT_FORMATS = {
     Float4E2M1FNType: "e2m1",
     Float8E8M0FNUType: "e8m0",
 }
+
+
+EIGHT_BIT_TYPES = {"int8": IntegerType(8), "e4m3": Float8E4M3FNType()}  # W8A8's and FP8's operand types, by ir.numerics format
+
+
+def eight_bit_format(t: Attribute) -> EightBitFormat | None:
+    """The W8A8 or FP8 format whose 8-bit operands have element type `t` (i8, f8E4M3FN), or None."""
+    return next((f for f in EIGHT_BIT_PRESETS.values() if EIGHT_BIT_TYPES[f.element] == t), None)
 
 
 def format_name(t: Attribute) -> str | None:

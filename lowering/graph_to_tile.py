@@ -32,6 +32,7 @@ from xdsl.pattern_rewriter import (
 
 from dialects import graph as g
 from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackWeightOp, WriteRowsOp, copy_elems
+from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 from ir.numerics import FormatError
 from ir.targets import SMS, check_target
@@ -290,7 +291,7 @@ class QLinear8ToTile(RewritePattern):
     def match_and_rewrite(self, op: g.QLinear8Op, rewriter: PatternRewriter):
         x_type = op.x.type.element_type
         n, k = op.qweight.type.get_shape()
-        a8 = "s8" if op.element == "int8" else "e4m3"
+        a8 = eight_bit_format(op.qweight.type.element_type).a8
         if str(x_type) not in ("f16", "bf16") or k % 16 or (a8 == "e4m3" and self.target == "sm_80"):
             return  # (8-bit rows are whole 16-byte copies; FP8 mma needs sm_89 or later)
 

@@ -91,11 +91,10 @@ def eight_bit_rows_program(element: str, x_type, cols: int, values: bool) -> t.K
     """Rows of x (of element type `x_type`) quantized to 8-bit `element` (int8 or e4m3) as ir.numerics.quantize_rows
     does: with `values`, x / scale rounded (into an i8 or f8E4M3FN tensor), else scale = max(absmax(x) / largest,
     f32 tiny) itself (f32, one per row). Both compute the scale alike, so the two programs agree bit for bit."""
-    from xdsl.dialects.builtin import Float8E4M3FNType, i8
-
+    from ir.dtypes import EIGHT_BIT_TYPES
     from ir.numerics import element_format
 
-    out = {"int8": i8, "e4m3": Float8E4M3FNType()}[element] if values else f32
+    out = EIGHT_BIT_TYPES[element] if values else f32
     name = f"rung_{'quantize_rows' if values else 'row_scales'}_{element}_{x_type}_n{cols}"
     p = RowProgram(name, cols, [t.generic_tensor(x_type), t.generic_tensor(out)])
     v = p.load(p.block.args[0])

@@ -30,7 +30,7 @@ from dialects.graph.base import (
     shape_of,
 )
 from dialects.lp import QuantAttr, SparseAttr
-from ir.dtypes import is_float, is_integer
+from ir.dtypes import EIGHT_BIT_TYPES, eight_bit_format, is_float, is_integer
 from ir.numerics import FormatError
 
 # --- linear algebra -----------------------------------------------------------------------------
@@ -128,9 +128,6 @@ class QLinearOp(GraphOp):
         return x @ self.dense_weight(q, s, z).T
 
 
-EIGHT_BIT_WEIGHTS = {"i8": "int8", "f8E4M3FN": "e4m3"}  # qlinear8's weight element types and their ir.numerics formats
-
-
 @irdl_op_definition
 class QLinear8Op(GraphOp):
     """W8A8 and FP8 (ir.numerics.EightBitFormat): each row of x [..., K] quantized to the 8-bit type of qweight
@@ -146,8 +143,8 @@ class QLinear8Op(GraphOp):
     def infer(self):
         x, w = shape_of(self.x.type), shape_of(self.qweight.type)
         _check_float(self.x.type, what="x")
-        if str(self.qweight.type.element_type) not in EIGHT_BIT_WEIGHTS:
-            _fail(f"qweight must hold {' or '.join(EIGHT_BIT_WEIGHTS)}, got {self.qweight.type.element_type}")
+        if eight_bit_format(self.qweight.type.element_type) is None:
+            _fail(f"qweight must hold {' or '.join(map(str, EIGHT_BIT_TYPES.values()))}, got {self.qweight.type.element_type}")
         if len(w) != 2 or not x or x[-1] != w[1]:
             _fail(f"qlinear8 needs x [..., K] and qweight [N, K], got {list(x)} and {list(w)}")
         if str(self.scales.type.element_type) != "f32" or shape_of(self.scales.type) != (w[0],):
@@ -156,7 +153,7 @@ class QLinear8Op(GraphOp):
 
     @property
     def element(self) -> str:
-        return EIGHT_BIT_WEIGHTS[str(self.qweight.type.element_type)]
+        return eight_bit_format(self.qweight.type.element_type).element
 
     def dense_weight(self, q, s) -> np.ndarray:
         """The [N, K] weight the operands after x stand for."""

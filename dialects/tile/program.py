@@ -50,6 +50,7 @@ from dialects.tile.attention import AttentionOp, AttentionSchedule
 from dialects.tile.rows import RowSchedule, row_program_ops
 from dialects.tile.schedule import ACTIVATIONS, RESIDUALS, GemmConfig, GemmSchedule, combine_residual
 from dialects.tile.types import FragType, SharedType, element_bits
+from ir.dtypes import eight_bit_format
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,6 @@ def _window(x: np.ndarray, r0: int, c0: int, rows: int, cols: int) -> np.ndarray
 
 
 _INDEX = IndexType()
-_A8_ELEMENTS = {"i8": "s8", "f8E4M3FN": "e4m3"}
 
 
 def generic_tensor(element: Attribute, rank: int = 2) -> TensorType:
@@ -145,7 +145,7 @@ class KernelOp(IRDLOperation):
         cfg = self.config
         a_copy, b_copy = self.ops_of(CopyOp)[:2]
         x, out = self.body.block.args[0].type, self.body.block.args[-1].type
-        a8 = _A8_ELEMENTS.get(str(x.element_type), "")
+        a8 = eight_bit.a8 if (eight_bit := eight_bit_format(x.element_type)) else ""
         if str(out.element_type) in ("f16", "bf16"):
             dtype = str(out.element_type)
         else:  # f32 partial sums; 8-bit operands: the reduction rounds to its own type

@@ -43,6 +43,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from dialects.tile.types import parse_schedule_fields, print_schedule_fields
+from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 
 MAX_ROW_THREADS = 1024
@@ -379,16 +380,12 @@ class StoreRowOp(IRDLOperation):
     assembly_format = "$value `,` $dst `[` $row `]` attr-dict `:` type($value) `,` type($dst)"
 
     def run(self, ids, value, dst, row):
-        eight_bit = EIGHT_BIT_STORES.get(str(self.dst.type.element_type))
+        eight_bit = eight_bit_format(self.dst.type.element_type)
         if eight_bit is not None:
-            from ir.numerics import element_format
-
-            value = element_format(eight_bit).round(np.asarray(value, np.float32))
+            value = eight_bit.weight.fmt.round(np.asarray(value, np.float32))
         _rows(dst, self.value.type.cols.data if isinstance(self.value.type, RowType) else 1)[row] = value
         return ()
 
-
-EIGHT_BIT_STORES = {"i8": "int8", "f8E4M3FN": "e4m3"}  # 8-bit element types a row stores, and their ir.numerics formats
 
 
 def row_program_ops(program) -> list:

@@ -14,6 +14,7 @@ import math
 from dialects import ptx, tile
 from dialects.ptx import KernelOp
 from dialects.tile.rows import ROW_OPS, RowConfig, row_program_ops
+from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 from lowering.ptx_builder import PtxBuilder
 from lowering.tile_to_warp.dispatch import lower_each
@@ -22,7 +23,6 @@ _BINARY = {"add": ptx.AddOp, "sub": ptx.SubOp, "mul": ptx.MulOp, "div": ptx.DivO
 _IDENTITY = {"sum": 0.0, "max": -math.inf}
 _ELEMENT_BYTES = {"f16": 2, "bf16": 2}
 _STORED_BYTES = {**_ELEMENT_BYTES, "f32": 4, "i8": 1, "f8E4M3FN": 1}  # what a row program may also write
-_EIGHT_BIT = {"i8": "s8", "f8E4M3FN": "e4m3"}  # (ptx.CvtEightBitOp's names)
 
 
 class _RowLowering:
@@ -193,9 +193,11 @@ class _RowLowering:
     def _store_row(self, op) -> None:
         b, dtype = self.b, str(op.dst.type.element_type)
 
+        eight_bit = eight_bit_format(op.dst.type.element_type)
+
         def stored(v):  # (the value in dst's type, whether it is a byte)
-            if dtype in _EIGHT_BIT:
-                return b.cvt_eight_bit(v, _EIGHT_BIT[dtype]), True
+            if eight_bit is not None:
+                return b.cvt_eight_bit(v, eight_bit.a8), True
             return (v if dtype == "f32" else b.cvt_half(v, dtype)), False
 
         if not isinstance(self.env[op.value], list):  # a scalar: thread 0 stores the row's one element

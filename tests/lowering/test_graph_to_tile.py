@@ -13,6 +13,7 @@ from dialects.tile import KernelOp as TileKernel
 from dialects.tile import MatmulOp
 from rung.cli import random_inputs
 from rung.context import make_context, parse_ir, print_ir
+from ir.dtypes import EIGHT_BIT_TYPES, eight_bit_format, storage_dtype
 from ir.errors import RungError
 from ir.interpreter import run
 from rung.passes import LOWER_TO_PTX, run_pipeline
@@ -126,6 +127,12 @@ def test_a_residual_add_or_product_fuses_into_the_gemm_epilogue(combine, m, n, k
     mm = next(op for op in module.walk() if isinstance(op, MatmulOp))
     assert mm.config.residual == combine and mm.config.activation == (activation or "none") and mm.residual is not None
     assert not any(isinstance(op, (g.AddOp, g.MulOp, g.ReluOp, g.SiluOp)) for op in module.walk())
+    _lower_the_rest_within(module, inputs, expected, tol, ctx)
+
+
+def _lower_the_rest_within(module, inputs, expected, tol: float, ctx) -> None:
+    """A module past graph-to-tile computes `expected` within `tol` there and after tile-expand and the warp and ptx
+    levels, and each level's text parses back."""
     for stage in ("", "tile-expand", "tile-to-warp,smem-swizzle,warp-to-ptx"):
         if stage:
             run_pipeline(module, stage, ctx)
@@ -297,7 +304,7 @@ def test_a_position_past_the_cache_traps_in_the_kernel():
 
 
 def qlinear8_ir(m: int, n: int, k: int, dtype: str, element: str, residual: bool) -> str:
-    w8 = {"int8": "i8", "e4m3": "f8E4M3FN"}[element]
+    w8 = EIGHT_BIT_TYPES[element]
     xt, wt, st_, yt = f"tensor<{m}x{k}x{dtype}>", f"tensor<{n}x{k}x{w8}>", f"tensor<{n}xf32>", f"tensor<{m}x{n}x{dtype}>"
     body = f"  %y = graph.qlinear8 %x, %w, %s : ({xt}, {wt}, {st_}) -> {yt}\n"
     if residual:
@@ -307,13 +314,11 @@ def qlinear8_ir(m: int, n: int, k: int, dtype: str, element: str, residual: bool
 
 
 def qlinear8_inputs(m: int, n: int, k: int, dtype: str, element: str, residual: bool, rng) -> list:
-    import ml_dtypes
+    from ir.numerics import QuantFormat
 
-    from ir.numerics import EIGHT_BIT_PRESETS
-
-    q, s, _ = EIGHT_BIT_PRESETS["w8a8" if element == "int8" else "fp8"].weight.quantize(rng.standard_normal((n, k)))
+    q, s, _ = QuantFormat(element, None, "f32").quantize(rng.standard_normal((n, k)))  # an 8-bit weight, a scale per channel
     x = (rng.standard_normal((m, k)) * rng.choice([0.01, 1, 30], (m, 1))).astype(np.float32)  # rows of different ranges
-    q = q.astype(np.int8 if element == "int8" else ml_dtypes.float8_e4m3fn)
+    q = q.astype(storage_dtype(EIGHT_BIT_TYPES[element]))
     return [x, q, (s[:, 0] / 8).astype(np.float32)] + ([rng.standard_normal((m, n)).astype(np.float32)] if residual else [])
 
 
@@ -331,14 +336,9 @@ def test_eight_bit_activations_are_quantized_per_row_and_multiplied_eight_bit(m,
     ctx = make_context()
     run_pipeline(module, f"graph-to-tile{{target={target}}}", ctx)
     mm = next(op for op in module.walk() if isinstance(op, MatmulOp))
-    assert mm.config.a8 == ("s8" if element == "int8" else "e4m3") and (mm.residual is not None) == residual
+    assert mm.config.a8 == eight_bit_format(EIGHT_BIT_TYPES[element]).a8 and (mm.residual is not None) == residual
     assert sum(isinstance(op, TileKernel) for op in module.ops) == 2  # the row programs
-    for stage in ("", "tile-expand", "tile-to-warp,smem-swizzle,warp-to-ptx"):
-        if stage:
-            run_pipeline(module, stage, ctx)
-        got = run(module, inputs)[0].astype(np.float32)
-        assert np.abs(got - expected).max() <= tol, (stage, np.abs(got - expected).max())
-    assert print_ir(parse_ir(print_ir(module))) == print_ir(module)
+    _lower_the_rest_within(module, inputs, expected, tol, ctx)
 
 
 @pytest.mark.parametrize("text, target, message", [

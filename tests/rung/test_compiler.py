@@ -385,18 +385,17 @@ QLINEAR8 = """func.func @main(%x: tensor<{m}x{k}xf16>, %w: tensor<{n}x{k}x{w8}>,
 def test_eight_bit_activations_on_the_gpu_as_the_interpreter_and_torch_compute(preset, m, n, k):
     """W8A8 and FP8 compiled (row scales, rows quantized, the 8-bit GEMM), on fresh random data, against the interpreter
     and against torch on the same 8-bit values."""
-    import ml_dtypes
-
     from backend.device import to_torch
     from backend.quant import per_token
+    from ir.dtypes import EIGHT_BIT_TYPES, storage_dtype
     from ir.numerics import EIGHT_BIT_PRESETS
 
     fmt = EIGHT_BIT_PRESETS[preset]
-    text = QLINEAR8.format(m=m, n=n, k=k, w8="i8" if preset == "w8a8" else "f8E4M3FN")
+    text = QLINEAR8.format(m=m, n=n, k=k, w8=EIGHT_BIT_TYPES[fmt.element])
     fn = rung.compile(text)
     generator = torch.Generator().manual_seed(m * n + k)
     q, s, _ = fmt.weight.quantize(torch.randn(n, k, generator=generator, dtype=torch.float64).numpy())
-    args = [(torch.randn(m, k, generator=generator) * 3).half().numpy(), q.astype(np.int8 if preset == "w8a8" else ml_dtypes.float8_e4m3fn),
+    args = [(torch.randn(m, k, generator=generator) * 3).half().numpy(), q.astype(storage_dtype(EIGHT_BIT_TYPES[fmt.element])),
             s[:, 0].astype(np.float32)]
     torch.empty(1 << 26, device="cuda").fill_(float("nan"))  # poison what the allocator hands out next
     got = fn(*(to_torch(a).cuda() for a in args)).float().cpu().numpy()
