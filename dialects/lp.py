@@ -49,8 +49,18 @@ class NF4Type(ParametrizedAttribute, TypeAttribute):
 _SCALE_TYPES = {Float16Type: "f16", BFloat16Type: "bf16", Float32Type: "f32", Float8E8M0FNUType: "e8m0"}
 
 
+class _FormatAttr(ParametrizedAttribute):
+    """An attribute standing for an ir format (its `format`): it verifies by building that format."""
+
+    def verify(self) -> None:
+        try:
+            self.format
+        except FormatError as e:
+            raise VerifyException(str(e)) from None
+
+
 @irdl_attr_definition
-class QuantAttr(ParametrizedAttribute):
+class QuantAttr(_FormatAttr):
     """A weight quantization format: element type, group size along the reduction axis
     (0 = one group per output channel), scale type and zero-point mode."""
 
@@ -85,12 +95,6 @@ class QuantAttr(ParametrizedAttribute):
             raise FormatError(f"scale type must be f16, bf16, f32 or f8E8M0FNU, got {self.scale}")
         return QuantFormat(fmt, self.group.data or None, scale, self.zero.data)
 
-    def verify(self) -> None:
-        try:
-            self.format
-        except FormatError as e:
-            raise VerifyException(str(e)) from None
-
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
             printer.print_attribute(self.element)
@@ -118,7 +122,7 @@ class QuantAttr(ParametrizedAttribute):
 
 
 @irdl_attr_definition
-class SparseAttr(ParametrizedAttribute):
+class SparseAttr(_FormatAttr):
     """Tiled-CSL's tiling of an unstructured-sparse weight (ir.sparse): `#lp.sparse<tile 128x64>`, tile_n rows by
     tile_k columns."""
 
@@ -137,12 +141,6 @@ class SparseAttr(ParametrizedAttribute):
     @property
     def format(self) -> SparseFormat:
         return SparseFormat(self.tile_n.data, self.tile_k.data)
-
-    def verify(self) -> None:
-        try:
-            self.format
-        except FormatError as e:
-            raise VerifyException(str(e)) from None
 
     def print_parameters(self, printer: Printer) -> None:
         printer.print_string(f"<tile {self.tile_n.data}x{self.tile_k.data}>")
