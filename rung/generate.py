@@ -50,14 +50,8 @@ class Sampling:
         logits = np.asarray(logits, np.float64)
         if self.temperature == 0:
             return int(np.argmax(logits))
-        order = np.argsort(-logits, kind="stable")
-        if self.top_k:
-            order = order[:self.top_k]
-        p = np.exp((logits[order] - logits[order[0]]) / self.temperature)
-        p /= p.sum()
-        keep = int(np.searchsorted(np.cumsum(p), self.top_p * (1 - 1e-12))) + 1  # the nucleus: reaches top_p
-        p = p[:keep] / p[:keep].sum()
-        return int(order[rng.choice(keep, p=p)])
+        tokens, p = self._nucleus(logits)
+        return int(tokens[rng.choice(len(tokens), p=p)])
 
     def probabilities(self, logits) -> np.ndarray:
         """The distribution `pick` draws from, over the whole vocabulary (float64; at temperature 0, all on the
@@ -67,15 +61,21 @@ class Sampling:
             p[self.pick(logits, None)] = 1.0
             return p
         logits = np.asarray(logits.float().cpu() if hasattr(logits, "cpu") else logits, np.float64)
+        tokens, q = self._nucleus(logits)
         p = np.zeros_like(logits)
+        p[tokens] = q
+        return p
+
+    def _nucleus(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, their probabilities) that a draw at a temperature picks from: softmax(logits / T) over the top_k
+        most likely tokens, cut to the smallest set reaching top_p, renormalized."""
         order = np.argsort(-logits, kind="stable")
         if self.top_k:
             order = order[:self.top_k]
-        q = np.exp((logits[order] - logits[order[0]]) / self.temperature)
-        q /= q.sum()
-        keep = int(np.searchsorted(np.cumsum(q), self.top_p * (1 - 1e-12))) + 1
-        p[order[:keep]] = q[:keep] / q[:keep].sum()
-        return p
+        p = np.exp((logits[order] - logits[order[0]]) / self.temperature)
+        p /= p.sum()
+        keep = int(np.searchsorted(np.cumsum(p), self.top_p * (1 - 1e-12))) + 1  # the nucleus: reaches top_p
+        return order[:keep], p[:keep] / p[:keep].sum()
 
     def _pick_torch(self, logits, generator) -> int:
         import torch
