@@ -1,4 +1,5 @@
-"""The one exception type users see: a message that names what is wrong and where."""
+"""The one exception type users see (a message that names what is wrong and where), and what the tools share to
+report on their work: one error line and exit 1, files written whole, progress bars."""
 
 import os
 import sys
@@ -33,3 +34,12 @@ def run_tool(tool: str, body) -> int:
         message = f"internal error ({type(e).__name__}: {e}); rerun with RUNG_TRACEBACK=1 and report it"
     print(f"{tool}: error: {message}", file=sys.stderr)
     return 1
+
+
+def progress_bar(items, total: int, unit: str):
+    """`items` as they come, with a progress bar on a terminal for long work (tqdm, where installed; none otherwise)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, unit=f" {unit}", disable=None if total > 8 else True, leave=False)

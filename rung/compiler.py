@@ -37,7 +37,7 @@ from dialects import graph as g
 from dialects import ptx
 from dialects import tile as t
 from ir.dtypes import storage_dtype
-from ir.errors import RungError
+from ir.errors import RungError, progress_bar
 from ir.interpreter import find_function
 from ir.targets import check_target
 from lowering.fold_constants import constant_value
@@ -188,8 +188,6 @@ class CompiledFunction:
                     todo.setdefault(key, (step[1], weights))
         if not todo:
             return
-        from frontend.transforms import progress_bar
-
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             arrays = pool.map(lambda item: _packed_on_host(item[0], device, item[1]), todo.values())
             for key, (op, _), host in zip(todo, todo.values(), progress_bar(arrays, len(todo), "packed weights")):
