@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     import torch
 
     from frontend.transforms import named_format
+    from ir.errors import RungError
     from rung.bench_models import llama
     from rung.generate import Generator
 
@@ -88,14 +89,18 @@ def main(argv=None) -> int:
     p.add_argument("--formats", default=",".join(FORMATS), help="weight formats, comma-separated (f16: none)")
     p.add_argument("--quick", action="store_true", help="4 layers, f16 and int4")
     args = p.parse_args(argv)
+    shape = SHAPES[args.shape]
+    layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers or shape["layers"], args.formats.split(","))
+    try:
+        for fmt in formats:
+            if fmt != "f16":
+                named_format(fmt, "--formats")  # a bad name fails before any work
+    except RungError as e:
+        print(f"bench_generate: error: {e}", file=sys.stderr)
+        return 1
     if not torch.cuda.is_available():
         print("bench_generate: no CUDA GPU here", file=sys.stderr)
         return 1
-    shape = SHAPES[args.shape]
-    layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers or shape["layers"], args.formats.split(","))
-    for fmt in formats:
-        if fmt != "f16":
-            named_format(fmt, "--formats")  # a bad name fails before any work
     if args.model == "llama":
         lm = llama(**{**shape, "layers": layers}, device="cuda")
     else:

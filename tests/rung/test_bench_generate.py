@@ -42,7 +42,10 @@ def test_every_benchmarked_step_compiles_without_spills(shape, fmt, exported, tm
             assert_assembles_without_spills(fn.ptx, "sm_90a", tmp_path)
 
 
-def test_without_a_gpu_it_says_so(capsys):
+def test_without_a_gpu_or_with_a_bad_format_it_says_so(capsys):
+    assert bench_generate.main(["--formats", "int4,int9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench_generate: error: --formats: unknown format 'int9'")
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
     assert bench_generate.main(["--formats", "int4"]) == 1 and "no CUDA GPU here" in capsys.readouterr().err
