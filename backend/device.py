@@ -15,6 +15,7 @@ import numpy as np
 from dialects.ptx import KernelOp, dynamic_shared, kind_of
 from ir.errors import RungError
 from ir.simulator import DeviceMemory
+from lowering.programmatic_launch import waits_for_grid
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class CudaDevice:
 
         self.ptx, self.ordinal = ptx, ordinal
         self.name = device(ordinal).name
-        self._kernels: dict[str, object] = {}
+        self._kernels: dict[str, tuple] = {}  # name -> (loaded Kernel, launched programmatically)
 
     def put(self, array):
         import torch
@@ -126,10 +127,11 @@ class CudaDevice:
         name = kernel.sym_name.data
         if name not in self._kernels:
             kinds = tuple(kind_of(a) for a in kernel.body.block.args)
-            self._kernels[name] = Kernel(name, self.ptx, kernel.threads.value.data, kinds, name, self.ordinal,
-                                         dynamic_shared(kernel.shared_bytes.value.data))
+            self._kernels[name] = (Kernel(name, self.ptx, kernel.threads.value.data, kinds, name, self.ordinal,
+                                          dynamic_shared(kernel.shared_bytes.value.data)), waits_for_grid(kernel))
         stream = torch.cuda.current_stream(self.ordinal).cuda_stream
-        self._kernels[name].launch(tuple(grid), tuple(t.data_ptr() for t in tensors) + tuple(dims), stream)
+        loaded, programmatic = self._kernels[name]  # (a kernel that waits for the grid before it: launched as it runs)
+        loaded.launch(tuple(grid), tuple(t.data_ptr() for t in tensors) + tuple(dims), stream, programmatic)
 
 
 def device_kind(args) -> int | None:

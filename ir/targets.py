@@ -8,6 +8,11 @@ SMS = 132  # multiprocessors a schedule fills by default: an H100's (the launche
 MAX_SHARED_BYTES = 227 * 1024  # per block on sm_90 (sm_80: 163 KiB; the launcher checks the device's)
 
 
+def programmatic_launch(target: str) -> bool:
+    """Whether kernels on `target` can be launched programmatically (sm_90 and later: griddepcontrol)."""
+    return int(target.removeprefix("sm_").rstrip("a")) >= 90
+
+
 def check_target(target: str, who: str = "") -> str:
     """`target` if Rung knows it, else a RungError (prefixed `who: `) listing the known ones."""
     if target not in TARGETS:

@@ -35,7 +35,7 @@ from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackWeightOp, WriteRow
 from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 from ir.numerics import FormatError
-from ir.targets import SMS, check_target
+from ir.targets import SMS, check_target, programmatic_launch
 from lowering.attention import SdpaToTile
 from lowering.elementwise import ElementwiseToTile, absorbed
 from lowering.row_programs import FusedRopeToTile, RowOpToTile, add_kernel_once, eight_bit_rows_program, reshaped
@@ -227,6 +227,18 @@ def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: in
         rewriter.replace(op, [], [y])
 
 
+def early_weights(target: str, *weights: SSAValue | None) -> dict:
+    """The schedule option that copies a GEMM's first weight tiles before waiting for the kernel ahead (sm_90), where
+    every weight operand is a model's weight: an argument of the function that no kernel writes (not a donated
+    cache) or a constant, so nothing before the GEMM in the program can still be writing it."""
+    def constant(v: SSAValue) -> bool:
+        if isinstance(v.owner, Block):
+            return not any(isinstance(use.operation, g.IndexCopyOp) for use in v.uses)
+        return isinstance(v.owner, g.ConstantOp)
+
+    return {"early_weights": True} if target and programmatic_launch(target) and all(constant(w) for w in weights if w is not None) else {}
+
+
 def tensor_core_linear(op: g.LinearOp) -> bool:
     x = op.x.type
     return str(x.element_type) in ("f16", "bf16") and len(x.get_shape()) >= 1
@@ -244,7 +256,8 @@ class LinearToTile(RewritePattern):
         k, n = op.x.type.get_shape()[-1], op.weight.type.get_shape()[0]
         dtype = str(op.x.type.element_type)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
-                           lambda m, epi: _schedule(m, n, k, dtype, self.override, target=self.target, bias=op.bias is not None, **epi),
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, target=self.target, bias=op.bias is not None, **epi,
+                                                    **early_weights(self.target, op.weight)),
                            lambda x, cfg, residual: MatmulOp.get(x, op.weight, op.bias, cfg, residual=residual))
 
 
@@ -272,7 +285,8 @@ class QLinearToTile(RewritePattern):
         pack = PackWeightOp.get(op.qweight, op.scales, op.zeros, op.format, dtype)
         rewriter.insert(pack)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
-                           lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, target=self.target, **epi),
+                           lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, target=self.target, **epi,
+                                                    **early_weights(self.target, op.qweight, op.scales, op.zeros)),
                            lambda x, cfg, residual: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format,
                                                                  residual=residual))
 
@@ -309,7 +323,8 @@ class QLinear8ToTile(RewritePattern):
             return MatmulOp.get(shared[1], op.qweight, None, cfg, op.scales, x_scales=shared[0], result_element=x_type, residual=residual)
 
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
-                           lambda m, epi: _schedule(m, n, k, str(x_type), self.override, target=self.target, a8=a8, **epi), make)
+                           lambda m, epi: _schedule(m, n, k, str(x_type), self.override, target=self.target, a8=a8, **epi,
+                                                    **early_weights(self.target, op.qweight, op.scales)), make)
 
 
 @dataclass

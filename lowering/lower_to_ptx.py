@@ -1,7 +1,7 @@
 """lower-to-ptx: graph to ptx in one pass, as a full conversion.
 
-It runs graph-to-tile (for `target`), tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx,
-then checks that every function keeps only what runs: ptx.launch (a kernel), tile.pack_weight
+It runs graph-to-tile (for `target`), tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx (and
+programmatic-launch for sm_90 and later), then checks that every function keeps only what runs: ptx.launch (a kernel), tile.pack_weight
 (Ladder's weight transform, once per weight) and graph.reshape (a view). Any other op left is
 an error that names it and says why it has no kernel, instead of IR that silently stays high.
 """
@@ -20,11 +20,13 @@ from dialects import ptx
 from dialects import tile as t
 from ir.errors import RungError
 from ir.numerics import FormatError
+from ir.targets import programmatic_launch
 from lowering.conv_to_gemm import ConvToGemmPass
 from lowering.fold_constants import FoldConstants
 from lowering.graph_to_tile import GraphToTile
 from lowering.raise_attention import RaiseAttentionPass
 from lowering.raise_norms import RaiseNorms
+from lowering.programmatic_launch import ProgrammaticLaunch
 from lowering.raise_rope import RaiseRopePass
 from lowering.row_programs import ROW_DTYPES, ROW_PROGRAMS
 from lowering.smem_swizzle import SmemSwizzle
@@ -90,12 +92,13 @@ def check_lowered(module: ModuleOp, who: str = "lower-to-ptx") -> None:
 @dataclass(frozen=True)
 class LowerToPtx(ModulePass):
     """Lower graph to ptx for `target` (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile, tile-expand,
-    tile-to-warp, smem-swizzle, warp-to-ptx); an op left without a kernel is an error naming it and why."""
+    tile-to-warp, smem-swizzle, warp-to-ptx, and programmatic-launch for sm_90 and later); an op left without a kernel is an error naming it and why."""
 
     name = "lower-to-ptx"
     target: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for lower in (*(p() for p in GRAPH_PASSES), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx()):
+        for lower in (*(p() for p in GRAPH_PASSES), GraphToTile(target=self.target), TileExpand(), TileToWarp(), SmemSwizzle(), WarpToPtx(),
+                      *([ProgrammaticLaunch()] if self.target and programmatic_launch(self.target) else [])):
             lower.apply(ctx, op)
         check_lowered(op)

@@ -39,7 +39,7 @@ from dialects import tile as t
 from ir.dtypes import storage_dtype
 from ir.errors import RungError, progress_bar
 from ir.interpreter import find_function
-from ir.targets import check_target
+from ir.targets import check_target, programmatic_launch
 from lowering.fold_constants import constant_value
 from lowering.lower_to_ptx import GRAPH_PASSES, check_lowered
 from rung.context import make_context, parse_ir
@@ -248,7 +248,7 @@ def describe(program, target: str) -> str:
     """What a block program (tile.kernel) does, in words."""
     schedule = program.schedule
     if isinstance(schedule, t.GemmSchedule):
-        return describe_gemm(schedule.data, target, pdl=False)
+        return describe_gemm(schedule.data, target)
     cfg = schedule.data
     if isinstance(schedule, t.AttentionSchedule):
         return (f"{program.sym_name.data}: attention, a block of {cfg.threads} threads per {cfg.block_m} query rows of a head, "
@@ -270,7 +270,7 @@ def compile(module_or_text, target: str | None = None, packed: dict | None = Non
     target = check_target(target or _default_target())
     run_pipeline(module, ",".join(p.name for p in GRAPH_PASSES) + f",graph-to-tile{{target={target}}},tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
-    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx", ctx)
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx" + (",programmatic-launch" if programmatic_launch(target) else ""), ctx)
     check_lowered(module, "rung.compile")
     for op in module.ops:  # the kernels tile-to-warp generates whole
         name = op.sym_name.data if isinstance(op, ptx.KernelOp) else None

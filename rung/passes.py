@@ -95,6 +95,12 @@ def _warp_to_ptx():
     return WarpToPtx
 
 
+def _programmatic_launch():
+    from lowering.programmatic_launch import ProgrammaticLaunch
+
+    return ProgrammaticLaunch
+
+
 def _lower_to_ptx():
     from lowering.lower_to_ptx import LowerToPtx
 
@@ -116,6 +122,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tile-to-warp": _tile_to_warp,
     "smem-swizzle": _smem_swizzle,
     "warp-to-ptx": _warp_to_ptx,
+    "programmatic-launch": _programmatic_launch,
     "lower-to-ptx": _lower_to_ptx,
 }
 # graph to PTX: the pipeline rung.compile and the examples use

@@ -165,7 +165,8 @@ class KernelOp(IRDLOperation):
         return GemmConfig(dtype, cfg.bm, cfg.bn, cfg.bk, cfg.warps_m, cfg.warps_n, cfg.stages, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
                           b_copy.elems if b_kn else 8, split_k=cfg.split_k, raster=cfg.raster, prefetch=cfg.prefetch, a8=a8,
-                          wgmma=cfg.wgmma, residual=epilogue.residual.data if epilogue.residual else "", **weight)
+                          wgmma=cfg.wgmma, residual=epilogue.residual.data if epilogue.residual else "", early_weights=cfg.early_weights,
+                          **weight)
 
     def verify_(self):
         if not isinstance(self.body.block.last_op, YieldOp):

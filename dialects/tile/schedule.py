@@ -114,6 +114,8 @@ class GemmConfig:
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
     residual: str = ""  # epilogue: "" or "add" / "mul": the result, rounded, combined with a tensor of its shape [M, N] (N even),
     # after the activation
+    early_weights: bool = False  # sm_90, B (and scales, zeros) a model's weight: the block lets the next kernel launch as it
+    # starts, issues its first k-tiles' weight copies, then waits for the kernel before it (griddepcontrol) and copies A
 
     def __post_init__(self):
         sizes = {"bm": self.bm, "bn": self.bn, "bk": self.bk, "warps_m": self.warps_m, "warps_n": self.warps_n,
@@ -336,6 +338,7 @@ class GemmConfig:
         suffix += "_sp" if self.scale_partials else ""
         suffix += "_lut" if self.shared_table else ""
         suffix += "_wg" if self.wgmma else ""
+        suffix += "_ew" if self.early_weights else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 

@@ -38,7 +38,8 @@ def _element(dtype: str):
     return f16 if dtype == "f16" else bf16
 
 
-E8M0 = IntegerType(8, Signedness.UNSIGNED)  # MX scales in shared memory: their raw codes
+E8M0 = IntegerType(8, Signedness.UNSIGNED)
+WEIGHT_PARAMS = {"b", "scales", "zeros"}  # a GEMM's parameters that hold its weight (with early_weights, copied before the wait)  # MX scales in shared memory: their raw codes
 
 
 def gemm_kernel(cfg: GemmConfig, programmatic: bool = False) -> KernelOp:
@@ -68,7 +69,7 @@ class _BlockLowering:
         cfg = self.cfg = program.config
         self.kernel = KernelOp.get(program.sym_name.data, list(cfg.param_kinds), cfg.threads, cfg.shared_bytes)
         b = self.b = PtxBuilder(self.kernel.body.block)
-        if programmatic and cfg.split_k > 1:  # the reduction's blocks get ready while these run; they wait for all of them
+        if cfg.early_weights or (programmatic and cfg.split_k > 1):  # the next kernel's blocks get ready while these run
             b.griddep_launch()
         params = self.kernel.body.block.args
         self.p = dict(zip(cfg.param_names, params))
@@ -190,14 +191,16 @@ class _BlockLowering:
         if not isinstance(op.init.owner, tile.ZerosOp):  # the loop below starts its accumulators at zero
             raise RungError("tile-to-warp: a tile.pipeline's accumulator must start from tile.zeros")
         copy_ops = [o for o in op.copy.block.ops if isinstance(o, tile.CopyOp)]
-        copies = [(self._copy(c), self.values[c.buffer]) for c in copy_ops]
+        copies = [(self._copy(c), self.values[c.buffer], self.param_of[c.src]) for c in copy_ops]
 
-        def issue(bb: PtxBuilder, k_tile, stage):
-            """Copy k-tile `k_tile` into pipeline stage `stage`."""
-            for ((copy, per_tile), buf) in copies:
-                k0 = bb.mul(k_tile, per_tile) if per_tile else scale_row(bb, cfg, k_tile)
-                copy.issue(bb, k0, buf, stage)
-            bb.commit()
+        def issue(bb: PtxBuilder, k_tile, stage, sources=None):
+            """Copy k-tile `k_tile` into pipeline stage `stage` (only the operands `sources` names, then without a commit)."""
+            for (copy, per_tile), buf, source in copies:
+                if sources is None or source in sources:
+                    k0 = bb.mul(k_tile, per_tile) if per_tile else scale_row(bb, cfg, k_tile)
+                    copy.issue(bb, k0, buf, stage)
+            if sources is None:
+                bb.commit()
 
         if cfg.wgmma:
             return self._wgmma_pipeline(op, issue)
@@ -283,11 +286,21 @@ class _BlockLowering:
         self.values[op.result] = acc
 
     def _prologue(self, op: tile.PipelineOp, issue, ahead: int) -> tuple:
-        """(first k-tile, k-tile count, zeroed accumulators), the first `ahead` k-tiles issued."""
+        """(first k-tile, k-tile count, zeroed accumulators), the first `ahead` k-tiles issued. With early_weights the
+        weight's copies of those k-tiles go first, before the wait for the kernel ahead (which may still be writing A):
+        the first commit group holds them all, so each stage's data still lies in a group no later than its own."""
         b = self.b
         kt0, count = self.values[op.first], self.values[op.count]
-        for s in range(ahead):
-            issue(b, b.add(kt0, s), b.imm(s))
+        if self.cfg.early_weights:
+            for s in range(ahead):
+                issue(b, b.add(kt0, s), b.imm(s), WEIGHT_PARAMS)
+            b.griddep_wait()
+            for s in range(ahead):
+                issue(b, b.add(kt0, s), b.imm(s), set(self.cfg.param_names) - WEIGHT_PARAMS)
+                b.commit()
+        else:
+            for s in range(ahead):
+                issue(b, b.add(kt0, s), b.imm(s))
         zero = b.imm(0, "s32") if self.cfg.mma[2] == "s32" else b.fimm(0.0)
         return kt0, count, [zero] * self.acc_count
 

@@ -69,3 +69,16 @@ def test_bad_model_paths_say_what_is_wrong(tmp_path, name, body, message):
         path.write_text(body)
     with pytest.raises(RungError, match=message):
         load_causal_lm(path)
+
+
+def test_a_packaged_model_whose_file_is_gone_says_so(tmp_path, monkeypatch):
+    from frontend.causal_lm import PACKAGED, packaged_model
+
+    module, file, package = PACKAGED["smollm2"]
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RungError, match=f"{file} is missing from .*{module}: reinstall it"):
+        packaged_model("smollm2")
+    (tmp_path / module / file).write_bytes(b"")
+    assert packaged_model("smollm2") == tmp_path / module / file

@@ -17,6 +17,7 @@ from ir.errors import RungError
 from dialects.tile import copy_elems, reduce_grid
 from backend.bench_gemm import CANDIDATES, WGMMA_CANDIDATES
 from backend.gemm import lowered_gemm_kernel
+from dialects import ptx
 from dialects.ptx import KernelOp
 from dialects.tile import GemmConfig
 from lowering.tile_to_warp import gemm_kernel
@@ -312,7 +313,7 @@ def schedules(draw):
     cfg = dict(dtype=draw(st.sampled_from(["f16", "bf16"])), bm=warps_m * wm, bn=warps_n * wn, bk=draw(st.sampled_from([32, 64])),
                warps_m=warps_m, warps_n=warps_n, stages=draw(st.integers(2, 4)), b_kn=draw(st.booleans()),
                bias=draw(st.booleans()), activation=draw(st.sampled_from(["none", "relu"])), prefetch=draw(st.booleans()),
-               split_k=draw(st.integers(1, 3)), raster=draw(st.integers(1, 3)))
+               split_k=draw(st.integers(1, 3)), raster=draw(st.integers(1, 3)), early_weights=draw(st.booleans()))
     try:
         return GemmConfig(**cfg)
     except ValueError:  # e.g. a tile that does not split over the threads
@@ -559,6 +560,41 @@ def test_prefetching_fragments_changes_no_bit(cfg):
         b = rng.standard_normal((k, n) if cfg.b_kn else (n, k)).astype(dt)
         plain, pipelined = (interpret_gemm(dataclasses.replace(cfg, prefetch=p), x, b).astype(np.float32) for p in (False, True))
     assert np.array_equal(plain, pipelined)
+
+
+@pytest.mark.parametrize("cfg", [GemmConfig("f16", bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, split_k=3, bias=True),
+                                 GemmConfig("f16", bm=16, bn=64, bk=128, warps_m=1, warps_n=2, weight="int4", group=32, split_k=2, prefetch=True),
+                                 GemmConfig("bf16", bm=32, bn=32, bk=64, warps_m=1, warps_n=1, weight="e2m1", group=32, scale="e8m0"),
+                                 GemmConfig("f16", bm=32, bn=64, bk=128, warps_m=1, warps_n=2, weight="int1", group=128, zero=True),
+                                 GemmConfig("f16", bm=128, bn=64, bk=64, warps_m=8, warps_n=1, stages=4, wgmma=True, residual="add")],
+                         ids=lambda c: c.name)
+def test_copying_the_weight_before_waiting_for_the_kernel_ahead_changes_no_bit(cfg):
+    """early_weights: the first k-tiles' weight copies (B, scales, zero terms) go before griddepcontrol.wait, A's after
+    it, all in the same stages: identical results, and no early read on the interpreter (which checks every read of
+    shared memory against the cp.async groups waited for)."""
+    from ir.numerics import QuantFormat
+
+    rng = np.random.default_rng(5)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    m, n, k = cfg.bm + 3, cfg.bn + 10, 5 * cfg.bk + (0 if cfg.weight else 16)  # (whole groups)
+    x = rng.standard_normal((m, k)).astype(dt)
+    early = dataclasses.replace(cfg, early_weights=True)
+    if cfg.weight:
+        fmt = QuantFormat(cfg.weight, cfg.group or None, "e8m0" if cfg.scale else "f16", "original" if cfg.zero else "none")
+        w = rng.standard_normal((n, k))
+        plain, early_first = (run_weight_gemm(c, fmt, x, w)[0] for c in (cfg, early))
+    else:
+        b = rng.standard_normal((n, k)).astype(dt)
+        residual = rng.standard_normal((m, n)).astype(dt) if cfg.residual else None
+        bias = rng.standard_normal(n).astype(dt) if cfg.bias else None
+        plain, early_first = (interpret_gemm(c, x, b, bias=bias, residual=residual).astype(np.float32) for c in (cfg, early))
+    assert np.array_equal(plain, early_first)
+    ops = list(gemm_kernel(early).body.block.ops)
+    wait = next(i for i, o in enumerate(ops) if isinstance(o, ptx.GridDepWaitOp))
+    assert isinstance(ops[0], ptx.GridDepLaunchOp) and not isinstance(gemm_kernel(cfg).body.block.first_op, ptx.GridDepLaunchOp)
+    copies = [i for i, o in enumerate(ops) if o.name.endswith("cp_async")]  # (warp level: copies into shared tiles)
+    assert not any(isinstance(o, ptx.CpAsyncCommitOp) for o in ops[:wait])  # the weight's copies join the first group
+    assert copies[0] < wait < copies[-1]
 
 
 @pytest.mark.parametrize("cfg", [GemmConfig("f16", bm=32, bn=32, bk=64, warps_m=1, warps_n=1, stages=2, a8="s8"),
