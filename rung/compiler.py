@@ -8,7 +8,8 @@
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
 An argument that a graph.index_copy alone reads (a KV cache) is donated: the call updates it in place and
-returns it as that op's result.
+returns it as that op's result. An argument that tile.pack_weight alone reads (a quantized weight's codes, scales and
+zeros; `fn.host_weights`) may be a numpy array beside CUDA tensors: packed on the host once and uploaded packed.
 
 The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
@@ -102,6 +103,19 @@ class CompiledFunction:
         return steps
 
     @cached_property
+    def host_weights(self) -> frozenset[int]:
+        """Indices of @main's arguments that only tile.pack_weight reads (a quantized weight's codes, scales and zeros):
+        on a GPU call they may stay numpy arrays, packed on the host once (by the array's identity: do not change one
+        in place) and uploaded packed, so the unpacked weight takes no GPU memory."""
+        return frozenset(i for i, p in enumerate(self.function.body.block.args)
+                         if p.uses and all(isinstance(use.operation, t.PackWeightOp) for use in p.uses))
+
+    def _device_of(self, args) -> int | None:
+        """device_kind of the arguments, host weights (numpy, host_weights) aside when the others are CUDA tensors."""
+        on_device = [a for i, a in enumerate(args) if not (i in self.host_weights and isinstance(a, np.ndarray))]
+        return device_kind(on_device) if on_device else None
+
+    @cached_property
     def _parameters(self) -> list[tuple]:
         """(shape, storage dtype name) of each argument @main declares."""
         return [(tuple(p.type.get_shape()), storage_dtype(p.type.element_type).name) for p in self.function.body.block.args]
@@ -110,14 +124,15 @@ class CompiledFunction:
         params = list(self.function.body.block.args)
         if len(args) != len(params):
             raise RungError(f"@main takes {len(params)} tensors, got {len(args)}")
-        ordinal = device_kind(args)
+        ordinal = self._device_of(args)
         if ordinal is None:
             device = SimulatorDevice()
         elif ordinal not in self._gpus:  # (a CudaDevice asks the driver about the GPU: once)
             device = self._gpus[ordinal] = CudaDevice(self.ptx, ordinal)
         else:
             device = self._gpus[ordinal]
-        env = {p: device.put(_checked(i, a, p.type, want)) for i, (a, p, want) in enumerate(zip(args, params, self._parameters))}
+        env = {p: _checked(i, a, p.type, want) for i, (a, p, want) in enumerate(zip(args, params, self._parameters))}
+        env = {p: a if ordinal is not None and isinstance(a, np.ndarray) else device.put(a) for p, a in env.items()}  # (host weights)
         if ordinal is not None:
             self._pack_missing(device, env)
         arena = device.empty((self.memory.arena_bytes,), np.uint8) if self.memory.arena_bytes else None
@@ -151,7 +166,7 @@ class CompiledFunction:
         input (pass the weights as recorded and only the activations are copied)."""
         import torch
 
-        ordinal = device_kind(args)
+        ordinal = self._device_of(args)
         if ordinal is None:
             raise RungError("capture records a CUDA graph: pass CUDA tensors (numpy arrays run on the simulator)")
         stream = torch.cuda.Stream(ordinal)
@@ -195,14 +210,29 @@ class CompiledFunction:
 
 
 def _pack_key(op, device, weights) -> tuple | None:
-    """What a packed weight on a GPU is cached by (None on the simulator, which packs at every call)."""
+    """What a packed weight on a GPU is cached by (None on the simulator, which packs at every call): a CUDA tensor's
+    storage and version, a host weight's identity (the key holds the array, so the identity stays its own)."""
     if not isinstance(device, CudaDevice):
         return None
-    return (op.format, op.dtype.data, device.ordinal, *((w.data_ptr(), w._version) for w in weights))
+    return (op.format, op.dtype.data, device.ordinal,
+            *((_Identity(w), w.ctypes.data) if isinstance(w, np.ndarray) else (w.data_ptr(), w._version) for w in weights))
+
+
+@dataclass(frozen=True, eq=False)
+class _Identity:
+    """A key part equal only to itself's array: hashes and compares by the array's identity, and keeps it alive."""
+
+    array: np.ndarray
+
+    def __hash__(self):
+        return id(self.array)
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.array is self.array
 
 
 def _packed_on_host(op, device, weights) -> tuple:
-    return op.execute(*(np.asarray(device.get(w), np.float32) for w in weights))
+    return op.execute(*(np.asarray(w if isinstance(w, np.ndarray) else device.get(w), np.float32) for w in weights))
 
 
 def _upload(op, device, arrays) -> tuple:

@@ -186,7 +186,7 @@ class Generator:
 
                 names, weights, _ = quantize_linears(module, names, weights, self.quantize, self._quantized, self.keep)
             if self._state is None:
-                self._state = weights if self.device != "gpu" else self._uploaded(weights)
+                self._state = weights if self.device != "gpu" else self._own_on_gpu(weights)
             main = find_function(module, "main")
             args, returned = list(main.body.block.args), main.body.block.last_op.operands
             updates = [(i, names[args.index(r.owner.x)]) for i, r in enumerate(returned)
@@ -200,13 +200,25 @@ class Generator:
             self._programs[tokens, every_logit] = _Program(module, names, updates, compiled)
         return self._programs[tokens, every_logit]
 
-    def _uploaded(self, weights: dict) -> dict:
-        """The arguments on the GPU: the model's own tensors where it is there (its parameters, the caches and rotary
-        tables of the wrapper), the others (quantized weights) uploaded from the exported copy."""
-        from backend.device import to_torch
-
+    def _own_on_gpu(self, weights: dict) -> dict:
+        """The arguments, the model's own tensors where they are on the GPU (its parameters, the caches and rotary tables
+        of the wrapper); the others (quantized weights) stay the exported host copies until a program reads one on
+        the GPU (_arguments)."""
         own = {**dict(self.step.named_parameters(remove_duplicate=False)), **dict(self.step.named_buffers(remove_duplicate=False))}
-        return {name: own[name].detach() if name in own and own[name].is_cuda else to_torch(w).cuda() for name, w in weights.items()}
+        return {name: own[name].detach() if name in own and own[name].is_cuda else w for name, w in weights.items()}
+
+    def _arguments(self, program: _Program) -> list:
+        """The program's weights and caches; on the GPU a host weight is uploaded the first time a program reads it there
+        (one that tile.pack_weight alone reads, the codes and scales of a quantized linear, is packed from the host copy
+        and uploaded packed: the unpacked weight takes no GPU memory)."""
+        weights = [self._state[n] for n in program.names[:-2]]
+        if self.device == "gpu":
+            from backend.device import to_torch
+
+            for i, (name, w) in enumerate(zip(program.names, weights)):
+                if isinstance(w, np.ndarray) and i not in program.compiled.host_weights:
+                    self._state[name] = weights[i] = to_torch(w).cuda()
+        return weights
 
     def logits(self, ids: list, start: int, every_logit: bool = False):
         """The next token's logits [vocab] (numpy, or on the GPU a tensor there) after `ids` at positions start,
@@ -220,7 +232,7 @@ class Generator:
         if start + tokens > self.max_seq_len:
             raise RungError(f"position {start + tokens - 1} is past max_seq_len {self.max_seq_len}: raise --max-seq-len")
         program = self._program(tokens, every_logit)
-        weights = [self._state[n] for n in program.names[:-2]]
+        weights = self._arguments(program)
         ids_array, positions = np.asarray(rows, np.int64), np.arange(start, start + tokens, dtype=np.int64)
         if self.device == "interpreter":
             from ir.interpreter import run

@@ -121,6 +121,7 @@ def test_a_first_gpu_call_packs_every_weight_once_and_shares_them_by_storage():
 
     from backend.device import CudaDevice
     from dialects.tile import PackWeightOp
+    from rung.compiler import _pack_key
 
     class HostAsGpu(CudaDevice):
         def __init__(self):
@@ -157,6 +158,21 @@ def test_a_first_gpu_call_packs_every_weight_once_and_shares_them_by_storage():
     before = dict(fn._packed)
     again._pack_missing(HostAsGpu(), dict(zip(again.function.body.block.args, args)))
     assert again._packed is fn._packed and fn._packed == before
+
+    # weights that only tile.pack_weight reads may stay numpy arrays beside CUDA activations: packed from the host copy,
+    # cached by the array's identity (an equal copy is another weight), never put on the device unpacked
+    assert fn.host_weights == {1, 2, 3, 4}
+    host = [a.numpy() for a in args]
+    on_host = rung.compile(text, target="sm_80")
+    env = dict(zip(on_host.function.body.block.args, [args[0], *host[1:]]))
+    on_host._pack_missing(HostAsGpu(), env)
+    assert len(on_host._packed) == 2
+    for op in [op for op in on_host.steps if isinstance(op, PackWeightOp)]:
+        weights = [env[v] for v in op.operands]
+        want = op.execute(*(w.astype(np.float32) for w in weights))
+        assert all(np.array_equal(got.numpy(), w) for got, w in zip(on_host._packed[_pack_key(op, HostAsGpu(), weights)], want))
+    on_host._pack_missing(HostAsGpu(), dict(zip(on_host.function.body.block.args, [args[0], host[1].copy(), *host[2:]])))
+    assert len(on_host._packed) == 3
 
 
 @settings(max_examples=max(4, settings().max_examples // 5), deadline=None)
@@ -308,6 +324,28 @@ def test_a_donated_cache_is_updated_in_place_on_the_gpu(dtype):
     want = cache.clone().index_copy_(2, positions, new)
     got = fn(cache, positions, new)
     assert got.data_ptr() == cache.data_ptr() and torch.equal(cache, want)
+
+
+@gpu
+@pytest.mark.gpu
+def test_a_quantized_weight_left_on_the_host_is_packed_from_there_and_computes_the_same():
+    """A qlinear's codes and scales as numpy arrays beside a CUDA x: packed on the host, uploaded packed (the unpacked
+    codes never on the GPU), the result that of the weight on the GPU, direct and replayed as a CUDA graph."""
+    m, n, k = 5, 256, 512
+    text = (f"func.func @main(%x: tensor<{m}x{k}xf16>, %q: tensor<{n}x{k}xsi4>, %s: tensor<{n}x4xf16>) -> tensor<{m}x{n}xf16> {{\n"
+            f"  %y = graph.qlinear %x, %q, %s {{format = #lp.quant<si4, group 128, scale f16>}} : "
+            f"(tensor<{m}x{k}xf16>, tensor<{n}x{k}xsi4>, tensor<{n}x4xf16>) -> tensor<{m}x{n}xf16>\n"
+            f"  func.return %y : tensor<{m}x{n}xf16>\n}}\n")
+    x, q, s = _inputs(text, seed=4)
+    s = (np.abs(s) * 0.05).astype(np.float16)
+    fn = rung.compile(text)
+    want = fn(*(torch.from_numpy(a).cuda() for a in (x, q, s)))
+    x_gpu = torch.from_numpy(x).cuda()
+    got = fn(x_gpu, q, s)
+    replay = fn.capture(x_gpu, q, s)
+    replayed = replay(x_gpu, q, s).clone()
+    torch.cuda.synchronize()
+    assert torch.equal(got, want) and torch.equal(replayed, want)
 
 
 @gpu
