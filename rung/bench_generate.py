@@ -2,6 +2,7 @@
 static-cache generate.
 
     python -m rung.bench_generate [--out DIR] [--model llama|PATH] [--shape 1b|8b] [--layers N] [--formats f16,int8,...] [--quick]
+                                  [--no-speculate]
 
 A LLaMA-shaped model (rung.bench_models.llama, random init, made on the GPU: 1.1B, 22 layers of 2048, or
 Llama-3-8B's shape with --shape 8b; --quick: 4 layers and f16 and int4 alone), or a model that rung-generate's --model takes (smollm2, say), f16 activations, batch 1:
@@ -10,7 +11,9 @@ for each weight format (quantized at load, lm_head and embeddings kept in f16; w
 activations per token too); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
 (with random weights the draft's acceptance says little about a trained model's). Peers in the same run:
 transformers' generate with a static cache, eager and with torch.compile (its decode step compiled,
-gpt-fast's recipe). Writes bench_generate.md; progress goes to stderr.
+gpt-fast's recipe). Each Rung row has its DRAM floor (the bytes its decode step reads over the copy bandwidth
+measured in the run) and the GPU memory it holds; each peer's row its peak allocation. Writes bench_generate.md;
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -53,23 +56,51 @@ def transformers_speed(lm, prompt, compiled: bool) -> tuple[float, float]:
     return first, (NEW - 1) / (whole - first)
 
 
-def rung_speed(lm, prompt: list[int], fmt: str) -> tuple[float, float, float, int]:
-    """(prefill s, decode tokens/s, setup s, bytes of the weights it added on the GPU) of Rung's generation in `fmt`."""
+def _bytes(tensors) -> int:
+    """Bytes of the distinct storages among `tensors` (torch tensors: a tied weight counts once) and numpy arrays."""
     import torch
 
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)}
+    return sum(storages.values()) + sum(t.nbytes for t in tensors if not isinstance(t, torch.Tensor))
+
+
+def rung_footprint(gen, position: int) -> tuple[int, int]:
+    """(bytes a decode step at `position` reads from DRAM, bytes Rung holds on the GPU) of a Generator that has run:
+    every weight the decode step reads on the GPU (the packed copy of a quantized one) whole but tables it only looks
+    rows up in (embeddings, rotary tables), and the caches up to the position; held: those weights and tables, the
+    whole caches, the packed weights and the largest program's arena."""
+    from dialects import graph as g
+    from ir.interpreter import find_function
+
+    program = gen._program(1)
+    args = list(find_function(program.module, "main").body.block.args)
+    caches = {name for _, name in program.updates}
+    lookups = (g.EmbeddingOp, g.GatherOp, g.IndexSelectOp, g.IndexOp)
+    read = 0
+    for name, arg in zip(program.names[:-2], args):
+        tensor = gen._state[name]
+        if name in caches:
+            read += _bytes([tensor]) * position // gen.max_seq_len
+        elif not all(isinstance(use.operation, lookups) for use in arg.uses):
+            read += _bytes([tensor])
+    packed = [t for tensors in gen._packed.values() for t in tensors]
+    arena = max(p.compiled.memory.arena_bytes for p in gen._programs.values())
+    return read + _bytes(packed), _bytes([*gen._state.values(), *packed]) + arena
+
+
+def rung_speed(lm, prompt: list[int], fmt: str) -> tuple[float, float, float, int, int]:
+    """(prefill s, decode tokens/s, setup s, bytes a decode step reads, bytes held on the GPU: rung_footprint) of Rung's
+    generation in `fmt`."""
     from frontend.transforms import named_format
     from rung.generate import Generator
 
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
     start = time.perf_counter()
     gen = Generator(lm, PROMPT + NEW, None if fmt == "f16" else named_format(fmt, "--formats"), device="gpu", progress=_say)
     gen.generate(prompt, 2)  # exports, quantizes, compiles, packs and captures
     setup = time.perf_counter() - start
     gen.generate(prompt, NEW)
     out = gen.generate(prompt, NEW)
-    added = torch.cuda.memory_allocated() - base  # quantized weights and packed copies (caches: the wrapper's own)
-    return out.prefill_s, out.decode_tokens_per_s, setup, added
+    return out.prefill_s, out.decode_tokens_per_s, setup, *rung_footprint(gen, PROMPT + NEW // 2)
 
 
 def main(argv=None) -> int:
@@ -88,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, help="decoder layers of the LLaMA shape (default: the shape's)")
     p.add_argument("--formats", default=",".join(FORMATS), help="weight formats, comma-separated (f16: none)")
     p.add_argument("--quick", action="store_true", help="4 layers, f16 and int4")
+    p.add_argument("--speculate", action=argparse.BooleanOptionalAction, default=True, help="the speculative decoding row (default: on)")
     args = p.parse_args(argv)
     shape = SHAPES[args.shape]
     layers, formats = (4, ["f16", "int4"]) if args.quick else (args.layers or shape["layers"], args.formats.split(","))
@@ -114,17 +146,26 @@ def main(argv=None) -> int:
               f"{c.num_attention_heads} query and {c.num_key_value_heads} kv heads, vocabulary {c.vocab_size}, f16 activations; "
               f"a {PROMPT}-token prompt, {NEW} new tokens, greedy. Setup: export, quantize, compile, pack and capture, once per "
               "model and format.", "",
-              "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager | setup, notes |",
-              "| --- | --- | --- | --- | --- |"]
+              "| system | prefill ms (first token) | decode tokens/s | decode vs transformers eager | DRAM floor tokens/s (reached) "
+              "| GPU memory GiB | setup, notes |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    from backend.bench_quant import copy_bandwidth
+
+    bandwidth = copy_bandwidth()[0]
+    header[2] += (f" DRAM floor: the bytes a decode step reads (weights as stored, the caches up to the middle of the decode) "
+                  f"over the copy bandwidth measured in the run, {bandwidth / 1e12:.2f} TB/s. GPU memory: Rung's, the weights, "
+                  "caches, packed weights and arena it holds; transformers', its peak allocation during generate (model included).")
     prompt = torch.randint(0, c.vocab_size, (1, PROMPT), device="cuda")
     rows = []
 
     def add(row) -> None:  # the table is rewritten after every row: a run cut short keeps what it measured
         rows.append(row)
-        eager = next((speed for name, _, speed, _ in rows if name.startswith("transformers eager")), math.nan)
-        text = "\n".join(header + [f"| {name} | {prefill * 1e3:.1f} | {speed:.1f} | {speed / eager:.2f}x | {notes} |"
-                                    for name, prefill, speed, notes in rows])
-        print(f"| {row[0]} | {row[1] * 1e3:.1f} ms | {row[2]:.1f} tokens/s | {row[3]} |", flush=True)
+        eager = next((speed for name, _, speed, *_ in rows if name.startswith("transformers eager")), math.nan)
+        cells = [(name, f"{prefill * 1e3:.1f}", f"{speed:.1f}", f"{speed / eager:.2f}x",
+                  f"{bandwidth / read:.0f} ({speed * read / bandwidth:.0%})" if read else "", f"{held / 2**30:.2f}" if held else "", notes)
+                 for name, prefill, speed, read, held, notes in rows]
+        text = "\n".join(header + ["| " + " | ".join(c) + " |" for c in cells])
+        print("| " + " | ".join(cells[-1]) + " |", flush=True)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "bench_generate.md").write_text(text + "\n")
@@ -132,33 +173,38 @@ def main(argv=None) -> int:
     def peer(name: str, compiled: bool) -> None:
         _say(name)
         try:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
             with torch.no_grad():
-                add((name, *transformers_speed(lm, prompt, compiled), ""))
+                timings = transformers_speed(lm, prompt, compiled)
+            add((name, *timings, 0, torch.cuda.max_memory_allocated(), ""))
         except Exception as e:  # a peer's failure is a row of the table too
             traceback.print_exc()
-            add((name, math.nan, math.nan, f"failed: {type(e).__name__}: {str(e)[:200]}"))
+            add((name, math.nan, math.nan, 0, 0, f"failed: {type(e).__name__}: {str(e)[:200]}"))
         torch._dynamo.reset()
 
     peer("transformers eager, static cache, f16", False)
     for fmt in formats:
         _say(f"Rung, {fmt}")
         try:
-            prefill, speed, setup, added = rung_speed(lm, prompt[0].tolist(), fmt)
+            prefill, speed, setup, read, held = rung_speed(lm, prompt[0].tolist(), fmt)
         except Exception as e:  # one format's failure is a row of the table, not the end of the run
             traceback.print_exc()
-            add((f"Rung, {fmt}", math.nan, math.nan, f"failed: {type(e).__name__}: {str(e)[:200]}"))
+            add((f"Rung, {fmt}", math.nan, math.nan, 0, 0, f"failed: {type(e).__name__}: {str(e)[:200]}"))
             continue
         finally:
             torch.cuda.empty_cache()
-        add((f"Rung, {fmt}", prefill, speed, f"{setup:.0f} s; {added / 2**20:.0f} MiB added (quantized and packed weights, KV cache)"))
+        add((f"Rung, {fmt}", prefill, speed, read, held, f"setup {setup:.0f} s"))
     peer("transformers + torch.compile (its static-cache decode compiled, CUDA graphs), f16", True)
+    if not args.speculate:
+        return 0
     _say("Rung, speculative decoding with an int4 draft")
     draft = Generator(lm, PROMPT + NEW + 4, named_format("int4", "--draft"), device="gpu", progress=_say)
     speculative = Generator(lm, PROMPT + NEW + 4, device="gpu", progress=_say)
     speculative.speculate(prompt[0].tolist(), 8, draft, 4)  # exports, compiles and captures
     spec = speculative.speculate(prompt[0].tolist(), NEW, draft, 4)
-    add(("Rung speculative, f16 with an int4 draft, k = 4", spec.prefill_s, spec.decode_tokens_per_s,
-         f"kept {spec.accepted} of {spec.proposed} drafted; peak GPU memory in the run {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"))
+    add(("Rung speculative, f16 with an int4 draft, k = 4", spec.prefill_s, spec.decode_tokens_per_s, 0, 0,
+         f"kept {spec.accepted} of {spec.proposed} drafted"))
     return 0
 
 

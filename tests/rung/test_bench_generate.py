@@ -49,3 +49,23 @@ def test_without_a_gpu_or_with_a_bad_format_it_says_so(capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
     assert bench_generate.main(["--formats", "int4"]) == 1 and "no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_the_dram_floor_counts_every_weight_a_decode_step_reads_and_the_caches_up_to_the_position():
+    """rung_footprint on a simulator Generator that has run: the weights whole but the embedding table (a lookup), the
+    caches in proportion to the position; held: every weight and table, the whole caches and the largest arena."""
+    from rung.generate import Generator
+
+    torch.manual_seed(0)
+    lm = llama(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=96).half().eval()
+    lm.config.tie_word_embeddings = False
+    gen = Generator(lm, 16, device="simulator")
+    gen.generate([3, 1, 4], 2)
+    read, held = bench_generate.rung_footprint(gen, 8)
+    params = {name: p for name, p in lm.named_parameters()}
+    weights = sum(p.numel() * 2 for name, p in params.items() if "embed_tokens" not in name)
+    caches = 2 * 2 * 1 * 2 * 16 * 16 * 2  # layers x (keys, values) x [batch, kv heads, positions, head dim] f16
+    assert read == weights + caches * 8 // 16
+    arena = max(p.compiled.memory.arena_bytes for p in gen._programs.values())
+    others = [v for name, v in gen._state.items() if "cache" not in name and name.removeprefix("lm.") not in params]  # (rotary tables)
+    assert arena > 0 and held == weights + params["model.embed_tokens.weight"].numel() * 2 + caches + arena + bench_generate._bytes(others)
