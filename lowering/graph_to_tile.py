@@ -228,7 +228,8 @@ def _rewrite_as_matmul(op, rewriter: PatternRewriter, x: SSAValue, n: int, k: in
 
 
 def early_weights(target: str, *weights: SSAValue | None) -> dict:
-    """The schedule option that copies a GEMM's first weight tiles before waiting for the kernel ahead (sm_90), where
+    """The schedule option that copies a GEMM's first weight tiles before waiting for the kernel ahead (for a `target`
+    that launches programmatically, sm_90; "": none), where
     every weight operand is a model's weight: an argument of the function that no kernel writes (not a donated
     cache) or a constant, so nothing before the GEMM in the program can still be writing it."""
     def constant(v: SSAValue) -> bool:
@@ -248,6 +249,7 @@ def tensor_core_linear(op: g.LinearOp) -> bool:
 class LinearToTile(RewritePattern):
     override: dict
     target: str
+    programmatic: bool = True  # early_weights where the target launches programmatically
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.LinearOp, rewriter: PatternRewriter):
@@ -257,7 +259,7 @@ class LinearToTile(RewritePattern):
         dtype = str(op.x.type.element_type)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, dtype, self.override, target=self.target, bias=op.bias is not None, **epi,
-                                                    **early_weights(self.target, op.weight)),
+                                                    **early_weights(self.target if self.programmatic else "", op.weight)),
                            lambda x, cfg, residual: MatmulOp.get(x, op.weight, op.bias, cfg, residual=residual))
 
 
@@ -267,6 +269,7 @@ class QLinearToTile(RewritePattern):
 
     override: dict
     target: str
+    programmatic: bool = True
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.QLinearOp, rewriter: PatternRewriter):
@@ -286,7 +289,7 @@ class QLinearToTile(RewritePattern):
         rewriter.insert(pack)
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, dtype, self.override, weight=weight, target=self.target, **epi,
-                                                    **early_weights(self.target, op.qweight, op.scales, op.zeros)),
+                                                    **early_weights(self.target if self.programmatic else "", op.qweight, op.scales, op.zeros)),
                            lambda x, cfg, residual: MatmulOp.get(x, pack.codes, None, cfg, pack.packed_scales, pack.packed_zeros, op.format,
                                                                  residual=residual))
 
@@ -299,6 +302,7 @@ class QLinear8ToTile(RewritePattern):
 
     override: dict
     target: str
+    programmatic: bool = True
     quantized_rows: dict = field(default_factory=dict)  # (x, element) -> (the launches' x_scales [M], x8 [M, K])
 
     @op_type_rewrite_pattern
@@ -324,7 +328,7 @@ class QLinear8ToTile(RewritePattern):
 
         _rewrite_as_matmul(op, rewriter, op.x, n, k,
                            lambda m, epi: _schedule(m, n, k, str(x_type), self.override, target=self.target, a8=a8, **epi,
-                                                    **early_weights(self.target, op.qweight, op.scales)), make)
+                                                    **early_weights(self.target if self.programmatic else "", op.qweight, op.scales)), make)
 
 
 @dataclass
@@ -379,12 +383,14 @@ class GraphToTile(ModulePass):
     stages: int = 0
     split_k: int = 0
     raster: int = 0
+    programmatic: bool = True  # GEMMs on a model's weights copy their first weight tiles before waiting (early_weights; sm_90)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.target:
             check_target(self.target, "graph-to-tile")
-        override = {f.name: v for f in dataclasses.fields(self) if f.name != "target" and (v := getattr(self, f.name))}  # set (0: unset)
+        override = {f.name: v for f in dataclasses.fields(self) if f.name not in ("target", "programmatic") and (v := getattr(self, f.name))}
         PatternRewriteWalker(FusedRopeToTile(), apply_recursively=False).rewrite_module(op)  # before their permutes become copies
-        patterns = GreedyRewritePatternApplier([*(cls(override, self.target) for cls in (LinearToTile, QLinearToTile, QLinear8ToTile, MatmulToTile)), RowOpToTile(),
-                                                SdpaToTile(), ElementwiseToTile(), IndexCopyToTile()])
+        weights = [cls(override, self.target, self.programmatic) for cls in (LinearToTile, QLinearToTile, QLinear8ToTile)]
+        patterns = GreedyRewritePatternApplier([*weights, MatmulToTile(override, self.target), RowOpToTile(), SdpaToTile(), ElementwiseToTile(),
+                                                IndexCopyToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

@@ -11,7 +11,8 @@ for each weight format (quantized at load, lm_head and embeddings kept in f16; w
 activations per token too); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
 (with random weights the draft's acceptance says little about a trained model's). Peers in the same run:
 transformers' generate with a static cache, eager and with torch.compile (its decode step compiled,
-gpt-fast's recipe). Each Rung row has its DRAM floor (the bytes its decode step reads over the copy bandwidth
+gpt-fast's recipe). On sm_90 the f16 row is run a second time with the kernels launched one after another (no
+programmatic launch, no early weight copies) to show what launching each while the one before runs gives. Each Rung row has its DRAM floor (the bytes its decode step reads over the copy bandwidth
 measured in the run) and the GPU memory it holds; each peer's row its peak allocation. Writes bench_generate.md;
 progress goes to stderr.
 """
@@ -88,14 +89,15 @@ def rung_footprint(gen, position: int) -> tuple[int, int]:
     return read + _bytes(packed), _bytes([*gen._state.values(), *packed]) + arena
 
 
-def rung_speed(lm, prompt: list[int], fmt: str) -> tuple[float, float, float, int, int]:
+def rung_speed(lm, prompt: list[int], fmt: str, programmatic: bool = True) -> tuple[float, float, float, int, int]:
     """(prefill s, decode tokens/s, setup s, bytes a decode step reads, bytes held on the GPU: rung_footprint) of Rung's
-    generation in `fmt`."""
+    generation in `fmt` (`programmatic`: rung.compile's)."""
     from frontend.transforms import named_format
     from rung.generate import Generator
 
     start = time.perf_counter()
-    gen = Generator(lm, PROMPT + NEW, None if fmt == "f16" else named_format(fmt, "--formats"), device="gpu", progress=_say)
+    gen = Generator(lm, PROMPT + NEW, None if fmt == "f16" else named_format(fmt, "--formats"), device="gpu", progress=_say,
+                    programmatic=programmatic)
     gen.generate(prompt, 2)  # exports, quantizes, compiles, packs and captures
     setup = time.perf_counter() - start
     gen.generate(prompt, NEW)
@@ -184,17 +186,24 @@ def main(argv=None) -> int:
         torch._dynamo.reset()
 
     peer("transformers eager, static cache, f16", False)
-    for fmt in formats:
-        _say(f"Rung, {fmt}")
+    from backend.gemm import device_target
+    from ir.targets import programmatic_launch
+
+    runs = [(fmt, True) for fmt in formats]
+    if "f16" in formats and programmatic_launch(device_target()):  # what launching each kernel while the one before runs gives
+        runs.insert(formats.index("f16") + 1, ("f16", False))
+    for fmt, programmatic in runs:
+        name = f"Rung, {fmt}" + ("" if programmatic else ", kernels launched one after another")
+        _say(name)
         try:
-            prefill, speed, setup, read, held = rung_speed(lm, prompt[0].tolist(), fmt)
+            prefill, speed, setup, read, held = rung_speed(lm, prompt[0].tolist(), fmt, programmatic)
         except Exception as e:  # one format's failure is a row of the table, not the end of the run
             traceback.print_exc()
-            add((f"Rung, {fmt}", math.nan, math.nan, 0, 0, f"failed: {type(e).__name__}: {str(e)[:200]}"))
+            add((name, math.nan, math.nan, 0, 0, f"failed: {type(e).__name__}: {str(e)[:200]}"))
             continue
         finally:
             torch.cuda.empty_cache()
-        add((f"Rung, {fmt}", prefill, speed, read, held, f"setup {setup:.0f} s"))
+        add((name, prefill, speed, read, held, f"setup {setup:.0f} s"))
     peer("transformers + torch.compile (its static-cache decode compiled, CUDA graphs), f16", True)
     if not args.speculate:
         return 0

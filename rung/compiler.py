@@ -287,9 +287,11 @@ def describe(program, target: str) -> str:
     return f"{program.sym_name.data}: a row program, {per} of {cfg.cols}, built for {target}"
 
 
-def compile(module_or_text, target: str | None = None, packed: dict | None = None) -> CompiledFunction:
+def compile(module_or_text, target: str | None = None, packed: dict | None = None, programmatic: bool = True) -> CompiledFunction:
     """Lower @main to kernels for `target` (default: the GPU's, or sm_80 on a machine without one). `packed`: a cache
     of packed weights to share with other compiled functions on the same weights (a prefill and a decode step).
+    `programmatic` (sm_90): each kernel is launched while the one before runs (programmatic-launch, early_weights);
+    False launches them one after another, as before sm_90.
 
     Every op of @main must become a kernel launch, a weight packing or a reshape; anything else is
     an error naming the op, never a silent fallback."""
@@ -298,9 +300,11 @@ def compile(module_or_text, target: str | None = None, packed: dict | None = Non
         raise RungError(f"rung.compile takes IR text or a module, got {type(module_or_text).__name__}")
     module = parse_ir(module_or_text, "<rung.compile>", ctx) if isinstance(module_or_text, str) else module_or_text.clone()
     target = check_target(target or _default_target())
-    run_pipeline(module, ",".join(p.name for p in GRAPH_PASSES) + f",graph-to-tile{{target={target}}},tile-expand", ctx)
+    programmatic = programmatic and programmatic_launch(target)
+    run_pipeline(module, ",".join(p.name for p in GRAPH_PASSES) + f",graph-to-tile{{target={target} programmatic={str(programmatic).lower()}}},"
+                 "tile-expand", ctx)
     descriptions = {k.sym_name.data: describe(k, target) for k in module.ops if isinstance(k, t.KernelOp)}
-    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx" + (",programmatic-launch" if programmatic_launch(target) else ""), ctx)
+    run_pipeline(module, "tile-to-warp,smem-swizzle,warp-to-ptx" + (",programmatic-launch" if programmatic else ""), ctx)
     check_lowered(module, "rung.compile")
     for op in module.ops:  # the kernels tile-to-warp generates whole
         name = op.sym_name.data if isinstance(op, ptx.KernelOp) else None

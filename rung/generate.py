@@ -129,7 +129,7 @@ class Generator:
     or pruned."""
 
     def __init__(self, lm, max_seq_len: int, quantize=None, device: str = "interpreter", progress=lambda msg: None, batch: int = 1,
-                 sparsity: float | None = None, keep: tuple[str, ...] | None = None):
+                 sparsity: float | None = None, keep: tuple[str, ...] | None = None, programmatic: bool = True):
         from frontend.causal_lm import CachedCausalLM
 
         if max_seq_len < 2:
@@ -148,7 +148,7 @@ class Generator:
             raise RungError(f"the batch must be 1 or more, got {batch}")
         self.step = CachedCausalLM(lm, max_seq_len, batch)
         self.max_seq_len, self.quantize, self.device, self.progress, self.batch = max_seq_len, quantize, device, progress, batch
-        self.sparsity = sparsity
+        self.sparsity, self.programmatic = sparsity, programmatic  # (rung.compile's: kernels launched while the one before runs)
         head = lm.get_output_embeddings()  # kept in float unless `keep` says otherwise: the logits are the most sensitive
         self.keep = tuple(keep) if keep is not None else tuple(name for name, p in self.step.named_parameters(remove_duplicate=False)
                                                                if head is not None and p is head.weight)
@@ -196,7 +196,7 @@ class Generator:
                 from rung.compiler import compile
 
                 self.progress("compiling it to kernels ...")
-                compiled = compile(module, "sm_80" if self.device == "simulator" else None, packed=self._packed)
+                compiled = compile(module, "sm_80" if self.device == "simulator" else None, packed=self._packed, programmatic=self.programmatic)
             self._programs[tokens, every_logit] = _Program(module, names, updates, compiled)
         return self._programs[tokens, every_logit]
 

@@ -37,10 +37,11 @@ def test_on_sm_90_every_kernel_first_lets_the_next_start_then_waits_for_the_one_
         assert isinstance(ops[1], ptx.GridDepWaitOp) != kernel.sym_name.data.endswith("_ew")
 
 
-def test_before_sm_90_no_kernel_waits():
-    compiled = rung.compile(PROGRAM, "sm_80")
+@pytest.mark.parametrize("target, programmatic", [("sm_80", True), ("sm_90a", False)])
+def test_before_sm_90_or_when_asked_no_kernel_waits(target, programmatic):
+    compiled = rung.compile(PROGRAM, target, programmatic=programmatic)
     assert not any(waits_for_grid(k) for k in _kernels(compiled.module))
-    assert "griddepcontrol" not in compiled.ptx
+    assert "griddepcontrol" not in compiled.ptx and "_ew" not in compiled.ptx
 
 
 def test_a_kernel_that_already_waits_is_left_as_it_is_and_the_pass_is_idempotent():
