@@ -338,7 +338,7 @@ class GemmConfig:
         suffix += "_sp" if self.scale_partials else ""
         suffix += "_lut" if self.shared_table else ""
         suffix += "_wg" if self.wgmma else ""
-        suffix += "_ew" if self.early_weights else ""
+        suffix += "_early" if self.early_weights else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
 

@@ -30,18 +30,18 @@ def _kernels(module) -> list:
 def test_on_sm_90_every_kernel_first_lets_the_next_start_then_waits_for_the_one_before():
     """The GEMM, whose weight is an argument, copies its first weight tiles before it waits (early_weights)."""
     kernels = _kernels(rung.compile(PROGRAM, "sm_90a").module)
-    assert len(kernels) >= 2 and [k.sym_name.data.endswith("_ew") for k in kernels].count(True) == 1
+    assert len(kernels) >= 2 and [k.sym_name.data.endswith("_early") for k in kernels].count(True) == 1
     for kernel in kernels:
         ops = list(kernel.body.block.ops)
         assert isinstance(ops[0], ptx.GridDepLaunchOp) and waits_for_grid(kernel), kernel.sym_name.data
-        assert isinstance(ops[1], ptx.GridDepWaitOp) != kernel.sym_name.data.endswith("_ew")
+        assert isinstance(ops[1], ptx.GridDepWaitOp) != kernel.sym_name.data.endswith("_early")
 
 
 @pytest.mark.parametrize("target, programmatic", [("sm_80", True), ("sm_90a", False)])
 def test_before_sm_90_or_when_asked_no_kernel_waits(target, programmatic):
     compiled = rung.compile(PROGRAM, target, programmatic=programmatic)
     assert not any(waits_for_grid(k) for k in _kernels(compiled.module))
-    assert "griddepcontrol" not in compiled.ptx and "_ew" not in compiled.ptx
+    assert "griddepcontrol" not in compiled.ptx and "_early" not in compiled.ptx
 
 
 def test_a_kernel_that_already_waits_is_left_as_it_is_and_the_pass_is_idempotent():
