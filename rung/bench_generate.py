@@ -11,7 +11,8 @@ for each weight format (quantized at load, lm_head and embeddings kept in f16; w
 activations per token too); and Rung's speculative decoding of the f16 model with an int4 copy drafting 4 tokens
 (with random weights the draft's acceptance says little about a trained model's). Peers in the same run:
 transformers' generate with a static cache, eager and with torch.compile (its decode step compiled,
-gpt-fast's recipe). On sm_90 the f16 row is run a second time with the kernels launched one after another (no
+gpt-fast's recipe), and where int4 is benchmarked the same compiled with gpt-fast's int4 weight-only linears
+(torch's tinygemm kernel, bf16). On sm_90 the f16 row is run a second time with the kernels launched one after another (no
 programmatic launch, no early weight copies) to show what launching each while the one before runs gives. Each Rung row has its DRAM floor (the bytes its decode step reads over the copy bandwidth
 measured in the run) and the GPU memory it holds; each peer's row its peak allocation. Writes bench_generate.md;
 progress goes to stderr.
@@ -55,6 +56,36 @@ def transformers_speed(lm, prompt, compiled: bool) -> tuple[float, float]:
 
     first, whole = timed(1), timed(NEW)
     return first, (NEW - 1) / (whole - first)
+
+
+def tinygemm_int4_copy(lm):
+    """The model with every linear but the output head as gpt-fast's int4 weight-only linear (torch's tinygemm kernel,
+    `torch._weight_int4pack_mm`, group 128, bf16 activations: what torch.compile runs for gpt-fast's int4), in bf16.
+    A timing peer: its codes and scales are random, so its tokens mean nothing."""
+    import copy
+
+    import torch
+
+    class Int4Linear(torch.nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            n, k = linear.weight.shape
+            codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=linear.weight.device)
+            self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack(codes, 8))
+            self.register_buffer("scales_and_zeros", torch.rand(k // 128, n, 2, device=codes.device, dtype=torch.bfloat16) * 0.01)
+            self.n = n
+
+        def forward(self, x):
+            y = torch.ops.aten._weight_int4pack_mm(x.reshape(-1, x.shape[-1]), self.packed, 128, self.scales_and_zeros)
+            return y.reshape(*x.shape[:-1], self.n)
+
+    peer = copy.deepcopy(lm).to(torch.bfloat16)
+    head = peer.get_output_embeddings()
+    for parent in list(peer.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and child is not head:
+                setattr(parent, name, Int4Linear(child))
+    return peer
 
 
 def _bytes(tensors) -> int:
@@ -172,14 +203,14 @@ def main(argv=None) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "bench_generate.md").write_text(text + "\n")
 
-    def peer(name: str, compiled: bool) -> None:
+    def peer(name: str, compiled: bool, model=None, notes: str = "") -> None:
         _say(name)
         try:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             with torch.no_grad():
-                timings = transformers_speed(lm, prompt, compiled)
-            add((name, *timings, 0, torch.cuda.max_memory_allocated(), ""))
+                timings = transformers_speed(model() if model else lm, prompt, compiled)
+            add((name, *timings, 0, 0 if model else torch.cuda.max_memory_allocated(), notes))  # (a copy's peak holds the original too)
         except Exception as e:  # a peer's failure is a row of the table too
             traceback.print_exc()
             add((name, math.nan, math.nan, 0, 0, f"failed: {type(e).__name__}: {str(e)[:200]}"))
@@ -205,6 +236,10 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
         add((name, prefill, speed, read, held, f"setup {setup:.0f} s"))
     peer("transformers + torch.compile (its static-cache decode compiled, CUDA graphs), f16", True)
+    if "int4" in formats:
+        peer("transformers + torch.compile, int4 g128 weight-only by torch's tinygemm kernel (gpt-fast's), bf16", True,
+             lambda: tinygemm_int4_copy(lm), "random codes: a timing peer")
+        torch.cuda.empty_cache()
     if not args.speculate:
         return 0
     _say("Rung, speculative decoding with an int4 draft")
