@@ -41,7 +41,7 @@ def argument_types(cfg: t.GemmConfig) -> list:
     """The block program's arguments (cfg.param_names without the sizes), as shape-generic tensors."""
     act, ab = _elements(cfg)
     scale = IntegerType(8, Signedness.UNSIGNED) if cfg.scale == "e8m0" else act
-    types = {"a": t.generic_tensor(ab), "b": t.generic_tensor(i32 if cfg.weight else ab), "a_scales": t.generic_tensor(f32, 1),
+    types = {"a": t.generic_tensor(ab), "b": t.generic_tensor(i32 if cfg.weight or cfg.sparse else ab), "a_scales": t.generic_tensor(f32, 1),
              "scales": t.generic_tensor(scale) if cfg.weight else t.generic_tensor(f32, 1), "zeros": t.generic_tensor(act),
              "bias": t.generic_tensor(act, 1), "residual": t.generic_tensor(act),
              "c": t.generic_tensor(f32, 3) if cfg.split_k > 1 else t.generic_tensor(act)}
@@ -67,6 +67,8 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
         scale_elem = arg["scales"].type.element_type
         copies.append(("b", i32, (cfg.bn, cfg.bk * bits // 32), 2 * cfg.b_tile.elems))
         copies += [(name, elem, (cfg.scale_rows, cfg.bn), 16) for name, elem in (("scales", scale_elem), ("zeros", act))[:1 + cfg.zero]]
+    elif cfg.sparse:  # a tile's slots over its BN rows (ir.sparse.kernel_tiles)
+        copies.append(("b", i32, (cfg.bn, cfg.sparse // cfg.bn), 2 * cfg.b_tile.elems))
     elif cfg.b_kn:
         copies.append(("b", ab, (cfg.bk, cfg.bn), 2 * cfg.b_copy_elems))
     else:
@@ -108,6 +110,10 @@ def block_program(cfg: t.GemmConfig) -> t.KernelOp:
                                               **({"shared_table": UnitAttr()} if cfg.shared_table else {})})
         compute.add_op(decode)
         b = decode.result
+    elif cfg.sparse:
+        scatter = t.ScatterOp.build(operands=[fragment("b", "sparse")], result_types=[t.FragType.get(cfg.bn, cfg.bk, act, "b")])
+        compute.add_op(scatter)
+        b = scatter.result
     else:
         b = fragment("b", "bt" if cfg.b_kn else "b")
     mma = t.MmaOp.build(operands=[a, b, acc, mma_scales], result_types=[acc.type], properties=group if mma_scales else {})

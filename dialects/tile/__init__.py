@@ -20,7 +20,7 @@ from dialects.tile.types import (  # noqa: F401
 )
 from dialects.tile.program import (  # noqa: F401
     BlockIds, generic_tensor, KernelOp, element_bits, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp,
-    ZerosOp, PipelineOp, COPY_BYTES, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp
+    ZerosOp, PipelineOp, COPY_BYTES, CopyOp, FragmentOp, DecodeOp, ScatterOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp
 )
 
 from xdsl.ir import Dialect
@@ -34,5 +34,5 @@ from dialects.tile.rows import (  # noqa: F401
 
 
 TILE = Dialect("tile", [MatmulOp, PackWeightOp, WriteRowsOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
-                        PipelineOp, CopyOp, FragmentOp, DecodeOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS, *ATTENTION_OPS],
+                        PipelineOp, CopyOp, FragmentOp, DecodeOp, ScatterOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS, *ATTENTION_OPS],
                [SharedType, FragType, GemmSchedule, *ROW_ATTRIBUTES, *ATTENTION_ATTRIBUTES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -162,6 +163,9 @@ class KernelOp(IRDLOperation):
                           scale="e8m0" if _is_e8m0(scaled.scales) else "", zero=decode[0].zeros is not None,
                           scale_partials=scaled is not decode[0], shared_table=decode[0].shared_table is not None)
         b_kn = b_copy.k_dim.value.data == 0
+        scatter = self.ops_of(ScatterOp)
+        if scatter:
+            weight["sparse"] = math.prod(scatter[0].slots.type.get_shape())
         return GemmConfig(dtype, cfg.bm, cfg.bn, cfg.bk, cfg.warps_m, cfg.warps_n, cfg.stages, epilogue.bias is not None,
                           epilogue.activation.data if epilogue.activation else "none", a_copy.elems, b_kn,
                           b_copy.elems if b_kn else 8, split_k=cfg.split_k, raster=cfg.raster, prefetch=cfg.prefetch, a8=a8,
@@ -498,6 +502,32 @@ class DecodeOp(IRDLOperation):
         group = self.group.value.data
         return apply_scales(q, scale_bits(scales, dtype), scale_bits(zeros, dtype) if zeros is not None else None, group if 0 < group < bk else 0,
                             _is_e8m0(self.scales), dtype)
+
+
+@irdl_op_definition
+class ScatterOp(IRDLOperation):
+    """B [BN, BK] in the activation type from a sparse tile's slots [BN, slots / BN] (ir.sparse.kernel_tiles: each a
+    value's bits and its position row * BK + column): zeros, and each slot's value at its position. The kernel scatters them into a
+    zeroed tile in shared memory and reads that as the mma's B (Flash-LLM's load-as-sparse, compute-as-dense)."""
+
+    name = "tile.scatter"
+    slots = operand_def(FragType)
+    result = result_def(FragType)
+    assembly_format = "$slots attr-dict `:` type($slots) `->` type($result)"
+
+    def verify_(self):
+        (rows, _), (bn, bk) = self.slots.type.get_shape(), self.result.type.get_shape()
+        if [self.slots.type.layout.data, self.result.type.layout.data] != ["sparse", "b"] or rows != bn or bn * bk > 1 << 16:
+            raise VerifyException("tile.scatter takes a sparse tile's slots [BN, slots / BN] to a b fragment [BN, BK] of at most "
+                                  "2^16 positions")
+
+    def run(self, ids: BlockIds, slots):
+        import ml_dtypes
+
+        (bn, bk), words = self.result.type.get_shape(), slots.view(np.uint32).reshape(-1)
+        dense = np.zeros(bn * bk, np.uint16)
+        dense[words >> 16] = (words & 0xFFFF).astype(np.uint16)
+        return dense.view(np.float16 if str(self.result.type.element) == "f16" else ml_dtypes.bfloat16).astype(np.float32).reshape(bn, bk)
 
 
 def _is_e8m0(scales: SSAValue | None) -> bool:

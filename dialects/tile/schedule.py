@@ -3,6 +3,7 @@ IR, the attribute #tile.gemm<...> (GemmSchedule)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -114,6 +115,8 @@ class GemmConfig:
     # or with `weight` its 64 rows of the weight decoded into registers and the block's rows of A in shared memory
     residual: str = ""  # epilogue: "" or "add" / "mul": the result, rounded, combined with a tensor of its shape [M, N] (N even),
     # after the activation
+    sparse: int = 0  # B an unstructured-sparse weight (ir.sparse.kernel_tiles): `sparse` 32-bit (value, position) slots per
+    # BN x BK tile, copied into shared memory and scattered into a dense tile there for the mma (Flash-LLM's load-as-sparse)
     early_weights: bool = False  # sm_90, B (and scales, zeros) a model's weight: the block lets the next kernel launch as it
     # starts, issues its first k-tiles' weight copies, then waits for the kernel before it (griddepcontrol) and copies A
 
@@ -162,6 +165,8 @@ class GemmConfig:
                 raise ValueError("8-bit operands take BK 64 or 128 (32 bytes per mma step)")
         if self.wgmma:
             self._check_wgmma()
+        if self.sparse:
+            self._check_sparse()
         for tile in self.copied_tiles:
             if tile.elems == 1 and (tile.rows * tile.cols) % self.threads:
                 raise ValueError(f"a {tile.rows}x{tile.cols} tile copied element by element does not split evenly over {self.threads} threads")
@@ -192,6 +197,16 @@ class GemmConfig:
             raise ValueError(f"group {self.group} must be a power of two and a multiple of 16")
         if self.scale not in ("", "e8m0"):
             raise ValueError(f"weight scales are in the activation dtype or e8m0, not {self.scale}")
+
+    def _check_sparse(self):
+        if self.weight or self.a8 or self.b_kn or self.wgmma or self.prefetch:
+            raise ValueError("a sparse B is a [N, K] f16/bf16 weight on mma.sync: no packed weight, 8-bit operands, [K, N] B, "
+                             "wgmma or register prefetch")
+        if (self.sparse % math.lcm(self.bn, self.threads) or self.bn * self.bk > 1 << 16 or self.bn & (self.bn - 1) or self.bk & (self.bk - 1)
+                or self.bn * self.bk // 8 % self.threads):
+            raise ValueError(f"a sparse tile's slots lie evenly over its rows and the block's threads, and its positions take "
+                             f"16 bits: {self.sparse} slots over {self.bn} rows and {self.threads} threads, a {self.bn}x{self.bk} "
+                             "tile (powers of two)")
 
     def _check_wgmma(self):
         if self.b_kn or self.prefetch or self.scale_partials:
@@ -254,6 +269,9 @@ class GemmConfig:
 
     @property
     def b_tile(self) -> SharedTile:
+        if self.sparse:  # a tile's slots over its BN rows, one 32-bit word (value, position) each: two halves
+            per_row = self.sparse // self.bn
+            return SharedTile(self.bn, 2 * per_row, 8 if per_row % 4 == 0 else 2)
         if self.weight:  # packed codes: BK * bits / 16 halves a row, copied 16, 8 or 4 bytes at a time
             cols = self.bk * self.weight_bits // 16
             return SharedTile(self.bn, cols, min(8, cols))
@@ -287,7 +305,8 @@ class GemmConfig:
     def copy_k_steps(self) -> tuple[tuple[int, tuple[int, int]], ...]:
         """Per copied tile (copied_tiles order): the source dimension K runs along, and (num, den)
         placing k-tile t at t * num // den along it (rows or columns of the source)."""
-        b = (1, (self.bk * self.weight_bits // 32, 1)) if self.weight else (0 if self.b_kn else 1, (self.bk, 1))
+        b = (1, (self.bk * self.weight_bits // 32, 1)) if self.weight else (1, (self.sparse // self.bn, 1)) if self.sparse else \
+            (0 if self.b_kn else 1, (self.bk, 1))
         return ((1, (self.bk, 1)), b) + ((0, (self.bk, self.group)),) * (len(self.copied_tiles) - 2)
 
     @property
@@ -299,7 +318,12 @@ class GemmConfig:
     def shared_bytes(self) -> int:
         """The tiles' bytes, the shared table's, and with wgmma 1 KiB to align them to the swizzle's
         1024-byte period (lowering.warp_to_ptx)."""
-        return self.table_offset + (TABLE_BYTES if self.shared_table else 0) + (1024 if self.wgmma else 0)
+        return self.table_offset + (TABLE_BYTES if self.shared_table else 0) + (1024 if self.wgmma else 0) + self.dense_bytes
+
+    @property
+    def dense_bytes(self) -> int:
+        """With a sparse B: the dense BN x BK tile its slots are scattered into, one stage, after the pipeline's tiles."""
+        return 2 * self.bn * self.bk if self.sparse else 0
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -338,6 +362,7 @@ class GemmConfig:
         suffix += "_sp" if self.scale_partials else ""
         suffix += "_lut" if self.shared_table else ""
         suffix += "_wg" if self.wgmma else ""
+        suffix += f"_csl{self.sparse}" if self.sparse else ""
         suffix += "_early" if self.early_weights else ""
         return f"rung_gemm_{self.dtype}_{self.bm}x{self.bn}x{self.bk}_w{self.warps_m}x{self.warps_n}_s{self.stages}{suffix}"
 
@@ -394,9 +419,9 @@ class GemmSchedule(Data[GemmConfig]):
         return self.data.grid(m, n)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
-        """The kernel's size parameters: M, N, K."""
+        """The kernel's size parameters: M, N, K (a sparse B's rows are N rounded up to its tiles': N is the result's)."""
         (m, k), b = shapes[0], shapes[1]
-        return [m, b[1] if self.data.b_kn else b[0], k]
+        return [m, shapes[-1][1] if self.data.sparse else b[1] if self.data.b_kn else b[0], k]
 
     def print_parameter(self, printer: Printer) -> None:
         cfg = self.data

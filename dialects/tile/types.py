@@ -124,6 +124,7 @@ FRAGMENT_LAYOUTS = {
     "bt": "mma B operand stored [K, N] (ldmatrix.trans)",
     "packed": "low-precision B codes [N, K * bits / 32] in mma order: one 32-bit word per lane, n8 tile and k-block",
     "group": "scale or zero rows [groups, N]: each lane holds the columns of its B fragments",
+    "sparse": "a sparse B tile's slots [BN, slots / BN] of (value, position) words (ir.sparse.kernel_tiles): each thread holds its share",
     "group_acc": "scale rows [groups, N]: each lane holds the columns of its accumulators",
     "acc": "mma accumulator [M, N]: lane (g, t) holds rows g and g + 8, columns 2t and 2t + 1 of each 16 x 8 tile",
 }

@@ -13,7 +13,7 @@ from dialects.warp import WGMMA_SWIZZLE, SmemType
 from ir.errors import RungError
 from ir.packing import decoder
 from lowering.ptx_builder import PtxBuilder
-from lowering.tile_to_warp.copies import TileCopy
+from lowering.tile_to_warp.copies import TileCopy, divmod_by
 from lowering.tile_to_warp.dispatch import lower_each
 from lowering.tile_to_warp.epilogue import Epilogue, scale_row, scaled_accumulators
 from lowering.tile_to_warp.weights import WeightFragments
@@ -103,7 +103,7 @@ class _BlockLowering:
         b, cfg, k = self.b, self.cfg, self.k
         bk = cfg.bk_units
         self.kq = b.shr(k, 1) if cfg.a8 else k
-        k_tiles = b.shr(b.add(self.kq, bk - 1), bk.bit_length() - 1)
+        k_tiles = self.k_tiles = b.shr(b.add(self.kq, bk - 1), bk.bit_length() - 1)
         if cfg.split_k > 1:
             per_split = b.div(b.add(k_tiles, cfg.split_k - 1), cfg.split_k)
             kt0 = b.mul(b.sreg("ctaid.z"), per_split)
@@ -146,6 +146,11 @@ class _BlockLowering:
         if name == "b" and cfg.weight:  # rows of K * bits / 16 halves of codes in mma order (in 16-row tiles: op.row_tiles)
             bits = cfg.weight_bits
             return copy(p["b"], halves(b.shr(b.mul(self.k, bits), 4)), fixed, self.n, self.zero, b.shr(b.mul(self.k_end, bits), 4), False), shared.cols
+        if name == "b" and cfg.sparse:  # a tile's slots over its BN rows, k-tile after k-tile (ir.sparse.kernel_tiles); rows past N
+            # (to the tiles' end) hold slots too
+            slot_halves = b.mul(self.k_tiles, shared.cols)
+            rows = b.and_(b.add(self.n, cfg.bn - 1), -cfg.bn & 0xFFFFFFFF)
+            return copy(p["b"], halves(slot_halves), fixed, rows, self.zero, slot_halves, False), shared.cols
         if name == "b" and cfg.b_kn:
             return copy(p["b"], halves(self.n), self.zero, self.k_end, fixed, self.n, True), cfg.bk_units
         if name == "b":
@@ -174,8 +179,9 @@ class _BlockLowering:
             at = [[(b.add(b.shl(lane_mat, 3), b.add(lane8, 16 * kk)), b.add(b.mul(self.warp_n, self.wn), b.add(b.shl(lane_hi, 3), 16 * nj)))
                    for nj in range(self.ni_count // 2)] for kk in range(bk // 16)]
         elif layout == "b":  # B tile is [BN, BK]: rows are n
-            at = [[(b.add(b.mul(self.warp_n, self.wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
-                   for nj in range(self.ni_count // 2)] for kk in range(bk // 16)]
+            at = self._b_rows(lane_coords)
+        elif layout == "sparse":
+            return self._scatter(buf, lane_coords)
         elif layout == "packed":
             self.weights = WeightFragments(b, cfg, self.tid, self.lane, self.warp_n)
             return lambda bb, stage, u: self.weights.load_codes(bb, buf, stage, u)
@@ -185,6 +191,38 @@ class _BlockLowering:
             is_scale = self.source[op.buffer] == "scales"
             return lambda bb, stage, u: self.weights.load_group(bb, buf, stage, u, is_scale)
         return lambda bb, stage, u: [r for nj in range(self.ni_count // 2) for r in bb.tile_ldmatrix(buf, stage, *at[u][nj], trans=layout == "bt")]
+
+    def _b_rows(self, lane_coords) -> list:
+        """Per k16 step, per pair of n8 tiles: the (row, column) this lane's ldmatrix reads of a B tile [BN, BK]."""
+        b, (_, lane8, lane_hi, lane_mat) = self.b, lane_coords
+        return [[(b.add(b.mul(self.warp_n, self.wn), b.add(b.add(b.shl(lane_hi, 3), lane8), 16 * nj)), b.shl(b.add(lane_mat, 2 * kk), 3))
+                 for nj in range(self.ni_count // 2)] for kk in range(self.cfg.bk_units // 16)]
+
+    def _scatter(self, staging, lane_coords):
+        """A sparse B's loader (tile.scatter): at a k-tile's first unit the block zeroes the dense BN x BK tile (after the
+        pipeline's tiles), passes a barrier, writes each of its slots' value at its position, passes another; the
+        mma's B fragments are then read from the dense tile as from a dense B's (self.dense_rows)."""
+        b, cfg = self.b, self.cfg
+        dense = self.dense = b.alloc_shared(SmemType.get(1, cfg.bn, cfg.bk, _element(cfg.dtype)), cfg.table_offset)
+        self.dense_rows = self._b_rows(lane_coords)
+        chunks = cfg.bn * cfg.bk // 8  # of 16 bytes
+        fill = [divmod_by(b, b.add(self.tid, i * cfg.threads), cfg.bk // 8) for i in range(chunks // cfg.threads)]
+        slots = [divmod_by(b, b.add(self.tid, i * cfg.threads), cfg.sparse // cfg.bn) for i in range(cfg.sparse // cfg.threads)]
+        zero = b.imm(0, "b32")
+
+        def scatter(bb: PtxBuilder, stage, u) -> list:
+            if u:
+                return []
+            for row, chunk in fill:
+                bb.tile_store(dense, self.zero, row, bb.shl(chunk, 3), [zero] * 4)
+            bb.barrier()
+            for row, slot in slots:
+                word = bb.tile_load(staging, stage, row, bb.shl(slot, 1), "u32")  # (u32: the position is address math)
+                pos = bb.shr(word, 16)
+                bb.tile_store(dense, self.zero, bb.shr(pos, cfg.bk.bit_length() - 1), bb.and_(pos, cfg.bk - 1), [bb.unpack_halves(word)[0]])
+            bb.barrier()
+            return []
+        return scatter
 
     def _pipeline(self, op: tile.PipelineOp) -> None:
         b, cfg = self.b, self.cfg
@@ -235,11 +273,13 @@ class _BlockLowering:
                 if isinstance(o, tile.DecodeOp):
                     scales, zeros = (regs[v] if v is not None else None for v in (o.scales, o.zeros))
                     regs[o.result] = self.weights.decode(bb, regs[o.codes], scales, zeros, u)
+                elif isinstance(o, tile.ScatterOp):
+                    regs[o.result] = [r for nj in range(self.ni_count // 2) for r in bb.tile_ldmatrix(self.dense, self.zero, *self.dense_rows[u][nj])]
                 elif isinstance(o, tile.MmaOp) and o.scales is not None:
                     regs[o.result] = self._scaled_mma(bb, regs[o.a], regs[o.b], regs[o.acc], regs[o.scales], u, partial)
                 elif isinstance(o, tile.MmaOp):
                     b_regs = regs[o.b]
-                    if isinstance(o.b.owner, tile.FragmentOp):  # ldmatrix'ed: a register pair per n8 tile
+                    if isinstance(o.b.owner, (tile.FragmentOp, tile.ScatterOp)):  # ldmatrix'ed: a register pair per n8 tile
                         b_regs = [[tuple(b_regs[2 * i:2 * i + 2]) for i in range(self.ni_count)]]
                     regs[o.result] = self._mma(bb, regs[o.a], b_regs, regs[o.acc])
             return regs[op.compute.block.last_op.values[0]]

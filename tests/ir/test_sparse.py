@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from ir.errors import RungError
 from ir.numerics import FormatError
-from ir.sparse import SparseFormat, decode, encode, prune, sparsify
+from ir.sparse import SparseFormat, decode, encode, kernel_tiles, prune, sparsify
 
 shapes = st.tuples(st.integers(1, 70), st.integers(1, 90))
 tiles = st.builds(SparseFormat, st.integers(1, 40), st.integers(1, 40))
@@ -67,3 +67,33 @@ def test_rung_sparsify_takes_torch_tensors_and_says_what_is_wrong():
                                                                   prune(w.double().numpy(), 0.75))
     with pytest.raises(RungError, match=r"sparsify: sparsity is a fraction in \[0, 1\), got 1.5"):
         sparsify(w, 1.5)
+
+
+@given(shapes.flatmap(lambda s: hnp.arrays(np.float64, s, elements=st.one_of(st.just(0.0), st.integers(-4, 4).map(float)))),
+       st.sampled_from([(16, 16, 32), (32, 16, 64), (8, 32, 128)]), st.sampled_from(["f16", "bf16"]))
+def test_kernel_tiles_scatter_back_into_the_weight(w, tile, dtype):
+    """Every tile's slots, scattered into a zeroed tile (padding included: zeros at positions of their own, none
+    twice), give the tile back; slots are the fullest tile's count rounded up to the tile's rows and the threads."""
+    import math
+
+    import ml_dtypes
+
+    tile_n, tile_k, threads = tile
+    packed = kernel_tiles(w, tile_n, tile_k, dtype, threads)
+    tiles_n, tiles_k = SparseFormat(tile_n, tile_k).tiles(w.shape)
+    slots = packed.shape[1] // tiles_k * tile_n
+    assert packed.shape == (tiles_n * tile_n, tiles_k * slots // tile_n) and slots % math.lcm(tile_n, threads) == 0
+    padded = np.zeros((tiles_n * tile_n, tiles_k * tile_k))
+    padded[:w.shape[0], :w.shape[1]] = w
+    fullest = max(np.count_nonzero(padded[r:r + tile_n, c:c + tile_k]) for r in range(0, len(padded), tile_n)
+                  for c in range(0, padded.shape[1], tile_k))
+    assert slots == max(1, -(-fullest // math.lcm(tile_n, threads))) * math.lcm(tile_n, threads)
+    as_float = np.float16 if dtype == "f16" else ml_dtypes.bfloat16
+    for r in range(tiles_n):
+        for c in range(tiles_k):
+            words = packed[r * tile_n:(r + 1) * tile_n, c * slots // tile_n:(c + 1) * slots // tile_n].reshape(-1)
+            positions = words >> 16
+            assert len(set(positions.tolist())) == slots
+            dense = np.zeros(tile_n * tile_k)
+            dense[positions] = (words & 0xFFFF).astype(np.uint16).view(as_float).astype(np.float64)
+            assert np.array_equal(dense.reshape(tile_n, tile_k), padded[r * tile_n:(r + 1) * tile_n, c * tile_k:(c + 1) * tile_k])

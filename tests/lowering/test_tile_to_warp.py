@@ -639,3 +639,38 @@ def test_eight_bit_schedules_are_checked():
         GemmConfig(a8="s8", bk=32)
     with pytest.raises(ValueError, match="8-bit operands \\(a8\\) are s8 or e4m3"):
         GemmConfig(a8="int4", bk=64)
+
+
+@settings(max_examples=max(6, settings().max_examples // 5), deadline=None)  # each example interprets whole thread blocks
+@given(st.sampled_from([GemmConfig("f16", bm=16, bn=64, bk=64, warps_m=1, warps_n=2, stages=3),
+                        GemmConfig("bf16", bm=32, bn=128, bk=32, warps_m=2, warps_n=2, stages=2),
+                        GemmConfig("f16", bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4)]),
+       st.integers(1, 40), st.integers(1, 300), st.integers(1, 200), st.sampled_from([0.0, 0.5, 0.8, 0.95, 0.999]),
+       st.sampled_from(["row", "tensor"]), st.integers(1, 3), st.integers(0, 2**31))
+def test_a_sparse_weight_scattered_in_shared_memory_computes_the_pruned_product(cfg, m, n, k, sparsity, per, split, seed):
+    """Tiled slots (ir.sparse.kernel_tiles) copied k-tile by k-tile, scattered into a zeroed dense tile, multiplied by
+    mma.sync: exactly the product with the pruned weight, over odd shapes, empty rows and tiles (and whole empty
+    weights), split K; the interpreter checks every shared read and write for races."""
+    from ir.sparse import kernel_tiles, prune
+
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if cfg.dtype == "f16" else ml_dtypes.bfloat16
+    w = prune(rng.integers(-4, 5, (n, k)).astype(np.float64), sparsity, per)
+    packed = kernel_tiles(w, cfg.bn, cfg.bk, cfg.dtype, cfg.threads)
+    cfg = dataclasses.replace(cfg, sparse=packed.shape[1] // -(-k // cfg.bk) * cfg.bn, split_k=split, copy_elems=copy_elems(k))
+    x = rng.integers(-4, 5, (m, k)).astype(dt)
+    mem = DeviceMemory()
+    out = launch(cfg, mem, [mem.alloc(x), mem.alloc(packed)], None, m, n, k, dt)
+    exact = x.astype(np.float32) @ w.astype(np.float32).T
+    assert np.array_equal(out.astype(np.float32), exact.astype(dt).astype(np.float32))
+
+
+@pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
+@pytest.mark.parametrize("cfg", [GemmConfig("f16", bm=16, bn=128, bk=64, warps_m=1, warps_n=4, stages=4, sparse=1792, split_k=4),
+                                 GemmConfig("bf16", bm=32, bn=128, bk=64, warps_m=2, warps_n=4, stages=3, sparse=4096)],
+                         ids=lambda c: c.name)
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_sparse_kernels_assemble_without_spills(cfg, arch, tmp_path):
+    from machine_code import assert_assembles_without_spills
+
+    assert_assembles_without_spills(module_text(lowered_gemm_kernel(cfg, target=arch), arch), arch, tmp_path)
