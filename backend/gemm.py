@@ -75,6 +75,8 @@ def describe_gemm(cfg: GemmConfig, target: str, pdl: bool | None = None) -> str:
     split-K reduction launches programmatically (default: where the target can)."""
     if cfg.a8:
         b = f"{cfg.a8} activations and weight, scaled per token and channel, {cfg.dtype} out"
+    elif cfg.sparse:
+        b = f"{cfg.dtype} sparse weight ({cfg.sparse} slots a {cfg.bn}x{cfg.bk} tile, scattered into a dense tile in shared memory)"
     elif cfg.weight:
         b = f"{cfg.weight} weight (group {cfg.group or 'channel'}{', e8m0 scales' if cfg.scale else ''}{', zeros' if cfg.zero else ''}) " \
             "decoded in registers"

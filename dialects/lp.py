@@ -124,33 +124,43 @@ class QuantAttr(_FormatAttr):
 @irdl_attr_definition
 class SparseAttr(_FormatAttr):
     """Tiled-CSL's tiling of an unstructured-sparse weight (ir.sparse): `#lp.sparse<tile 128x64>`, tile_n rows by
-    tile_k columns."""
+    tile_k columns, and optionally the most nonzeros a tile of the weight holds, `#lp.sparse<tile 128x64, max 1638>`
+    (0: not stated), which a sparse kernel's slots are made for (the packing checks the weight keeps to it)."""
 
     name = "lp.sparse"
 
     tile_n: IntAttr
     tile_k: IntAttr
+    max_nnz: IntAttr
 
-    def __init__(self, tile_n: int, tile_k: int):
-        super().__init__(IntAttr(tile_n), IntAttr(tile_k))
+    def __init__(self, tile_n: int, tile_k: int, max_nnz: int = 0):
+        super().__init__(IntAttr(tile_n), IntAttr(tile_k), IntAttr(max_nnz))
 
     @staticmethod
-    def from_format(fmt: SparseFormat) -> "SparseAttr":
-        return SparseAttr(fmt.tile_n, fmt.tile_k)
+    def from_format(fmt: SparseFormat, max_nnz: int = 0) -> "SparseAttr":
+        return SparseAttr(fmt.tile_n, fmt.tile_k, max_nnz)
 
     @property
     def format(self) -> SparseFormat:
-        return SparseFormat(self.tile_n.data, self.tile_k.data)
+        fmt = SparseFormat(self.tile_n.data, self.tile_k.data)
+        if not 0 <= self.max_nnz.data <= fmt.tile_n * fmt.tile_k:
+            raise FormatError(f"a {fmt.tile_n}x{fmt.tile_k} tile holds 0 to {fmt.tile_n * fmt.tile_k} nonzeros, not max {self.max_nnz.data}")
+        return fmt
 
     def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<tile {self.tile_n.data}x{self.tile_k.data}>")
+        bound = f", max {self.max_nnz.data}" if self.max_nnz.data else ""
+        printer.print_string(f"<tile {self.tile_n.data}x{self.tile_k.data}{bound}>")
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser):
         with parser.in_angle_brackets():
             parser.parse_keyword("tile")
             n, k = parser.parse_dimension_list()  # "128x64"
-        return (IntAttr(n), IntAttr(k))
+            bound = 0
+            if parser.parse_optional_punctuation(","):
+                parser.parse_keyword("max")
+                bound = parser.parse_integer(allow_negative=False)
+        return (IntAttr(n), IntAttr(k), IntAttr(bound))
 
 
 LP = Dialect("lp", [], [NF4Type, QuantAttr, SparseAttr])

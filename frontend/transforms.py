@@ -54,7 +54,7 @@ def quantize_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
     e.g. `*lm_head*`) stay float."""
     attr = None if isinstance(fmt, EightBitFormat) else QuantAttr.from_format(fmt)
 
-    def make(op, args):
+    def make(op, args, _):
         if attr is None:
             return g.QLinear8Op.make(op.x, args["qweight"], args["scales"])
         return g.QLinearOp.make(op.x, args["qweight"], args["scales"], args.get("zeros"), format=attr)
@@ -80,11 +80,12 @@ def sparsify_linears(module: ModuleOp, names: list[str], weights: dict[str, np.n
     if quantize is not None and quantize.zero != "none":
         raise RungError(f"sparsify: quantized sparse values take no zero point (a pruned zero must stay zero), got {quantize.element} "
                         f"with zero mode {quantize.zero}")
-    attr, quant = SparseAttr.from_format(fmt), quantize and QuantAttr.from_format(quantize)
+    quant = quantize and QuantAttr.from_format(quantize)
 
-    def make(op, args):
-        return g.SparseLinearOp.make(op.x, args["values"], args["positions"], args["offsets"], args.get("scales"), sparse=attr,
-                                     n=op.weight.type.get_shape()[0], format=quant)
+    def make(op, args, parts):
+        fullest = max(1, int(np.diff(parts["offsets"][1]).max(initial=0)))  # the bound a sparse kernel's slots are made for (0: unstated)
+        return g.SparseLinearOp.make(op.x, args["values"], args["positions"], args["offsets"], args.get("scales"),
+                                     sparse=SparseAttr.from_format(fmt, fullest), n=op.weight.type.get_shape()[0], format=quant)
 
     return _replace_linears(module, names, weights, lambda weight, element: _sparse(weight, element, sparsity, per, fmt, quant), make,
                             sparse, keep)
@@ -94,7 +95,7 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
     """The driver of quantize_linears and sparsify_linears: each linear-only weight argument's parts (`parts_of(weight,
     its element type)`: {part: (element type, array)}, or a FormatError that keeps it float), computed in parallel
     and memoized in `done` by name, become new arguments `<weight>.<part>`, and each linear on it
-    `make(linear, {part: argument})`. Weights whose names match a `keep` pattern (fnmatch) stay float."""
+    `make(linear, {part: argument}, the parts)`. Weights whose names match a `keep` pattern (fnmatch) stay float."""
     fn = find_function(module, "main")
     block = fn.body.block
     weights = dict(weights)
@@ -123,7 +124,7 @@ def _replace_linears(module: ModuleOp, names: list[str], weights: dict, parts_of
         args = {part: _insert_weight(block, weights, index + 1 + i, f"{name}.{part}", TensorType(element, value.shape), value)
                 for i, (part, (element, value)) in enumerate(new.items())}
         for op in users:
-            replacement = make(op, args)
+            replacement = make(op, args, new)
             block.insert_op_before(replacement, op)
             out = replacement
             if op.bias is not None:

@@ -131,14 +131,15 @@ def sparsify(weight, sparsity: float, per: str = "row", fmt: SparseFormat = Spar
         raise RungError(f"sparsify: {e}") from None
 
 
-def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: int = 128) -> np.ndarray:
+def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: int = 128, slots: int = 0) -> np.ndarray:
     """A pruned weight [N, K] as a sparse GEMM kernel reads it (GemmConfig.sparse): per tile_n x tile_k tile the same
     number of 32-bit slots, each a nonzero's value (`dtype` bits, low half) and its position in the tile
     (row * tile_k + column, high half), padded to the fullest tile's count rounded up to a multiple of tile_n and of
     the block's `threads` (each takes as many). A padding slot writes zero where the tile holds zero, at a position of
     its own, so the scatter into a zeroed tile neither races nor changes it. A tile's slots lie over its tile_n rows,
     slots / tile_n a row, so the weight keeps a dense one's shape of rows: uint32 [N rounded up to tile_n,
-    k-tiles * slots / tile_n], copied k-tile by k-tile as a dense weight is."""
+    k-tiles * slots / tile_n], copied k-tile by k-tile as a dense weight is. `slots` (a multiple of that): pad to that
+    many (a kernel made for them); a tile holding more is a FormatError."""
     import ml_dtypes
 
     w = np.asarray(weight, dtype=np.float64)
@@ -148,8 +149,10 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     padded[:w.shape[0], :w.shape[1]] = w
     tiles = padded.reshape(tiles_n, tile_n, tiles_k, tile_k).transpose(0, 2, 1, 3).reshape(tiles_n * tiles_k, tile_n * tile_k)
     nonzero = tiles != 0
-    multiple = math.lcm(tile_n, threads)
-    slots = max(multiple, -(-int(nonzero.sum(axis=1).max(initial=0)) // multiple) * multiple)
+    multiple, fullest = math.lcm(tile_n, threads), int(nonzero.sum(axis=1).max(initial=0))
+    if slots and (slots % multiple or fullest > slots):
+        raise FormatError(f"a kernel's {slots} slots a tile (a multiple of {multiple}) cannot hold a tile of {fullest} nonzeros")
+    slots = slots or max(multiple, -(-fullest // multiple) * multiple)
     if slots > tile_n * tile_k:
         raise FormatError(f"{slots} slots do not fit a tile of {tile_n * tile_k} positions")
     # each tile's nonzero positions first, then zero ones for padding: a stable sort on "is zero"
@@ -157,3 +160,17 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     bits = np.take_along_axis(tiles, order, axis=1).astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).view(np.uint16)
     words = (bits.astype(np.uint32) | (order.astype(np.uint32) << 16)).reshape(tiles_n, tiles_k, tile_n, slots // tile_n)
     return words.transpose(0, 2, 1, 3).reshape(tiles_n * tile_n, tiles_k * slots // tile_n)
+
+
+def kernel_dense(packed, n: int, k: int, tile_n: int, tile_k: int, dtype: str = "f16") -> np.ndarray:
+    """The dense weight [N, K] (float64) that kernel_tiles' words stand for."""
+    import ml_dtypes
+
+    words = np.asarray(packed).view(np.uint32)
+    tiles_n, tiles_k = SparseFormat(tile_n, tile_k).tiles((n, k))
+    per_row = words.shape[1] // tiles_k
+    tiles = words.reshape(tiles_n, tile_n, tiles_k, per_row).transpose(0, 2, 1, 3).reshape(tiles_n * tiles_k, tile_n * per_row)
+    values = (tiles & 0xFFFF).astype(np.uint16).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)
+    dense = np.zeros((tiles_n * tiles_k, tile_n * tile_k))
+    np.put_along_axis(dense, (tiles >> 16).astype(np.int64), values, axis=1)
+    return dense.reshape(tiles_n, tiles_k, tile_n, tile_k).transpose(0, 2, 1, 3).reshape(tiles_n * tile_n, tiles_k * tile_k)[:n, :k]

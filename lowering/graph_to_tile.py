@@ -31,7 +31,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects import graph as g
-from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackWeightOp, WriteRowsOp, copy_elems
+from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackSparseOp, PackWeightOp, WriteRowsOp, copy_elems
 from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 from ir.numerics import FormatError
@@ -175,6 +175,32 @@ def _schedule(m: int, n: int, k: int, dtype: str, override: dict, b_kn: bool = F
         return GemmConfig(**{**chosen.__dict__, **epilogue, **override})
     except (ValueError, FormatError) as e:
         raise RungError(f"graph-to-tile: {e}") from None
+
+
+def sparse_schedule(m: int, n: int, k: int, dtype: str, sparse, override: dict, **epilogue) -> GemmConfig:
+    """The sparse GEMM's schedule (GemmConfig.sparse) for a weight in Tiled-CSL `sparse` (an lp.SparseAttr stating its
+    fullest tile): the block's BN x BK is the weight's tile, its slots that bound rounded up to the tile's rows and the
+    block's threads; 16, 32 or 64 rows of x a block, warps 32 columns wide; as many stages (4 down to 2) as shared
+    memory holds; K split as a dense weight's is. A bad tiling or option is a RungError."""
+    fmt, bound = sparse.format, sparse.max_nnz.data
+    if fmt.tile_n not in (16, 32, 64, 128, 256) or fmt.tile_k not in (32, 64, 128):
+        raise RungError(f"graph-to-tile: a sparse weight's tiles are its blocks' BN x BK: BN a power of two from 16 to 256 and BK "
+                        f"32, 64 or 128, got {fmt.tile_n}x{fmt.tile_k}")
+    bm = 16 if m <= 16 else 32 if m <= 32 else 64
+    warps_m, warps_n = max(1, bm // 32), max(1, fmt.tile_n // 32)
+    slots = -(-max(bound, 1) // math.lcm(fmt.tile_n, 32 * warps_m * warps_n)) * math.lcm(fmt.tile_n, 32 * warps_m * warps_n)
+    try:
+        for stages in (4, 3, 2):
+            cfg = GemmConfig(dtype, bm=bm, bn=fmt.tile_n, bk=fmt.tile_k, warps_m=warps_m, warps_n=warps_n, stages=stages, sparse=slots,
+                             copy_elems=copy_elems(k), **epilogue)
+            if cfg.shared_bytes * 2 <= 228 * 1024 or stages == 2:  # (two blocks a multiprocessor where they fit)
+                break
+        cfg = GemmConfig(**{**cfg.__dict__, "split_k": _split(cfg, m, n, k, SMS), **override})
+    except ValueError as e:
+        raise RungError(f"graph-to-tile: a sparse weight in {fmt.tile_n}x{fmt.tile_k} tiles: {e}") from None
+    if (cfg.bn, cfg.bk) != (fmt.tile_n, fmt.tile_k):
+        raise RungError(f"graph-to-tile: a sparse weight's {fmt.tile_n}x{fmt.tile_k} tiles are its blocks' BN x BK: bn and bk cannot change")
+    return cfg
 
 
 FUSABLE = {g.ReluOp: "relu", g.SiluOp: "silu"}
@@ -332,6 +358,29 @@ class QLinear8ToTile(RewritePattern):
 
 
 @dataclass
+class SparseLinearToTile(RewritePattern):
+    """graph.sparse_linear with f16/bf16 values and a stated fullest tile -> tile.pack_sparse (once per weight) and
+    tile.matmul of the sparse schedule (sparse_schedule) on the packed weight."""
+
+    override: dict
+    target: str
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.SparseLinearOp, rewriter: PatternRewriter):
+        dtype = str(op.x.type.element_type)
+        if op.format is not None or dtype not in ("f16", "bf16") or not op.sparse.max_nnz.data:
+            return  # (why_not_lowered says why)
+        k, n = op.x.type.get_shape()[-1], op.n.value.data
+
+        def make(x, cfg, residual):
+            pack = PackSparseOp.get(op.values, op.positions, op.offsets, op.sparse, n, k, cfg)
+            rewriter.insert(pack)
+            return MatmulOp.get(x, pack.packed, None, cfg, residual=residual, n=n)
+
+        _rewrite_as_matmul(op, rewriter, op.x, n, k, lambda m, epi: sparse_schedule(m, n, k, dtype, op.sparse, self.override, **epi), make)
+
+
+@dataclass
 class MatmulToTile(RewritePattern):
     """A 2-D f16/bf16 graph.matmul becomes tile.matmul with B read as [K, N]."""
 
@@ -391,6 +440,6 @@ class GraphToTile(ModulePass):
         override = {f.name: v for f in dataclasses.fields(self) if f.name not in ("target", "programmatic") and (v := getattr(self, f.name))}
         PatternRewriteWalker(FusedRopeToTile(), apply_recursively=False).rewrite_module(op)  # before their permutes become copies
         weights = [cls(override, self.target, self.programmatic) for cls in (LinearToTile, QLinearToTile, QLinear8ToTile)]
-        patterns = GreedyRewritePatternApplier([*weights, MatmulToTile(override, self.target), RowOpToTile(), SdpaToTile(), ElementwiseToTile(),
-                                                IndexCopyToTile()])
+        patterns = GreedyRewritePatternApplier([*weights, MatmulToTile(override, self.target), SparseLinearToTile(override, self.target),
+                                                RowOpToTile(), SdpaToTile(), ElementwiseToTile(), IndexCopyToTile()])
         PatternRewriteWalker(patterns, apply_recursively=False).rewrite_module(op)

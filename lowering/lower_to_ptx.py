@@ -36,9 +36,10 @@ from lowering.warp_to_ptx import WarpToPtx
 
 # the graph-level passes before graph-to-tile, in order (rung.compile runs the same ones)
 GRAPH_PASSES = (FoldConstants, RaiseNorms, RaiseRopePass, RaiseAttentionPass, ConvToGemmPass)
-KEPT = (ptx.LaunchOp, t.PackWeightOp, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
+PACK_OPS = (t.PackWeightOp, t.PackSparseOp)  # a weight's offline transforms, run once per weight on the host
+KEPT = (ptx.LaunchOp, *PACK_OPS, g.ReshapeOp, g.ConstantOp, func.ReturnOp)
 KERNEL_OPS = "f16/bf16 graph.linear (with its bias, a following relu or silu, and an add or mul with a tensor of its shape), graph.qlinear of formats with a register " \
-             "decoder, graph.qlinear8 (W8A8; FP8 on sm_90a), 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat, graph.broadcast, graph.rope, causal, unmasked or KV-cache-position graph.sdpa (head dims 16 to 128, grouped-query too), graph.index_copy of a donated argument (in place), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
+             "decoder, graph.qlinear8 (W8A8; FP8 on sm_90a), graph.sparse_linear (f16/bf16 values), 2-D graph.matmul, over the last dimension graph.rms_norm, graph.layer_norm and graph.softmax, graph.embedding, graph.permute, graph.slice (of a leading dimension, or of the last one by step 1), graph.cat, graph.broadcast, graph.rope, causal, unmasked or KV-cache-position graph.sdpa (head dims 16 to 128, grouped-query too), graph.index_copy of a donated argument (in place), graph.conv2d (im2col and a GEMM), graph.max_pool2d and graph.avg_pool2d, graph.reduce (sum, mean, max) over trailing dimensions, and " \
              "chains of elementwise add, sub, mul, div, maximum, pow by 1 to 4, neg, exp, rsqrt, relu, sigmoid, silu, tanh, erf and gelu (operands of the " \
              "result's shape, rows broadcast over the leading dimensions, one-element constants)"
 
@@ -67,6 +68,13 @@ def why_not_lowered(op) -> str:
         return (f"its x is {op.x.type.element_type}: Rung's kernels take f16 or bf16" if str(op.x.type.element_type) not in ROW_DTYPES else
                 f"8-bit rows are read 16 bytes at a time: K must be a multiple of 16, got {k}" if k % 16 else
                 "FP8 tensor cores need sm_89 or later: compile for sm_90a")
+    if isinstance(op, g.SparseLinearOp):
+        if op.format is not None:
+            return "sparse weights with quantized values have no kernel yet (f16 and bf16 values do)"
+        if str(op.x.type.element_type) not in ROW_DTYPES:
+            return f"its x is {op.x.type.element_type}: Rung's kernels take f16 or bf16"
+        return (f"its format {op.sparse} states no bound on a tile's nonzeros (`max`), which the kernel's slots are made for: "
+                "sparsify the weight with Rung (frontend.transforms.sparsify_linears states it)")
     if isinstance(op, g.IndexCopyOp):
         from lowering.graph_to_tile import why_not_in_place
 

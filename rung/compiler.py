@@ -31,7 +31,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
-from backend.device import CudaDevice, SimulatorDevice, device_kind
+from backend.device import BY_BITS, CudaDevice, SimulatorDevice, device_kind
 from backend.gemm import describe_gemm
 from backend.ptx_text import module_text
 from dialects import graph as g
@@ -42,7 +42,7 @@ from ir.errors import RungError, progress_bar
 from ir.interpreter import find_function
 from ir.targets import check_target, programmatic_launch
 from lowering.fold_constants import constant_value
-from lowering.lower_to_ptx import GRAPH_PASSES, check_lowered
+from lowering.lower_to_ptx import GRAPH_PASSES, PACK_OPS, check_lowered
 from rung.context import make_context, parse_ir
 from rung.memory import MemoryPlan, plan_memory
 from rung.passes import run_pipeline
@@ -92,7 +92,7 @@ class CompiledFunction:
                 where = op.operands[op.in_place.value.data] if op.in_place is not None else placed.offset if placed else None
                 steps.append(("launch", op.kernel_op(), tuple(op.grid.get_values()), list(op.dims.get_values()), tuple(out.get_shape()),
                               storage_dtype(out.element_type), where, list(op.operands), op.result))
-            elif isinstance(op, t.PackWeightOp):
+            elif isinstance(op, PACK_OPS):
                 steps.append(("pack", op, list(op.operands), list(op.results)))
             elif isinstance(op, g.ReshapeOp):
                 steps.append(("view", tuple(op.results[0].type.get_shape()), op.operands[0], op.results[0]))
@@ -104,11 +104,12 @@ class CompiledFunction:
 
     @cached_property
     def host_weights(self) -> frozenset[int]:
-        """Indices of @main's arguments that only tile.pack_weight reads (a quantized weight's codes, scales and zeros):
+        """Indices of @main's arguments that only a weight packing reads (tile.pack_weight: a quantized weight's codes,
+    scales and zeros; tile.pack_sparse: a sparse one's values, positions and offsets):
         on a GPU call they may stay numpy arrays, packed on the host once (by the array's identity: do not change one
         in place) and uploaded packed, so the unpacked weight takes no GPU memory."""
         return frozenset(i for i, p in enumerate(self.function.body.block.args)
-                         if p.uses and all(isinstance(use.operation, t.PackWeightOp) for use in p.uses))
+                         if p.uses and all(isinstance(use.operation, PACK_OPS) for use in p.uses))
 
     def _device_of(self, args) -> int | None:
         """device_kind of the arguments, host weights (numpy, host_weights) aside when the others are CUDA tensors."""
@@ -214,7 +215,7 @@ def _pack_key(op, device, weights) -> tuple | None:
     storage and version, a host weight's identity (the key holds the array, so the identity stays its own)."""
     if not isinstance(device, CudaDevice):
         return None
-    return (op.format, op.dtype.data, device.ordinal,
+    return (op.packing, device.ordinal,
             *((_Identity(w), w.ctypes.data) if isinstance(w, np.ndarray) else (w.data_ptr(), w._version) for w in weights))
 
 
@@ -232,7 +233,10 @@ class _Identity:
 
 
 def _packed_on_host(op, device, weights) -> tuple:
-    return op.execute(*(np.asarray(w if isinstance(w, np.ndarray) else device.get(w), np.float32) for w in weights))
+    """The packing op run on the host: floating-point weights widened to f32, integer ones (codes, positions) as they are."""
+    arrays = [np.asarray(w if isinstance(w, np.ndarray) else device.get(w)) for w in weights]
+    packed = op.execute(*(a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name in BY_BITS else a for a in arrays))
+    return packed if isinstance(packed, tuple) else (packed,)
 
 
 def _upload(op, device, arrays) -> tuple:

@@ -13,7 +13,7 @@ from dialects.tile.schedule import (  # noqa: F401
     copy_elems, ACTIVATIONS, RESIDUALS, swizzle_for, SharedTile, GemmConfig, GemmSchedule
 )
 from dialects.tile.ops import (  # noqa: F401
-    MatmulOp, scale_bits, packed_types, PackWeightOp, add_scaled_partials, WriteRowsOp
+    MatmulOp, scale_bits, packed_types, PackWeightOp, PackSparseOp, add_scaled_partials, WriteRowsOp
 )
 from dialects.tile.types import (  # noqa: F401
     SharedType, FRAGMENT_LAYOUTS, FragType
@@ -33,6 +33,6 @@ from dialects.tile.rows import (  # noqa: F401
 )
 
 
-TILE = Dialect("tile", [MatmulOp, PackWeightOp, WriteRowsOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
+TILE = Dialect("tile", [MatmulOp, PackWeightOp, PackSparseOp, WriteRowsOp, KernelOp, LaunchOp, YieldOp, BlockOriginOp, KRangeOp, SharedBufferOp, ZerosOp,
                         PipelineOp, CopyOp, FragmentOp, DecodeOp, ScatterOp, MmaOp, EpilogueOp, StoreOp, SumSplitsOp, *ROW_OPS, *ATTENTION_OPS],
                [SharedType, FragType, GemmSchedule, *ROW_ATTRIBUTES, *ATTENTION_ATTRIBUTES])

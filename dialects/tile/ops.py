@@ -9,6 +9,8 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     TensorType,
+    i32,
+    i64,
 )
 from xdsl.ir import (
     SSAValue,
@@ -29,7 +31,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from dialects.lp import QuantAttr
+from dialects.lp import QuantAttr, SparseAttr
 from ir.errors import RungError
 from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, combine_residual, copy_elems
 
@@ -41,7 +43,9 @@ class MatmulOp(IRDLOperation):
     rounding at the end; `activation` is none, relu or silu. With `weight`, w is a low-precision
     weight of that format as tile.pack_weight lays it out: codes [N, K * bits / 32] (i32),
     scales and zeros [K / group, N16]. With `a8` (s8 or e4m3), x [M, K] and w [N, K] are 8-bit
-    with f32 x_scales [M] and scales [N], and the result is f16 or bf16. `split_k` > 1 splits K into
+    with f32 x_scales [M] and scales [N], and the result is f16 or bf16. With `sparse`, w is an unstructured-sparse
+    weight as tile.pack_sparse lays it out (ir.sparse.kernel_tiles: i32 [N rounded up to BN, k-tiles * slots / BN]),
+    and N is the result's. `split_k` > 1 splits K into
     partial sums; `raster` orders the blocks in bands of M-tiles; `prefetch` double-buffers
     fragments in registers; `scale_partials` scales each group's f32 partial sums (w = q * s
     unrounded) instead of each decoded weight (w = q * s + z rounded to the activation type);
@@ -69,10 +73,10 @@ class MatmulOp(IRDLOperation):
     @staticmethod
     def get(x: SSAValue, w: SSAValue, bias: SSAValue | None, cfg: GemmConfig, scales: SSAValue | None = None,
             zeros: SSAValue | None = None, weight: QuantAttr | None = None, x_scales: SSAValue | None = None,
-            result_element=None, residual: SSAValue | None = None) -> "MatmulOp":
+            result_element=None, residual: SSAValue | None = None, n: int | None = None) -> "MatmulOp":
         """`result_element`: the output's element type when x is 8-bit (cfg.a8); `residual`: the [M, N] tensor the
-        epilogue adds or multiplies by (cfg.residual)."""
-        m, n = x.type.get_shape()[0], w.type.get_shape()[1 if cfg.b_kn else 0]
+        epilogue adds or multiplies by (cfg.residual); `n`: N where w's rows do not say it (cfg.sparse)."""
+        m, n = x.type.get_shape()[0], n or w.type.get_shape()[1 if cfg.b_kn else 0]
         props = {"schedule": GemmSchedule(cfg), **({"weight": weight} if weight is not None else {})}
         operands = [x, w, [x_scales] if x_scales else [], [scales] if scales else [], [zeros] if zeros else [], [bias] if bias else [],
                     [residual] if residual else []]
@@ -98,6 +102,12 @@ class MatmulOp(IRDLOperation):
             raise VerifyException(f"tile.matmul takes x [M, K] of f16 or bf16, got {x}")
         elif self.weight is not None:
             n = self._verify_packed_weight()
+        elif cfg.sparse:
+            n = self.result.type.get_shape()[1]
+            k_tiles = -(-x.get_shape()[1] // cfg.bk)
+            want = TensorType(i32, [-(-n // cfg.bn) * cfg.bn, k_tiles * cfg.sparse // cfg.bn])
+            if w != want or x.element_type != self.result.type.element_type:
+                raise VerifyException(f"a sparse weight of {cfg.sparse} slots a {cfg.bn}x{cfg.bk} tile is {want} (tile.pack_sparse), got {w}")
         else:
             k_dim = 0 if cfg.b_kn else 1
             if x.element_type != w.element_type or len(w.get_shape()) != 2 or x.get_shape()[1] != w.get_shape()[k_dim]:
@@ -160,6 +170,11 @@ class MatmulOp(IRDLOperation):
         8-bit operands times their per-row scale)."""
         if self.config.a8:
             return np.asarray(w, np.float64) * np.asarray(scales, np.float64)[:, None]
+        if self.config.sparse:
+            from ir.sparse import kernel_dense
+
+            cfg = self.config
+            return kernel_dense(w, self.result.type.get_shape()[1], self.x.type.get_shape()[1], cfg.bn, cfg.bk, cfg.dtype)
         if self.weight is None:
             return w.T if self.config.b_kn else w
         from ir.packing import PackedWeight, unpack_weight
@@ -279,6 +294,11 @@ class PackWeightOp(IRDLOperation):
         if want != got:
             raise VerifyException(f"packing a {n}x{k} {fmt.element} weight gives {', '.join(str(t) for t in want if t)}")
 
+    @property
+    def packing(self) -> tuple:
+        """What the transform depends on beside the weight (a packed copy's cache key)."""
+        return self.name, self.format, self.dtype.data
+
     def execute(self, qweight, scales, zeros=None):
         from ir.dtypes import storage_dtype
         from ir.packing import pack_weight
@@ -288,6 +308,52 @@ class PackWeightOp(IRDLOperation):
         if packed.zeros is not None:
             out.append(packed.zeros.view(storage_dtype(self.packed_zeros.type.element_type)))
         return tuple(out)
+
+
+@irdl_op_definition
+class PackSparseOp(IRDLOperation):
+    """A Tiled-CSL weight (graph.sparse_linear's values, positions and offsets, its tiling `sparse`, N x K) laid out
+    for the sparse GEMM of `schedule` (ir.sparse.kernel_tiles: each BN x BK tile's nonzeros as the schedule's slots of
+    (value, position)); a weight with a tile fuller than the slots is an error. It depends on the weight alone, so it
+    runs once per weight, not per call."""
+
+    name = "tile.pack_sparse"
+    values = operand_def(TensorType)
+    positions = operand_def(TensorType)
+    offsets = operand_def(TensorType)
+    packed = result_def(TensorType)
+    sparse = prop_def(SparseAttr)
+    n = prop_def(IntegerAttr)
+    schedule = prop_def(GemmSchedule)
+    traits = traits_def(Pure())
+    assembly_format = "$values `,` $positions `,` $offsets attr-dict `:` type($values) `,` type($positions) `,` type($offsets) `->` type($packed)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    @staticmethod
+    def get(values: SSAValue, positions: SSAValue, offsets: SSAValue, sparse: SparseAttr, n: int, k: int, cfg: GemmConfig) -> "PackSparseOp":
+        packed = TensorType(i32, [-(-n // cfg.bn) * cfg.bn, -(-k // cfg.bk) * cfg.sparse // cfg.bn])
+        return PackSparseOp.build(operands=[values, positions, offsets], result_types=[packed],
+                                  properties={"sparse": sparse, "n": IntegerAttr(n, i64), "schedule": GemmSchedule(cfg)})
+
+    def verify_(self):
+        cfg, fmt = self.schedule.data, self.sparse.format
+        if not cfg.sparse or (fmt.tile_n, fmt.tile_k) != (cfg.bn, cfg.bk):
+            raise VerifyException(f"a sparse weight in {fmt.tile_n}x{fmt.tile_k} tiles is packed for a sparse schedule of those tiles")
+
+    @property
+    def packing(self) -> tuple:
+        """What the transform depends on beside the weight (a packed copy's cache key)."""
+        return self.name, self.schedule.data, self.n.value.data
+
+    def execute(self, values, positions, offsets):
+        from ir.sparse import decode, kernel_tiles
+
+        cfg, fmt = self.schedule.data, self.sparse.format
+        rows, cols = self.packed.type.get_shape()
+        k = cols * cfg.bn // cfg.sparse * cfg.bk  # (K rounded up to the tiles: decode checks positions against the real K below)
+        n = self.n.value.data
+        dense = decode(values, np.asarray(positions).astype(np.int64), np.asarray(offsets).astype(np.int64), (n, k), fmt)
+        return kernel_tiles(dense, cfg.bn, cfg.bk, cfg.dtype, cfg.threads, cfg.sparse).view(np.int32)
 
 
 def add_scaled_partials(acc: np.ndarray, a: np.ndarray, b: np.ndarray, scales: np.ndarray, per: int) -> np.ndarray:

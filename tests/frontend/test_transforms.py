@@ -11,7 +11,7 @@ from frontend.torch2ir import inputs_for, load_model_file, main, torch_to_ir
 from frontend.transforms import fold_batch_norms, quantize_linears
 from rung.context import parse_ir, print_ir, verify
 from ir.errors import RungError
-from ir.interpreter import run
+from ir.interpreter import find_function, run
 from ir.numerics import QuantFormat
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -135,6 +135,9 @@ def test_sparse_program_is_the_float_program_on_pruned_weights(per, quantize):
     assert kept == [] and print_ir(parse_ir(print_ir(module))) == print_ir(module)
     ops = [op.name for op in module.walk() if op.name.startswith("graph.")]
     assert ops.count("graph.sparse_linear") == 3 and "graph.linear" not in ops
+    by_arg = dict(zip(find_function(module, "main").body.block.args, s_names))
+    for op in [op for op in module.walk() if op.name == "graph.sparse_linear"]:  # each states its fullest tile, kernels' bound
+        assert op.sparse.max_nnz.data == max(1, np.diff(s_weights[by_arg[op.offsets]]).max())
     pruned = dict(weights)
     for name in [n for n in names if n.endswith("weight")]:
         pruned[name] = prune(weights[name], 0.75, per)

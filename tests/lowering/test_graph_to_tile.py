@@ -384,3 +384,19 @@ def test_eight_bit_linears_on_one_x_share_its_quantized_rows():
 
     assert sum(isinstance(op, TileLaunch) for op in module.walk()) == 2 and sum(isinstance(op, MatmulOp) for op in module.walk()) == 2
     assert np.array_equal(run(module, inputs)[0], expected)
+
+
+def test_a_sparse_schedule_takes_the_weights_tiles_and_rounds_its_bound_to_slots():
+    """The block's BN x BK is the weight's tile; its slots the fullest tile's count rounded up to the tile's rows and
+    the block's threads; stages as shared memory allows; K split for a decode."""
+    from dialects.lp import SparseAttr
+    from ir.errors import RungError
+    from lowering.graph_to_tile import sparse_schedule
+
+    decode = sparse_schedule(1, 4096, 4096, "f16", SparseAttr(128, 64, 1700), {})
+    assert (decode.bm, decode.bn, decode.bk, decode.threads, decode.sparse, decode.stages) == (16, 128, 64, 128, 1792, 4)
+    assert decode.split_k > 1 and decode.name.endswith("_csl1792")
+    full = sparse_schedule(200, 512, 1024, "bf16", SparseAttr(128, 64, 8192), {"split_k": 1})
+    assert (full.bm, full.threads, full.sparse, full.split_k) == (64, 256, 8192, 1) and full.stages < 4
+    with pytest.raises(RungError, match="bn and bk cannot change"):
+        sparse_schedule(1, 4096, 4096, "f16", SparseAttr(128, 64, 1700), {"bn": 64})

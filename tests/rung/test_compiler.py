@@ -151,7 +151,7 @@ def test_a_first_gpu_call_packs_every_weight_once_and_shares_them_by_storage():
     packs = [op for op in fn.steps if isinstance(op, PackWeightOp)]
     for op in packs:
         weights = [env[v] for v in op.operands]
-        key = (op.format, op.dtype.data, 0, *((w.data_ptr(), w._version) for w in weights))
+        key = _pack_key(op, HostAsGpu(), weights)
         want = op.execute(*(w.numpy().astype(np.float32) for w in weights))
         assert all(np.array_equal(got.numpy(), np.asarray(w)) for got, w in zip(fn._packed[key], want))
     again = rung.compile(text, target="sm_80", packed=fn._packed)
@@ -441,3 +441,41 @@ def test_eight_bit_activations_on_the_gpu_as_the_interpreter_and_torch_compute(p
     ref = (x8.double() @ torch.from_numpy(q).cuda().T) * xs.double()[:, None] * torch.from_numpy(s[:, 0]).cuda()
     assert_close(got, ref.float().cpu().numpy(), "f16")
     assert_close(got, np.asarray(rung.run(rung.parse_ir(text), args)[0], np.float32), "f16")
+
+
+@pytest.mark.parametrize("per, sparsity", [("row", 0.8), ("tensor", 0.95)])
+def test_a_sparsified_model_compiles_to_the_sparse_kernel_and_runs_on_the_simulator(per, sparsity):
+    """torch2ir's program with its linears pruned (sparsify_linears) lowers to tile.pack_sparse and the sparse GEMM
+    (GemmConfig.sparse), whose kernels on the lane simulator compute what the interpreter does."""
+    from frontend.torch2ir import torch_to_ir
+    from frontend.transforms import sparsify_linears
+    from ir.interpreter import run
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 200), torch.nn.SiLU(), torch.nn.Linear(200, 72)).half().eval()
+    x = torch.randn(5, 96).half()
+    module, weights, names = torch_to_ir(model, (x,))
+    names, weights, _ = sparsify_linears(module, names, weights, sparsity, per)
+    inputs = [weights[n] if n in weights else x.numpy() for n in names]
+    fn = rung.compile(module, "sm_80")
+    assert [op.name for op in fn.steps].count("tile.pack_sparse") == 2 and fn.path.count("_csl") == 2
+    assert_close(fn(*inputs), run(module, inputs)[0], "f16")
+
+
+def test_a_sparse_weight_the_kernel_cannot_take_says_why():
+    from dialects import graph as g
+    from dialects.lp import SparseAttr
+    from frontend.torch2ir import torch_to_ir
+    from frontend.transforms import sparsify_linears
+    from ir.interpreter import find_function
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32)).half().eval()
+    module, weights, names = torch_to_ir(model, (torch.randn(3, 64).half(),))
+    sparsify_linears(module, names, weights, 0.5)
+    op = next(o for o in find_function(module, "main").walk() if isinstance(o, g.SparseLinearOp))
+    op.properties["sparse"] = SparseAttr(128, 64)  # no stated bound on a tile's nonzeros
+    with pytest.raises(RungError, match="states no bound on a tile's nonzeros"):
+        rung.compile(module, "sm_80")
+    op.properties["sparse"] = SparseAttr(100, 64, 40)  # rows of tiles no block can take
+    with pytest.raises(RungError, match="BN a power of two from 16 to 256 and BK 32, 64 or 128, got 100x64"):
+        rung.compile(module, "sm_80")
