@@ -141,7 +141,8 @@ def pass_options(name: str) -> list[str]:
     """The pass's options as `name=default`, as a -p spec sets them (`pass{name=value}`)."""
     if name in _SUMMARIES:
         return []
-    return [f"{f.name}={f.default!r}" if isinstance(f.default, str) else f"{f.name}={f.default}" for f in dataclasses.fields(PASSES[name]())]
+    return [f"{f.name}={f.default!r}" if isinstance(f.default, str) else f"{f.name}={str(f.default).lower()}" if isinstance(f.default, bool)
+            else f"{f.name}={f.default}" for f in dataclasses.fields(PASSES[name]())]  # (booleans as a -p spec writes them)
 
 
 def build_pipeline(spec: str, callback=None) -> PassPipeline:

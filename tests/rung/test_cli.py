@@ -119,7 +119,7 @@ def test_lower_to_ptx_is_one_pass_and_names_what_it_cannot_lower(tmp_path):
 
 def test_list_passes_gives_whole_descriptions_and_options():
     out = cli("opt_main", "--list-passes").stdout
-    assert "graph-to-tile{target='' bm=0 bn=0 bk=0 warps_m=0 warps_n=0 stages=0 split_k=0 raster=0}" in out
+    assert "graph-to-tile{target='' bm=0 bn=0 bk=0 warps_m=0 warps_n=0 stages=0 split_k=0 raster=0 programmatic=true}" in out
     assert "lower-to-ptx{target=''}" in out
     assert "the other options override the GEMMs' schedules." in out  # the description's last words, not cut
 
