@@ -479,3 +479,24 @@ def test_a_sparse_weight_the_kernel_cannot_take_says_why():
     op.properties["sparse"] = SparseAttr(100, 64, 40)  # rows of tiles no block can take
     with pytest.raises(RungError, match="BN a power of two from 16 to 256 and BK 32, 64 or 128, got 100x64"):
         rung.compile(module, "sm_80")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 8, 16, 32, 64, 256])
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_a_sparse_linear_on_the_gpu_is_torch_on_the_pruned_weight(m, sparsity):
+    """The sparse GEMM on fresh random data, odd N and K, against torch.matmul of the pruned weight."""
+    from frontend.torch2ir import torch_to_ir
+    from frontend.transforms import dense_weights, sparsify_linears
+
+    n, k = 1000, 1030
+    model = torch.nn.Linear(k, n, bias=False).half().eval()
+    x = torch.randn(m, k).half()
+    module, weights, names = torch_to_ir(model, (x,))
+    names, weights, _ = sparsify_linears(module, names, weights, sparsity)
+    pruned = torch.from_numpy(next(iter(dense_weights(module, names, weights).values()))).half().cuda()
+    fn = rung.compile(module)
+    got = fn(*(weights[name] if name in weights else x.cuda() for name in names))  # (the weight on the host: packed there)
+    want = x.cuda() @ pruned.T
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=5e-2)

@@ -136,18 +136,18 @@ def test_a_batch_generates_each_sequences_own_greedy_tokens():
         batch.generate_batch([[1, 2], [3], [4, 5]], 4)
 
 
-@pytest.mark.parametrize("quantize", [None, "w8a8"])
-def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens(quantize):
+@pytest.mark.parametrize("quantize, sparsity", [(None, None), ("w8a8", None), (None, 0.7)])
+def test_the_kernels_on_the_simulator_generate_the_interpreters_tokens(quantize, sparsity):
     """The steps compiled whole (cache updates in place, attention up to the positions; W8A8's row quantization and
-    8-bit GEMMs) and run on the lane simulator."""
+    8-bit GEMMs; the sparse GEMM of pruned linears) and run on the lane simulator."""
     from frontend.transforms import named_format
 
     torch.manual_seed(0)
     lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**SIZES, "hidden_size": 64, "intermediate_size": 96})).eval().half()
     prompt = [5, 17, 3, 9, 60, 2, 11]
     fmt = quantize and named_format(quantize, "quantize")
-    want = _greedy_clear_of_ties(Generator(lm, 16, fmt), prompt, 6)
-    got = Generator(lm, 16, fmt, device="simulator").generate(prompt, 6).tokens
+    want = _greedy_clear_of_ties(Generator(lm, 16, fmt, sparsity=sparsity), prompt, 6)
+    got = Generator(lm, 16, fmt, device="simulator", sparsity=sparsity).generate(prompt, 6).tokens
     assert got[:len(want)] == want and len(want) >= 3
 
 
