@@ -206,17 +206,18 @@ class _BlockLowering:
         dense = self.dense = b.alloc_shared(SmemType.get(1, cfg.bn, cfg.bk, _element(cfg.dtype)), cfg.table_offset)
         self.dense_rows = self._b_rows(lane_coords)
         chunks = cfg.bn * cfg.bk // 8  # of 16 bytes
-        fill = [divmod_by(b, b.add(self.tid, i * cfg.threads), cfg.bk // 8) for i in range(chunks // cfg.threads)]
-        slots = [divmod_by(b, b.add(self.tid, i * cfg.threads), cfg.sparse // cfg.bn) for i in range(cfg.sparse // cfg.threads)]
         zero = b.imm(0, "b32")
 
         def scatter(bb: PtxBuilder, stage, u) -> list:
             if u:
                 return []
-            for row, chunk in fill:
+            # (coordinates computed where they are used: held across the loop they cost a register pair a slot)
+            for i in range(chunks // cfg.threads):
+                row, chunk = divmod_by(bb, bb.add(self.tid, i * cfg.threads), cfg.bk // 8)
                 bb.tile_store(dense, self.zero, row, bb.shl(chunk, 3), [zero] * 4)
             bb.barrier()
-            for row, slot in slots:
+            for i in range(cfg.sparse // cfg.threads):
+                row, slot = divmod_by(bb, bb.add(self.tid, i * cfg.threads), cfg.sparse // cfg.bn)
                 word = bb.tile_load(staging, stage, row, bb.shl(slot, 1), "u32")  # (u32: the position is address math)
                 pos = bb.shr(word, 16)
                 bb.tile_store(dense, self.zero, bb.shr(pos, cfg.bk.bit_length() - 1), bb.and_(pos, cfg.bk - 1), [bb.unpack_halves(word)[0]])
