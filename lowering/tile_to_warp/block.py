@@ -434,21 +434,28 @@ class _BlockLowering:
 
     def _mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list) -> list:
         """acc + a @ b over the unit's k16 steps: b_frags[step][n8 tile] are the B register pairs.
-        With weight_is_a, acc^T + b^T a^T: n8 tiles 2j and 2j + 1 are rows 0-7 and 8-15 of A."""
+        With weight_is_a, acc^T + b^T a^T: n8 tiles 2j and 2j + 1 are rows 0-7 and 8-15 of A. FP8 (e4m3) products
+        start each mma from zero and are added to acc in f32 registers: an H100's FP8 tensor cores keep fewer bits than
+        f32 in a chain of accumulations, so errors grew with K (docs/gpu.md)."""
         mma_type, mma_shape, acc_type = self.cfg.mma
+        if self.cfg.a8 == "e4m3":
+            zero = bb.fimm(0.0)
+            promoted = lambda a, b, c, *kind: [bb.add(x, y) for x, y in zip(c, bb.mma(a, b, [zero] * 4, *kind))]  # noqa: E731
+        else:
+            promoted = bb.mma
         acc = list(acc)
         for step in range(len(b_frags)):
             if self.cfg.weight_is_a:
                 act = a_regs[2 * step: 2 * step + 2]
                 for j in range(self.ni_count // 2):
                     (w0, w1), (w2, w3) = b_frags[step][2 * j], b_frags[step][2 * j + 1]
-                    acc[4 * j:4 * j + 4] = bb.mma([w0, w2, w1, w3], act, acc[4 * j:4 * j + 4], mma_type, mma_shape, acc_type)
+                    acc[4 * j:4 * j + 4] = promoted([w0, w2, w1, w3], act, acc[4 * j:4 * j + 4], mma_type, mma_shape, acc_type)
                 continue
             for mi in range(self.mi_count):
                 a = a_regs[4 * (step * self.mi_count + mi): 4 * (step * self.mi_count + mi) + 4]
                 for ni in range(self.ni_count):
                     i = (mi * self.ni_count + ni) * 4
-                    acc[i:i + 4] = bb.mma(a, b_frags[step][ni], acc[i:i + 4], mma_type, mma_shape, acc_type)
+                    acc[i:i + 4] = promoted(a, b_frags[step][ni], acc[i:i + 4], mma_type, mma_shape, acc_type)
         return acc
 
     def _scaled_mma(self, bb: PtxBuilder, a_regs: list, b_frags: list, acc: list, scales: list, u: int, partial: list) -> list:
