@@ -350,7 +350,7 @@ def apply_scales(q: np.ndarray, scales, zeros, group: int, mx: bool, dtype: str,
     n, k = q.shape
     groups = k // group if group else 1
     s = group_scales(scales[:, :n], mx, dtype, rounded)
-    z = _from_bits(zeros[:, :n], dtype) if zeros is not None else np.zeros((groups, n))
+    z = half_values(zeros[:, :n], dtype) if zeros is not None else np.zeros((groups, n))
     per = k // groups
     w = (q.reshape(n, groups, per) * s.T[..., None] + z.T[..., None]).reshape(n, k)  # exact in float64
     return (_as_dtype(w, dtype) if rounded else w).astype(np.float32)
@@ -370,12 +370,13 @@ def group_scales(scales, mx: bool, dtype: str, rounded: bool = True) -> np.ndarr
     if mx:
         s = FORMATS["e8m0"].decode(scales)
         return _as_dtype(s, dtype) if rounded else s
-    return _from_bits(scales, dtype)
+    return half_values(scales, dtype)
 
 
 def _as_dtype(x, dtype: str) -> np.ndarray:
     return np.asarray(x, np.float64).astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)
 
 
-def _from_bits(bits, dtype: str) -> np.ndarray:
+def half_values(bits, dtype: str) -> np.ndarray:
+    """The f16 or bf16 values (float64) of 16-bit patterns: half_bits' inverse."""
     return np.asarray(bits, np.uint16).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)

@@ -140,7 +140,7 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     slots / tile_n a row, so the weight keeps a dense one's shape of rows: uint32 [N rounded up to tile_n,
     k-tiles * slots / tile_n], copied k-tile by k-tile as a dense weight is. `slots` (a multiple of that): pad to that
     many (a kernel made for them); a tile holding more is a FormatError."""
-    import ml_dtypes
+    from ir.packing import half_bits
 
     w = np.asarray(weight, dtype=np.float64)
     fmt = SparseFormat(tile_n, tile_k)
@@ -157,20 +157,20 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
         raise FormatError(f"{slots} slots do not fit a tile of {tile_n * tile_k} positions")
     # each tile's nonzero positions first, then zero ones for padding: a stable sort on "is zero"
     order = np.argsort(~nonzero, axis=1, kind="stable")[:, :slots]
-    bits = np.take_along_axis(tiles, order, axis=1).astype(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).view(np.uint16)
+    bits = half_bits(np.take_along_axis(tiles, order, axis=1), dtype)
     words = (bits.astype(np.uint32) | (order.astype(np.uint32) << 16)).reshape(tiles_n, tiles_k, tile_n, slots // tile_n)
     return words.transpose(0, 2, 1, 3).reshape(tiles_n * tile_n, tiles_k * slots // tile_n)
 
 
 def kernel_dense(packed, n: int, k: int, tile_n: int, tile_k: int, dtype: str = "f16") -> np.ndarray:
     """The dense weight [N, K] (float64) that kernel_tiles' words stand for."""
-    import ml_dtypes
+    from ir.packing import half_values
 
     words = np.asarray(packed).view(np.uint32)
     tiles_n, tiles_k = SparseFormat(tile_n, tile_k).tiles((n, k))
     per_row = words.shape[1] // tiles_k
     tiles = words.reshape(tiles_n, tile_n, tiles_k, per_row).transpose(0, 2, 1, 3).reshape(tiles_n * tiles_k, tile_n * per_row)
-    values = (tiles & 0xFFFF).astype(np.uint16).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16).astype(np.float64)
+    values = half_values((tiles & 0xFFFF).astype(np.uint16), dtype)
     dense = np.zeros((tiles_n * tiles_k, tile_n * tile_k))
     np.put_along_axis(dense, (tiles >> 16).astype(np.int64), values, axis=1)
     return dense.reshape(tiles_n, tiles_k, tile_n, tile_k).transpose(0, 2, 1, 3).reshape(tiles_n * tile_n, tiles_k * tile_k)[:n, :k]

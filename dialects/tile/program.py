@@ -522,12 +522,10 @@ class ScatterOp(IRDLOperation):
                                   "2^16 positions")
 
     def run(self, ids: BlockIds, slots):
-        import ml_dtypes
+        from ir.sparse import kernel_dense
 
-        (bn, bk), words = self.result.type.get_shape(), slots.view(np.uint32).reshape(-1)
-        dense = np.zeros(bn * bk, np.uint16)
-        dense[words >> 16] = (words & 0xFFFF).astype(np.uint16)
-        return dense.view(np.float16 if str(self.result.type.element) == "f16" else ml_dtypes.bfloat16).astype(np.float32).reshape(bn, bk)
+        bn, bk = self.result.type.get_shape()
+        return kernel_dense(slots, bn, bk, bn, bk, str(self.result.type.element)).astype(np.float32)  # (one tile of the layout)
 
 
 def _is_e8m0(scales: SSAValue | None) -> bool:
