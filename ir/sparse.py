@@ -131,11 +131,18 @@ def sparsify(weight, sparsity: float, per: str = "row", fmt: SparseFormat = Spar
         raise RungError(f"sparsify: {e}") from None
 
 
+def kernel_slots(fullest: int, tile_n: int, threads: int) -> int:
+    """The slots every tile of a sparse kernel gets (GemmConfig.sparse): the fullest tile's nonzeros (at least one)
+    rounded up to a multiple of the tile's rows and of the block's threads."""
+    multiple = math.lcm(tile_n, threads)
+    return -(-max(fullest, 1) // multiple) * multiple
+
+
 def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: int = 128, slots: int = 0) -> np.ndarray:
     """A pruned weight [N, K] as a sparse GEMM kernel reads it (GemmConfig.sparse): per tile_n x tile_k tile the same
     number of 32-bit slots, each a nonzero's value (`dtype` bits, low half) and its position in the tile
-    (row * tile_k + column, high half), padded to the fullest tile's count rounded up to a multiple of tile_n and of
-    the block's `threads` (each takes as many). A padding slot writes zero where the tile holds zero, at a position of
+    (row * tile_k + column, high half), padded to kernel_slots (the fullest tile's count rounded up to a multiple of
+    tile_n and of the block's `threads`: each takes as many). A padding slot writes zero where the tile holds zero, at a position of
     its own, so the scatter into a zeroed tile neither races nor changes it. A tile's slots lie over its tile_n rows,
     slots / tile_n a row, so the weight keeps a dense one's shape of rows: uint32 [N rounded up to tile_n,
     k-tiles * slots / tile_n], copied k-tile by k-tile as a dense weight is. `slots` (a multiple of that): pad to that
@@ -149,10 +156,10 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     padded[:w.shape[0], :w.shape[1]] = w
     tiles = padded.reshape(tiles_n, tile_n, tiles_k, tile_k).transpose(0, 2, 1, 3).reshape(tiles_n * tiles_k, tile_n * tile_k)
     nonzero = tiles != 0
-    multiple, fullest = math.lcm(tile_n, threads), int(nonzero.sum(axis=1).max(initial=0))
-    if slots and (slots % multiple or fullest > slots):
-        raise FormatError(f"a kernel's {slots} slots a tile (a multiple of {multiple}) cannot hold a tile of {fullest} nonzeros")
-    slots = slots or max(multiple, -(-fullest // multiple) * multiple)
+    fullest = int(nonzero.sum(axis=1).max(initial=0))
+    if slots and (slots % math.lcm(tile_n, threads) or fullest > slots):
+        raise FormatError(f"a kernel's {slots} slots a tile (a multiple of {math.lcm(tile_n, threads)}) cannot hold a tile of {fullest} nonzeros")
+    slots = slots or kernel_slots(fullest, tile_n, threads)
     if slots > tile_n * tile_k:
         raise FormatError(f"{slots} slots do not fit a tile of {tile_n * tile_k} positions")
     # each tile's nonzero positions first, then zero ones for padding: a stable sort on "is zero"

@@ -35,6 +35,7 @@ from dialects.tile import GemmConfig, LaunchOp, MatmulOp, PackSparseOp, PackWeig
 from ir.dtypes import eight_bit_format
 from ir.errors import RungError
 from ir.numerics import FormatError
+from ir.sparse import kernel_slots
 from ir.targets import SMS, check_target, programmatic_launch
 from lowering.attention import SdpaToTile
 from lowering.elementwise import ElementwiseToTile, absorbed
@@ -188,12 +189,12 @@ def sparse_schedule(m: int, n: int, k: int, dtype: str, sparse, override: dict, 
                         f"32, 64 or 128, got {fmt.tile_n}x{fmt.tile_k}")
     bm = 16 if m <= 16 else 32 if m <= 32 else 64
     warps_m, warps_n = max(1, bm // 32), max(1, fmt.tile_n // 32)
-    slots = -(-max(bound, 1) // math.lcm(fmt.tile_n, 32 * warps_m * warps_n)) * math.lcm(fmt.tile_n, 32 * warps_m * warps_n)
+    slots = kernel_slots(bound, fmt.tile_n, 32 * warps_m * warps_n)
     try:
         for stages in (4, 3, 2):
             cfg = GemmConfig(dtype, bm=bm, bn=fmt.tile_n, bk=fmt.tile_k, warps_m=warps_m, warps_n=warps_n, stages=stages, sparse=slots,
                              copy_elems=copy_elems(k), **epilogue)
-            if cfg.shared_bytes * 2 <= 228 * 1024 or stages == 2:  # (two blocks a multiprocessor where they fit)
+            if resident_blocks(cfg) >= 2 or stages == 2:  # (two blocks a multiprocessor where they fit)
                 break
         cfg = GemmConfig(**{**cfg.__dict__, "split_k": _split(cfg, m, n, k, SMS), **override})
     except ValueError as e:
