@@ -1,8 +1,9 @@
 """lower-to-ptx: graph to ptx in one pass, as a full conversion.
 
 It runs graph-to-tile (for `target`), tile-expand, tile-to-warp, smem-swizzle and warp-to-ptx (and
-programmatic-launch for sm_90 and later), then checks that every function keeps only what runs: ptx.launch (a kernel), tile.pack_weight
-(Ladder's weight transform, once per weight) and graph.reshape (a view). Any other op left is
+programmatic-launch for sm_90 and later), then checks that every function keeps only what runs: ptx.launch (a
+kernel), tile.pack_weight and tile.pack_sparse (a weight's offline transforms, once per weight) and graph.reshape
+(a view). Any other op left is
 an error that names it and says why it has no kernel, instead of IR that silently stays high.
 """
 

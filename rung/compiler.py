@@ -8,8 +8,9 @@
     replay = fn.capture(x, w); y = replay(x2, w)  # the whole call as one CUDA graph
 
 An argument that a graph.index_copy alone reads (a KV cache) is donated: the call updates it in place and
-returns it as that op's result. An argument that tile.pack_weight alone reads (a quantized weight's codes, scales and
-zeros; `fn.host_weights`) may be a numpy array beside CUDA tensors: packed on the host once and uploaded packed.
+returns it as that op's result. An argument that a weight packing alone reads (tile.pack_weight: a quantized weight's codes,
+scales and zeros; tile.pack_sparse: a sparse one's values, positions and offsets; `fn.host_weights`) may be a numpy
+array beside CUDA tensors: packed on the host once and uploaded packed.
 
 The pipeline runs once, at compile time: lower-to-ptx (fold-constants, raise-norms, raise-rope, raise-attention, conv-to-gemm, graph-to-tile for the target,
 tile-expand, tile-to-warp, smem-swizzle, warp-to-ptx). What is left of @main are ptx.launch ops
@@ -105,9 +106,9 @@ class CompiledFunction:
     @cached_property
     def host_weights(self) -> frozenset[int]:
         """Indices of @main's arguments that only a weight packing reads (tile.pack_weight: a quantized weight's codes,
-    scales and zeros; tile.pack_sparse: a sparse one's values, positions and offsets):
-        on a GPU call they may stay numpy arrays, packed on the host once (by the array's identity: do not change one
-        in place) and uploaded packed, so the unpacked weight takes no GPU memory."""
+        scales and zeros; tile.pack_sparse: a sparse one's values, positions and offsets): on a GPU call they may stay
+        numpy arrays, packed on the host once (by the array's identity: do not change one in place) and uploaded
+        packed, so the unpacked weight takes no GPU memory."""
         return frozenset(i for i, p in enumerate(self.function.body.block.args)
                          if p.uses and all(isinstance(use.operation, PACK_OPS) for use in p.uses))
 
@@ -215,13 +216,13 @@ def _pack_key(op, device, weights) -> tuple | None:
     storage and version, a host weight's identity (the key holds the array, so the identity stays its own)."""
     if not isinstance(device, CudaDevice):
         return None
-    return (op.packing, device.ordinal,
-            *((_Identity(w), w.ctypes.data) if isinstance(w, np.ndarray) else (w.data_ptr(), w._version) for w in weights))
+    return (op.packing, device.ordinal, *(_Identity(w) if isinstance(w, np.ndarray) else (w.data_ptr(), w._version) for w in weights))
 
 
 @dataclass(frozen=True, eq=False)
 class _Identity:
-    """A key part equal only to itself's array: hashes and compares by the array's identity, and keeps it alive."""
+    """A key part equal only to a key part holding the same array: it hashes and compares by the array's identity, and
+    keeps the array alive (so no other array takes its id while the key stands)."""
 
     array: np.ndarray
 

@@ -45,6 +45,7 @@ def backend(gm, example_inputs, options: dict | None = None):
 def _rung_graph(gm, example_inputs: list, index: int):
     import torch
 
+    from backend.device import to_torch
     from frontend.torch2ir import Converter, export, located
 
     try:
@@ -57,7 +58,6 @@ def _rung_graph(gm, example_inputs: list, index: int):
     on_gpu = all(isinstance(x, torch.Tensor) and x.is_cuda for x in example_inputs)
     ops = sum(1 for op in module.walk() if op.name.startswith("graph."))
     if on_gpu:
-        from backend.device import to_torch
         from rung.compiler import compile
 
         try:
@@ -74,7 +74,6 @@ def _rung_graph(gm, example_inputs: list, index: int):
             return tuple(outs) if isinstance(outs, tuple) else (outs,)
         return run
 
-    from backend.device import to_torch
     from frontend.torch2ir import _np
     from ir.interpreter import run as interpret
 

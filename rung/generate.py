@@ -209,8 +209,8 @@ class Generator:
 
     def _arguments(self, program: _Program) -> list:
         """The program's weights and caches; on the GPU a host weight is uploaded the first time a program reads it there
-        (one that tile.pack_weight alone reads, the codes and scales of a quantized linear, is packed from the host copy
-        and uploaded packed: the unpacked weight takes no GPU memory)."""
+        (one that a weight packing alone reads, a quantized or sparse linear's parts, CompiledFunction.host_weights, is
+        packed from the host copy and uploaded packed: the unpacked weight takes no GPU memory)."""
         weights = [self._state[n] for n in program.names[:-2]]
         if self.device == "gpu":
             from backend.device import to_torch

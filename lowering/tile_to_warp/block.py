@@ -38,8 +38,8 @@ def _element(dtype: str):
     return f16 if dtype == "f16" else bf16
 
 
-E8M0 = IntegerType(8, Signedness.UNSIGNED)
-WEIGHT_PARAMS = {"b", "scales", "zeros"}  # a GEMM's parameters that hold its weight (with early_weights, copied before the wait)  # MX scales in shared memory: their raw codes
+E8M0 = IntegerType(8, Signedness.UNSIGNED)  # MX scales in shared memory: their raw codes
+WEIGHT_PARAMS = {"b", "scales", "zeros"}  # a GEMM's parameters that hold its weight (with early_weights, copied before the wait)
 
 
 def gemm_kernel(cfg: GemmConfig, programmatic: bool = False) -> KernelOp:
