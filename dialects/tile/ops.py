@@ -346,14 +346,18 @@ class PackSparseOp(IRDLOperation):
         return self.name, self.schedule.data, self.n.value.data
 
     def execute(self, values, positions, offsets):
+        from ir.numerics import FormatError
         from ir.sparse import decode, kernel_tiles
 
         cfg, fmt = self.schedule.data, self.sparse.format
         rows, cols = self.packed.type.get_shape()
         k = cols * cfg.bn // cfg.sparse * cfg.bk  # (K rounded up to the tiles: decode checks positions against the real K below)
         n = self.n.value.data
-        dense = decode(values, np.asarray(positions).astype(np.int64), np.asarray(offsets).astype(np.int64), (n, k), fmt)
-        return kernel_tiles(dense, cfg.bn, cfg.bk, cfg.dtype, cfg.threads, cfg.sparse).view(np.int32)
+        try:
+            dense = decode(values, np.asarray(positions).astype(np.int64), np.asarray(offsets).astype(np.int64), (n, k), fmt)
+            return kernel_tiles(dense, cfg.bn, cfg.bk, cfg.dtype, cfg.threads, cfg.sparse).view(np.int32)
+        except FormatError as e:  # (weights that do not keep to the program's format)
+            raise RungError(f"tile.pack_sparse of a {n}-row weight ({self.sparse}): {e}") from None
 
 
 def add_scaled_partials(acc: np.ndarray, a: np.ndarray, b: np.ndarray, scales: np.ndarray, per: int) -> np.ndarray:

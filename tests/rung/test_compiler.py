@@ -471,8 +471,13 @@ def test_a_sparse_weight_the_kernel_cannot_take_says_why():
 
     model = torch.nn.Sequential(torch.nn.Linear(64, 32)).half().eval()
     module, weights, names = torch_to_ir(model, (torch.randn(3, 64).half(),))
-    sparsify_linears(module, names, weights, 0.5)
+    names, weights, _ = sparsify_linears(module, names, weights, 0.5)
     op = next(o for o in find_function(module, "main").walk() if isinstance(o, g.SparseLinearOp))
+    fullest = op.sparse.max_nnz.data
+    op.properties["sparse"] = SparseAttr(128, 64, 8)  # a bound the weight does not keep to: found when it is packed
+    inputs = [weights[n] if n in weights else np.ones((3, 64), np.float16) for n in names]
+    with pytest.raises(RungError, match=f"tile.pack_sparse of a 32-row weight .*cannot hold a tile of {fullest} nonzeros"):
+        rung.compile(module, "sm_80")(*inputs)
     op.properties["sparse"] = SparseAttr(128, 64)  # no stated bound on a tile's nonzeros
     with pytest.raises(RungError, match="states no bound on a tile's nonzeros"):
         rung.compile(module, "sm_80")
