@@ -1,5 +1,5 @@
-"""The benchmarks' schedules are checked before device time goes to them: every schedule either
-benchmark times (the scheduler's choices for its shapes and the candidates) is assembled by
+"""The benchmarks' schedules are checked before device time goes to them: every schedule the
+GEMM benchmarks time (the scheduler's choices for their shapes and the candidates) is assembled by
 ptxas for sm_90a, with no spills (but those measured and listed) and no wgmma serialized."""
 
 import dataclasses
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from backend import bench_gemm, bench_quant
+from backend import bench_gemm, bench_quant, bench_sparse
 from backend.gemm import lowered_gemm_kernel
 from backend.ptx_text import module_text
 
@@ -25,6 +25,7 @@ def planned_schedules(sms: int = 132) -> list:
         out.update([cfg, *candidates])
     for m, n, k in bench_gemm.CASES:
         out.update(bench_gemm.plan(m, n, k, "f16", sms, "sm_90a"))
+    out.update(bench_sparse.planned_schedules())
     # a split's count is a constant of the same code: one split schedule of each kind is enough
     return sorted({dataclasses.replace(c, split_k=min(c.split_k, 2)) for c in out}, key=lambda c: c.name)
 
