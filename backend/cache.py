@@ -45,7 +45,9 @@ def cache_dir() -> Path:
 
 
 def key(*parts: str) -> str:
-    return hashlib.sha256("\0".join((RUNG_VERSION, source_digest(), *parts)).encode()).hexdigest()
+    from ir.numerics import defined_formats_digest
+
+    return hashlib.sha256("\0".join((RUNG_VERSION, source_digest(), defined_formats_digest(), *parts)).encode()).hexdigest()
 
 
 def cached_text(parts: tuple[str, ...], make) -> tuple[str, bool]:

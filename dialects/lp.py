@@ -15,6 +15,7 @@ and the tiling of unstructured-sparse weights, `#lp.sparse<tile 128x64>`. Their 
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -44,6 +45,39 @@ class NF4Type(ParametrizedAttribute, TypeAttribute):
 
     name = "lp.nf4"
     FORMAT: ClassVar[str] = "nf4"  # its ir.numerics format (ir.dtypes.format_name)
+
+
+@irdl_attr_definition
+class FormatType(ParametrizedAttribute, TypeAttribute):
+    """An element type of a format defined as text (ir.format_text), by the name it was registered under:
+    `!lp.format<e3m2b2>`. The module that uses it is read after its definitions are loaded (rung-opt --formats)."""
+
+    name = "lp.format"
+
+    format_name: StringAttr
+
+    def __init__(self, format_name: str):
+        super().__init__(StringAttr(format_name))
+
+    @property
+    def FORMAT(self) -> str:  # noqa: N802  (ir.dtypes.format_name reads it, as lp.nf4's class attribute)
+        return self.format_name.data
+
+    def verify(self) -> None:
+        from ir.numerics import element_format
+
+        try:
+            element_format(self.FORMAT)
+        except FormatError as e:
+            raise VerifyException(str(e)) from None
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<{self.FORMAT}>")
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser):
+        with parser.in_angle_brackets():
+            return (StringAttr(parser.parse_identifier()),)
 
 
 _SCALE_TYPES = {Float16Type: "f16", BFloat16Type: "bf16", Float32Type: "f32", Float8E8M0FNUType: "e8m0"}
@@ -78,10 +112,11 @@ class QuantAttr(_FormatAttr):
     def from_format(fmt: QuantFormat) -> "QuantAttr":
         """The attribute of an ir.numerics.QuantFormat (the inverse of `format`)."""
         name = fmt.element
-        if name.startswith(("int", "uint")):
-            element = IntegerType(int(name.lstrip("uint")), Signedness.SIGNED if name.startswith("int") else Signedness.UNSIGNED)
+        if re.fullmatch(r"u?int[1-8]", name):
+            element = IntegerType(int(name[-1]), Signedness.SIGNED if name.startswith("int") else Signedness.UNSIGNED)
         else:
-            element = NF4Type() if name == "nf4" else next(t for t, n in FLOAT_FORMATS.items() if n == name)()
+            builtin = next((t for t, n in FLOAT_FORMATS.items() if n == name), None)
+            element = NF4Type() if name == "nf4" else builtin() if builtin else FormatType(name)
         scale = next(t for t, n in _SCALE_TYPES.items() if n == fmt.scale)()
         return QuantAttr(element, fmt.group, scale, fmt.zero)
 
@@ -163,4 +198,4 @@ class SparseAttr(_FormatAttr):
         return (IntAttr(n), IntAttr(k), IntAttr(bound))
 
 
-LP = Dialect("lp", [], [NF4Type, QuantAttr, SparseAttr])
+LP = Dialect("lp", [], [NF4Type, FormatType, QuantAttr, SparseAttr])

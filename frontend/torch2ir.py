@@ -42,6 +42,7 @@ from dialects import graph as g  # noqa: E402
 from frontend.loading import DTYPES, cast_model, export, load_model_file  # noqa: E402
 from frontend.transforms import dense_weights, fold_batch_norms, transform_weights  # noqa: E402
 from ir.errors import RungError, run_tool, writing  # noqa: E402
+from ir.format_text import FORMATS_OPTION_HELP, load_format_files  # noqa: E402
 from ir.numerics import EightBitFormat  # noqa: E402
 from ir.syntax import ssa_name  # noqa: E402
 from lowering.fold_constants import constant_op  # noqa: E402
@@ -723,12 +724,14 @@ def main(argv=None) -> int:
                    "fnmatch patterns of their names (e.g. '*lm_head*')")
     p.add_argument("--sparsify-per", choices=("row", "tensor"), default="row", help="with --sparsify: prune each output row "
                    "(the default) or the whole tensor to S")
+    p.add_argument("--format-file", metavar="FILE", action="append", default=[], dest="format_files", help=FORMATS_OPTION_HELP + " (--quantize may name them)")
     args = p.parse_args(argv)
 
     def progress(msg):
         print(f"torch2ir: {msg}", file=sys.stderr, flush=True)
 
     def work() -> int:
+        load_format_files(args.format_files)
         progress(f"loading {args.model}")
         model, inputs, kwargs = load_model_file(args.model)
         if args.dtype:

@@ -54,7 +54,7 @@ def format_name(t: Attribute) -> str | None:
     """The `ir.numerics` format of a low-precision element type, None for other types. A
     dialect's own element type names its format in a class attribute `FORMAT` (lp.nf4)."""
     if isinstance(t, IntegerType):
-        if t.width.data in (1, 2, 3, 4, 8) and t.signedness.data != Signedness.SIGNLESS:
+        if 1 <= t.width.data <= 8 and t.signedness.data != Signedness.SIGNLESS:
             return ("int" if t.signedness.data == Signedness.SIGNED else "uint") + str(t.width.data)
         return None
     return FLOAT_FORMATS.get(type(t)) or getattr(t, "FORMAT", None)
@@ -81,8 +81,11 @@ def storage_dtype(t: Attribute) -> np.dtype:
     """The numpy dtype that holds tensors of element type `t`."""
     if type(t) in _NATIVE_FLOATS:
         return np.dtype(_NATIVE_FLOATS[type(t)])
-    if is_float(t) and format_name(t) is not None:  # fp6, fp4, nf4, e8m0: held exactly in f32
+    fmt = format_name(t)
+    if is_float(t) and fmt is not None:  # fp6, fp4, nf4, e8m0 and formats defined as text: held exactly in f32
         return np.dtype(np.float32)
+    if fmt is not None and not isinstance(t, IntegerType):  # an integer format defined as text
+        return np.dtype(np.int8 if element_format(fmt).signed else np.uint8)
     if is_bool(t):
         return np.dtype(np.bool_)
     if isinstance(t, IndexType):

@@ -26,7 +26,7 @@ class FormatError(ValueError):
     """A value, shape or parameter that a format cannot represent."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ElementFormat:
     """A low-precision element format: `bits` wide, `table[code]` is the code's value (NaN for NaN codes)."""
 
@@ -41,6 +41,16 @@ class ElementFormat:
     @cached_property
     def values(self) -> np.ndarray:
         return np.array(self.table, dtype=np.float64)
+
+    def __eq__(self, other) -> bool:  # (tables compared code by code, sign of zero and NaN included)
+        if not isinstance(other, ElementFormat):
+            return NotImplemented
+        fields = lambda f: (f.name, f.bits, f.sign_magnitude, f.is_integer, f.ties_up, f.float_bits)  # noqa: E731
+        return fields(self) == fields(other) and np.array_equal(self.values, other.values, equal_nan=True) and \
+            np.array_equal(np.signbit(self.values), np.signbit(other.values))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.bits))
 
     @cached_property
     def _nearest(self) -> tuple[np.ndarray, np.ndarray]:
@@ -118,30 +128,57 @@ class ElementFormat:
         return float(np.max(np.diff(pos) / pos[1:])) if pos.size > 1 else 1.0
 
 
-def int_format(bits: int, signed: bool) -> ElementFormat:
-    """Two's complement (signed) or plain binary (unsigned) integers."""
+def int_format(bits: int, signed: bool, name: str | None = None) -> ElementFormat:
+    """Two's complement (signed) or plain binary (unsigned) integers of 1 to 8 bits, named intN / uintN unless `name`."""
+    if not 1 <= bits <= 8:
+        raise FormatError(f"integer formats have 1 to 8 bits, not {bits}")
     table = [(c - (1 << bits)) if signed and c >> (bits - 1) else c for c in range(1 << bits)]
-    return ElementFormat(("int" if signed else "uint") + str(bits), bits, tuple(map(float, table)), is_integer=True)
+    return ElementFormat(name or ("int" if signed else "uint") + str(bits), bits, tuple(map(float, table)), is_integer=True)
 
 
-def minifloat_format(name: str, exp_bits: int, man_bits: int, bias: int, specials: str) -> ElementFormat:
-    """A sign-magnitude float: `specials` is 'ieee' (inf and NaN at the top exponent), 'fn'
-    (only the all-ones code is NaN) or 'none' (every code is finite)."""
-    bits = 1 + exp_bits + man_bits
+def float_format(name: str, exp_bits: int, man_bits: int, bias: int | None = None, specials: str = "none", signed: bool = True,
+                 subnormals: bool = True, ties_up: bool = False) -> ElementFormat:
+    """A minifloat of at most 8 bits: a sign bit (unless not `signed`), `exp_bits` of exponent with `bias`
+    (2^(exp_bits - 1) - 1 unless given) and `man_bits` of mantissa. `specials` is 'ieee' (inf and NaN at the top
+    exponent), 'fn' (only the all-ones magnitude is NaN) or 'none' (every code is finite); without `subnormals` the
+    lowest exponent is a normal one (e8m0's). Encoding ties to the even code, or up with `ties_up`."""
+    if exp_bits < 1 or man_bits < 0:
+        raise FormatError(f"a float has at least one exponent bit and no negative mantissa, got exponent {exp_bits}, mantissa {man_bits}")
+    bits = int(signed) + exp_bits + man_bits
+    if not 2 <= bits <= 8:
+        raise FormatError(f"formats have at most 8 bits (and at least 2): sign, exponent {exp_bits} and mantissa {man_bits} make {bits}")
+    if specials not in ("none", "fn", "ieee"):
+        raise FormatError(f"specials are none, fn or ieee, not {specials!r}")
+    if specials == "ieee" and (exp_bits < 2 or man_bits < 1):
+        raise FormatError("ieee specials (inf and NaN at the top exponent) need 2 exponent bits and a mantissa bit")
+    bias = (1 << (exp_bits - 1)) - 1 if bias is None else bias
+    mag_bits = exp_bits + man_bits
     table = []
     for code in range(1 << bits):
-        sign = -1.0 if code >> (bits - 1) else 1.0
+        sign = -1.0 if signed and code >> mag_bits else 1.0
         e, m = (code >> man_bits) & ((1 << exp_bits) - 1), code & ((1 << man_bits) - 1)
         top = e == (1 << exp_bits) - 1
         if specials == "ieee" and top:
             table.append(sign * math.inf if m == 0 else math.nan)
         elif specials == "fn" and top and m == (1 << man_bits) - 1:
             table.append(math.nan)
-        elif e == 0:
+        elif e == 0 and subnormals:
             table.append(sign * m * 2.0 ** (1 - bias - man_bits))
         else:
             table.append(sign * (1 + m / (1 << man_bits)) * 2.0 ** (e - bias))
-    return ElementFormat(name, bits, tuple(table), sign_magnitude=True, float_bits=(exp_bits, man_bits, bias))
+    plain = signed and subnormals  # (what the register decoders place under a 16-bit float's exponent)
+    return ElementFormat(name, bits, tuple(table), sign_magnitude=signed, ties_up=ties_up,
+                         float_bits=(exp_bits, man_bits, bias) if plain else None)
+
+
+def table_format(name: str, values: tuple[float, ...]) -> ElementFormat:
+    """A format by the value of each code (nf4's kind): 2^bits values in code order, bits 1 to 8."""
+    bits = len(values).bit_length() - 1
+    if len(values) < 2 or len(values) != 1 << bits or bits > 8:
+        raise FormatError(f"a table lists 2^bits values for bits 1 to 8 (2, 4, ..., 256 of them), got {len(values)}")
+    if not any(math.isfinite(v) for v in values):
+        raise FormatError("a table needs a finite value")
+    return ElementFormat(name, bits, tuple(float(v) for v in values))
 
 
 # NF4 (QLoRA): quantiles of N(0, 1) normalized to [-1, 1], with an exact zero.
@@ -156,14 +193,12 @@ FORMATS: dict[str, ElementFormat] = {
     **{f"int{b}": int_format(b, True) for b in (1, 2, 3, 4, 8)},
     **{f"uint{b}": int_format(b, False) for b in (1, 2, 3, 4, 8)},
     "nf4": ElementFormat("nf4", 4, NF4_VALUES),
-    "e4m3": minifloat_format("e4m3", 4, 3, 7, "fn"),
-    "e5m2": minifloat_format("e5m2", 5, 2, 15, "ieee"),
-    "e3m2": minifloat_format("e3m2", 3, 2, 3, "none"),
-    "e2m3": minifloat_format("e2m3", 2, 3, 1, "none"),
-    "e2m1": minifloat_format("e2m1", 2, 1, 1, "none"),
-    "e8m0": ElementFormat(
-        "e8m0", 8, tuple(2.0 ** (c - 127) for c in range(255)) + (math.nan,), ties_up=True
-    ),
+    "e4m3": float_format("e4m3", 4, 3, 7, "fn"),
+    "e5m2": float_format("e5m2", 5, 2, 15, "ieee"),
+    "e3m2": float_format("e3m2", 3, 2, 3, "none"),
+    "e2m3": float_format("e2m3", 2, 3, 1, "none"),
+    "e2m1": float_format("e2m1", 2, 1, 1, "none"),
+    "e8m0": float_format("e8m0", 8, 0, 127, "fn", signed=False, subnormals=False, ties_up=True),  # (MX scales)
 }
 
 # The ml_dtypes type that holds each format, where one exists (used for storage and cross-checks).
@@ -175,11 +210,49 @@ ML_DTYPES = {
 }
 
 
+BUILTIN_FORMATS = frozenset(FORMATS)
+
+
 def element_format(name: str) -> ElementFormat:
+    """A format by name: a built-in or registered one, or intN / uintN of any width 1 to 8."""
     try:
         return FORMATS[name]
     except KeyError:
-        raise FormatError(f"unknown element format '{name}' (known: {', '.join(FORMATS)})") from None
+        pass
+    for prefix, signed in (("int", True), ("uint", False)):
+        if name.startswith(prefix) and name[len(prefix):].isdigit() and 1 <= int(name[len(prefix):]) <= 8:
+            return int_format(int(name[len(prefix):]), signed)
+    raise FormatError(f"unknown element format '{name}' (known: {', '.join(FORMATS)}; a format defined as text is loaded "
+                      "first: --format-file FILE, rung.load_formats)") from None
+
+
+def register_format(name: str, fmt: ElementFormat) -> None:
+    """Make `fmt` known by `name` (ir.format_text's definitions); the same definition again is no change, another
+    meaning of a known name is a FormatError."""
+    known = FORMATS.get(name)
+    if known is None:
+        try:
+            known = element_format(name)  # (intN, uintN)
+        except FormatError:
+            pass
+    if known is not None and known != fmt:
+        raise FormatError(f"{name} is already {'a built-in' if name in BUILTIN_FORMATS else 'a registered'} element format with "
+                          "another meaning")
+    FORMATS[name] = fmt
+
+
+def defined_formats_digest() -> str:
+    """What the element formats defined as text mean (a kernel cache key's part: a name means what its definition says)."""
+    return ";".join(f"{name}:{f.bits}:{f.values.tobytes().hex()}:{f.sign_magnitude}{f.is_integer}{f.ties_up}{f.float_bits}"
+                    for name, f in sorted(FORMATS.items()) if name not in BUILTIN_FORMATS)
+
+
+def unregister(name: str) -> None:
+    """Forget a registered format or preset (a built-in one stays)."""
+    if name not in BUILTIN_FORMATS:
+        FORMATS.pop(name, None)
+    if name not in BUILTIN_PRESETS:
+        PRESETS.pop(name, None)
 
 
 # --- bit packing -------------------------------------------------------------------------
@@ -363,6 +436,16 @@ PRESETS: dict[str, QuantFormat] = {
     "uint4": QuantFormat("uint4", 128, "f16", "quantized"),
     "int8": QuantFormat("int8", None, "f16"),
 }
+BUILTIN_PRESETS = frozenset(PRESETS)
+
+
+def register_preset(name: str, fmt: QuantFormat) -> None:
+    """Make a quantization format known by `name` (quant_format); as register_format does for element formats."""
+    known = PRESETS.get(name)
+    if known is not None and known != fmt:
+        raise FormatError(f"{name} is already {'a built-in' if name in BUILTIN_PRESETS else 'a registered'} quantization format with "
+                          "another meaning")
+    PRESETS[name] = fmt
 
 
 @dataclass(frozen=True)

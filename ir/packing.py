@@ -107,6 +107,11 @@ class IntDecode(Decoder):
     bits: int
     offset: int
 
+    @property
+    def code_bits(self) -> int:
+        """The bits a stored code u = q + offset can use (the format's own width: fewer than `bits` when it is stored wider)."""
+        return element_format(self.name).bits
+
     def codes(self, values) -> np.ndarray:
         v = np.asarray(values)
         u = v.astype(np.int64) + self.offset
@@ -135,6 +140,21 @@ class FloatDecode(Decoder):
 
     def rescale(self, dtype: str) -> float:
         return 2.0 ** (TARGET_BITS[dtype][2] - self.bias)
+
+    @property
+    def _own_bits(self) -> int:
+        """The format's own width (less than `bits` when stored with mantissa bits added)."""
+        return element_format(self.name).bits
+
+    def codes(self, values) -> np.ndarray:
+        own, pad = self._own_bits, self.bits - self._own_bits
+        c = super().codes(values)
+        return c if not pad else ((c >> (own - 1)) << (self.bits - 1) | (c & ((1 << (own - 1)) - 1)) << pad).astype(np.uint8)
+
+    def values(self, codes) -> np.ndarray:
+        own, pad = self._own_bits, self.bits - self._own_bits
+        c = np.asarray(codes, np.uint8)
+        return super().values(c if not pad else (c >> (self.bits - 1)) << (own - 1) | (c & ((1 << (self.bits - 1)) - 1)) >> pad)
 
     @property
     def placement(self) -> tuple:
@@ -184,8 +204,10 @@ def float_placement(bits: int, exp_bits: int) -> tuple:
         if len(out) < 16 // bits and {*range(mag, mag + span), mag + 15 - at} <= free:
             take(mag, mag + 15 - at)
     while len(out) < 16 // bits:
-        mag = min(m for m in free if set(range(m, m + span)) <= free)
-        take(mag, min(free - set(range(mag, mag + span))))
+        runs = [m for m in free if set(range(m, m + span)) <= free]
+        if not runs:  # (a byte whose exponent lies too low for the first pair in place: e3m4's) codes in pair order
+            return tuple((bits * j, bits * j + span) for j in range(16 // bits))
+        take(runs[0], min(free - set(range(runs[0], runs[0] + span))))
     return tuple(out)
 
 
@@ -197,6 +219,12 @@ class LutDecode(Decoder):
     name: str
     bits: int = 4
 
+    @property
+    def table(self) -> np.ndarray:
+        """The value of each of the 16 codes (codes a narrower format lacks are never stored: zero)."""
+        values = element_format(self.name).values
+        return np.concatenate([values, np.zeros(16 - len(values))])
+
     def pack(self, codes: np.ndarray) -> np.ndarray:
         return pack(np.asarray(codes, np.uint8), 4, np.uint32)
 
@@ -204,18 +232,24 @@ class LutDecode(Decoder):
         return unpack(np.asarray(words, np.uint32), 4)
 
 
+CONTAINERS = (1, 2, 4, 8)  # the code widths the register decoders read: a format of other bits is stored in the next one
+
+
 def decoder(name: str) -> Decoder:
-    """How a format of ir.numerics ('int4', 'e2m1', 'nf4', ...) is stored for its register decoder."""
+    """How a format of ir.numerics ('int4', 'e2m1', 'nf4', ...) is stored for its register decoder. A format whose
+    bits are not 1, 2, 4 or 8 is stored in the next of those: integers with a larger offset, minifloats with
+    mantissa bits added below their own (always zero), tables of 3 bits in nibbles."""
     fmt = element_format(name)
-    if fmt.bits not in (1, 2, 4, 8) or name == "e8m0":
-        raise FormatError(f"no register decoder for {name}: formats of 1, 2, 4 or 8 bits have one")
+    container = next(bits for bits in CONTAINERS if bits >= fmt.bits)
     if fmt.is_integer:
-        return IntDecode(name, fmt.bits, -int(fmt.min))
+        return IntDecode(name, container, -int(fmt.min))
     if fmt.float_bits is not None:
-        return FloatDecode(name, fmt.bits, *fmt.float_bits)
-    if fmt.bits == 4:
+        exp_bits, man_bits, bias = fmt.float_bits
+        return FloatDecode(name, container, exp_bits, man_bits + container - fmt.bits, bias)
+    if fmt.bits <= 4:
         return LutDecode(name)
-    raise FormatError(f"no register decoder for {name}")
+    raise FormatError(f"no register decoder for {name}: table formats of up to 4 bits have one (and integers and signed "
+                      "minifloats with subnormals of up to 8)")
 
 
 def block_elems(bits: int) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.numerics import FormatError, element_format
+from ir.numerics import FormatError
 from ir.packing import TARGET_BITS, Decoder, FloatDecode, IntDecode, LutDecode, magnitude_bit, half_bits
 from lowering.ptx_builder import PtxBuilder
 
@@ -42,9 +42,9 @@ def _emit_int(d: IntDecode, b: PtxBuilder, word, dtype: str, rescaled: bool) -> 
     offset, exactly. A pair's own constants are immediates, the operands every pair shares (the
     mantissa's bits, 1) one register each: a loop short of registers has no constants to rebuild."""
     _, man_bits, bias = TARGET_BITS[dtype]
-    if d.bits > man_bits:
-        raise FormatError(f"{d.bits}-bit codes do not fit the mantissa of {dtype}")
-    window = man_bits // d.bits  # pairs whose codes fit the mantissa unshifted
+    if d.code_bits > man_bits:
+        raise FormatError(f"{d.code_bits}-bit codes do not fit the mantissa of {dtype}")
+    window = max(1, man_bits // d.bits)  # pairs whose codes fit the mantissa unshifted
     mantissa = ((1 << man_bits) - 1) * PAIR
     one = int(half_bits(1.0, dtype)) * PAIR
     out = []
@@ -54,7 +54,7 @@ def _emit_int(d: IntDecode, b: PtxBuilder, word, dtype: str, rescaled: bool) -> 
             shifted = word if j == 0 else b.shr(word, d.bits * j)
         place = d.bits * i
         magic = (man_bits - place + bias) << man_bits
-        field = ((1 << d.bits) - 1) << place
+        field = ((1 << d.code_bits) - 1) << place
         magic_plus_code = b.lop3(shifted, (magic | field) * PAIR, mantissa, MANTISSA_AND_LUT)
         minus = int(half_bits(-(2.0 ** (man_bits - place) + d.offset), dtype))
         out.append(b.fma2(magic_plus_code, one, minus * PAIR, dtype))
@@ -87,7 +87,7 @@ def _emit_float(d: FloatDecode, b: PtxBuilder, word, dtype: str, rescaled: bool)
 
 
 def _emit_table(d: LutDecode, b: PtxBuilder, word, dtype: str, rescaled: bool) -> list:
-    table = half_bits(element_format(d.name).values, dtype).astype(np.uint32)
+    table = half_bits(d.table, dtype).astype(np.uint32)
     words = [[int(sum(int(byte_of(table[4 * i + j])) << (8 * j) for j in range(4))) for i in range(4)]
              for byte_of in (lambda v: v & 0xFF, lambda v: v >> 8)]
     low, high = ([b.imm(v, "b32") for v in ws] for ws in words)

@@ -5,6 +5,7 @@
     y = rung.linear(x, w)                        # f16/bf16 x @ w^T on the tensor cores
     qw = rung.quantize(w, "int4", group=128)     # Ladder's offline weight transform
     sw = rung.sparsify(w, 0.8)                   # magnitude pruning into Tiled-CSL (Flash-LLM's format)
+    rung.load_formats("t3 = table [-1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1]")   # a data format defined as text
     y = rung.qlinear(x, qw)                      # the weight decoded in registers
     module = rung.parse_ir(text)                 # IR text -> module (file:line:col errors)
     outs = rung.run(module, inputs)              # the interpreter, on numpy
@@ -18,6 +19,7 @@ _API = {
     "compile": "rung.compiler", "linear": "backend.gemm", "matmul": "backend.gemm", "quantize": "backend.quant",
     "qlinear": "backend.quant", "QuantizedWeight": "backend.quant", "RungError": "ir.errors", "run": "ir.interpreter",
     "print_ir": "ir.syntax", "parse_ir": "rung.context", "sparsify": "ir.sparse",
+    "load_formats": "ir.format_text", "load_format_file": "ir.format_text",
 }
 __all__ = sorted(_API)
 

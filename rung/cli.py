@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ir.errors import RungError, run_tool, writing
+from ir.format_text import FORMATS_OPTION_HELP, load_format_files
 
 
 def _read(path: str | None) -> tuple[str, str]:
@@ -48,6 +49,7 @@ def opt_main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="sm_80", help="PTX target for --emit ptx (sm_80, sm_90a, ...)")
     p.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     p.add_argument("--list-dialects", action="store_true", help="list the loaded dialects and exit")
+    p.add_argument("--format-file", metavar="FILE", action="append", default=[], dest="format_files", help=FORMATS_OPTION_HELP)
     args = p.parse_args(argv)
     if args.list_passes:
         for name in sorted(PASSES):
@@ -59,6 +61,7 @@ def opt_main(argv: list[str] | None = None) -> int:
             print(f"{name:10} {len(list(d.operations))} ops, {len(list(d.attributes))} types/attributes")
         return 0
     def work() -> int:
+        load_format_files(args.format_files)
         text, name = _read(args.input)
         ctx = make_context()
         module = parse_ir(text, name, ctx)
@@ -233,9 +236,11 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run them on the GPU (torch + cuda-python)")
     p.add_argument("--sim", action="store_true", help="lower @main to kernels and run them on the CPU lane simulator (slow: small programs)")
     p.add_argument("--dtype", choices=("f16", "bf16"), default="f16", help="a model file's type on the GPU (default: %(default)s)")
+    p.add_argument("--format-file", metavar="FILE", action="append", default=[], dest="format_files", help=FORMATS_OPTION_HELP)
     args = p.parse_args(argv)
 
     def work() -> int:
+        load_format_files(args.format_files)
         if args.input.endswith(".py"):
             if not (args.gpu or args.sim) or args.inputs is not None or args.function != "main":
                 raise RungError(f"{args.input}: a model file runs compiled, with --gpu or --sim, on its own example inputs (no -i, -f)")
@@ -296,6 +301,7 @@ def generate_main(argv: list[str] | None = None) -> int:
                    "for a quantized copy of the model (e.g. int4) proposes tokens that the model checks --speculate-k at a time")
     p.add_argument("--speculate-k", type=int, default=4, help="tokens the draft proposes a step (default: %(default)s)")
     p.add_argument("--print-ids", action="store_true", help="print the new tokens' ids instead of their text")
+    p.add_argument("--format-file", metavar="FILE", action="append", default=[], dest="format_files", help=FORMATS_OPTION_HELP + " (--quantize may name them)")
     args = p.parse_args(argv)
 
     def progress(msg):
@@ -309,6 +315,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         from ir.numerics import EIGHT_BIT_PRESETS, FORMATS, PRESETS
         from rung.generate import Generator, Sampling
 
+        load_format_files(args.format_files)
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         if args.chat and args.prompt is None:
             raise RungError("--chat wraps a --prompt text in the chat template")

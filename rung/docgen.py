@@ -17,7 +17,8 @@ from xdsl.irdl import OptOperandDef, VarOperandDef
 from dialects.graph import GRAPH
 from dialects.ptx import PTX
 from dialects.tile import TILE
-from ir.numerics import FORMATS, PRESETS
+from ir.numerics import BUILTIN_FORMATS, BUILTIN_PRESETS, FORMATS, PRESETS, FormatError
+from ir.packing import decoder
 
 REFERENCE = Path(__file__).parents[1] / "docs" / "reference.md"
 
@@ -57,13 +58,20 @@ def reference() -> str:
             lines.append(f"| `{op.name}` | {_operands(op)} | {_attrs(op)} | {doc} |")
         lines.append("")
     lines += ["## Low-precision element types", "",
-              "| format | IR type | bits | range | encoding |", "| --- | --- | --- | --- | --- |"]
-    for name, f in FORMATS.items():
+              "Others are defined as text (docs/formats.md): `!lp.format<name>` in IR. A weight's codes are stored for the register "
+              "decoders in 1, 2, 4 or 8 bits, a format of another width in the next of those.", "",
+              "| format | IR type | bits | range | encoding | stored in (bits) |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in sorted(BUILTIN_FORMATS, key=list(FORMATS).index):
+        f = FORMATS[name]
         ir_type = _TYPES.get(name) or ("`si%d`" % f.bits if name.startswith("int") else "`ui%d`" % f.bits)
-        kind = "integer" if f.is_integer else "table" if name in ("nf4", "e8m0") else "sign-magnitude float"
-        lines.append(f"| {name} | {ir_type} | {f.bits} | [{f.min:g}, {f.max:g}] | {kind} |")
+        kind = "integer" if f.is_integer else "sign-magnitude float" if f.float_bits else "table"
+        try:
+            stored = str(decoder(name).bits)
+        except FormatError:
+            stored = "(no register decoder)"
+        lines.append(f"| {name} | {ir_type} | {f.bits} | [{f.min:g}, {f.max:g}] | {kind} | {stored} |")
     lines += ["", "## Named quantization formats", "", "| name | element | group | scale | zero |", "| --- | --- | --- | --- | --- |"]
-    for name, q in PRESETS.items():
+    for name, q in ((n, PRESETS[n]) for n in PRESETS if n in BUILTIN_PRESETS):
         lines.append(f"| {name} | {q.element} | {q.group or 'channel'} | {q.scale} | {q.zero} |")
     lines += ["", "## ATen ops torch2ir converts", "", ", ".join(f"`{n}`" for n in sorted(_HANDLERS)), "",
               "Dropped (no value): " + ", ".join(f"`{n}`" for n in sorted(_IGNORED)), ""]

@@ -33,7 +33,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from dialects.lp import QuantAttr, SparseAttr
 from ir.errors import RungError
-from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, combine_residual, copy_elems
+from dialects.tile.schedule import ACTIVATIONS, GemmConfig, GemmSchedule, combine_residual, copy_elems, dense_tile_banks
 
 
 @irdl_op_definition
@@ -245,14 +245,13 @@ def packed_types(fmt, dtype: str, n: int, k: int) -> list:
     codes, scales, zeros (None when the format has none)."""
     from xdsl.dialects.builtin import IntegerType, Signedness, bf16, f16, i32
 
-    from ir.numerics import element_format
-    from ir.packing import N_ALIGN
+    from ir.packing import N_ALIGN, decoder
 
     act = f16 if dtype == "f16" else bf16
     groups = k // (fmt.group or k)
     n16 = -(-n // N_ALIGN) * N_ALIGN
     scale = IntegerType(8, Signedness.UNSIGNED) if fmt.scale == "e8m0" else act
-    codes = TensorType(i32, [n, k * element_format(fmt.element).bits // 32])
+    codes = TensorType(i32, [n, k * decoder(fmt.element).bits // 32])
     return [codes, TensorType(scale, [groups, n16]), TensorType(act, [groups, n16]) if fmt.zero != "none" else None]
 
 
@@ -355,7 +354,7 @@ class PackSparseOp(IRDLOperation):
         n = self.n.value.data
         try:
             dense = decode(values, np.asarray(positions).astype(np.int64), np.asarray(offsets).astype(np.int64), (n, k), fmt)
-            return kernel_tiles(dense, cfg.bn, cfg.bk, cfg.dtype, cfg.threads, cfg.sparse).view(np.int32)
+            return kernel_tiles(dense, cfg.bn, cfg.bk, cfg.dtype, cfg.threads, cfg.sparse, dense_tile_banks(cfg.bn, cfg.bk)).view(np.int32)
         except FormatError as e:  # (weights that do not keep to the program's format)
             raise RungError(f"tile.pack_sparse of a {n}-row weight ({self.sparse}): {e}") from None
 

@@ -57,6 +57,13 @@ def swizzle_for(row_bytes: int) -> Swizzle:
     return Swizzle(chunks.bit_length() - 1, 4, max(3, row_bytes.bit_length() - 1 - 4))
 
 
+def dense_tile_banks(bn: int, bk: int) -> np.ndarray:
+    """The shared-memory bank of each position (row * bk + column) of a sparse kernel's dense BN x BK tile of 16-bit
+    values, swizzled as smem-swizzle lays it out (the order ir.sparse.kernel_tiles gives the slots comes from it)."""
+    position = np.arange(bn * bk)
+    return swizzle_for(2 * bk)(position // bk * 2 * bk + position % bk * 2) // 4 % 32
+
+
 @dataclass(frozen=True)
 class SharedTile:
     """One operand's tile in shared memory: `rows` x `cols` elements of `elem_bytes` (2, or 1 for
@@ -179,7 +186,7 @@ class GemmConfig:
 
     def _check_weight(self):
         from ir.numerics import FormatError
-        from ir.packing import LutDecode, block_elems, decoder
+        from ir.packing import IntDecode, LutDecode, block_elems, decoder
 
         try:
             d = decoder(self.weight)
@@ -188,7 +195,7 @@ class GemmConfig:
         if self.shared_table and (not isinstance(d, LutDecode) or TABLE_ROWS % self.threads):
             raise ValueError(f"a shared table holds the pairs of a table-decoded weight (nf4), filled by at most {TABLE_ROWS} "
                              f"threads: not {self.weight} with {self.threads} threads")
-        if self.dtype == "bf16" and d.bits == 8 and self.weight.startswith(("int", "uint")):
+        if self.dtype == "bf16" and isinstance(d, IntDecode) and d.code_bits > 7:
             raise ValueError("8-bit integer weights decode into f16 only: bf16's mantissa cannot hold 8-bit codes")
         block = block_elems(d.bits)
         if self.b_kn or self.bk % block:
@@ -263,9 +270,9 @@ class GemmConfig:
 
     @property
     def weight_bits(self) -> int:
-        from ir.numerics import element_format
+        from ir.packing import decoder
 
-        return element_format(self.weight).bits if self.weight else 8 if self.a8 else 16
+        return decoder(self.weight).bits if self.weight else 8 if self.a8 else 16
 
     @property
     def b_tile(self) -> SharedTile:
@@ -419,9 +426,10 @@ class GemmSchedule(Data[GemmConfig]):
         return self.data.grid(m, n)
 
     def launch_dims(self, shapes: list[tuple[int, ...]]) -> list[int]:
-        """The kernel's size parameters: M, N, K (a sparse B's rows are N rounded up to its tiles': N is the result's)."""
+        """The kernel's size parameters: M, N, K (a sparse B's rows are N rounded up to its tiles': N is the result's last
+        dimension, of [M, N] or, K split, [splits, M, N])."""
         (m, k), b = shapes[0], shapes[1]
-        return [m, shapes[-1][1] if self.data.sparse else b[1] if self.data.b_kn else b[0], k]
+        return [m, shapes[-1][-1] if self.data.sparse else b[1] if self.data.b_kn else b[0], k]
 
     def print_parameter(self, printer: Printer) -> None:
         cfg = self.data

@@ -2,6 +2,7 @@
 CPU; every format against dequantize-then-torch.matmul on the GPU."""
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ import torch
 import rung
 from backend.quant import quant_format
 from ir.errors import RungError
+from ir.format_text import load_format_file
 from torch_checks import assert_matches
 
+load_format_file(Path(__file__).parents[2] / "examples" / "formats" / "custom.fmt")
 GPU = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not GPU, reason="needs an NVIDIA GPU")
 
@@ -22,6 +25,8 @@ FORMATS = [
     ("uint4", {"group": 128, "zero": "rescale"}, "f16"), ("int2", {"group": 64}, "f16"), ("int1", {"group": 128, "zero": "original"}, "f16"),
     ("int8", {"group": None}, "f16"), ("nf4", {"group": 64}, "f16"), ("e4m3", {"group": 128, "scale": "f16"}, "f16"),
     ("e5m2", {"group": 64, "scale": "bf16"}, "bf16"), ("e2m1", {"group": 32}, "f16"), ("mxfp4", {}, "bf16"), ("mxfp8", {}, "f16"),
+    ("mxfp6", {}, "f16"), ("int3", {"group": 64}, "bf16"),  # stored in the next width: FP6 in bytes, 3-bit integers in nibbles
+    ("fp6b2", {}, "f16"), ("t3g64", {}, "bf16"), ("int5g128", {}, "f16"),  # defined as text (examples/formats/custom.fmt)
 ]
 IDS = [f"{f}-{'-'.join(f'{k}{v}' for k, v in o.items())}-{d}" for f, o, d in FORMATS]
 
@@ -70,7 +75,8 @@ def test_gptfast_codes_import():
     (lambda: rung.quantize(torch.randn(8, 100), "w8a8"), "w8a8 needs K a multiple of 16"),
     (lambda: rung.quantize(torch.randn(8, 100), "int4", group=64), "group size 64 does not divide the reduction axis of length 100"),
     (lambda: rung.quantize(torch.randn(8, 128), "int9"), "unknown format 'int9'"),
-    (lambda: rung.quantize(torch.randn(8, 128), "e3m2"), "no register decoder for e3m2"),
+    (lambda: (rung.load_formats(f"t5 = table {list(range(32))}"), rung.quantize(torch.randn(8, 128), "t5")),
+     "no register decoder for t5: table formats of up to 4 bits have one"),
     (lambda: rung.quantize(torch.full((8, 128), float("nan")), "int4"), "inf or NaN"),
     (lambda: rung.quantize(torch.randn(8, 128), "int4", zero="sideways"), "unknown zero mode 'sideways'"),
     (lambda: rung.qlinear(torch.randn(2, 128, dtype=torch.float16), rung.quantize(torch.randn(8, 128), "int4")), "x is on cpu"),

@@ -16,12 +16,18 @@ from dialects.ptx import run_kernel
 from ir.simulator import DeviceMemory
 from ir.layout import MMA_SHAPES
 from ir.numerics import FormatError
-from ir.packing import Decoder, decoder, half_bits, mma_b_words
+from ir.packing import Decoder, IntDecode, decoder, half_bits, mma_b_words
 from lowering.ladder import emit_decode
 from lowering.ptx_builder import PtxBuilder
 from machine_code import sass_tools_missing, sass
 
-FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4"]
+from ir.format_text import load_format_file
+
+# the stored widths, and formats stored in the next one (3-bit integers in nibbles, FP6 in bytes, and the text-defined
+# formats of examples/formats/custom.fmt: an FP6 of another bias, a 3-bit table, a 5-bit integer)
+CUSTOM = [d.name for d in load_format_file("examples/formats/custom.fmt") if d.name in ("e3m2b2", "t3", "int5")]
+FORMATS = ["int1", "uint1", "int2", "uint2", "int4", "uint4", "int8", "uint8", "e2m1", "e4m3", "e5m2", "nf4", "int3", "uint3", "e3m2",
+           "e2m3", *CUSTOM]
 
 
 def decode_kernel(d: Decoder, dtype: str, threads: int = 64, rescaled: bool = True) -> KernelOp:
@@ -56,7 +62,7 @@ def test_generated_decoder_recovers_every_value(name, dtype):
     from ir.numerics import element_format
 
     d = decoder(name)
-    if dtype == "bf16" and d.bits == 8 and name.startswith(("int", "uint")):
+    if dtype == "bf16" and isinstance(d, IntDecode) and d.code_bits == 8:
         with pytest.raises(FormatError, match="do not fit the mantissa of bf16"):
             decode_kernel(d, dtype)
         return
@@ -74,7 +80,7 @@ def test_generated_decoder_recovers_every_value(name, dtype):
     assert np.array_equal(unrescaled * d.rescale(dtype), half_bits(values, dtype).view(np.float16 if dtype == "f16" else ml_dtypes.bfloat16))
 
 
-@given(st.sampled_from(["int1", "uint2", "int4", "int8", "e2m1", "e4m3", "nf4"]), st.integers(1, 4), st.integers(0, 2**31))
+@given(st.sampled_from(["int1", "uint2", "int4", "int8", "e2m1", "e4m3", "nf4", *CUSTOM]), st.integers(1, 4), st.integers(0, 2**31))
 def test_mma_order_gives_each_lane_its_b_fragments(name, blocks, seed):
     from ir.numerics import element_format
 
@@ -96,7 +102,7 @@ def test_mma_order_gives_each_lane_its_b_fragments(name, blocks, seed):
 
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas is not installed")
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
-@pytest.mark.parametrize("name", ["int4", "e2m1", "e4m3", "e5m2", "nf4"])
+@pytest.mark.parametrize("name", ["int4", "e2m1", "e4m3", "e5m2", "nf4", *CUSTOM])
 def test_decoders_assemble(name, dtype, tmp_path):
     src = tmp_path / "d.ptx"
     src.write_text(module_text(decode_kernel(decoder(name), dtype), "sm_80"))

@@ -1,6 +1,7 @@
 """tile-expand: the block program of a schedule computes what tile.matmul computes, block by block."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from rung.context import make_context, parse_ir, print_ir
 from ir.dtypes import storage_dtype
 from ir.errors import RungError
 from ir.interpreter import run
-from ir.numerics import quant_format
+from ir.format_text import load_format_file
+from ir.numerics import ElementFormat, quant_format
 from rung.passes import run_pipeline
 from lowering.tile_expand import block_program
 from tests.lowering.test_graph_to_tile import linear_ir
@@ -89,7 +91,9 @@ def test_the_program_carries_its_schedule(cfg):
 
 FORMATS = [quant_format("int4", group=32), quant_format("uint4", group=64, zero="rescale"), quant_format("int2", group=64),
            quant_format("int1", group=128), quant_format("nf4", group=64), quant_format("e2m1", group=32),
-           quant_format("mxfp4"), quant_format("e4m3", group=None), quant_format("int8", group=None)]
+           quant_format("mxfp4"), quant_format("e4m3", group=None), quant_format("int8", group=None), quant_format("mxfp6"),
+           *(quant_format(d.name) for d in load_format_file(Path(__file__).parents[2] / "examples" / "formats" / "custom.fmt")
+             if not isinstance(d.format, ElementFormat))]
 
 
 def _qlinear_module(fmt, m: int, n: int, k: int, dtype):

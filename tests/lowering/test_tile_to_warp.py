@@ -523,8 +523,8 @@ def test_weight_schedules_are_checked():
         GemmConfig(weight="int4", group=96)
     with pytest.raises(ValueError, match="8-bit integer weights decode into f16 only"):
         GemmConfig("bf16", weight="int8")
-    with pytest.raises(ValueError, match="no register decoder for e3m2"):
-        GemmConfig(weight="e3m2")
+    with pytest.raises(ValueError, match="no register decoder for e8m0"):
+        GemmConfig(weight="e8m0")
     with pytest.raises(ValueError, match="set `weight` too"):
         GemmConfig(group=128)
     with pytest.raises(ValueError, match="a weight with zero terms scales each value"):

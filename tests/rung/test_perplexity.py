@@ -40,5 +40,5 @@ def test_smollm2_int8_keeps_the_float_perplexity(smollm2):
 
 
 def test_an_unknown_format_is_named_before_the_model_loads():
-    with pytest.raises(RungError, match="--formats: unknown format 'int5'"):
-        evaluate("no-such-model", ["float", "int5"], 8)
+    with pytest.raises(RungError, match="--formats: unknown format 'int9'"):
+        evaluate("no-such-model", ["float", "int9"], 8)
