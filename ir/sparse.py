@@ -138,7 +138,8 @@ def kernel_slots(fullest: int, tile_n: int, threads: int) -> int:
     return -(-max(fullest, 1) // multiple) * multiple
 
 
-def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: int = 128, slots: int = 0) -> np.ndarray:
+def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: int = 128, slots: int = 0,
+                 banks: np.ndarray | None = None) -> np.ndarray:
     """A pruned weight [N, K] as a sparse GEMM kernel reads it (GemmConfig.sparse): per tile_n x tile_k tile the same
     number of 32-bit slots, each a nonzero's value (`dtype` bits, low half) and its position in the tile
     (row * tile_k + column, high half), padded to kernel_slots (the fullest tile's count rounded up to a multiple of
@@ -146,7 +147,10 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     its own, so the scatter into a zeroed tile neither races nor changes it. A tile's slots lie over its tile_n rows,
     slots / tile_n a row, so the weight keeps a dense one's shape of rows: uint32 [N rounded up to tile_n,
     k-tiles * slots / tile_n], copied k-tile by k-tile as a dense weight is. `slots` (a multiple of that): pad to that
-    many (a kernel made for them); a tile holding more is a FormatError."""
+    many (a kernel made for them); a tile holding more is a FormatError. `banks` (the shared-memory bank each position
+    of the kernel's dense tile lies in): the slots ordered so that each 32 of them (a warp's stores) fall in distinct
+    banks where the tile's nonzeros allow (round robin over the banks, padding placed in the banks with fewest
+    nonzeros); without it, in position order."""
     from ir.packing import half_bits
 
     w = np.asarray(weight, dtype=np.float64)
@@ -162,11 +166,32 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     slots = slots or kernel_slots(fullest, tile_n, threads)
     if slots > tile_n * tile_k:
         raise FormatError(f"{slots} slots do not fit a tile of {tile_n * tile_k} positions")
-    # each tile's nonzero positions first, then zero ones for padding: a stable sort on "is zero"
-    order = np.argsort(~nonzero, axis=1, kind="stable")[:, :slots]
+    order = _slot_order(nonzero, slots, banks)
     bits = half_bits(np.take_along_axis(tiles, order, axis=1), dtype)
     words = (bits.astype(np.uint32) | (order.astype(np.uint32) << 16)).reshape(tiles_n, tiles_k, tile_n, slots // tile_n)
     return words.transpose(0, 2, 1, 3).reshape(tiles_n * tile_n, tiles_k * slots // tile_n)
+
+
+def _slot_order(nonzero: np.ndarray, slots: int, banks: np.ndarray | None) -> np.ndarray:
+    """Per tile (a row of `nonzero`), the positions its slots write: every nonzero one and zero ones for padding."""
+    if banks is None:  # nonzeros first, in position order: a stable sort on "is zero"
+        return np.argsort(~nonzero, axis=1, kind="stable")[:, :slots]
+    tiles, size = nonzero.shape
+    count = len(np.unique(banks))
+    by_bank = np.argsort(banks, kind="stable")  # positions grouped by bank (as many in each)
+    grouped = nonzero[:, by_bank].reshape(tiles, count, size // count)
+    # a position's round: its rank among its bank's nonzeros, or, a zero one, the bank's nonzeros plus its rank among the
+    # zeros (padding goes to the emptiest banks first). (round, bank) numbers each tile's positions 0 .. size - 1
+    small = np.int32  # (positions and ranks of a tile fit: narrow temporaries keep a large weight's packing fast)
+    upto = np.cumsum(grouped, axis=2, dtype=small)  # nonzeros up to each position of its bank (zeros up to it: index + 1 - that)
+    index = np.arange(size // count, dtype=small)
+    rounds = np.where(grouped, upto - 1, upto[:, :, -1:] + index - upto)
+    key = (rounds * count + banks[by_bank].reshape(count, -1).astype(small)).reshape(tiles, size)
+    order = np.empty_like(key)
+    np.put_along_axis(order, key, np.broadcast_to(np.arange(size, dtype=small), key.shape), axis=1)  # (round, bank) order: no sort
+    kept = np.take_along_axis(grouped.reshape(tiles, size), order, axis=1)
+    kept |= np.cumsum(~kept, axis=1, dtype=small) <= (slots - nonzero.sum(axis=1))[:, None]  # and the first zeros, for padding
+    return by_bank[order[kept].reshape(tiles, slots)]
 
 
 def kernel_dense(packed, n: int, k: int, tile_n: int, tile_k: int, dtype: str = "f16") -> np.ndarray:

@@ -80,6 +80,8 @@ def tinygemm_int4_copy(lm):
             return y.reshape(*x.shape[:-1], self.n)
 
     peer = copy.deepcopy(lm).to(torch.bfloat16)
+    for attr in ("_compiled_call", "_last_compile_config"):  # (a copy would run the f16 model's own compiled forward)
+        peer.__dict__.pop(attr, None)
     head = peer.get_output_embeddings()
     for parent in list(peer.modules()):
         for name, child in list(parent.named_children()):

@@ -19,5 +19,5 @@ def test_the_packed_words_are_the_weight():
     w = bench_sparse.random_sparse(300, 200, 0.8, seed=3)
     assert 0.75 < (w == 0).mean() < 0.85
     cfg = bench_sparse.schedule(8, *w.shape, bench_sparse.fullest_tile(w))
-    words = kernel_tiles(w, *bench_sparse.TILE, "f16", cfg.threads, cfg.sparse)
+    words = kernel_tiles(w, *bench_sparse.TILE, "f16", cfg.threads, cfg.sparse, bench_sparse.dense_tile_banks(*bench_sparse.TILE))
     np.testing.assert_array_equal(kernel_dense(words, *w.shape, *bench_sparse.TILE), w.astype(np.float64))

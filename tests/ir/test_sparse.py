@@ -71,16 +71,18 @@ def test_rung_sparsify_takes_torch_tensors_and_says_what_is_wrong():
 
 @settings(max_examples=max(10, settings().max_examples // 4))  # (each example walks every tile in Python)
 @given(shapes.flatmap(lambda s: hnp.arrays(np.float64, s, elements=st.one_of(st.just(0.0), st.integers(-4, 4).map(float)))),
-       st.sampled_from([(16, 16, 32), (32, 16, 64), (8, 32, 128)]), st.sampled_from(["f16", "bf16"]))
-def test_kernel_tiles_scatter_back_into_the_weight(w, tile, dtype):
+       st.sampled_from([(16, 16, 32), (32, 16, 64), (8, 32, 128)]), st.sampled_from(["f16", "bf16"]), st.booleans())
+def test_kernel_tiles_scatter_back_into_the_weight(w, tile, dtype, by_bank):
     """Every tile's slots, scattered into a zeroed tile (padding included: zeros at positions of their own, none
-    twice), give the tile back; slots are the fullest tile's count rounded up to the tile's rows and the threads."""
+    twice), give the tile back, in position order or ordered by banks; slots are the fullest tile's count rounded up
+    to the tile's rows and the threads."""
     import math
 
     import ml_dtypes
 
     tile_n, tile_k, threads = tile
-    packed = kernel_tiles(w, tile_n, tile_k, dtype, threads)
+    banks = np.arange(tile_n * tile_k) // 2 % 32 if by_bank else None
+    packed = kernel_tiles(w, tile_n, tile_k, dtype, threads, banks=banks)
     tiles_n, tiles_k = SparseFormat(tile_n, tile_k).tiles(w.shape)
     slots = packed.shape[1] // tiles_k * tile_n
     assert packed.shape == (tiles_n * tile_n, tiles_k * slots // tile_n) and slots % math.lcm(tile_n, threads) == 0
@@ -98,3 +100,25 @@ def test_kernel_tiles_scatter_back_into_the_weight(w, tile, dtype):
             dense = np.zeros(tile_n * tile_k)
             dense[positions] = (words & 0xFFFF).astype(np.uint16).view(as_float).astype(np.float64)
             assert np.array_equal(dense.reshape(tile_n, tile_k), padded[r * tile_n:(r + 1) * tile_n, c * tile_k:(c + 1) * tile_k])
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.95])
+def test_slots_ordered_by_bank_give_each_warp_store_distinct_banks(sparsity):
+    """A random 128x64 tile's slots in the sparse kernel's dense tile (swizzled): ordered by bank, a tile's warp stores
+    take one pass of the banks each but where its nonzeros crowd one bank more than the others (no order does better
+    than that bank's count); in position order about three passes each."""
+    from dialects.tile.schedule import dense_tile_banks
+
+    rng = np.random.default_rng(int(sparsity * 100))
+    w = rng.standard_normal((512, 256)) * (rng.random((512, 256)) >= sparsity)
+    banks = dense_tile_banks(128, 64)
+
+    def passes(packed):  # per tile and warp store (32 slots): the most of its slots in one bank
+        slots = packed.reshape(4, 128, 4, -1).transpose(0, 2, 1, 3).reshape(16, -1)
+        groups = banks[(slots >> 16).astype(np.int64)].reshape(16, -1, 32)
+        return np.array([[np.bincount(g, minlength=32).max() for g in tile] for tile in groups]), groups
+
+    (ordered, groups), (plain, _) = passes(kernel_tiles(w, 128, 64, banks=banks)), passes(kernel_tiles(w, 128, 64))
+    crowded = np.array([np.bincount(tile.reshape(-1), minlength=32).max() for tile in groups])  # the fullest bank's slots
+    assert np.all(ordered.sum(axis=1) <= np.maximum(crowded, ordered.shape[1]) + 2)
+    assert ordered.mean() < 1.5 and plain.mean() > 2.5
