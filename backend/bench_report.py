@@ -2,7 +2,7 @@
 
     python -m backend.bench_report RUN_DIR
 
-RUN_DIR is the $OUT of `.ci/gpu` (summary.md, bench_gemm.md/.png, bench_quant.md/.png, bench_rows.md, bench_attention.md, bench_models.md, bench_models_breakdown.md, bench_generate.md). The files are
+RUN_DIR is the $OUT of `.ci/gpu` (summary.md, bench_gemm.md/.png, bench_quant.md/.png, bench_sparse.md/.png, bench_rows.md, bench_attention.md, bench_models.md, bench_models_breakdown.md, bench_generate.md). The files are
 copied into docs/bench/, and each section of docs/gpu.md between `<!-- begin NAME -->` and
 `<!-- end NAME -->` is replaced by its table (`SECTIONS`), so the page and the files cannot disagree
 (tests/backend/test_bench_report.py checks it). A benchmark the run skipped keeps its last table, which
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 BENCH = ROOT / "docs" / "bench"
 PAGE = ROOT / "docs" / "gpu.md"
-FILES = ("checks.md", "bench_gemm.md", "bench_gemm.png", "bench_quant.md", "bench_quant.png", "bench_rows.md", "bench_attention.md",
-         "bench_models.md", "bench_models_breakdown.md", "bench_generate.md")
+FILES = ("checks.md", "bench_gemm.md", "bench_gemm.png", "bench_quant.md", "bench_quant.png", "bench_sparse.md", "bench_sparse.png",
+         "bench_rows.md", "bench_attention.md", "bench_models.md", "bench_models_breakdown.md", "bench_generate.md")
 
 
 def _checks(summary: str) -> str:
@@ -36,6 +36,7 @@ def _main_table(bench: str) -> str:
 
 
 SECTIONS = {"checks": ("checks.md", str), "bench_gemm": ("bench_gemm.md", str), "bench_quant": ("bench_quant.md", _main_table),
+            "bench_sparse": ("bench_sparse.md", _main_table),
             "bench_rows": ("bench_rows.md", str), "bench_attention": ("bench_attention.md", str), "bench_models": ("bench_models.md", str),
             "bench_models_breakdown": ("bench_models_breakdown.md", str), "bench_generate": ("bench_generate.md", str)}
 

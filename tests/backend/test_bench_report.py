@@ -18,12 +18,13 @@ def _run(tmp_path, us: str):
     (run / "summary.md").write_text("# GPU run: GPU X, 2030-01-01\n\n| step | result |\n| --- | --- |\n| gpu tests | 3 passed |\n\n# GEMM\n...")
     (run / "bench_gemm.md").write_text(f"# GEMM\n\nGPU X, 2030-01-01.\n\n| M | us |\n| --- | --- |\n| 1 | {us} |\n")
     (run / "bench_quant.md").write_text(f"# Quant\n\n| M | us |\n| --- | --- |\n| 1 | {us} |\n\nSchedules tried beside:\n\n| a |\n")
+    (run / "bench_sparse.md").write_text(f"# Sparse\n\n| sparsity | us |\n| --- | --- |\n| 80% | {us} |\n\nSchedules tried beside:\n\n| a |\n")
     (run / "bench_rows.md").write_text(f"# Rows\n\n| op | us |\n| --- | --- |\n| softmax | {us} |\n")
     (run / "bench_attention.md").write_text(f"# Attention\n\n| keys | us |\n| --- | --- |\n| 8192 | {us} |\n")
     (run / "bench_models.md").write_text(f"# Models\n\n| tokens | us |\n| --- | --- |\n| 512 | {us} |\n")
     (run / "bench_models_breakdown.md").write_text(f"# By kernel\n\n| kernel | us |\n| --- | --- |\n| rung_gemm | {us} |\n")
     (run / "bench_generate.md").write_text(f"# Generation\n\n| system | tokens/s |\n| --- | --- |\n| Rung | {us} |\n")
-    for png in ("bench_gemm.png", "bench_quant.png"):
+    for png in ("bench_gemm.png", "bench_quant.png", "bench_sparse.png"):
         (run / png).write_bytes(b"png")
     return run
 
@@ -45,7 +46,7 @@ def test_a_run_replaces_each_section(tmp_path, docs):
     for us in ("12.5", "7.25"):  # twice: the second run replaces the first, leaving nothing of it
         assert bench_report.main([str(_run(tmp_path / us, us))]) == 0
     text = page.read_text()
-    assert "| 1 | 7.25 |" in text and "| softmax | 7.25 |" in text and "| 8192 | 7.25 |" in text and "| 512 | 7.25 |" in text and "| rung_gemm | 7.25 |" in text and "| Rung | 7.25 |" in text and "12.5" not in text
+    assert "| 1 | 7.25 |" in text and "| softmax | 7.25 |" in text and "| 8192 | 7.25 |" in text and "| 512 | 7.25 |" in text and "| rung_gemm | 7.25 |" in text and "| Rung | 7.25 |" in text and "| 80% | 7.25 |" in text and "12.5" not in text
     assert "### GPU run: GPU X, 2030-01-01" in text and "Schedules tried" not in text  # titles demoted, tuning left in the file
     assert "# GEMM\n" in (bench / "bench_gemm.md").read_text() and (bench / "checks.md").read_text().count("|") == 9
     assert bench_report.render(text, bench) == text
