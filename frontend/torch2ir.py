@@ -87,7 +87,11 @@ def _np(t) -> np.ndarray:
 
 
 def _source_line(node) -> str:
-    """`file:line (code)` of the innermost model source frame that made `node`."""
+    """`file:line (code)` of the innermost model source frame that made `node`, or the source a frontend annotated
+    its ops with (`rung_source`: onnx2ir's node names)."""
+    annotated = (node.meta.get("custom") or {}).get("rung_source")
+    if annotated:
+        return annotated
     frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', node.meta.get("stack_trace") or "")
     if not frames:
         return "<unknown source>"
@@ -701,8 +705,29 @@ def with_weights(model, dense: dict[str, np.ndarray]):
     return model
 
 
+def emit(module: ModuleOp, weights: dict, output: str | None, show_summary: bool, progress) -> None:
+    """The IR into `output` with its weights beside it as .npz (both files whole, or neither) and its summary on
+    stdout; without `output`, the IR (or, `show_summary`, its summary) on stdout."""
+    from ir.syntax import print_ir
+
+    text = print_ir(module)
+    if output:
+        out, npz = Path(output), Path(output).with_suffix(".npz")
+        with writing(out):
+            out.with_name(out.name + ".tmp").write_text(text)
+            with open(npz.with_name(npz.name + ".tmp"), "wb") as f:
+                np.savez(f, **weights)
+            os.replace(out.with_name(out.name + ".tmp"), out)
+            os.replace(npz.with_name(npz.name + ".tmp"), npz)
+        progress(f"wrote {out} and {npz}")
+    if show_summary or output:
+        print(summary(module, weights))
+    else:
+        sys.stdout.write(text)
+
+
 def main(argv=None) -> int:
-    from ir.syntax import print_ir, verify
+    from ir.syntax import verify
 
     p = argparse.ArgumentParser(prog="python -m frontend.torch2ir", description="Convert a PyTorch model to Rung graph IR.")
     p.add_argument("model", help="model.py defining model() and example_inputs()")
@@ -741,20 +766,7 @@ def main(argv=None) -> int:
                                                 tuple(args.keep.split(",")) if args.keep else ())
         transformed = bool(args.quantize or args.sparsify is not None)
         verify(module, filename="torch2ir output")
-        text = print_ir(module)
-        if args.output:
-            out, npz = Path(args.output), Path(args.output).with_suffix(".npz")
-            with writing(out):  # both files whole, or neither
-                out.with_name(out.name + ".tmp").write_text(text)
-                with open(npz.with_name(npz.name + ".tmp"), "wb") as f:
-                    np.savez(f, **weights)
-                os.replace(out.with_name(out.name + ".tmp"), out)
-                os.replace(npz.with_name(npz.name + ".tmp"), npz)
-            progress(f"wrote {args.output} and {Path(args.output).with_suffix('.npz')}")
-        if args.summary or args.output:
-            print(summary(module, weights))
-        else:
-            sys.stdout.write(text)
+        emit(module, weights, args.output, args.summary, progress)
         if args.check:
             progress("running the IR on the interpreter ...")
             t0 = time.perf_counter()

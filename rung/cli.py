@@ -29,6 +29,12 @@ def _read(path: str | None) -> tuple[str, str]:
         raise RungError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
 
 
+def _onnx_shape(text: str):
+    from frontend.onnx2ir import shape_option
+
+    return shape_option(text)
+
+
 def _quiet_broken_pipe() -> None:
     """`rung-opt x.mlir | head` should stop quietly, as other Unix tools do."""
     if hasattr(signal, "SIGPIPE"):
@@ -225,7 +231,8 @@ def run_main(argv: list[str] | None = None) -> int:
     _quiet_broken_pipe()
     p = argparse.ArgumentParser(prog="rung-run", description="Execute a function of a Rung IR file on the interpreter, or its "
                                 "kernels (--sim, --gpu); or compile a PyTorch model file (model.py) whole and run it against PyTorch.")
-    p.add_argument("input", help="IR file, or a model file (model.py defining model() and example_inputs(), with --gpu or --sim)")
+    p.add_argument("input", help="IR file, or a model file (model.py defining model() and example_inputs(), or model.onnx; with --gpu or "
+                   "--sim)")
     p.add_argument("-f", "--function", default="main", help="function to run (default: main)")
     p.add_argument("-i", "--inputs", nargs="*", default=None,
                    help=".npy files, one per argument in order, and/or .npz files binding arguments by name (torch2ir's weights); "
@@ -236,16 +243,20 @@ def run_main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true", help="lower @main to kernels and run them on the GPU (torch + cuda-python)")
     p.add_argument("--sim", action="store_true", help="lower @main to kernels and run them on the CPU lane simulator (slow: small programs)")
     p.add_argument("--dtype", choices=("f16", "bf16"), default="f16", help="a model file's type on the GPU (default: %(default)s)")
+    p.add_argument("--shape", type=_onnx_shape, action="append", default=[], metavar="NAME=DxD",
+                   help="an ONNX model's input shape (binds its symbolic dimensions)")
     p.add_argument("--format-file", metavar="FILE", action="append", default=[], dest="format_files", help=FORMATS_OPTION_HELP)
     args = p.parse_args(argv)
 
     def work() -> int:
         load_format_files(args.format_files)
-        if args.input.endswith(".py"):
+        if args.input.endswith((".py", ".onnx")):
             if not (args.gpu or args.sim) or args.inputs is not None or args.function != "main":
                 raise RungError(f"{args.input}: a model file runs compiled, with --gpu or --sim, on its own example inputs (no -i, -f)")
-            from rung.models import run_model
+            from rung.models import run_model, run_onnx
 
+            if args.input.endswith(".onnx"):
+                return run_onnx(args.input, args.dtype, args.gpu, dict(args.shape))
             return run_model(args.input, args.dtype, args.gpu)
         text, name = _read(args.input)
         module = parse_ir(text, name)

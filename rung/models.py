@@ -1,4 +1,5 @@
-"""A PyTorch model file compiled whole and run against PyTorch: `rung-run model.py --gpu` (or `--sim`).
+"""A PyTorch model file compiled whole and run against PyTorch: `rung-run model.py --gpu` (or `--sim`); an ONNX
+model the same way against onnxruntime: `rung-run model.onnx --gpu` (run_onnx).
 
 The model is brought in by torch2ir in f16 or bf16, compiled by rung.compile (every op a kernel of
 Rung's, or an error naming the first op without one), run on the GPU (or the CPU lane simulator) on
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import sys
 import time
+
+import ml_dtypes
+import numpy as np
 
 
 def wall_us(fn, calls: int = 30) -> float:
@@ -86,4 +90,37 @@ def run_model(path: str, dtype: str, gpu: bool, progress=lambda msg: print(msg, 
         print("per forward: " + ", ".join(f"{k} {v:.1f} us" for k, v in times.items()))
     ok = err <= TOLERANCE[dtype]
     print(f"max relative error vs PyTorch {err:.2e} on {where} ({dtype}; {'within' if ok else 'ABOVE'} {TOLERANCE[dtype]:g})")
+    return 0 if ok else 1
+
+
+def run_onnx(path: str, dtype: str, gpu: bool, shapes: dict, progress=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
+    """An ONNX model (frontend.onnx2ir) in `dtype`, compiled whole and run on the GPU (or the simulator) on random
+    inputs; the error against onnxruntime on the same inputs (rounded to `dtype`, computed in f32) printed, 1 if
+    it is above torch2ir's tolerance for `dtype`."""
+    import torch
+
+    from backend.device import to_torch
+    from frontend.onnx2ir import example_inputs, onnx_to_ir, onnxruntime_outputs, relative_error
+    from frontend.torch2ir import TOLERANCE
+    from rung.compiler import compile
+
+    if gpu and not torch.cuda.is_available():
+        print("rung-run: no CUDA GPU here: running the compiled kernels on the CPU lane simulator instead", file=sys.stderr)
+        gpu = False
+    module, weights, names, bound, model = onnx_to_ir(path, shapes, progress, dtype)
+    half = {"f16": np.float16, "bf16": ml_dtypes.bfloat16}[dtype]
+    inputs = {n: a.astype(half) if a.dtype.kind == "f" else a for n, a in zip(bound, example_inputs(bound, seed=1))}
+    want = onnxruntime_outputs(model, {n: a.astype(np.float32) if a.dtype.kind == "f" or a.dtype == half else a for n, a in inputs.items()})
+    progress("compiling every op to kernels ...")
+    fn = compile(module)
+    progress(f"{fn.path.count('rung_')} kernel launches; {fn.memory.summary()}")
+    arguments = [weights[n] if n in weights else inputs[n] for n in names]
+    if gpu:
+        got, where = fn(*(to_torch(a).cuda() for a in arguments)), torch.cuda.get_device_name()
+    else:
+        got, where = fn(*arguments), "the CPU lane simulator"
+    got = [np.asarray(g.float().cpu() if isinstance(g, torch.Tensor) else g, np.float32) for g in (got if isinstance(got, tuple) else (got,))]
+    err = relative_error(got, want)
+    ok = err <= TOLERANCE[dtype]
+    print(f"max relative error vs onnxruntime {err:.2e} on {where} ({dtype}; {'within' if ok else 'ABOVE'} {TOLERANCE[dtype]:g})")
     return 0 if ok else 1

@@ -1,6 +1,8 @@
 """Transformers families compiled whole (`rung-run model.py --sim`): every op of each becomes Rung's kernels,
 and the kernels on the CPU lane simulator compute what the model computes in PyTorch."""
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -63,3 +65,25 @@ def test_a_transformers_family_runs_whole_on_the_gpu_as_torch_does(family, dtype
     path = tmp_path / f"{family}.py"
     path.write_text(MODEL_FILES[family])
     assert_model_runs_as_torch(path, dtype)
+
+
+@pytest.mark.parametrize("device", ["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("example", ["mlp", "cnn"])
+def test_an_onnx_model_runs_compiled_against_onnxruntime(example, device, tmp_path, capsys):
+    """`rung-run model.onnx --sim|--gpu`: an example exported by torch.onnx, compiled whole in f16, on random inputs
+    against onnxruntime on the same (f16-rounded) inputs."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    if device == "gpu" and not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    from frontend.loading import load_model_file
+    from rung.cli import run_main
+
+    model, args, _ = load_model_file(Path(__file__).parents[2] / "examples" / f"{example}.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(tmp_path / "m.onnx"), dynamo=False, opset_version=17)
+    assert run_main([str(tmp_path / "m.onnx"), f"--{device}"]) == 0
+    assert "vs onnxruntime" in capsys.readouterr().out
