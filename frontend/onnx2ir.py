@@ -434,7 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--shape", type=shape_option, action="append", default=[], metavar="NAME=DxD",
                    help="an input's static shape (binds its symbolic dimensions); may be given more than once")
     p.add_argument("--check", action="store_true", help="run the IR on the interpreter and onnxruntime on the same random inputs; print "
-                   "the max relative error (compiled for the GPU: rung-run MODEL.onnx --gpu)")
+                   "the max relative error (compiled for the GPU: rung-run model.onnx --gpu)")
     p.add_argument("--tol", type=float, default=1e-4, help="largest relative error --check accepts (default %(default)g)")
     p.add_argument("--summary", action="store_true", help="print a summary of the IR instead of the IR")
     args = p.parse_args(argv)

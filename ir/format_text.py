@@ -74,7 +74,7 @@ class Definition:
 
 
 class _Build(Transformer):
-    """A definition's tree to a Definition; a format the numerics refuse is a FormatError carrying the tree's position."""
+    """A definition's tree to a Definition; a format the numerics refuse raises _Located (its message, line and column)."""
 
     @v_args(meta=True)
     def definition(self, meta, children):
