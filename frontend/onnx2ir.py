@@ -99,11 +99,21 @@ class OnnxModule(torch.nn.Module):
         self.graph, self.where = model.graph, where
         self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         self.constants, self.weights = {}, {}
+        # a 2-D weight that only MatMul nodes multiply by is kept as [N, K] and applied as a linear (graph.linear:
+        # the GEMM kernels' weight path, and what quantize and sparsify transform)
+        uses = {}
+        for node in model.graph.node:
+            for i, name in enumerate(node.input):
+                uses.setdefault(name, set()).add((node.op_type, i))
+        self.transposed = set()
         for init in model.graph.initializer:
             value = numpy_helper.to_array(init)
             if value.dtype.kind == "f" and value.size > SMALL:
                 name = re.sub(r"\W", "_", init.name)
-                self.register_buffer(name, torch.from_numpy(value.copy()))
+                if value.ndim == 2 and uses.get(init.name) == {("MatMul", 1)}:
+                    value = value.T
+                    self.transposed.add(init.name)
+                self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value)))
                 self.weights[init.name] = name
             else:
                 self.constants[init.name] = value
@@ -134,6 +144,8 @@ class OnnxModule(torch.nn.Module):
         try:
             outputs = {"_outputs": len(node.output)} if len(node.output) > 1 else {}  # (ops with optional outputs)
             with torch.fx.traceback.annotate({"rung_source": where}):  # (torch2ir names the node in its errors)
+                if node.op_type == "MatMul" and node.input[1] in self.transposed:
+                    return F.linear(args[0], args[1])
                 return OPS[node.op_type](*args, **attrs, **outputs)
         except RungError:
             raise

@@ -108,6 +108,13 @@ def test_an_exported_transformers_bert_with_a_symbolic_length_converts_once_boun
     assert "input 'input_ids' has shape [1, seq]: give its static shape with --shape input_ids=1xN" in capsys.readouterr().err
     assert main([str(path), "--check", "--summary", "--shape", "input_ids=1x9"]) == 0
     assert "within" in capsys.readouterr().out
+    ir, weights, _, _, model = onnx_to_ir(path, {"input_ids": [1, 9]})
+    ops = [op.name for op in ir.walk()]
+    # the weights MatMul multiplies by become linears on [N, K] copies (attention's two matmuls a layer stay)
+    assert ops.count("graph.linear") == 12 and ops.count("graph.matmul") == 4
+    matmul_weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"} & set(weights)
+    initial = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert len(matmul_weights) == 12 and all(np.array_equal(weights[n], initial[n].T) for n in matmul_weights)
 
 
 def _one_node(path, node, shape=(2, 3), initializers=(), opset=17):
