@@ -87,6 +87,17 @@ def example_inputs(shapes: dict, seed: int = 0, int_high: int = 8) -> list[np.nd
     return out
 
 
+def matmul_weights(model) -> set[str]:
+    """The 2-D float weights (initializers of more than SMALL elements) that only MatMul nodes multiply by: kept as
+    [N, K] and applied as linears (graph.linear: the GEMM kernels' weight path, and what quantize and sparsify take)."""
+    uses = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, set()).add((node.op_type, i))
+    return {i.name for i in model.graph.initializer if len(i.dims) == 2 and np.prod(i.dims) > SMALL and uses.get(i.name) == {("MatMul", 1)}
+            and i.data_type in (1, 10, 11, 16)}  # (FLOAT, FLOAT16, DOUBLE, BFLOAT16)
+
+
 class OnnxModule(torch.nn.Module):
     """An ONNX graph run node by node with torch ops: large float initializers are buffers (the program's
     weights), the rest numpy constants; a node whose inputs are all constants is evaluated by onnx's
@@ -99,20 +110,12 @@ class OnnxModule(torch.nn.Module):
         self.graph, self.where = model.graph, where
         self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         self.constants, self.weights = {}, {}
-        # a 2-D weight that only MatMul nodes multiply by is kept as [N, K] and applied as a linear (graph.linear:
-        # the GEMM kernels' weight path, and what quantize and sparsify transform)
-        uses = {}
-        for node in model.graph.node:
-            for i, name in enumerate(node.input):
-                uses.setdefault(name, set()).add((node.op_type, i))
-        self.transposed = set()
+        self.transposed = matmul_weights(model)
         for init in model.graph.initializer:
             value = numpy_helper.to_array(init)
             if value.dtype.kind == "f" and value.size > SMALL:
                 name = re.sub(r"\W", "_", init.name)
-                if value.ndim == 2 and uses.get(init.name) == {("MatMul", 1)}:
-                    value = value.T
-                    self.transposed.add(init.name)
+                value = value.T if init.name in self.transposed else value
                 self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value)))
                 self.weights[init.name] = name
             else:
@@ -438,6 +441,7 @@ def shape_option(text: str) -> tuple[str, list[int]]:
 
 def main(argv=None) -> int:
     from frontend.torch2ir import emit
+    from frontend.transforms import dense_weights, transform_weights
     from ir.syntax import verify
 
     p = argparse.ArgumentParser(prog="python -m frontend.onnx2ir", description="Convert an ONNX model to Rung graph IR.")
@@ -449,6 +453,11 @@ def main(argv=None) -> int:
                    "the max relative error (compiled for the GPU: rung-run model.onnx --gpu)")
     p.add_argument("--tol", type=float, default=1e-4, help="largest relative error --check accepts (default %(default)g)")
     p.add_argument("--summary", action="store_true", help="print a summary of the IR instead of the IR")
+    p.add_argument("--quantize", metavar="FORMAT", help="linears' weights quantized to FORMAT (as torch2ir --quantize)")
+    p.add_argument("--group", type=int, help="with --quantize: elements of K per scale (0: per output channel)")
+    p.add_argument("--sparsify", type=float, metavar="S", help="linears' weights pruned by magnitude to sparsity S (as torch2ir --sparsify)")
+    p.add_argument("--sparsify-per", choices=("row", "tensor"), default="row", help="with --sparsify: per output row (default) or tensor")
+    p.add_argument("--keep", metavar="PATTERNS", help="with --quantize or --sparsify: weights left as they are (fnmatch patterns)")
     args = p.parse_args(argv)
 
     def progress(msg):
@@ -456,22 +465,47 @@ def main(argv=None) -> int:
 
     def work() -> int:
         module, weights, names, bound, model = onnx_to_ir(args.model, dict(args.shape), progress)
+        names, weights, _ = transform_weights(module, names, weights, args.quantize, args.group, args.sparsify, args.sparsify_per,
+                                              progress, tuple(args.keep.split(",")) if args.keep else ())
         verify(module, filename="onnx2ir output")
         emit(module, weights, args.output, args.summary, progress)
-        if args.check:
-            return _check(module, names, weights, bound, model, args)
-        return 0
+        if not args.check:
+            return 0
+        if args.quantize or args.sparsify is not None:  # against the model with the same weights, and its own error beside
+            ok = _check(module, names, weights, bound, with_weights(model, dense_weights(module, names, weights)), args)
+            _check(module, names, weights, bound, model, args, "the float model (the transform's own error)")
+            return ok
+        return _check(module, names, weights, bound, model, args)
 
     return run_tool("onnx2ir", work)
 
 
-def _check(module, names, weights, bound, model, args) -> int:
+def _check(module, names, weights, bound, model, args, against: str = "") -> int:
     from ir.interpreter import run
 
     inputs = dict(zip(bound, example_inputs(bound, seed=1)))
     err = relative_error(run(module, [weights[n] if n in weights else inputs[n] for n in names]), onnxruntime_outputs(model, inputs))
+    if against:
+        print(f"check: max relative error vs onnxruntime on {against} {err:.2e}")
+        return 0
     print(f"check: max relative error vs onnxruntime {err:.2e} ({'within' if err <= args.tol else 'ABOVE'} {args.tol:g}; interpreter)")
     return 0 if err <= args.tol else 1
+
+
+def with_weights(model, dense: dict[str, np.ndarray]):
+    """A copy of the ModelProto whose initializers named in `dense` hold those [N, K] weights (dequantized, pruned), in
+    the layout the graph reads them (MatMul's weights [K, N])."""
+    import copy
+
+    from onnx import numpy_helper
+
+    out, transposed = copy.deepcopy(model), matmul_weights(model)
+    for init in out.graph.initializer:
+        if init.name in dense:
+            old = numpy_helper.to_array(init)
+            value = dense[init.name].T if init.name in transposed else dense[init.name]
+            init.CopyFrom(numpy_helper.from_array(np.asarray(value, old.dtype), init.name))
+    return out
 
 
 if __name__ == "__main__":
