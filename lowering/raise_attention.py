@@ -10,6 +10,8 @@
   reshape([B, H, S, D]) of broadcast([B, Hkv, G, S, D]) of reshape([B, Hkv, 1, S, D]) of kv [B, Hkv, S, D],
   reads kv itself: graph.sdpa with fewer kv heads than query heads (each query head reads kv head
   h / G), so the repeated copies are never made.
+- Attention an exporter wrote as matmul(softmax(matmul(q * a, k^T * b)), v) (ONNX's MatMul and Softmax)
+  becomes graph.sdpa with scale a * b.
 The result is the same tensor.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.dialects.builtin import FloatAttr, ModuleOp, UnitAttr
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
@@ -107,15 +109,55 @@ class RaiseAttention(RewritePattern):
         rewriter.replace_op(op, g.SdpaOp.create(operands=[*operands[:3], *mask], result_types=[op.result.type], properties=props))
 
 
+def _scaled(v: SSAValue) -> tuple[SSAValue, float]:
+    """(x, c) where v is graph.mul of x by a one-element constant c (the scale an exporter splits over q and k^T), else (v, 1)."""
+    op = v.owner
+    if isinstance(op, g.MulOp) and len(list(v.uses)) == 1:
+        for x, c in (op.operands, op.operands[::-1]):
+            value = static_value(c, 1)
+            if value is not None and value.size == 1 and x.type == v.type:
+                return x, float(value.reshape(-1)[0])
+    return v, 1.0
+
+
+class RaiseMatmulAttention(RewritePattern):
+    """matmul(softmax(matmul(q * a, k^T * b), dim=-1), v) on [B, H, S, D] tensors, attention as exporters write it
+    (ONNX's MatMul and Softmax), becomes graph.sdpa(q, k, v) with scale a * b: the attention kernel instead of two
+    batched matmuls. k is k^T's permute with its last two dimensions swapped back (one permute of another composes)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: g.MatmulOp, rewriter: PatternRewriter):
+        probs, v = op.operands
+        softmax = probs.owner
+        if not isinstance(softmax, g.SoftmaxOp) or softmax.attr("dim") not in (-1, 3) or len(list(probs.uses)) != 1:
+            return
+        scores = softmax.operands[0]
+        if not isinstance(scores.owner, g.MatmulOp) or len(list(scores.uses)) != 1 or len(scores.type.get_shape()) != 4:
+            return
+        (q, a), (kt, b) = (_scaled(x) for x in scores.owner.operands)
+        shapes = [x.type.get_shape() for x in (q, kt, v)]
+        if any(len(x) != 4 for x in shapes) or not shapes[0][:2] == shapes[1][:2] == shapes[2][:2]:
+            return  # (batch and heads alike: no broadcasting matmul)
+        swap = [0, 1, 3, 2]
+        if isinstance(kt.owner, g.PermuteOp):  # k^T = permute(y, p): k = permute(y, p then swap)
+            y, dims = kt.owner.operands[0], [list(kt.owner.attr("dims"))[i] % 4 for i in swap]
+        else:
+            y, dims = kt, swap
+        k = g.PermuteOp.make(y, dims=tuple(dims))
+        sdpa = g.SdpaOp.create(operands=[q, k.results[0], v], result_types=[op.result.type], properties={"scale": FloatAttr(a * b, 64)})
+        rewriter.replace_op(op, [k, sdpa])
+
+
 @dataclass(frozen=True)
 class RaiseAttentionPass(ModulePass):
-    """Constant causal (or all-true) masks become graph.sdpa's `causal` flag (or go), position masks its `positions`;
-    repeat_kv's copies of k
-    and v become grouped-query attention on the kv heads themselves; ops left without a use are erased."""
+    """Attention written as matmul, softmax, matmul becomes graph.sdpa; constant causal (or all-true) masks become
+    graph.sdpa's `causal` flag (or go), position masks its `positions`; repeat_kv's copies of k and v become
+    grouped-query attention on the kv heads themselves; ops left without a use are erased."""
 
     name = "raise-attention"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(RaiseMatmulAttention(), apply_recursively=False).rewrite_module(op)
         PatternRewriteWalker(RaiseAttention(), apply_recursively=False).rewrite_module(op)
         erase_unused(op)
 

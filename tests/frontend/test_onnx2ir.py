@@ -115,6 +115,12 @@ def test_an_exported_transformers_bert_with_a_symbolic_length_converts_once_boun
     matmul_weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"} & set(weights)
     initial = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     assert len(matmul_weights) == 12 and all(np.array_equal(weights[n], initial[n].T) for n in matmul_weights)
+    from rung.context import make_context
+    from rung.passes import run_pipeline
+
+    run_pipeline(ir, "raise-attention", make_context())  # (what rung.compile runs first: the attention kernel's op)
+    ops = [op.name for op in ir.walk()]
+    assert ops.count("graph.sdpa") == 2 and "graph.matmul" not in ops
     # quantized like torch2ir's models: the same error as onnxruntime with the dequantized weights, its own error beside
     assert main([str(path), "--check", "--summary", "--shape", "input_ids=1x9", "--quantize", "int4", "--group", "32"]) == 0
     out = capsys.readouterr().out

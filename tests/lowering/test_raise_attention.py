@@ -100,3 +100,36 @@ def test_a_mask_of_positions_over_a_kv_cache_becomes_sdpa_positions(predicate, k
     raised = print_ir(module)
     assert "graph.sdpa %q, %k, %v, %p {scale = 2.500000e-01 : f64, positions}" in raised
     assert not any(op in raised for op in ("graph.compare", "graph.broadcast", "graph.arange"))
+
+
+MATMUL_ATTENTION = """func.func @main(%q: tensor<2x4x8x16xf32>, %y: tensor<2x8x4x16xf32>, %v: tensor<2x4x8x16xf32>) -> tensor<2x4x8x16xf32> {
+  %kt = graph.permute %y {dims = array<i64: 0, 2, 3, 1>} : (tensor<2x8x4x16xf32>) -> tensor<2x4x16x8xf32>
+  %a = graph.constant {value = dense<5.000000e-01> : tensor<f32>} : tensor<f32>
+  %qs = graph.mul %q, %a : (tensor<2x4x8x16xf32>, tensor<f32>) -> tensor<2x4x8x16xf32>
+  %b = graph.constant {value = dense<5.000000e-01> : tensor<f32>} : tensor<f32>
+  %ks = graph.mul %kt, %b : (tensor<2x4x16x8xf32>, tensor<f32>) -> tensor<2x4x16x8xf32>
+  %s = graph.matmul %qs, %ks : (tensor<2x4x8x16xf32>, tensor<2x4x16x8xf32>) -> tensor<2x4x8x8xf32>
+  %p = graph.softmax %s {dim = -1 : i64} : (tensor<2x4x8x8xf32>) -> tensor<2x4x8x8xf32>
+  %o = graph.matmul %p, %v : (tensor<2x4x8x8xf32>, tensor<2x4x8x16xf32>) -> tensor<2x4x8x16xf32>
+  func.return %o : tensor<2x4x8x16xf32>
+}
+"""
+
+
+def test_attention_written_as_matmuls_and_softmax_becomes_sdpa():
+    """ONNX's attention, q * a and k^T * b (k^T a permute of the heads' input) through MatMul, Softmax, MatMul, is
+    graph.sdpa(q, k, v) with scale a * b and k the same permute with its last two dimensions swapped back."""
+    module = parse_ir(MATMUL_ATTENTION)
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal(a.type.get_shape()).astype(np.float32) for a in module.ops.first.body.block.args]
+    before = run(module, args)[0]
+    run_pipeline(module, "raise-attention", make_context())
+    text = print_ir(module)
+    assert "graph.matmul" not in text and "graph.softmax" not in text and "graph.mul" not in text
+    assert "graph.permute %y {dims = array<i64: 0, 2, 1, 3>}" in text and "scale = 2.500000e-01 : f64" in text
+    np.testing.assert_allclose(run(module, args)[0], before, rtol=1e-5, atol=1e-6)
+    broadcast = MATMUL_ATTENTION.replace("%v: tensor<2x4x8x16xf32>", "%v: tensor<1x4x8x16xf32>").replace(
+        "(tensor<2x4x8x8xf32>, tensor<2x4x8x16xf32>)", "(tensor<2x4x8x8xf32>, tensor<1x4x8x16xf32>)")
+    module = parse_ir(broadcast)  # a v broadcast over the batch: no sdpa takes it, left as it is
+    run_pipeline(module, "raise-attention", make_context())
+    assert "graph.sdpa" not in print_ir(module)

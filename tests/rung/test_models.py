@@ -68,10 +68,11 @@ def test_a_transformers_family_runs_whole_on_the_gpu_as_torch_does(family, dtype
 
 
 @pytest.mark.parametrize("device", ["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
-@pytest.mark.parametrize("example", ["mlp", "cnn"])
+@pytest.mark.parametrize("example", ["mlp", "cnn", "encoder"])
 def test_an_onnx_model_runs_compiled_against_onnxruntime(example, device, tmp_path, capsys):
-    """`rung-run model.onnx --sim|--gpu`: an example exported by torch.onnx, compiled whole in f16, on random inputs
-    against onnxruntime on the same (f16-rounded) inputs."""
+    """`rung-run model.onnx --sim|--gpu`: an example (or torch's transformer encoder, its attention exported as
+    MatMul and Softmax) exported by torch.onnx, compiled whole in f16, on random inputs against onnxruntime on the
+    same (f16-rounded) inputs."""
     import warnings
 
     torch = pytest.importorskip("torch")
@@ -81,7 +82,12 @@ def test_an_onnx_model_runs_compiled_against_onnxruntime(example, device, tmp_pa
     from frontend.loading import load_model_file
     from rung.cli import run_main
 
-    model, args, _ = load_model_file(Path(__file__).parents[2] / "examples" / f"{example}.py")
+    if example == "encoder":
+        torch.manual_seed(0)
+        layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True, activation="gelu")
+        model, args = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval(), (torch.randn(1, 16, 64),)
+    else:
+        model, args, _ = load_model_file(Path(__file__).parents[2] / "examples" / f"{example}.py")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(tmp_path / "m.onnx"), dynamo=False, opset_version=17)
