@@ -15,7 +15,6 @@ and the tiling of unstructured-sparse weights, `#lp.sparse<tile 128x64>`. Their 
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -35,7 +34,7 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from ir.dtypes import FLOAT_FORMATS, format_name
-from ir.numerics import FormatError, QuantFormat
+from ir.numerics import FormatError, QuantFormat, int_name
 from ir.sparse import SparseFormat
 
 
@@ -50,7 +49,7 @@ class NF4Type(ParametrizedAttribute, TypeAttribute):
 @irdl_attr_definition
 class FormatType(ParametrizedAttribute, TypeAttribute):
     """An element type of a format defined as text (ir.format_text), by the name it was registered under:
-    `!lp.format<e3m2b2>`. The module that uses it is read after its definitions are loaded (rung-opt --formats)."""
+    `!lp.format<e3m2b2>`. The module that uses it is read after its definitions are loaded (rung-opt --format-file)."""
 
     name = "lp.format"
 
@@ -112,8 +111,9 @@ class QuantAttr(_FormatAttr):
     def from_format(fmt: QuantFormat) -> "QuantAttr":
         """The attribute of an ir.numerics.QuantFormat (the inverse of `format`)."""
         name = fmt.element
-        if re.fullmatch(r"u?int[1-8]", name):
-            element = IntegerType(int(name[-1]), Signedness.SIGNED if name.startswith("int") else Signedness.UNSIGNED)
+        if int_name(name):
+            bits, signed = int_name(name)
+            element = IntegerType(bits, Signedness.SIGNED if signed else Signedness.UNSIGNED)
         else:
             builtin = next((t for t, n in FLOAT_FORMATS.items() if n == name), None)
             element = NF4Type() if name == "nf4" else builtin() if builtin else FormatType(name)

@@ -84,6 +84,8 @@ def export(model, args, kwargs):
             for op in _kept_ops():
                 table.pop(op, None)
             return ep.run_decompositions(table)
+    except RungError:  # (raised by the model's own code, e.g. onnx2ir's nodes: it says where)
+        raise
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise RungError(f"torch.export failed: {type(e).__name__}: {msg}") from None

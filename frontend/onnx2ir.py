@@ -87,15 +87,21 @@ def example_inputs(shapes: dict, seed: int = 0, int_high: int = 8) -> list[np.nd
     return out
 
 
+def is_weight(init) -> bool:
+    """A float initializer of more than SMALL elements: a weight of the program (the others stay constants)."""
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(init.data_type).kind == "f" and int(np.prod(init.dims)) > SMALL
+
+
 def matmul_weights(model) -> set[str]:
-    """The 2-D float weights (initializers of more than SMALL elements) that only MatMul nodes multiply by: kept as
-    [N, K] and applied as linears (graph.linear: the GEMM kernels' weight path, and what quantize and sparsify take)."""
+    """The 2-D weights that only MatMul nodes multiply by: kept as [N, K] and applied as linears (graph.linear: the
+    GEMM kernels' weight path, and what quantize and sparsify take)."""
     uses = {}
     for node in model.graph.node:
         for i, name in enumerate(node.input):
             uses.setdefault(name, set()).add((node.op_type, i))
-    return {i.name for i in model.graph.initializer if len(i.dims) == 2 and np.prod(i.dims) > SMALL and uses.get(i.name) == {("MatMul", 1)}
-            and i.data_type in (1, 10, 11, 16)}  # (FLOAT, FLOAT16, DOUBLE, BFLOAT16)
+    return {i.name for i in model.graph.initializer if is_weight(i) and len(i.dims) == 2 and uses.get(i.name) == {("MatMul", 1)}}
 
 
 class OnnxModule(torch.nn.Module):
@@ -113,7 +119,7 @@ class OnnxModule(torch.nn.Module):
         self.transposed = matmul_weights(model)
         for init in model.graph.initializer:
             value = numpy_helper.to_array(init)
-            if value.dtype.kind == "f" and value.size > SMALL:
+            if is_weight(init):
                 name = re.sub(r"\W", "_", init.name)
                 value = value.T if init.name in self.transposed else value
                 self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value)))
@@ -136,40 +142,36 @@ class OnnxModule(torch.nn.Module):
         from onnx import helper
 
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
         where = f"{self.where}: node '{node.name or node.output[0]}' ({node.op_type}, opset {self.opset})"
         if node.domain not in ("", "ai.onnx"):
             raise RungError(f"{where}: operators of domain '{node.domain}' have no conversion")
         if all(a is None or isinstance(a, np.ndarray) for a in args) and node.op_type not in ("RandomNormal", "RandomUniform"):
-            return _evaluate(node, args, self.opset)
+            return _evaluate(node, args, attrs, self.opset)
         if node.op_type not in OPS:
             raise RungError(f"{where}: no conversion for this operator (docs/torch2ir.md lists the ONNX operators Rung reads)")
+        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
         try:
             outputs = {"_outputs": len(node.output)} if len(node.output) > 1 else {}  # (ops with optional outputs)
             with torch.fx.traceback.annotate({"rung_source": where}):  # (torch2ir names the node in its errors)
                 if node.op_type == "MatMul" and node.input[1] in self.transposed:
                     return F.linear(args[0], args[1])
                 return OPS[node.op_type](*args, **attrs, **outputs)
-        except RungError:
-            raise
-        except Exception as e:
+        except Exception as e:  # (OPS' own RungErrors too: this names the node)
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RungError(f"{where}: cannot convert: {message}") from None
 
 
 
-def _evaluate(node, args, opset):
-    """A node of constant inputs evaluated by onnx's reference implementation (numpy), or by numpy itself where that
-    implementation fails on shapes exported models use (NUMPY)."""
+def _evaluate(node, args, attrs: dict, opset):
+    """A node of constant inputs (and its attributes) evaluated by onnx's reference implementation (numpy), or by
+    numpy itself where that implementation fails on shapes exported models use (NUMPY)."""
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
     if node.op_type in NUMPY:
-        return NUMPY[node.op_type](*args, **{a.name: helper.get_attribute_value(a) for a in node.attribute})
-
+        return NUMPY[node.op_type](*args, **attrs)
     names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
-    inner = helper.make_node(node.op_type, names, [f"out{i}" for i in range(len(node.output))], **{
-        a.name: helper.get_attribute_value(a) for a in node.attribute})
+    inner = helper.make_node(node.op_type, names, [f"out{i}" for i in range(len(node.output))], **attrs)
     graph = helper.make_graph([inner], "node", [helper.make_tensor_value_info(n, 0, None) for n in names if n],
                               [helper.make_tensor_value_info(o, 0, None) for o in inner.output])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

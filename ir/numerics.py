@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -213,15 +214,18 @@ ML_DTYPES = {
 BUILTIN_FORMATS = frozenset(FORMATS)
 
 
+def int_name(name: str) -> tuple[int, bool] | None:
+    """(bits, signed) of a name intN or uintN with N from 1 to 8, else None."""
+    match = re.fullmatch(r"(u?)int([1-8])", name)
+    return (int(match[2]), not match[1]) if match else None
+
+
 def element_format(name: str) -> ElementFormat:
     """A format by name: a built-in or registered one, or intN / uintN of any width 1 to 8."""
-    try:
+    if name in FORMATS:
         return FORMATS[name]
-    except KeyError:
-        pass
-    for prefix, signed in (("int", True), ("uint", False)):
-        if name.startswith(prefix) and name[len(prefix):].isdigit() and 1 <= int(name[len(prefix):]) <= 8:
-            return int_format(int(name[len(prefix):]), signed)
+    if int_name(name):
+        return int_format(*int_name(name))
     raise FormatError(f"unknown element format '{name}' (known: {', '.join(FORMATS)}; a format defined as text is loaded "
                       "first: --format-file FILE, rung.load_formats)") from None
 
@@ -229,12 +233,10 @@ def element_format(name: str) -> ElementFormat:
 def register_format(name: str, fmt: ElementFormat) -> None:
     """Make `fmt` known by `name` (ir.format_text's definitions); the same definition again is no change, another
     meaning of a known name is a FormatError."""
-    known = FORMATS.get(name)
-    if known is None:
-        try:
-            known = element_format(name)  # (intN, uintN)
-        except FormatError:
-            pass
+    try:
+        known = element_format(name)
+    except FormatError:
+        known = None
     if known is not None and known != fmt:
         raise FormatError(f"{name} is already {'a built-in' if name in BUILTIN_FORMATS else 'a registered'} element format with "
                           "another meaning")

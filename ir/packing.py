@@ -88,6 +88,11 @@ class Decoder:
         slots = slots.reshape(*slots.shape[:-1], -1, 2, self.per_word // 2)  # [..., word, lo/hi, pair]
         return np.swapaxes(slots, -1, -2).reshape(*slots.shape[:-3], -1)
 
+    @property
+    def own_bits(self) -> int:
+        """The format's own width: fewer than `bits` when its codes are stored in a wider one (ir.packing.decoder)."""
+        return element_format(self.name).bits
+
     def rescale(self, dtype: str) -> float:
         """The exact power of two the decoder's last step multiplies by (1: none)."""
         return 1.0
@@ -106,11 +111,6 @@ class IntDecode(Decoder):
     name: str
     bits: int
     offset: int
-
-    @property
-    def code_bits(self) -> int:
-        """The bits a stored code u = q + offset can use (the format's own width: fewer than `bits` when it is stored wider)."""
-        return element_format(self.name).bits
 
     def codes(self, values) -> np.ndarray:
         v = np.asarray(values)
@@ -141,18 +141,13 @@ class FloatDecode(Decoder):
     def rescale(self, dtype: str) -> float:
         return 2.0 ** (TARGET_BITS[dtype][2] - self.bias)
 
-    @property
-    def _own_bits(self) -> int:
-        """The format's own width (less than `bits` when stored with mantissa bits added)."""
-        return element_format(self.name).bits
-
     def codes(self, values) -> np.ndarray:
-        own, pad = self._own_bits, self.bits - self._own_bits
+        own, pad = self.own_bits, self.bits - self.own_bits
         c = super().codes(values)
         return c if not pad else ((c >> (own - 1)) << (self.bits - 1) | (c & ((1 << (own - 1)) - 1)) << pad).astype(np.uint8)
 
     def values(self, codes) -> np.ndarray:
-        own, pad = self._own_bits, self.bits - self._own_bits
+        own, pad = self.own_bits, self.bits - self.own_bits
         c = np.asarray(codes, np.uint8)
         return super().values(c if not pad else (c >> (self.bits - 1)) << (own - 1) | (c & ((1 << (self.bits - 1)) - 1)) >> pad)
 
@@ -207,7 +202,8 @@ def float_placement(bits: int, exp_bits: int) -> tuple:
         runs = [m for m in free if set(range(m, m + span)) <= free]
         if not runs:  # (a byte whose exponent lies too low for the first pair in place: e3m4's) codes in pair order
             return tuple((bits * j, bits * j + span) for j in range(16 // bits))
-        take(runs[0], min(free - set(range(runs[0], runs[0] + span))))
+        mag = min(runs)
+        take(mag, min(free - set(range(mag, mag + span))))
     return tuple(out)
 
 

@@ -160,9 +160,9 @@ def kernel_tiles(weight, tile_n: int, tile_k: int, dtype: str = "f16", threads: 
     padded[:w.shape[0], :w.shape[1]] = w
     tiles = padded.reshape(tiles_n, tile_n, tiles_k, tile_k).transpose(0, 2, 1, 3).reshape(tiles_n * tiles_k, tile_n * tile_k)
     nonzero = tiles != 0
-    fullest = int(nonzero.sum(axis=1).max(initial=0))
-    if slots and (slots % math.lcm(tile_n, threads) or fullest > slots):
-        raise FormatError(f"a kernel's {slots} slots a tile (a multiple of {math.lcm(tile_n, threads)}) cannot hold a tile of {fullest} nonzeros")
+    fullest, multiple = int(nonzero.sum(axis=1).max(initial=0)), math.lcm(tile_n, threads)
+    if slots and (slots % multiple or fullest > slots):
+        raise FormatError(f"a kernel's {slots} slots a tile (a multiple of {multiple}) cannot hold a tile of {fullest} nonzeros")
     slots = slots or kernel_slots(fullest, tile_n, threads)
     if slots > tile_n * tile_k:
         raise FormatError(f"{slots} slots do not fit a tile of {tile_n * tile_k} positions")

@@ -42,8 +42,8 @@ def _emit_int(d: IntDecode, b: PtxBuilder, word, dtype: str, rescaled: bool) -> 
     offset, exactly. A pair's own constants are immediates, the operands every pair shares (the
     mantissa's bits, 1) one register each: a loop short of registers has no constants to rebuild."""
     _, man_bits, bias = TARGET_BITS[dtype]
-    if d.code_bits > man_bits:
-        raise FormatError(f"{d.code_bits}-bit codes do not fit the mantissa of {dtype}")
+    if d.own_bits > man_bits:
+        raise FormatError(f"{d.own_bits}-bit codes do not fit the mantissa of {dtype}")
     window = max(1, man_bits // d.bits)  # pairs whose codes fit the mantissa unshifted
     mantissa = ((1 << man_bits) - 1) * PAIR
     one = int(half_bits(1.0, dtype)) * PAIR
@@ -54,7 +54,7 @@ def _emit_int(d: IntDecode, b: PtxBuilder, word, dtype: str, rescaled: bool) -> 
             shifted = word if j == 0 else b.shr(word, d.bits * j)
         place = d.bits * i
         magic = (man_bits - place + bias) << man_bits
-        field = ((1 << d.code_bits) - 1) << place
+        field = ((1 << d.own_bits) - 1) << place
         magic_plus_code = b.lop3(shifted, (magic | field) * PAIR, mantissa, MANTISSA_AND_LUT)
         minus = int(half_bits(-(2.0 ** (man_bits - place) + d.offset), dtype))
         out.append(b.fma2(magic_plus_code, one, minus * PAIR, dtype))

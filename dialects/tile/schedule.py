@@ -195,7 +195,7 @@ class GemmConfig:
         if self.shared_table and (not isinstance(d, LutDecode) or TABLE_ROWS % self.threads):
             raise ValueError(f"a shared table holds the pairs of a table-decoded weight (nf4), filled by at most {TABLE_ROWS} "
                              f"threads: not {self.weight} with {self.threads} threads")
-        if self.dtype == "bf16" and isinstance(d, IntDecode) and d.code_bits > 7:
+        if self.dtype == "bf16" and isinstance(d, IntDecode) and d.own_bits > 7:
             raise ValueError("8-bit integer weights decode into f16 only: bf16's mantissa cannot hold 8-bit codes")
         block = block_elems(d.bits)
         if self.b_kn or self.bk % block:

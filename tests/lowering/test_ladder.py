@@ -62,7 +62,7 @@ def test_generated_decoder_recovers_every_value(name, dtype):
     from ir.numerics import element_format
 
     d = decoder(name)
-    if dtype == "bf16" and isinstance(d, IntDecode) and d.code_bits == 8:
+    if dtype == "bf16" and isinstance(d, IntDecode) and d.own_bits == 8:
         with pytest.raises(FormatError, match="do not fit the mantissa of bf16"):
             decode_kernel(d, dtype)
         return
